@@ -1,0 +1,1 @@
+"""keepalive-bench: harness, pyperf clients, compare and reports."""

@@ -1,0 +1,54 @@
+"""Live connection and request counters, readable from another thread.
+
+The stdlib server updates them from many threads, the asyncio servers from their loop while the
+control listener reads them from its own thread, so every update and snapshot takes one lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from servers.policy import CloseReason
+
+
+class Counters:
+    """Connections accepted, open, peak open, requests served, and closes by reason."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._accepted = 0
+        self._open = 0
+        self._peak_open = 0
+        self._requests = 0
+        self._closed = dict.fromkeys(CloseReason, 0)
+
+    def connection_opened(self) -> int:
+        """Count an accepted connection and return its id (1, 2, ... in accept order)."""
+        with self._lock:
+            self._accepted += 1
+            self._open += 1
+            self._peak_open = max(self._peak_open, self._open)
+            return next(self._ids)
+
+    def connection_closed(self, reason: CloseReason) -> None:
+        with self._lock:
+            self._open -= 1
+            self._closed[reason] += 1
+
+    def request_served(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent JSON-ready view of every counter."""
+        with self._lock:
+            return {
+                "connections_accepted": self._accepted,
+                "connections_open": self._open,
+                "connections_peak_open": self._peak_open,
+                "requests_served": self._requests,
+                "closed": {reason.value: n for reason, n in self._closed.items()},
+            }

@@ -1,0 +1,114 @@
+"""The endpoints every reference server exposes, decided in one place.
+
+Each server parses the request its own way, then asks `route()` what to answer and writes the
+`Reply` its own way (a delay is slept in a thread, awaited, or scheduled with `call_later`).
+Application statuses (404, a /bytes size out of range) keep the connection: only protocol errors
+close it (spec rule 9), and a 404 counts toward the keep-alive max (MAX-04).
+
+    GET  /              200, a small text body
+    GET  /bytes/N       200, N bytes (0 <= N <= 16 MiB; 400 beyond)
+    GET  /sleep?ms=X    200 after X ms (0 <= X <= 60000)
+    GET  /peer          200, JSON: client_host, client_port, connection_id, request_number
+    GET  /status/N      status N (200-599) with an empty body
+    GET  /close         200, and the handler asks to close the connection
+    POST any path       the body is read in full and ignored; answered like GET
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+MAX_BYTES = 16 * 1024 * 1024
+MAX_SLEEP_MS = 60_000
+HELLO = b"Hello, keep-alive!\n"
+TEXT = "text/plain; charset=utf-8"
+STATUSES_WITHOUT_BODY = frozenset({204, 304})
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who is asking, on which connection, and how many requests that connection has carried."""
+
+    client_host: str
+    client_port: int
+    connection_id: int
+    request_number: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    delay_s: float = 0.0
+    close: bool = False  # the handler wants the connection closed after this response
+
+
+_BAD = Reply(400, b"bad request\n")
+_NOT_FOUND = Reply(404, b"not found\n")
+
+
+def route(method: str, target: str, ctx: RequestContext) -> Reply:
+    """Answer one request. `target` is the raw request-target (path and query)."""
+    path, _, query = target.partition("?")
+    if path == "/":
+        return Reply(200, HELLO)
+    if path.startswith("/bytes/"):
+        return _bytes(path.removeprefix("/bytes/"))
+    if path == "/sleep":
+        return _sleep(query)
+    if path == "/peer":
+        return _peer(ctx)
+    if path.startswith("/status/"):
+        return _status(path.removeprefix("/status/"))
+    if path == "/close":
+        return Reply(200, b"closing\n", close=True)
+    return _NOT_FOUND
+
+
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) <= 9 else None
+
+
+def _bytes(size_text: str) -> Reply:
+    size = _int_or_none(size_text)
+    if size is None or size > MAX_BYTES:
+        return _BAD
+    return Reply(200, b"x" * size, content_type="application/octet-stream")
+
+
+def _sleep(query: str) -> Reply:
+    values = parse_qs(query).get("ms", ["0"])
+    ms = _int_or_none(values[0])
+    if ms is None or ms > MAX_SLEEP_MS:
+        return _BAD
+    return Reply(200, b"slept\n", delay_s=ms / 1000)
+
+
+def _peer(ctx: RequestContext) -> Reply:
+    body = json.dumps(
+        {
+            "client_host": ctx.client_host,
+            "client_port": ctx.client_port,
+            "connection_id": ctx.connection_id,
+            "request_number": ctx.request_number,
+        }
+    ).encode()
+    return Reply(200, body, content_type="application/json")
+
+
+def _status(code_text: str) -> Reply:
+    code = _int_or_none(code_text)
+    if code is None or not 200 <= code <= 599:
+        return _BAD
+    return Reply(code)
+
+
+def connection_log_line(ctx: RequestContext, method: str, target: str, connection: str) -> str:
+    """--log-connections: the seed experiment's line (client port, path, Connection header)."""
+    return (
+        f"port={ctx.client_port} conn={ctx.connection_id} req={ctx.request_number} "
+        f"{method} {target} connection={connection or '-'}"
+    )

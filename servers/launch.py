@@ -1,0 +1,151 @@
+"""Start a reference server as a subprocess and talk to it: the READY line and the counters.
+
+Used by the tests and by the benchmark harness, which never import a server in-process (each
+process is one thing: the harness must not load uvloop). `ServerProcess` is a context manager
+that always stops the child, on success, on error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servers.options import ServerOptions
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or stayed silent instead of printing READY; message is one line."""
+
+
+@dataclass(frozen=True)
+class ReadyInfo:
+    """What the READY line announced."""
+
+    url: str
+    control_url: str
+    pid: int
+    server: str
+    ca_path: Path | None
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+def parse_ready_line(line: str) -> ReadyInfo:
+    """`READY http://127.0.0.1:4311 control=http://127.0.0.1:4312 pid=9 server=uvloop [ca=..]`."""
+    words = line.split()
+    if len(words) < 2 or words[0] != "READY":
+        raise ServerStartError(f"expected a READY line, got {line.strip()[:200]!r}")
+    fields = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+    ca = fields.get("ca")
+    return ReadyInfo(
+        url=words[1],
+        control_url=fields["control"],
+        pid=int(fields["pid"]),
+        server=fields["server"],
+        ca_path=Path(ca) if ca else None,
+    )
+
+
+def server_command(options: ServerOptions) -> list[str]:
+    return [sys.executable, "-m", "servers", *options.to_argv()]
+
+
+class ServerProcess:
+    """A running reference server: `with ServerProcess(options) as server: server.ready.url`."""
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        *,
+        stderr: Any = subprocess.DEVNULL,
+        cpu: int | None = None,
+    ) -> None:
+        self.options = options
+        self._stderr = stderr
+        self._cpu = cpu
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready: ReadyInfo | None = None
+
+    def start(self) -> ReadyInfo:
+        preexec = (lambda: os.sched_setaffinity(0, {self._cpu})) if self._cpu is not None else None
+        self.proc = subprocess.Popen(
+            server_command(self.options),
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=preexec,
+        )
+        self.ready = parse_ready_line(self._read_first_line())
+        return self.ready
+
+    def _read_first_line(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if readable:
+                line = self.proc.stdout.readline()
+                if line:
+                    return line
+            if self.proc.poll() is not None:
+                raise ServerStartError(
+                    f"{self.options.name} server exited with status {self.proc.returncode} "
+                    "before READY"
+                )
+        raise ServerStartError(
+            f"{self.options.name} server printed no READY line in {READY_TIMEOUT_S:g} s"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The server's live counters from its control listener."""
+        assert self.ready is not None
+        with urllib.request.urlopen(self.ready.control_url + "/counters", timeout=timeout_s) as r:
+            return json.load(r)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after a grace period; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

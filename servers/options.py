@@ -1,0 +1,158 @@
+"""Server configuration: one typed, validated value built once at the command-line edge.
+
+Everything that starts a server (the CLI, the tests, the benchmark harness) goes through
+`ServerOptions`: `parse_args` turns argv into it and `to_argv` turns it back, so the flags are
+spelled in exactly one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServerName(enum.StrEnum):
+    """The three reference implementations."""
+
+    STDLIB = "stdlib"
+    AIOHTTP = "aiohttp"
+    UVLOOP = "uvloop"
+
+
+DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
+DEFAULT_KEEPALIVE_MAX = 100
+# Header deadline used when keep-alive is off (T = 0) and none was given (spec: "or 5 when T is 0").
+FALLBACK_HEADER_TIMEOUT_S = 5.0
+
+
+class OptionsError(ValueError):
+    """A configuration that cannot run; its message is shown to the user as one line."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a reference server needs to know to start; validated on construction."""
+
+    name: ServerName
+    host: str = "127.0.0.1"
+    port: int = 0
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
+    keepalive_max: int = DEFAULT_KEEPALIVE_MAX
+    header_timeout_s: float | None = None
+    tls: bool = False
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    log_connections: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise OptionsError(f"--port must be between 0 and 65535, got {self.port}")
+        if self.keepalive_timeout_s < 0:
+            raise OptionsError(f"--keepalive-timeout must be >= 0, got {self.keepalive_timeout_s}")
+        if self.keepalive_max < 0:
+            raise OptionsError(f"--keepalive-max must be >= 0, got {self.keepalive_max}")
+        if self.header_timeout_s is not None and self.header_timeout_s <= 0:
+            raise OptionsError(f"--header-timeout must be > 0, got {self.header_timeout_s}")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise OptionsError("--certfile and --keyfile must be given together")
+        if self.certfile is not None and not self.tls:
+            raise OptionsError("--certfile/--keyfile need --tls")
+        for path in (self.certfile, self.keyfile):
+            if path is not None and not path.is_file():
+                raise OptionsError(f"no such file: {path}")
+
+    @property
+    def effective_header_timeout_s(self) -> float:
+        """H defaults to T, or to 5 s when keep-alive is disabled (T = 0)."""
+        if self.header_timeout_s is not None:
+            return self.header_timeout_s
+        return self.keepalive_timeout_s or FALLBACK_HEADER_TIMEOUT_S
+
+    def to_argv(self) -> list[str]:
+        """The `python -m servers ...` arguments that reproduce these options."""
+        argv = [
+            self.name.value,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--keepalive-timeout", f"{self.keepalive_timeout_s:g}",
+            "--keepalive-max", str(self.keepalive_max),
+        ]  # fmt: skip
+        if self.header_timeout_s is not None:
+            argv += ["--header-timeout", f"{self.header_timeout_s:g}"]
+        if self.tls:
+            argv.append("--tls")
+        if self.certfile is not None and self.keyfile is not None:
+            argv += ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile)]
+        if self.log_connections:
+            argv.append("--log-connections")
+        return argv
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; we want exactly one line, then exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="python -m servers",
+        description=(
+            "Start a reference HTTP/1.1 server with a configurable keep-alive policy. "
+            "The first stdout line is 'READY <url> control=<url> pid=<pid> server=<name>' "
+            "(plus 'ca=<pem>' with a generated TLS certificate)."
+        ),
+    )
+    parser.add_argument("name", choices=[n.value for n in ServerName], help="implementation")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    parser.add_argument(
+        "--keepalive-timeout", type=float, default=DEFAULT_KEEPALIVE_TIMEOUT_S, metavar="SECONDS",
+        help="idle time allowed between requests; 0 disables keep-alive (default %(default)g)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keepalive-max", type=int, default=DEFAULT_KEEPALIVE_MAX, metavar="COUNT",
+        help="requests per connection, the last answered with Connection: close; "
+        "0 = unlimited (default %(default)d)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--header-timeout", type=float, default=None, metavar="SECONDS",
+        help="deadline for a request's header section, from its first byte (default: the "
+        "keep-alive timeout, or 5 when keep-alive is off)",
+    )  # fmt: skip
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed by default)")
+    parser.add_argument("--certfile", type=Path, help="PEM certificate chain (with --tls)")
+    parser.add_argument("--keyfile", type=Path, help="PEM private key (with --tls)")
+    parser.add_argument(
+        "--log-connections", action="store_true",
+        help="one stderr line per request: client port, connection, request number, path, "
+        "Connection header",
+    )  # fmt: skip
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> ServerOptions:
+    """Parse and validate; on bad input print one line and exit 2."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ServerOptions(
+            name=ServerName(ns.name),
+            host=ns.host,
+            port=ns.port,
+            keepalive_timeout_s=ns.keepalive_timeout,
+            keepalive_max=ns.keepalive_max,
+            header_timeout_s=ns.header_timeout,
+            tls=ns.tls,
+            certfile=ns.certfile,
+            keyfile=ns.keyfile,
+            log_connections=ns.log_connections,
+        )
+    except OptionsError as exc:
+        parser.error(str(exc))
+        raise  # unreachable: error() exits
