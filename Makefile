@@ -4,7 +4,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint servers-perf clean
+# Knobs shared by bench, bench-compare and noise (empty = the command's default).
+BENCH_FLAGS = $(if $(QUICK),--quick) \
+	$(if $(SERVERS),--servers $(SERVERS)) $(if $(CLIENTS),--clients $(CLIENTS)) \
+	$(if $(MODES),--modes $(MODES)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
+	$(if $(KEEPALIVE_TIMEOUT),--keepalive-timeout $(KEEPALIVE_TIMEOUT)) \
+	$(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) \
+	$(if $(DURATION),--duration $(DURATION)) $(if $(REPEAT),--repeat $(REPEAT)) \
+	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
+
+.PHONY: install test lint bench compare bench-compare noise report servers-perf clean
 
 install: $(STAMP)
 
@@ -18,9 +27,24 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+bench: install
+	$(PY) -m benchmarks run $(BENCH_FLAGS)
+
+compare: install
+	$(PY) -m benchmarks compare $(BASE) $(NEW)
+
+bench-compare: install
+	$(PY) -m benchmarks bench-compare --base $(BASE) $(BENCH_FLAGS)
+
+noise: install
+	$(PY) -m benchmarks noise $(BENCH_FLAGS)
+
+report: install
+	$(PY) -m benchmarks report $(if $(CSV),$(CSV),results/*.csv)
+
 # wrk against each reference server, next to nginx and bare apps (issue 2's performance check).
 servers-perf: install
-	$(PY) -m benchmarks.serverperf $(if $(DURATION),--duration $(DURATION)) $(if $(CONNECTIONS),--connections $(CONNECTIONS))
+	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""`python -m benchmarks COMMAND [options]`: one entry point, one module per command.
+
+Each command module exposes `main(argv: list[str]) -> int` and is imported only when chosen, so
+`compare` does not pay for what `run` needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "run": ("benchmarks.harness.cli", "run the benchmark matrix and write a results CSV"),
+    "compare": ("benchmarks.compare", "compare two results CSVs, noise-aware"),
+    "bench-compare": ("benchmarks.benchcompare", "bench a git ref and the work tree, interleaved"),
+    "noise": ("benchmarks.noise", "A/A runs: this machine's noise floor per metric"),
+    "report": ("benchmarks.report", "PNG plots from results CSVs"),
+    "serverperf": ("benchmarks.serverperf", "wrk against each server, nginx and bare apps"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m benchmarks COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<14} {doc}" for name, (_, doc) in COMMANDS.items()]
+    lines.append("\n'python -m benchmarks COMMAND --help' explains each one.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] not in COMMANDS:
+        sys.stderr.write(f"python -m benchmarks: error: unknown command {args[0]!r}\n")
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    return int(module.main(args[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

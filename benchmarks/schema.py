@@ -1,0 +1,170 @@
+"""The results CSV: one row per cell and repetition; the columns are documented here only.
+
+`results/README.md` is generated from `COLUMNS` (python -m benchmarks schema-doc), so the doc
+and the code cannot drift. Readers refuse a file whose `schema_version` they do not know.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from benchmarks.clientspec import write_atomic
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """Not a results CSV this code understands; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured cell and repetition. Field order is column order."""
+
+    # Run and machine fingerprint
+    schema_version: int
+    run_id: str
+    started_utc: str
+    git_commit: str
+    host_id: str
+    cpu_model: str
+    cpu_count: int
+    kernel: str
+    python_version: str
+    packages: str
+    # Cell configuration
+    server: str
+    client: str
+    mode: str
+    tls: int
+    concurrency: int
+    keepalive_timeout_s: float
+    keepalive_max: int
+    duration_s: float
+    repetition: int
+    server_core: int
+    client_core: int
+    # Client-side results
+    requests: int
+    errors: int
+    throughput_rps: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    latency_p999_ms: float
+    latency_max_ms: float
+    client_cpu_pct: float
+    # Server-side results
+    server_cpu_s: float
+    server_cpu_us_per_req: float
+    server_cpu_pct: float
+    connections_opened: int
+    requests_per_connection: float
+    peak_open_connections: int
+    open_sockets: int
+    time_wait_sockets: int
+    # Verdicts
+    client_bound: int
+    valid: int
+    status: str
+    note: str
+
+
+COLUMN_DOCS: dict[str, str] = {
+    "schema_version": f"format of this file; currently {SCHEMA_VERSION}",
+    "run_id": "one id per `python -m benchmarks run` (UTC timestamp plus host)",
+    "started_utc": "when the cell started, ISO 8601 UTC",
+    "git_commit": "commit of the benchmarked code (`-dirty` when the tree had changes)",
+    "host_id": "stable id of the machine (hash of hostname and machine-id)",
+    "cpu_model": "from /proc/cpuinfo",
+    "cpu_count": "logical CPUs",
+    "kernel": "`uname -r`",
+    "python_version": "interpreter of servers and clients",
+    "packages": "versions of aiohttp, uvloop, httptools, locust, pyperf (`name=ver;...`)",
+    "server": "`stdlib`, `aiohttp` or `uvloop`",
+    "client": "client and variant, e.g. `locust-fasthttp`, `pyperf-concurrent-raw`",
+    "mode": "`pooled` (connections reused) or `unpooled` (new connection per request)",
+    "tls": "1 for HTTPS",
+    "concurrency": "simultaneous connections (Locust users, pyperf connections)",
+    "keepalive_timeout_s": "server's --keepalive-timeout",
+    "keepalive_max": "server's --keepalive-max (0 = unlimited)",
+    "duration_s": "measured window in seconds (pyperf: total measured time)",
+    "repetition": "1-based repetition of this cell in the run",
+    "server_core": "CPU the server was pinned to (-1: not pinned)",
+    "client_core": "CPU the client was pinned to (-1: not pinned)",
+    "requests": "requests completed in the measured window",
+    "errors": "failed requests in the measured window",
+    "throughput_rps": "requests / window seconds",
+    "latency_p50_ms": "median latency, ms with microsecond precision, from the merged histogram",
+    "latency_p90_ms": "90th percentile latency, ms",
+    "latency_p99_ms": "99th percentile latency, ms",
+    "latency_p999_ms": "99.9th percentile latency, ms",
+    "latency_max_ms": "slowest request, ms",
+    "client_cpu_pct": "client CPU (all its processes) as % of one core over the client's run",
+    "server_cpu_s": "server CPU seconds (user + system) over the client's whole run",
+    "server_cpu_us_per_req": "server CPU microseconds per request served",
+    "server_cpu_pct": "server CPU as % of one core over the client's run",
+    "connections_opened": "connections the server accepted during the client's run",
+    "requests_per_connection": "requests served / connections opened (server counters)",
+    "peak_open_connections": "most connections open at once on the server",
+    "open_sockets": "ESTABLISHED sockets on the server port at the end of the window (/proc)",
+    "time_wait_sockets": "TIME_WAIT sockets on the server port at the end of the window (/proc)",
+    "client_bound": "1 when the client used >= 85% of its core: throughput is a lower bound",
+    "valid": "1 when the mode was achieved (pooled reused, unpooled did not) and the cell ran",
+    "status": "`ok`, or what failed (server-start, server-died, client-crashed, ...)",
+    "note": "free text: why a row is invalid or failed, extra kernel counters, ...",
+}
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
+_TYPES = {f.name: f.type for f in fields(ResultRow)}
+_CASTS = {"int": int, "float": float, "str": str}
+
+
+def format_rows(rows: Iterable[ResultRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({name: _format_value(getattr(row, name)) for name in COLUMNS})
+    return buf.getvalue()
+
+
+def _format_value(value: object) -> str:
+    """Floats keep microsecond precision for ms columns and 6 significant digits elsewhere."""
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.1f}"
+    return str(value)
+
+
+def write_rows(path: Path, rows: Sequence[ResultRow]) -> None:
+    """Write the whole file atomically (temporary file, fsync, rename)."""
+    write_atomic(path, format_rows(rows))
+
+
+def read_rows(path: Path) -> list[ResultRow]:
+    """Parse a results CSV; SchemaError (one line) if it is missing, foreign or corrupt."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = set(COLUMNS) - set(reader.fieldnames or ())
+    if missing:
+        raise SchemaError(
+            f"{path}: not a results CSV (missing columns: {', '.join(sorted(missing))})"
+        )
+    rows = []
+    for lineno, raw in enumerate(reader, start=2):
+        if raw.get("schema_version") != str(SCHEMA_VERSION):
+            raise SchemaError(
+                f"{path}:{lineno}: unknown schema_version {raw.get('schema_version')!r}"
+            )
+        try:
+            rows.append(ResultRow(**{n: _CASTS[str(_TYPES[n])](raw[n]) for n in COLUMNS}))
+        except (TypeError, ValueError) as exc:
+            raise SchemaError(f"{path}:{lineno}: bad value ({exc})") from None
+    return rows
