@@ -13,7 +13,7 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(DURATION),--duration $(DURATION)) $(if $(REPEAT),--repeat $(REPEAT)) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: install test lint bench compare bench-compare noise report servers-perf clean
+.PHONY: install test lint bench compare bench-compare noise report servers-perf demo clean
 
 install: $(STAMP)
 
@@ -34,17 +34,22 @@ compare: install
 	$(PY) -m benchmarks compare $(BASE) $(NEW)
 
 bench-compare: install
-	$(PY) -m benchmarks bench-compare --base $(BASE) $(BENCH_FLAGS)
+	$(PY) -m benchmarks bench-compare --base $(BASE) $(if $(ROUNDS),--rounds $(ROUNDS)) $(BENCH_FLAGS)
 
 noise: install
-	$(PY) -m benchmarks noise $(BENCH_FLAGS)
+	$(PY) -m benchmarks noise $(if $(ROUNDS),--rounds $(ROUNDS)) $(BENCH_FLAGS)
 
 report: install
-	$(PY) -m benchmarks report $(if $(CSV),$(CSV),results/*.csv)
+	$(PY) -m benchmarks report $(CSV)
 
 # wrk against each reference server, next to nginx and bare apps (issue 2's performance check).
 servers-perf: install
-	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION))
+	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION)) \
+	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX))
+
+# The seed experiment, run: client ports in the server log show connection reuse.
+demo: install
+	$(PY) -m benchmarks.demo $(if $(SERVER),--server $(SERVER))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

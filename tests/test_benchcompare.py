@@ -1,0 +1,123 @@
+"""bench-compare and the round runner: the deterministic parts, with a fake harness."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import benchcompare, rounds
+from benchmarks.rounds import RoundError, Side
+from tests.rowfactory import reps, write
+
+A, B = Side("base", Path("/a"), Path("/py")), Side("new", Path("/b"), Path("/py"))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    rounds.add_bench_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_schedule_alternates_to_cancel_drift():
+    order = [(r, s.name) for r, s in rounds.schedule([A, B], 3)]
+    assert order == [(1, "base"), (1, "new"), (2, "new"), (2, "base"), (3, "base"), (3, "new")]
+
+
+def test_schedule_fixed_order():
+    names = [s.name for _, s in rounds.schedule([A, B], 3, alternate=False)]
+    assert names == ["base", "new"] * 3
+
+
+def test_bench_flags_pass_through_unchanged_with_one_repetition_by_default():
+    argv = ["--quick", "--servers", "uvloop,aiohttp", "--clients", "pyperf-concurrent-raw",
+            "--duration", "1", "--tls", "--keepalive-max", "0", "--workers", "2"]  # fmt: skip
+    out = rounds.bench_args(parse(argv))
+    assert out[:3] == ["--quick", "--tls", "--servers"]
+    for flag, value in [("--servers", "uvloop,aiohttp"), ("--duration", "1"),
+                        ("--keepalive-max", "0"), ("--workers", "2")]:  # fmt: skip
+        assert out[out.index(flag) + 1] == value
+    assert out[-2:] == ["--repeat", "1"]
+    assert rounds.bench_args(parse(["--repeat", "3"])) == ["--repeat", "3"]
+    assert rounds.bench_args(parse(["--servers", "a", "b"]))[:3] == ["--servers", "a", "b"]
+
+
+def test_run_command_and_environment():
+    cmd = rounds.run_command(A, ["--quick", "--repeat", "1"], Path("/tmp/o"), "--results-dir")
+    assert cmd == ["/py", "-m", "benchmarks", "run", "--quick", "--repeat", "1",
+                   "--results-dir", "/tmp/o"]  # fmt: skip
+    assert rounds.run_command(A, [], Path("/tmp/o"), None) == ["/py", "-m", "benchmarks", "run"]
+    assert rounds.side_env(A)["PYTHONPATH"].split(os.pathsep)[0] == "/a"
+
+
+def test_worktree_commands():
+    repo, path = Path("/repo"), Path("/tmp/x/base")
+    assert benchcompare.worktree_add_command(repo, path, "abc") == [
+        "git", "-C", "/repo", "worktree", "add", "--detach", "/tmp/x/base", "abc"]  # fmt: skip
+    assert benchcompare.worktree_remove_command(repo, path) == [
+        "git", "-C", "/repo", "worktree", "remove", "--force", "/tmp/x/base"]  # fmt: skip
+
+
+FAKE_HARNESS = """#!{python}
+# Stands in for `python -m benchmarks run`: --help lists {flag}; a run writes one CSV.
+import shutil, sys
+from pathlib import Path
+args = sys.argv[4:]
+if "--help" in args:
+    print("usage: run [--quick] {flag} RESULTS_DIR")
+    sys.exit(0)
+dest = Path(args[args.index("{flag}") + 1]) if "{flag}" in args else Path("results")
+(dest / "host").mkdir(parents=True, exist_ok=True)
+n = len(list((dest / "host").glob("*.csv")))
+shutil.copy({source!r}, dest / "host" / f"run{{n}}.csv")
+(dest / "host" / f"run{{n}}").mkdir()
+(dest / "host" / f"run{{n}}" / "artifact.csv").write_text("not,rows\\n")
+"""
+
+
+def fake_side(tmp_path: Path, flag: str) -> Side:
+    source = write(tmp_path / "source.csv", reps([100.0]))
+    exe = tmp_path / "fakepython"
+    exe.write_text(FAKE_HARNESS.format(python=sys.executable, flag=flag, source=str(source)))
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    return Side("new", tree, exe)
+
+
+def test_run_round_with_output_flag(tmp_path):
+    side = fake_side(tmp_path, "--results-dir")
+    flag = rounds.detect_output_flag(side)
+    assert flag == "--results-dir"
+    written = rounds.run_round(side, ["--repeat", "1"], tmp_path / "out", flag)
+    assert [p.name for p in written] == ["run0.csv"]  # the artifacts folder's CSV is skipped
+    assert len(rounds.read_all(written)) == 1
+    assert not (side.tree / "results").exists()
+
+
+def test_run_round_without_output_flag_moves_csvs_out_of_results(tmp_path):
+    side = fake_side(tmp_path, "--nothing-like-it")
+    assert rounds.detect_output_flag(side) is None
+    written = rounds.run_round(side, [], tmp_path / "out", None)
+    assert [p.parent for p in written] == [tmp_path / "out"]
+    assert not list((side.tree / "results").glob("*/*.csv"))
+
+
+def test_run_round_without_csv_is_an_error(tmp_path):
+    exe = tmp_path / "false"
+    exe.write_text("#!/bin/sh\nexit 1\n")
+    exe.chmod(0o755)
+    with pytest.raises(RoundError, match="wrote no CSV"):
+        rounds.run_round(Side("base", tmp_path, exe), [], tmp_path / "out", "--results-dir")
+    with pytest.raises(RoundError, match="no harness"):
+        rounds.detect_output_flag(Side("base", tmp_path, exe))
+
+
+def test_unknown_ref_is_a_one_line_error(capsys):
+    assert benchcompare.main(["--base", "no-such-ref-xyz", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown git ref 'no-such-ref-xyz'" in err
