@@ -1,0 +1,208 @@
+"""`python -m benchmarks run`: parse, validate once, run every cell, write the CSV, summarize.
+
+Exit status: 0 when every cell ran (invalid or client-bound rows included: they are findings),
+1 when at least one cell failed (status != ok), 2 for bad input, 130 after Ctrl-C/SIGTERM (the
+rows measured so far are kept and summarized).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.harness import config as cfgmod
+from benchmarks.harness.cell import CellContext, run_cell
+from benchmarks.harness.config import FULL, QUICK, ConfigError, RunConfig
+from benchmarks.harness.fingerprint import collect
+from benchmarks.harness.procs import choose_cores, signals_as_interrupt
+from benchmarks.harness.report import Progress, fmt_duration, summary_table
+from benchmarks.harness.results import RunWriter, cleanup_empty, new_run_paths, utc_stamp
+from benchmarks.harness.sockets import NETNS_ENV, private_netns
+
+DESCRIPTION = f"""\
+Run the benchmark matrix servers x clients x modes x concurrency x keep-alive settings x
+repetitions. Each cell starts its own server (port 0, identity checked), runs one client pinned to
+another core, and becomes one CSV row; list values are comma-separated (--servers uvloop,aiohttp).
+
+Default matrix (make bench): all servers, clients {",".join(FULL.clients)},
+both modes, concurrency {FULL.concurrency[0]}, server keep-alive defaults (5 s, 100 requests),
+{FULL.warmup_s:g} s warm-up + {FULL.duration_s:g} s window, {FULL.repeat} repetitions = 24 cells,
+3:04 measured on this 2-core machine (budget 5 min). Why: one Locust and one pyperf client cover
+both families; pyperf-concurrent-raw is the fastest client (least often client-bound),
+locust-fasthttp the fastest Locust user; 16 connections keep a one-core client out of scheduling
+trouble; 5 s windows give over 1000 CPU ticks per cell; 2 repetitions show the spread, which a
+third client would not leave time for. Add --clients pyperf-sequential,locust-requests,...
+for the others.
+
+--quick (make bench QUICK=1): the same 12 configurations once, {QUICK.warmup_s:g} s warm-up +
+{QUICK.duration_s:g} s window, 54 s measured (budget 60 s): a smoke test, not for decisions.
+"""
+
+EPILOG = """\
+Writes results/<host_id>/<UTC time>-<commit>.csv (rewritten atomically after every cell) and a
+folder of the same name with each client's JSON, pyperf JSON and logs; prints the CSV path.
+Exit status: 0 all cells ran, 1 some cell failed, 2 bad input, 130 interrupted.
+"""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad input is one line and exit 2, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(
+        prog="python -m benchmarks run",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="short one-repetition run (<= 60 s)")
+    p.add_argument("--servers", help="stdlib,aiohttp,uvloop (default: all)")
+    p.add_argument("--clients", help="locust-fasthttp,locust-requests,pyperf-sequential,"
+                   "pyperf-concurrent-raw,pyperf-concurrent-aiohttp")  # fmt: skip
+    p.add_argument("--modes", help="pooled,unpooled (default: both)")
+    p.add_argument("--concurrency", help=f"connections per client (default {FULL.concurrency[0]})")
+    p.add_argument("--keepalive-timeout", help="server keep-alive timeout(s), seconds (default 5)")
+    p.add_argument(
+        "--keepalive-max", help="server requests per connection(s), 0 = unlimited (default 100)"
+    )
+    p.add_argument("--duration", type=float, help="measured window, seconds")
+    p.add_argument("--warmup", type=float, help="client warm-up before the window, seconds")
+    p.add_argument("--repeat", type=int, help="repetitions of every cell")
+    p.add_argument("--tls", action="store_true", help="HTTPS (servers' self-signed certificate)")
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="server worker processes; only 1 is supported (single-process servers)",
+    )  # fmt: skip
+    p.add_argument("--netns", action="store_true",
+                   help="re-run inside a private network namespace (root: unshare --net) so the "
+                   "kernel TCP counters in the note column are exact")  # fmt: skip
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
+    p.add_argument(
+        "--client-timeout", type=float,
+        help="seconds before a client counts as hung (default 30 + 4 x (warm-up + window))",
+    )  # fmt: skip
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the cells and the estimate, run nothing"
+    )
+    return p
+
+
+def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
+    """argv -> validated RunConfig; bad input exits 2 with one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers != 1:
+        parser.error(
+            f"--workers {args.workers}: only 1 is supported (the servers are single-process)"
+        )
+    try:
+        config = cfgmod.build(
+            quick=args.quick, servers=args.servers, clients=args.clients, modes=args.modes,
+            concurrency=args.concurrency, keepalive_timeout=args.keepalive_timeout,
+            keepalive_max=args.keepalive_max, duration=args.duration, warmup=args.warmup,
+            repeat=args.repeat, tls=args.tls, results_dir=args.results_dir,
+            client_timeout=args.client_timeout,
+        )  # fmt: skip
+    except ConfigError as exc:
+        parser.error(str(exc))
+        raise  # unreachable
+    return args, config
+
+
+def reexec_in_netns(argv: list[str]) -> int:
+    """Replace this process by itself inside `unshare --net`, loopback up."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        sys.stderr.write("python -m benchmarks run: error: --netns needs unshare and ip\n")
+        return 2
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or ["not permitted"])[-1]
+        sys.stderr.write(f"python -m benchmarks run: error: --netns: unshare --net failed: {why}\n")
+        return 2
+    inner = [sys.executable, "-m", "benchmarks", "run", *argv]
+    os.environ[NETNS_ENV] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(
+        "unshare",
+        ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *inner],
+    )
+    return 2  # unreachable
+
+
+def main(argv: list[str]) -> int:
+    args, config = parse_config(argv)
+    if args.netns and os.environ.get(NETNS_ENV) != "1":
+        return reexec_in_netns(argv)
+    cells = config.cells()
+    estimate = sum(cfgmod.estimate_cell_s(config, c) for c in cells)
+    if args.dry_run:
+        for cell in cells:
+            print(cell.label())
+        print(f"{len(cells)} cells, about {fmt_duration(estimate)}")
+        return 0
+
+    netns = private_netns()
+    fingerprint = collect()
+    cores = choose_cores()
+    stamp = utc_stamp()
+    csv_path, artifacts = new_run_paths(
+        config.results_dir, fingerprint.host_id, stamp, fingerprint.git_commit
+    )
+    ctx = CellContext(
+        config=config, fingerprint=fingerprint, run_id=f"{stamp}-{fingerprint.host_id}",
+        cores=cores, artifacts=artifacts, netns=netns,
+    )  # fmt: skip
+    pinning = (
+        f"server on core {cores.server}, client on core {cores.client}"
+        if cores.pinned
+        else "not pinned (1 core)"
+    )
+    sys.stderr.write(
+        f"{len(cells)} cells, about {fmt_duration(estimate)}; {pinning}; "
+        f"kernel counters {'exact (private netns)' if netns else 'off (shared netns)'}; "
+        f"commit {fingerprint.git_commit}\n"
+    )
+    writer = RunWriter(csv_path)
+    hists: list[str | None] = []
+    progress = Progress(cells, lambda c: cfgmod.estimate_cell_s(config, c))
+    interrupted = False
+    try:
+        with signals_as_interrupt():
+            for cell in cells:
+                progress.started(cell)
+                outcome = run_cell(cell, ctx)
+                writer.add(outcome.row)
+                hists.append(outcome.histogram)
+                progress.finished(cell, outcome.row, outcome.wall_s)
+    except KeyboardInterrupt:
+        interrupted = True
+        sys.stderr.write(f"\ninterrupted: keeping the {len(writer.rows)} row(s) measured so far\n")
+    if not writer.rows:
+        cleanup_empty(artifacts)
+        sys.stderr.write("no cell completed; nothing written\n")
+        return 130 if interrupted else 1
+    print(summary_table(writer.rows, hists))
+    failed = [r for r in writer.rows if r.status != "ok"]
+    elapsed = progress.clock() - progress.start
+    sys.stderr.write(
+        f"{len(writer.rows)} rows in {fmt_duration(elapsed)}, {len(failed)} failed, "
+        f"{sum(1 for r in writer.rows if r.status == 'ok' and not r.valid)} invalid\n"
+    )
+    print(csv_path)
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,217 @@
+"""What happens during a cell, sampled five times a second from a thread of the harness.
+
+Each sample holds the server's request counter (from its control listener, over ONE persistent
+connection opened before the kernel counters are read, so polling adds no TCP opens), the
+server's CPU and the client tree's CPU. CPU percentages are computed over the intervals in which
+the server's request counter moved, so the client's interpreter start-up and imports (a second
+of 100% CPU) do not make every client look client-bound. The monitor also
+notices a server that died and stops the client at once instead of waiting for its timeout.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from benchmarks.harness.procs import ClientProcess, tree_cpu_s
+from benchmarks.harness.sockets import SocketCounts, socket_counts
+
+INTERVAL_S = 0.2
+MIN_INTERIOR = 5  # busy intervals (1 s) needed before edge intervals are dropped
+
+
+class ControlError(RuntimeError):
+    """The control listener did not answer; the message is one line."""
+
+
+class ControlClient:
+    """GET /counters over one keep-alive connection (reconnects once if it was dropped)."""
+
+    def __init__(self, control_url: str, timeout_s: float = 5.0) -> None:
+        hostport = control_url.split("://", 1)[1].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        self._host, self._port, self._timeout = host.strip("[]"), int(port), timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None:
+                        self._conn = http.client.HTTPConnection(
+                            self._host, self._port, timeout=self._timeout
+                        )
+                    self._conn.request("GET", "/counters")
+                    resp = self._conn.getresponse()
+                    body = resp.read()
+                    if resp.status != 200:
+                        raise ControlError(f"control listener answered {resp.status}")
+                    return json.loads(body)
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    self._close()
+                    if attempt == 2:
+                        raise ControlError(
+                            f"control listener {self._host}:{self._port}: {exc}"
+                        ) from None
+            raise AssertionError("unreachable")
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float  # monotonic seconds
+    requests_served: int
+    server_cpu_s: float
+    client_cpu_s: float
+    client_proc_cpu_s: dict[int, float]  # own CPU of each live client process
+    core_busy_s: dict[int, float] = field(default_factory=dict)  # busy seconds of each CPU
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """CPU rates over the intervals in which the server served requests."""
+
+    seconds: float  # total length of those intervals
+    server_cpu_pct: float
+    client_tree_pct: float  # all client processes together, % of one core
+    client_max_proc_pct: float  # the busiest single client process, % of one core
+    core_busy_pct: dict[int, float] = field(default_factory=dict)  # each CPU, all processes
+
+
+@dataclass
+class Monitor:
+    """Background sampler for one cell; `start()`, then `stop()` once the client has exited."""
+
+    server_pid: int
+    client: ClientProcess
+    control: ControlClient
+    port: int
+    snapshot_after_s: float  # take the /proc socket snapshot this long into the load period
+    server_alive: Callable[[], bool]
+    samples: list[Sample] = field(default_factory=list)
+    sockets: SocketCounts | None = None
+    server_died: bool = False
+    control_errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._server = psutil.Process(self.server_pid)
+        self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        client_cpu = 0.0
+        load_start: float | None = None
+        last_requests = -1
+        while not self._stop.is_set():
+            if not self.server_alive():
+                self.server_died = True
+                self.client.kill_tree()
+                return
+            t = time.monotonic()
+            try:
+                requests = int(self.control.counters()["requests_served"])
+                server_cpu = _cpu(self._server)
+            except (ControlError, psutil.Error, KeyError, TypeError, ValueError):
+                self.control_errors += 1
+                self._stop.wait(INTERVAL_S)
+                continue
+            total, per_pid = tree_cpu_s(self.client.remember_tree())
+            client_cpu = max(client_cpu, total)  # monotonic despite unreaped children
+            self.samples.append(Sample(t, requests, server_cpu, client_cpu, per_pid, core_busy()))
+            if last_requests >= 0 and requests > last_requests and load_start is None:
+                load_start = t
+            last_requests = requests
+            if (
+                self.sockets is None
+                and load_start is not None
+                and t - load_start >= self.snapshot_after_s
+            ):
+                self.sockets = socket_counts(self.port)
+            self._stop.wait(max(0.0, INTERVAL_S - (time.monotonic() - t)))
+
+
+def core_busy() -> dict[int, float]:
+    """Busy (non-idle) seconds of every CPU, to see what else ran on the server's and client's
+    cores: on a shared machine a low client CPU % can mean "starved", not "idle"."""
+    out = {}
+    for n, t in enumerate(psutil.cpu_times(percpu=True)):
+        out[n] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    return out
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def busy_intervals(samples: list[Sample]) -> list[int]:
+    """Indexes k of the intervals (k-1, k) in which the server's request counter moved.
+
+    pyperf runs its workers one after another, each importing and calibrating before it sends a
+    request: only intervals with traffic count, so a client saturated during its bursts is not
+    averaged down by the pauses between them. When there are enough, intervals at the edge of
+    a burst (partly idle) are dropped too."""
+    moved = [
+        k for k in range(1, len(samples))
+        if samples[k].requests_served > samples[k - 1].requests_served
+    ]  # fmt: skip
+    moving = set(moved)
+    interior = [k for k in moved if k - 1 in moving and k + 1 in moving]
+    return interior if len(interior) >= MIN_INTERIOR else moved
+
+
+def load_stats(samples: list[Sample]) -> LoadStats | None:
+    """CPU rates over the intervals with traffic; None when there are fewer than two."""
+    ks = busy_intervals(samples)
+    if len(ks) < 2:
+        return None
+    seconds = sum(samples[k].t - samples[k - 1].t for k in ks)
+    if seconds <= 0:
+        return None
+    server = sum(samples[k].server_cpu_s - samples[k - 1].server_cpu_s for k in ks)
+    client = sum(samples[k].client_cpu_s - samples[k - 1].client_cpu_s for k in ks)
+    busiest: dict[int, list[float]] = {}  # pid -> [cpu seconds, seconds alive] in busy intervals
+    for k in ks:
+        a, b = samples[k - 1], samples[k]
+        for pid, end in b.client_proc_cpu_s.items():
+            if pid in a.client_proc_cpu_s:
+                acc = busiest.setdefault(pid, [0.0, 0.0])
+                acc[0] += end - a.client_proc_cpu_s[pid]
+                acc[1] += b.t - a.t
+    cores: dict[int, float] = {}
+    for k in ks:
+        a, b = samples[k - 1], samples[k]
+        for n, busy in b.core_busy_s.items():
+            if n in a.core_busy_s:
+                cores[n] = cores.get(n, 0.0) + busy - a.core_busy_s[n]
+    max_proc = max((cpu / t * 100.0 for cpu, t in busiest.values() if t > 0), default=0.0)
+    return LoadStats(
+        seconds=seconds,
+        server_cpu_pct=server / seconds * 100.0,
+        client_tree_pct=client / seconds * 100.0,
+        client_max_proc_pct=max_proc,
+        core_busy_pct={n: busy / seconds * 100.0 for n, busy in cores.items()},
+    )

@@ -1,0 +1,194 @@
+"""Process control: which core runs what, the client's process group, CPU of a tree, cleanup.
+
+A load client is started in a session (process group) of its own, pinned to its core before it
+execs, so every child it spawns (pyperf workers) inherits the pin and the group: stopping the
+client is one `killpg`, TERM then KILL, plus any straggler that left the group. Ctrl-C in a
+terminal reaches the harness and the server (same foreground group) but not the client; the
+harness kills it on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+TERM_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Where the server and the client run; -1 means not pinned (fewer than two cores)."""
+
+    server: int
+    client: int
+
+    @property
+    def pinned(self) -> bool:
+        return self.server >= 0 and self.client >= 0
+
+
+def choose_cores(allowed: Sequence[int] | None = None) -> Cores:
+    """Server on the highest allowed core, client on the next one; unpinned below two cores.
+
+    Core 0 usually takes most device interrupts, so it gets the client rather than the server
+    when there are exactly two; the harness itself stays unpinned (it wakes 5 times a second).
+    """
+    cpus = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
+    if len(cpus) < 2:
+        return Cores(-1, -1)
+    return Cores(server=cpus[-1], client=cpus[-2])
+
+
+def affinity_preexec(core: int) -> Any:
+    """A preexec_fn pinning the child to `core` before exec (None when unpinned)."""
+    if core < 0:
+        return None
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+class ClientProcess:
+    """One load-client subprocess in its own process group, output to a log file."""
+
+    def __init__(
+        self, argv: Sequence[str], *, core: int, log: IO[bytes], env: dict[str, str] | None = None
+    ) -> None:
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=affinity_preexec(core),
+            env=env,
+        )
+        self.pid = self.proc.pid
+        self._seen: dict[int, psutil.Process] = {}
+        self.remember_tree()
+
+    def remember_tree(self) -> list[psutil.Process]:
+        """The live tree (root first); every process seen is remembered for cleanup."""
+        try:
+            root = psutil.Process(self.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        for p in tree:
+            self._seen.setdefault(p.pid, p)
+        return tree
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Exit status, or None if it is still running after `timeout_s`."""
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill_tree(self) -> None:
+        """TERM the group and every process seen, KILL what remains after a grace period."""
+        self.remember_tree()
+        _signal_group(self.pid, signal.SIGTERM)
+        for p in self._seen.values():
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        deadline = time.monotonic() + TERM_GRACE_S
+        while time.monotonic() < deadline and (self.proc.poll() is None or self._alive()):
+            time.sleep(0.05)
+        _signal_group(self.pid, signal.SIGKILL)
+        for p in self._alive():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        self.proc.wait()
+
+    def _alive(self) -> list[psutil.Process]:
+        out = []
+        for p in self._seen.values():
+            with contextlib.suppress(psutil.Error):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+        return out
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def process_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) of one process and its reaped children."""
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def tree_cpu_s(tree: Sequence[psutil.Process]) -> tuple[float, dict[int, float]]:
+    """Total CPU of a live process tree and each member's own share.
+
+    A reaped child's time is in its parent's `children_*`, so summing the live members counts
+    every process once (except one that died and is not yet reaped: callers keep the maximum
+    over samples, which is monotonic anyway).
+    """
+    total = 0.0
+    per_pid: dict[int, float] = {}
+    for p in tree:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        own = t.user + t.system
+        per_pid[p.pid] = own
+        total += own + t.children_user + t.children_system
+    return total, per_pid
+
+
+def last_line(path: Path, limit: int = 200) -> str:
+    """The last non-empty line of a log file, shortened: the one-line reason a client died."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    return lines[-1][:limit] if lines else ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, turned into the same unwinding as Ctrl-C."""
+
+
+@contextlib.contextmanager
+def signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise `Interrupted` so every `finally` (server stop, client kill) runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP during cleanup so a second Ctrl-C cannot orphan a child;
+    a signal that arrived meanwhile is re-raised as KeyboardInterrupt afterwards."""
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda s, f: caught.append(s)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if caught:
+            raise KeyboardInterrupt(signal.Signals(caught[0]).name)

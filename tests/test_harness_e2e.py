@@ -1,0 +1,191 @@
+"""The harness for real: a one-cell matrix with real servers and clients, failures, Ctrl-C.
+
+Each test runs a few seconds; the machine may be busy, so the numbers are checked for
+plausibility only. Every test also checks that no server or client process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import psutil
+import pytest
+
+from benchmarks.clientspec import ClientConfig
+from benchmarks.harness.cli import main
+from benchmarks.schema import read_rows
+from servers import launch
+
+REPO = Path(__file__).resolve().parent.parent
+ONE_CELL = [
+    "--servers", "uvloop", "--clients", "pyperf-concurrent-raw", "--concurrency", "4",
+    "--duration", "1", "--warmup", "0.3", "--repeat", "1",
+]  # fmt: skip
+
+
+def _descendants() -> list[psutil.Process]:
+    return [
+        p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Path, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert _descendants() == [], "a server or client outlived the run"
+    return rc, Path(out.strip().splitlines()[-1]), err
+
+
+def test_one_cell_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, csv_path, err = _run(
+        [*ONE_CELL, "--modes", "pooled", "--results-dir", str(tmp_path)], capsys
+    )
+    assert rc == 0, err
+    assert csv_path.parent.parent == tmp_path and csv_path.suffix == ".csv"
+    (row,) = read_rows(csv_path)
+    assert (row.status, row.valid, row.server, row.mode) == ("ok", 1, "uvloop", "pooled"), row.note
+    assert row.requests > 100 and row.errors == 0 and row.throughput_rps > 100
+    assert 0 < row.latency_p50_ms <= row.latency_p99_ms <= row.latency_max_ms < 5000
+    assert 4 <= row.connections_opened < row.requests and row.requests_per_connection > 5
+    assert row.server_cpu_s > 0 and row.server_cpu_us_per_req > 0
+    assert row.peak_open_connections >= 4
+    assert row.host_id and row.git_commit and "pyperf=" in row.packages
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert row.server_core >= 0 and row.client_core >= 0 and row.server_core != row.client_core
+    artifacts = csv_path.with_suffix("")
+    assert any(artifacts.glob("*.json")) and any(artifacts.glob("*.pyperf.json"))
+    assert "[1/1 " in err and "left]" in err
+
+
+@pytest.fixture
+def foreign_server() -> Iterator[int]:
+    """An HTTP server that is not ours, answering 200 to everything."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+
+
+def _server_pid() -> int:
+    return next(p.pid for p in psutil.Process().children() if "servers" in p.cmdline())
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["server-start", "server-identity", "server-died", "client-crashed", "client-timeout"],
+)
+def test_a_failure_is_a_row_and_the_other_cells_still_run(
+    failure: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    foreign_server: int,
+) -> None:
+    """The pooled cell fails in the chosen way; the unpooled cell after it still runs."""
+    py = sys.executable
+    real_command, real_server_command, real_ready = (
+        ClientConfig.command, launch.server_command, launch.parse_ready_line,
+    )  # fmt: skip
+
+    armed = [True]  # only the first cell (pooled) fails
+
+    def fire() -> bool:
+        was, armed[0] = armed[0], False
+        return was
+
+    def server_command(options: object) -> list[str]:
+        if failure == "server-start" and fire():
+            return [py, "-c", "import sys; sys.stderr.write('boom: cannot bind\\n'); sys.exit(2)"]
+        return real_server_command(options)  # type: ignore[arg-type]
+
+    def parse_ready(line: str) -> launch.ReadyInfo:
+        info = real_ready(line)
+        if failure == "server-identity" and fire():
+            return launch.ReadyInfo(
+                f"http://127.0.0.1:{foreign_server}", info.control_url, info.pid, info.server, None
+            )
+        return info
+
+    def command(self: ClientConfig) -> list[str]:
+        if failure not in ("server-died", "client-crashed", "client-timeout") or not fire():
+            return real_command(self)
+        if failure == "server-died":
+            code = f"import os, time; time.sleep(0.5); os.kill({_server_pid()}, 9); time.sleep(30)"
+        elif failure == "client-crashed":
+            code = "import sys; print('Traceback: kaboom'); sys.exit(3)"
+        else:
+            code = "import time; time.sleep(60)"
+        return [py, "-c", code]
+
+    monkeypatch.setattr(launch, "server_command", server_command)
+    monkeypatch.setattr(launch, "parse_ready_line", parse_ready)
+    monkeypatch.setattr(ClientConfig, "command", command)
+    argv = [*ONE_CELL, "--results-dir", str(tmp_path)]
+    if failure == "client-timeout":  # long enough for the real client of the second cell
+        argv += ["--client-timeout", "10"]
+    start = time.monotonic()
+    rc, csv_path, err = _run(argv, capsys)
+    assert rc == 1
+    failed, ok = read_rows(csv_path)
+    assert (failed.status, failed.valid, failed.mode) == (failure, 0, "pooled")
+    assert failed.note and "\n" not in failed.note
+    assert ok.status == "ok" and ok.mode == "unpooled" and ok.requests > 0, ok.note
+    assert f"FAILED {failure}" in err
+    assert time.monotonic() - start < 60
+    expected = {
+        "server-start": "boom: cannot bind",
+        "server-identity": "not served by pid",
+        "server-died": "exited with status -9",
+        "client-crashed": "kaboom",
+        "client-timeout": "still running after 10 s",
+    }[failure]
+    assert expected in failed.note
+
+
+def test_ctrl_c_keeps_measured_rows_and_leaves_no_process(tmp_path: Path) -> None:
+    """SIGINT to the foreground group (harness and server), as a terminal's Ctrl-C does."""
+    argv = [*ONE_CELL, "--duration", "3", "--repeat", "2", "--modes", "pooled"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "run", *argv, "--results-dir", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    harness = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob("*/*.csv")):
+        for p in harness.children(recursive=True):
+            seen.setdefault(p.pid, p)
+        time.sleep(0.1)
+    time.sleep(1.5)  # into the second cell's client run
+    for p in harness.children(recursive=True):
+        seen.setdefault(p.pid, p)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    (csv_path,) = tmp_path.glob("*/*.csv")
+    assert out.strip().splitlines()[-1] == str(csv_path)
+    rows = read_rows(csv_path)
+    assert len(rows) == 1 and rows[0].status == "ok"
+    time.sleep(0.2)
+    left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], [p.cmdline() for p in left]
