@@ -1,0 +1,1 @@
+"""Locust files; run them with `python -m locust -f locustfiles/keepalive.py`."""

@@ -1,0 +1,282 @@
+"""Locust users with and without connection reuse, measured into an HdrHistogram.
+
+    python -m locust -f locustfiles/keepalive.py --headless --host http://127.0.0.1:8080 \
+        -u 50 -r 50 -t 6s --kab-warmup 1 --kab-output /tmp/locust.json PooledUser
+
+Pooled users keep their HTTP client, so each user holds one connection for the whole run (50
+users, about 50 connections). Unpooled users send `Connection: close` and also drop their
+client's connection pool after every request, so each request opens a new TCP connection even
+if a server ignored the header.
+
+Locust's own statistics round response times below 100 ms to whole milliseconds, so every
+request event is also recorded here, in microseconds, into an HdrHistogram. Requests completing
+in the first `--kab-warmup` seconds after the test starts are not recorded; `--kab-output`
+(harness runs) writes a ClientResult at quit, and without it (the web UI) nothing is written.
+`--kab-think-time` pauses each user between requests; raise it in the web UI to leave
+connections idle past the server's keep-alive timeout. Like the pyperf clients, the process
+exits 0 once the result is written: errors are in the result, not in the exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, NoReturn
+
+import gevent.ssl
+from locust import FastHttpUser, HttpUser, events, task
+from locust.env import Environment
+
+from benchmarks import latency
+from benchmarks.clientspec import LOCUST_USER_CLASSES, ClientResult, Mode
+from benchmarks.clientutil import Target, error_kind
+
+PROG = "locustfiles/keepalive.py"
+_CLASS_TO_KIND = {name: (kind, mode) for (kind, mode), name in LOCUST_USER_CLASSES.items()}
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    group = parser.add_argument_group("keepalive-bench")
+    group.add_argument("--kab-output", default="", help="write a ClientResult JSON here at quit")
+    group.add_argument("--kab-warmup", type=float, default=0.0, help="seconds not recorded")
+    group.add_argument("--kab-path", default="/", help="request path (default /)")
+    group.add_argument("--kab-ca", default="", help="CA PEM that verifies https servers")
+    group.add_argument(
+        "--kab-think-time", type=float, default=0.0,
+        help="seconds each user waits between requests (default 0: as fast as possible)",
+    )  # fmt: skip
+
+
+def _options(environment: Environment) -> Any:
+    return environment.parsed_options
+
+
+def _exit(message: str, status: int) -> NoReturn:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    raise SystemExit(status)
+
+
+def _validate(opts: Any) -> None:
+    """One line and exit 2 for what cannot run; checked once, before any user starts."""
+    if opts.kab_warmup < 0:
+        _exit(f"--kab-warmup must be >= 0, got {opts.kab_warmup:g}", 2)
+    if opts.kab_think_time < 0:
+        _exit(f"--kab-think-time must be >= 0, got {opts.kab_think_time:g}", 2)
+    if not opts.kab_path.startswith("/"):
+        _exit(f"--kab-path must start with '/', got {opts.kab_path!r}", 2)
+    if opts.kab_ca and not Path(opts.kab_ca).is_file():
+        _exit(f"--kab-ca: no such file: {opts.kab_ca}", 2)
+
+
+def _think_time(user: Any) -> float:
+    """Read at every wait, so a value changed in the web UI applies to running users."""
+    opts = _options(user.environment)
+    return float(opts.kab_think_time) if opts is not None else 0.0
+
+
+class _Common:
+    """What all four user classes share: path, think time and the request itself."""
+
+    wait_time = _think_time
+    close_each: bool = False  # True: Connection: close and a fresh connection per request
+
+    def _path(self) -> str:
+        opts = _options(self.environment)  # type: ignore[attr-defined]
+        return opts.kab_path if opts is not None else "/"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Connection": "close"} if self.close_each else {}
+
+    def _request(self) -> None:
+        self.client.get(self._path(), headers=self._headers())  # type: ignore[attr-defined]
+        if self.close_each:
+            self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        raise NotImplementedError
+
+
+class _FastBase(_Common, FastHttpUser):
+    abstract = True
+    insecure = False  # https is verified: with --kab-ca, or the system store
+
+    def __init__(self, environment: Environment) -> None:
+        opts = _options(environment)
+        if opts is not None and opts.kab_ca:
+            ca = opts.kab_ca
+            self.ssl_context_factory = lambda: gevent.ssl.create_default_context(cafile=ca)
+        super().__init__(environment)
+
+    def _drop_connections(self) -> None:
+        # The server closed it already if it honoured Connection: close; this makes sure.
+        self.client.client.clientpool.close()
+
+    @task
+    def get(self) -> None:
+        self._request()
+
+
+class _RequestsBase(_Common, HttpUser):
+    abstract = True
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        opts = _options(environment)
+        if opts is not None and opts.kab_ca:
+            self.client.verify = opts.kab_ca
+
+    def _drop_connections(self) -> None:
+        self.client.close()  # empties the adapters' pools; the session stays usable
+
+    @task
+    def get(self) -> None:
+        self._request()
+
+
+class PooledUser(_FastBase):
+    """FastHttpUser (geventhttpclient) keeping its connection: one per user."""
+
+
+class UnpooledUser(_FastBase):
+    """FastHttpUser opening a new connection for every request."""
+
+    close_each = True
+
+
+class PooledRequestsUser(_RequestsBase):
+    """HttpUser: the requests.Session, and its connection, kept for the user's life."""
+
+
+class UnpooledRequestsUser(_RequestsBase):
+    """HttpUser opening a new connection for every request."""
+
+    close_each = True
+
+
+class Recorder:
+    """Counts every request, records the measured window's ones in microseconds."""
+
+    def __init__(self, warmup_s: float) -> None:
+        self.warmup_s = warmup_s
+        self.total = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.hist = latency.new_histogram()
+        self.requests = 0
+        self.error_kinds: Counter[str] = Counter()
+        self.window_start: float | None = None
+        self.window_stop: float | None = None
+
+    def start(self) -> None:
+        self.reset()
+        self.window_start = time.monotonic() + self.warmup_s
+
+    def stop(self) -> None:
+        if self.window_stop is None:
+            self.window_stop = time.monotonic()
+
+    def on_request(self, response_time: float, exception: Any, response: Any = None) -> None:
+        self.total += 1
+        now = time.monotonic()
+        if self.window_start is None or now < self.window_start:
+            return
+        if self.window_stop is not None and now > self.window_stop:
+            return
+        if exception is None:
+            self.requests += 1
+            latency.record_us(self.hist, response_time * 1000.0)
+        else:
+            self.error_kinds[_request_error_kind(exception, response)] += 1
+
+    @property
+    def elapsed_s(self) -> float:
+        if self.window_start is None:
+            return 0.0
+        stop = self.window_stop if self.window_stop is not None else time.monotonic()
+        return max(stop - self.window_start, 0.0)
+
+    def result(self, kind: str, mode: Mode) -> ClientResult:
+        return ClientResult(
+            client=kind,
+            mode=mode.value,
+            requests=self.requests,
+            errors=sum(self.error_kinds.values()),
+            elapsed_s=self.elapsed_s,
+            requests_total=self.total,
+            load_processes=1,
+            latency_us=latency.summary_us(self.hist),
+            histogram=latency.encode(self.hist),
+            error_kinds=dict(self.error_kinds),
+        )
+
+
+def _request_error_kind(exception: BaseException, response: Any) -> str:
+    """http-NNN for bad statuses, else the errno underneath the library's wrappers."""
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int) and status >= 400:
+        return f"http-{status}"
+    seen: set[int] = set()
+    todo: list[Any] = [exception]
+    while todo:  # requests/urllib3 nest the OSError several levels deep
+        exc = todo.pop(0)
+        if not isinstance(exc, BaseException) or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno:
+            return error_kind(exc)
+        todo += [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args[:1]]
+    return error_kind(exception)
+
+
+def _run_kind(environment: Environment) -> tuple[str, Mode]:
+    """The ClientKind and Mode of the chosen user class; exactly one is needed for a result."""
+    pairs = {
+        _CLASS_TO_KIND[c.__name__] for c in environment.user_classes if c.__name__ in _CLASS_TO_KIND
+    }
+    if len(pairs) != 1:
+        names = [c.__name__ for c in environment.user_classes]
+        _exit(f"--kab-output needs exactly one of {sorted(_CLASS_TO_KIND)}, got {names}", 2)
+    kind, mode = pairs.pop()
+    return kind.value, mode
+
+
+def _check_reachable(host: str) -> None:
+    """Harness runs fail fast, in one line, instead of recording a run of connect errors."""
+    try:
+        target = Target.from_url(host)
+    except ValueError as exc:
+        _exit(str(exc).replace("--url", "--host"), 2)
+    reason = target.check_reachable()
+    if reason is not None:
+        _exit(reason, 1)
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    opts = _options(environment)
+    if opts is None:
+        return
+    _validate(opts)
+    recorder = Recorder(opts.kab_warmup)
+    output = Path(opts.kab_output) if opts.kab_output else None
+    kind_mode = _run_kind(environment) if output is not None else None
+    if output is not None and opts.headless and environment.host:
+        _check_reachable(environment.host)
+
+    def on_request(response_time: float, exception: Any, response: Any = None, **_: Any) -> None:
+        recorder.on_request(response_time, exception, response)
+
+    def on_quitting(environment: Environment, **_: Any) -> None:
+        recorder.stop()
+        if output is not None and kind_mode is not None:
+            recorder.result(*kind_mode).write(output)
+            environment.process_exit_code = 0
+
+    environment.events.request.add_listener(on_request)
+    environment.events.test_start.add_listener(lambda **_: recorder.start())
+    environment.events.test_stopping.add_listener(lambda **_: recorder.stop())
+    environment.events.quitting.add_listener(on_quitting)

@@ -1,0 +1,140 @@
+"""The load clients against a real uvloop server: results are valid and the mode is real.
+
+Each client runs through `ClientConfig.command()` (exactly what the harness runs) for about a
+second; the server's own counters then say how many connections it accepted. Pooled must open
+one connection per user or per process-and-slot; unpooled one per request. Every client also
+opens one bare TCP connection first to check the server is reachable: hence the `+ 1`.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.clientspec import ClientConfig, ClientKind, ClientResult, Mode
+from servers.launch import ServerProcess
+from servers.options import ServerName, ServerOptions
+
+CLIENT_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    options = ServerOptions(ServerName.UVLOOP, keepalive_max=0, keepalive_timeout_s=30)
+    with ServerProcess(options) as proc:
+        yield proc
+
+
+def _run(server: ServerProcess, config: ClientConfig) -> tuple[ClientResult, int]:
+    """Run one client; return its result and the connections the server accepted meanwhile."""
+    before = server.counters()["connections_accepted"]
+    done = subprocess.run(
+        config.command(), capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    accepted = server.counters()["connections_accepted"] - before
+    result = ClientResult.read(config.output)
+    assert result.client == config.kind.value and result.mode == config.mode.value
+    assert result.requests > 0 and result.errors == 0 and result.elapsed_s > 0
+    assert result.requests_total >= result.requests
+    assert 0 < result.latency_us["p50"] <= result.latency_us["p99"] <= result.latency_us["max"]
+    return result, accepted
+
+
+def _config(
+    server: ServerProcess, tmp_path: Path, kind: ClientKind, mode: Mode, **kw
+) -> ClientConfig:
+    assert server.ready is not None
+    defaults = {"concurrency": 1, "duration_s": 0.6, "warmup_s": 0.2}
+    return ClientConfig(
+        kind=kind, url=server.ready.url, mode=mode, output=tmp_path / "result.json",
+        **{**defaults, **kw},
+    )  # fmt: skip
+
+
+# aiohttp unpooled is left out: the raw client covers unpooled concurrency, the suite stays short.
+PYPERF_CASES = [
+    (ClientKind.PYPERF_SEQUENTIAL, 1, Mode.POOLED),
+    (ClientKind.PYPERF_SEQUENTIAL, 1, Mode.UNPOOLED),
+    (ClientKind.PYPERF_CONCURRENT_RAW, 4, Mode.POOLED),
+    (ClientKind.PYPERF_CONCURRENT_RAW, 4, Mode.UNPOOLED),
+    (ClientKind.PYPERF_CONCURRENT_AIOHTTP, 4, Mode.POOLED),
+]
+
+
+@pytest.mark.parametrize(("kind", "concurrency", "mode"), PYPERF_CASES, ids=str)
+def test_pyperf_clients_achieve_their_mode(
+    server: ServerProcess, tmp_path: Path, kind: ClientKind, concurrency: int, mode: Mode
+) -> None:
+    config = _config(server, tmp_path, kind, mode, concurrency=concurrency)
+    result, accepted = _run(server, config)
+    pyperf_json = Path(str(config.output) + ".pyperf.json")
+    assert result.artifacts == [str(pyperf_json)] and pyperf_json.is_file()
+    if mode is Mode.POOLED:
+        assert accepted == concurrency * result.load_processes + 1
+    else:
+        assert accepted == result.requests_total + 1
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=str)
+def test_locust_fasthttp_achieves_its_mode(
+    server: ServerProcess, tmp_path: Path, mode: Mode
+) -> None:
+    config = _config(server, tmp_path, ClientKind.LOCUST_FASTHTTP, mode, concurrency=3,
+                     duration_s=0.7, warmup_s=0.3)  # fmt: skip
+    result, accepted = _run(server, config)
+    if mode is Mode.POOLED:
+        assert accepted == 3 + 1
+    else:
+        assert abs(accepted - (result.requests_total + 1)) <= 3  # in flight at the stop
+
+
+def test_bad_concurrency_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = _config_for_url("http://127.0.0.1:9", tmp_path, concurrency=0)
+    done = subprocess.run(config.command(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "--concurrency" in done.stderr
+
+
+@pytest.mark.parametrize("kind", [ClientKind.PYPERF_SEQUENTIAL, ClientKind.LOCUST_FASTHTTP])
+def test_unreachable_server_is_one_line_and_nonzero(tmp_path: Path, kind: ClientKind) -> None:
+    config = _config_for_url(f"http://127.0.0.1:{_free_port()}", tmp_path, kind=kind)
+    done = subprocess.run(config.command(), capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0]
+    assert not config.output.exists()
+
+
+def _free_port() -> int:
+    """A port nobody listens on once this socket is closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _config_for_url(
+    url: str, tmp_path: Path, *, kind: ClientKind = ClientKind.PYPERF_CONCURRENT_RAW,
+    concurrency: int = 1,
+) -> ClientConfig:  # fmt: skip
+    return ClientConfig(kind=kind, url=url, mode=Mode.POOLED, concurrency=concurrency,
+                        duration_s=1, output=tmp_path / "result.json")  # fmt: skip
+
+
+def test_connect_errors_are_counted_by_kind_not_raised() -> None:
+    """Refused (or EADDRNOTAVAIL) connects become errors of their errno, and every loop counts."""
+    from benchmarks.clientutil import Target
+    from benchmarks.pyperf_concurrent import AiohttpClient
+    from benchmarks.rawhttp import RawClient
+
+    target = Target.from_url(f"http://127.0.0.1:{_free_port()}")
+    for client in (RawClient(target, Mode.UNPOOLED, 3), AiohttpClient(target, Mode.POOLED, 3)):
+        try:
+            batch = client.run(10)
+        finally:
+            client.close()
+        assert batch.latencies_ns == [] and batch.errors == {"ECONNREFUSED": 10}
