@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from servers.policy import seconds_text
+
 
 class ServerName(enum.StrEnum):
     """The three reference implementations."""
@@ -77,11 +79,11 @@ class ServerOptions:
             self.name.value,
             "--host", self.host,
             "--port", str(self.port),
-            "--keepalive-timeout", f"{self.keepalive_timeout_s:g}",
+            "--keepalive-timeout", seconds_text(self.keepalive_timeout_s),
             "--keepalive-max", str(self.keepalive_max),
         ]  # fmt: skip
         if self.header_timeout_s is not None:
-            argv += ["--header-timeout", f"{self.header_timeout_s:g}"]
+            argv += ["--header-timeout", seconds_text(self.header_timeout_s)]
         if self.tls:
             argv.append("--tls")
         if self.certfile is not None and self.keyfile is not None:

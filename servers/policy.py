@@ -33,6 +33,15 @@ class CloseReason(enum.StrEnum):
     SHUTDOWN = "shutdown"  # the server is stopping
 
 
+def seconds_text(value: float) -> str:
+    """`5` rather than `5.0`, and never an exponent (`:g` turns 1234567 into 1.23457e+06).
+
+    Used for the `Keep-Alive: timeout=` value and for argv, so both round-trip exactly.
+    """
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:
     """Lower-cased tokens of every `Connection` header field value (RFC 9110 §7.6.1)."""
     tokens: set[str] = set()
@@ -81,7 +90,7 @@ class KeepAlivePolicy:
 
     def keep_alive_value(self, request_number: int) -> str:
         """The `Keep-Alive` header value sent with the `request_number`-th response."""
-        value = f"timeout={self.timeout_s:g}"
+        value = f"timeout={seconds_text(self.timeout_s)}"
         remaining = self.remaining_after(request_number)
         return value if remaining is None else f"{value}, max={remaining}"
 

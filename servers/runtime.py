@@ -15,6 +15,7 @@ import ssl
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from servers.control import start_control_listener
@@ -36,7 +37,7 @@ class Runtime:
     ca_path: Path | None
     counters: Counters = field(default_factory=Counters)
 
-    @property
+    @cached_property
     def policy(self) -> KeepAlivePolicy:
         return KeepAlivePolicy(self.options.keepalive_timeout_s, self.options.keepalive_max)
 

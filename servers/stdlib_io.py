@@ -1,0 +1,151 @@
+"""Socket plumbing for the stdlib server: deadline-aware reads, one-send writes, graceful close.
+
+http.server reads through `socket.makefile()`, whose timeout restarts on every `recv()`: a client
+that trickles one header byte every 0.3 s never times out (slowloris, IDLE-05). `DeadlineSocketIO`
+keeps the same buffered-reader shape but sets the socket timeout to the time *remaining* before an
+absolute deadline ahead of every `recv()`, so the header deadline H is a deadline, not a per-byte
+allowance. Bytes already buffered (pipelined requests) are served without any `recv()`, so an idle
+deadline can never fire while the next request is waiting in the buffer.
+
+The body readers here drain what a handler ignores (spec rule 8), so the next request on a
+keep-alive connection starts where it should: BODY-01's body that looks like a request line is
+never parsed as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import socket
+import ssl
+import time
+
+from servers.framing import MAX_HEADER_BYTES, ProtocolError
+
+LINGER_S = 2.0  # graceful close: how long to read and discard before closing (rule 4)
+DRAIN_CHUNK = 64 * 1024
+MAX_CHUNK_LINE = 4096  # chunk-size line with extensions
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_LINE_ENDS = (b"\r\n", b"\n")
+
+
+class ClientGone(Exception):
+    """EOF in the middle of a request: the client went away, nothing to answer."""
+
+
+class DeadlineSocketIO(socket.SocketIO):
+    """`socket.SocketIO` whose reads stop at an absolute `deadline` (monotonic seconds).
+
+    With `deadline` None the socket's own timeout applies per read (used for bodies, where a
+    large upload must not be cut by a fixed deadline, only by silence).
+    """
+
+    deadline: float | None = None
+
+    def readinto(self, b: memoryview | bytearray) -> int | None:  # type: ignore[override]
+        if self.deadline is None:
+            return super().readinto(b)
+        # Past the deadline, still take bytes that are already here (timeout 0): a thread that
+        # was scheduled late must not time out a client that was on time; it just won't wait.
+        self._sock.settimeout(max(self.deadline - time.monotonic(), 0.0))  # type: ignore[attr-defined]
+        try:
+            count = super().readinto(b)
+        except ssl.SSLWantReadError:
+            count = None
+        if count is None:  # EWOULDBLOCK at timeout 0
+            raise TimeoutError("deadline passed")
+        return count
+
+
+class SendallWriter(io.BufferedIOBase):
+    """`wfile` for http.server: every write is one `sendall()`, nothing buffered or split.
+
+    Responses are assembled (headers and body) before the write, so each is one send and Nagle
+    never meets a two-part response (rule 10, belt and braces with TCP_NODELAY).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._sock.sendall(data)
+        return len(memoryview(data))
+
+
+def read_line(rfile: io.BufferedReader, limit: int, too_long: ProtocolError) -> bytes:
+    """A line of at most `limit` bytes, CRLF included; `too_long` beyond, ClientGone at EOF."""
+    line = rfile.readline(limit + 1)
+    if len(line) > limit:
+        raise too_long
+    if not line.endswith(b"\n"):
+        raise ClientGone
+    return line
+
+
+def discard_exact(rfile: io.BufferedReader, length: int) -> None:
+    """Read and drop `length` body bytes (a handler here never needs a body, rule 8)."""
+    while length > 0:
+        chunk = rfile.read1(min(length, DRAIN_CHUNK))
+        if not chunk:
+            raise ClientGone
+        length -= len(chunk)
+
+
+def discard_chunked(rfile: io.BufferedReader) -> None:
+    """Read and drop a chunked body: sizes with extensions, data, and the trailer section."""
+    bad_line = ProtocolError(400, "chunk-size line too long")
+    while True:
+        size_field = read_line(rfile, MAX_CHUNK_LINE, bad_line).split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_field):
+            raise ProtocolError(400, f"invalid chunk size {size_field[:20]!r}")
+        size = int(size_field, 16)
+        if size == 0:
+            break
+        discard_exact(rfile, size)
+        if read_line(rfile, 2, ProtocolError(400, "chunk longer than its size")) not in _LINE_ENDS:
+            raise ProtocolError(400, "chunk data not followed by CRLF")
+    _discard_trailers(rfile)
+
+
+def _discard_trailers(rfile: io.BufferedReader) -> None:
+    """The trailer section after the last chunk, bounded like a header section."""
+    too_large = ProtocolError(431, "trailer section too large")
+    total = 0
+    while True:
+        line = read_line(rfile, MAX_HEADER_BYTES - total, too_large)
+        total += len(line)
+        if line in _LINE_ENDS:
+            return
+        if b":" not in line:
+            raise ProtocolError(400, "malformed trailer field")
+
+
+def graceful_close(sock: socket.socket, linger_s: float = LINGER_S) -> None:
+    """Rule 4 (RFC 9112 §9.6): half-close, read and discard until EOF or `linger_s`, then close.
+
+    Closing a socket with unread input sends a TCP reset, which can destroy the last response
+    before the client has read it (pipelined requests after a `close`, a 70 KB request line).
+    Reads go to the TCP socket directly: on TLS the discarded bytes need no decryption.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        if isinstance(sock, ssl.SSLSocket):
+            _send_close_notify(sock)
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+        deadline = time.monotonic() + linger_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            socket.socket.settimeout(sock, remaining)
+            if not socket.socket.recv(sock, DRAIN_CHUNK):
+                break
+    sock.close()
+
+
+def _send_close_notify(sock: ssl.SSLSocket) -> None:
+    """Send TLS close_notify without waiting for the peer's (non-blocking unwrap)."""
+    sock.settimeout(0)
+    with contextlib.suppress(OSError, ValueError):
+        sock.unwrap()

@@ -1,0 +1,365 @@
+"""http.server done right: ThreadingHTTPServer with keep-alive that follows the shared spec.
+
+CPython 3.11's http.server gets the skeleton right (a thread per connection, buffered `rfile`,
+`send_response`/`send_header`, `handle()` looping on `close_connection`) and keep-alive wrong
+(spec "How known servers differ"). This module keeps the skeleton and fixes each gap:
+
+- No `Connection` header and a whole-value `Connection` compare: persistence is decided by
+  `KeepAlivePolicy.decide` on the token list, and every response says `keep-alive` (with
+  `Keep-Alive: timeout=T, max=R`) or `close`.
+- Timeout restarts on every `recv()` (no slowloris protection): reads go through
+  `DeadlineSocketIO`, which stops at an absolute deadline; H runs from accept, or from the first
+  byte of a later request, to the end of its header section. Between requests the idle timeout
+  T runs from the end of the response (plus IDLE_GRACE_S, so that "never before T" holds as the
+  client measures it); on expiry the connection is closed silently (no 408). Bytes already
+  buffered (pipelined requests) are served without a recv(), so the idle timer never misfires.
+- No chunked request bodies, and no limit on the header section as a whole: `parse_request` is
+  replaced by one that validates through `servers.framing`, as the uvloop server does, so both
+  reject the same requests with the same status (400/414/431/501/505); bodies are drained
+  (Content-Length or chunked, with extensions and trailers), so an unread body never
+  desynchronises the connection. Expect: 100-continue uses http.server's handle_expect_100.
+- Nagle on, and headers and body written separately: TCP_NODELAY on every accepted socket and
+  one `sendall()` per response.
+- Connections are closed gracefully (half-close, drain, close) so the last response survives
+  unread pipelined input; TLS handshakes happen in the connection's thread, under the header
+  deadline, never in the accept loop.
+
+DEVIATIONS: none. Every conformance case is met; the dict below is read by the test suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import signal
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from servers.endpoints import STATUSES_WITHOUT_BODY, TEXT, Reply, RequestContext, route
+from servers.framing import (
+    MAX_HEADER_BYTES,
+    MAX_REQUEST_LINE_BYTES,
+    BodyFraming,
+    BodyKind,
+    ProtocolError,
+    body_framing,
+    check_field_name,
+    parse_version,
+)
+from servers.policy import CloseReason, KeepAlivePolicy, connection_tokens, error_decision
+from servers.runtime import Runtime, set_nodelay
+from servers.stdlib_io import (
+    ClientGone,
+    DeadlineSocketIO,
+    SendallWriter,
+    discard_chunked,
+    discard_exact,
+    graceful_close,
+    read_line,
+)
+
+DEVIATIONS: dict[str, str] = {}
+
+RBUFSIZE = 64 * 1024  # rfile buffer: several pipelined requests per recv()
+WRITE_TIMEOUT_S = 60.0  # a client that stops reading a response does not hold a thread forever
+# Rule 5 says never close before T. The client starts its clock when it has *read* the response,
+# a little after our sendall() returned (later still on a loaded machine), so the server waits
+# this much longer to make "not before T" hold from the client's side too.
+IDLE_GRACE_S = 0.05
+MAX_LEADING_EMPTY_LINES = 8  # RFC 9112 §2.2: ignore at least one CRLF before a request line
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_LINE_ENDS = (b"\r\n", b"\n")
+_BAD_VALUE_BYTES = re.compile(rb"[\x00\r\n]")
+
+
+class KeepAliveHandler(BaseHTTPRequestHandler):
+    """One connection: requests are read, answered and drained one at a time (so pipelining
+    is in order and bounded by the read buffer), until the policy or the client ends it."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "keepalive-bench/stdlib"
+    # http.server omits the status line for "HTTP/0.9"; a garbage request line must still get a
+    # real "HTTP/1.1 400" (ERR-01), so errors before the version is parsed use this one.
+    default_request_version = "HTTP/1.1"
+    server: KeepAliveHTTPServer
+
+    # -- connection lifetime ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Count the connection, finish TLS here (this thread), build rfile/wfile."""
+        self.accepted_at = time.monotonic()
+        self.runtime = self.server.runtime
+        self.policy = self.server.policy
+        self.header_timeout_s = self.runtime.options.effective_header_timeout_s
+        self.connection_id = self.runtime.counters.connection_opened()
+        self.close_reason = CloseReason.ERROR
+        self.requests_on_connection = 0
+        self.response_done_at = self.accepted_at
+        self.connection = self.request
+        self.tls_ok = self._start_tls()
+        self.reader = DeadlineSocketIO(self.connection, "rb")
+        self.rfile = io.BufferedReader(self.reader, RBUFSIZE)
+        self.wfile = SendallWriter(self.connection)
+
+    def _start_tls(self) -> bool:
+        """TLS handshake under the header deadline, so a silent client costs one thread, not
+        the accept loop."""
+        context = self.runtime.ssl_context
+        if context is None:
+            return True
+        try:
+            self.connection = context.wrap_socket(
+                self.request, server_side=True, do_handshake_on_connect=False
+            )
+            deadline = self.accepted_at + self.header_timeout_s
+            self.connection.settimeout(max(deadline - time.monotonic(), 0.001))
+            self.connection.do_handshake()
+        except TimeoutError:
+            self.close_reason = CloseReason.HEADER_TIMEOUT
+            return False
+        except (ConnectionError, ssl.SSLEOFError):
+            self.close_reason = CloseReason.CLIENT_CLOSED
+            return False
+        except OSError:  # ssl.SSLError included: not TLS, bad version, unknown CA...
+            self.close_reason = CloseReason.ERROR
+            return False
+        return True
+
+    def handle(self) -> None:
+        if self.tls_ok:
+            super().handle()  # handle_one_request() until close_connection
+
+    def finish(self) -> None:
+        """Graceful close (rule 4) and the close counter, whatever ended the connection."""
+        try:
+            self.rfile.close()
+            graceful_close(self.connection)
+        finally:
+            self.runtime.counters.connection_closed(self.close_reason)
+
+    # -- one request -----------------------------------------------------------------------
+
+    def handle_one_request(self) -> None:
+        """Wait for a request, parse it, drain its body, answer it; map failures to a close
+        reason. Replaces http.server's, which trusts its per-recv timeout and never counts."""
+        self.close_connection = True
+        self.command = None  # a stale HEAD must not suppress the body of an error response
+        self.requestline = ""
+        self._headers_buffer: list[bytes] = []
+        self._timeout_reason = CloseReason.HEADER_TIMEOUT
+        try:
+            if not self._wait_for_request():
+                return
+            framing = self.parse_request()
+            self._read_body(framing)
+            self._answer(self._route())
+        except ProtocolError as exc:
+            self.send_error(exc.status, explain=exc.detail)
+        except TimeoutError:
+            self.close_reason = self._timeout_reason
+        except (ClientGone, ConnectionError):
+            self.close_reason = CloseReason.CLIENT_CLOSED
+        except OSError:  # TLS errors, write timeouts after a partial send...
+            self.close_reason = CloseReason.ERROR
+
+    def _wait_for_request(self) -> bool:
+        """The idle phase: T after a response (H from accept for the first request) until a
+        first byte; then H runs from that byte. Buffered bytes answer `peek` without a recv()."""
+        first = self.requests_on_connection == 0
+        if first:
+            self.reader.deadline = self.accepted_at + self.header_timeout_s
+        else:
+            self.reader.deadline = self.response_done_at + self.policy.timeout_s + IDLE_GRACE_S
+            self._timeout_reason = CloseReason.IDLE_TIMEOUT
+        if not self.rfile.peek(1):
+            self.close_reason = CloseReason.CLIENT_CLOSED
+            return False
+        if not first:
+            self.reader.deadline = time.monotonic() + self.header_timeout_s
+        self._timeout_reason = CloseReason.HEADER_TIMEOUT
+        return True
+
+    def parse_request(self) -> BodyFraming:  # type: ignore[override]
+        """Request line and header section under the header deadline, validated by
+        `servers.framing`. Sets http.server's attributes (command, path, request_version,
+        headers) and returns how the body is delimited; raises ProtocolError to reject."""
+        self.raw_requestline = self._read_request_line()
+        self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or not _METHOD.fullmatch(words[0]):
+            raise ProtocolError(400, f"bad request line {self.requestline[:60]!r}")
+        self.command, self.path, self.request_version = words
+        self.version = parse_version(self.request_version)
+        fields = self._read_header_fields()
+        self.headers = self.MessageClass()
+        for name, value in fields:
+            self.headers[name] = value
+        lowered = [(name.lower(), value) for name, value in fields]
+        self.connection_values = [v for n, v in lowered if n == "connection"]
+        self.tokens = connection_tokens(self.connection_values)
+        return body_framing(self.version, lowered)
+
+    def _read_request_line(self) -> bytes:
+        """The request line, skipping a few empty lines before it (ROB-01); 414 beyond the
+        limit."""
+        too_long = ProtocolError(414, "request line too long")
+        for _ in range(MAX_LEADING_EMPTY_LINES + 1):
+            line = read_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2, too_long)
+            if line not in _LINE_ENDS:
+                return line
+        raise ProtocolError(400, "too many empty lines before the request line")
+
+    def _read_header_fields(self) -> list[tuple[str, str]]:
+        """(name, value) pairs in received order; 431 once the section exceeds its limit."""
+        too_large = ProtocolError(431, "header section too large")
+        fields: list[tuple[str, str]] = []
+        total = 0
+        while True:
+            line = read_line(self.rfile, MAX_HEADER_BYTES - total, too_large)
+            total += len(line)
+            if line in _LINE_ENDS:
+                return fields
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise ProtocolError(400, f"header line without a colon {line[:40]!r}")
+            check_field_name(name)  # also rejects obs-fold (leading whitespace)
+            value = value.strip(b" \t\r\n")
+            if _BAD_VALUE_BYTES.search(value):
+                raise ProtocolError(400, f"invalid byte in the value of {name[:40]!r}")
+            fields.append((name.decode("ascii"), value.decode("latin-1")))
+
+    def _read_body(self, framing: BodyFraming) -> None:
+        """Drain the body (rule 8), after `100 Continue` if the client waits for it. Silence
+        for H between reads ends the connection; a long upload that keeps moving is never cut
+        by a fixed deadline."""
+        if framing.kind == BodyKind.NONE:
+            return
+        self.reader.deadline = None
+        self.connection.settimeout(self.header_timeout_s)
+        self._timeout_reason = CloseReason.IDLE_TIMEOUT  # the client went quiet mid-request
+        expect = self.headers.get("Expect", "").strip().lower()
+        if expect == "100-continue" and self.version >= (1, 1):
+            self.handle_expect_100()  # http.server's own: "HTTP/1.1 100 Continue"
+        if framing.kind == BodyKind.LENGTH:
+            discard_exact(self.rfile, framing.length)
+        else:
+            discard_chunked(self.rfile)
+
+    # -- answering -------------------------------------------------------------------------
+
+    def _route(self) -> tuple[RequestContext, Reply]:
+        """Ask the shared endpoints; a delay is slept in this connection's thread (rule 6:
+        nothing is reading, so no timer can cut it)."""
+        self.requests_on_connection += 1
+        host, port = self.client_address[:2]
+        ctx = RequestContext(host, port, self.connection_id, self.requests_on_connection)
+        reply = route(self.command, self.path, ctx)
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        return ctx, reply
+
+    def _answer(self, routed: tuple[RequestContext, Reply]) -> None:
+        ctx, reply = routed
+        decision = self.policy.decide(
+            ctx.request_number, self.version, self.tokens, handler_close=reply.close
+        )
+        self.send_response(reply.status)
+        body = reply.body
+        if reply.status in STATUSES_WITHOUT_BODY:
+            body = b""
+        else:
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(body)))
+        for name, value in decision.headers:
+            self.send_header(name, value)  # also sets close_connection, as in http.server
+        self._end_headers_with_body(b"" if self.command == "HEAD" else body)
+        self.response_done_at = time.monotonic()
+        self.close_connection = not decision.keep_alive
+        if decision.close_reason is not None:
+            self.close_reason = decision.close_reason
+        self.runtime.counters.request_served()
+        self.runtime.log_request(ctx, self.command, self.path, ", ".join(self.connection_values))
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's send_error, but a short text body, `Connection: close` from the
+        policy, and one write. The connection then closes gracefully (rule 9)."""
+        phrase = message or self.responses.get(code, ("", ""))[0]
+        body = f"{code} {phrase}: {explain or phrase}\n".encode("latin-1", "replace")
+        self._headers_buffer = []
+        self.request_version = self.default_request_version  # a status line even for HTTP/0.9
+        self.send_response(code, message)
+        self.send_header("Content-Type", TEXT)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in error_decision().headers:
+            self.send_header(name, value)
+        self.close_connection = True
+        self.close_reason = CloseReason.ERROR
+        with contextlib.suppress(OSError):  # the client is gone: nothing more to tell it
+            self._end_headers_with_body(b"" if self.command == "HEAD" else body)
+
+    def _end_headers_with_body(self, body: bytes) -> None:
+        """end_headers(), with the body in the same buffer: one sendall() per response."""
+        self.reader.deadline = None
+        self.connection.settimeout(WRITE_TIMEOUT_S)
+        self._timeout_reason = CloseReason.ERROR
+        self._headers_buffer.append(b"\r\n")
+        if body:
+            self._headers_buffer.append(body)
+        self.flush_headers()
+
+    # -- http.server defaults that do not fit ----------------------------------------------
+
+    def version_string(self) -> str:
+        return self.server_version  # no " Python/3.11" suffix
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Silent, and skips formatting a line per response: stderr belongs to
+        --log-connections (Runtime.log_request, called in _answer)."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        """Silent (log_error too): stderr belongs to --log-connections."""
+
+
+class KeepAliveHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer on the runtime's already-bound listener."""
+
+    daemon_threads = True  # a connection in keep-alive never delays shutdown
+
+    def __init__(self, runtime: Runtime) -> None:
+        address = runtime.listener.getsockname()
+        super().__init__(address[:2], KeepAliveHandler, bind_and_activate=False)
+        self.socket.close()  # the unbound socket TCPServer made; adopt the runtime's instead
+        self.socket = runtime.listener
+        self.server_address = address
+        self.server_name, self.server_port = str(address[0]), int(address[1])
+        self.runtime = runtime
+        self.policy: KeepAlivePolicy = runtime.policy
+
+    def get_request(self) -> tuple[Any, Any]:
+        """accept() plus TCP_NODELAY (rule 10); TLS is left to the connection's thread."""
+        sock, address = self.socket.accept()
+        set_nodelay(sock)
+        return sock, address
+
+    def shutdown_request(self, request: Any) -> None:
+        """The handler has already closed gracefully; skip TCPServer's abrupt shutdown."""
+        self.close_request(request)
+
+
+def serve(runtime: Runtime) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting and return (exit status 0)."""
+    server = KeepAliveHTTPServer(runtime)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    accept_loop = threading.Thread(target=server.serve_forever, name="accept", daemon=True)
+    accept_loop.start()
+    runtime.announce_ready()
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()  # waits for serve_forever to return
+    server.server_close()
