@@ -15,8 +15,9 @@ from dataclasses import dataclass
 MAX_HEADER_BYTES = 8 * 1024  # header section (431 beyond)
 MAX_REQUEST_LINE_BYTES = 8 * 1024  # request line (414 beyond)
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_VERSION = re.compile(r"^HTTP/(\d)\.(\d)$")
+# fullmatch and explicit ASCII classes: `$` would accept a trailing newline and `\d` Unicode digits.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
 
 
 class ProtocolError(Exception):
@@ -45,7 +46,7 @@ NO_BODY = BodyFraming(BodyKind.NONE)
 
 def parse_version(text: str) -> tuple[int, int]:
     """`HTTP/1.1` -> (1, 1). Major 1 only (505 otherwise); `HTTP/1.2` is served as 1.x."""
-    match = _VERSION.match(text)
+    match = _VERSION.fullmatch(text)
     if match is None:
         raise ProtocolError(400, f"malformed HTTP version {text[:20]!r}")
     version = (int(match[1]), int(match[2]))
@@ -56,7 +57,7 @@ def parse_version(text: str) -> tuple[int, int]:
 
 def check_field_name(name: bytes) -> None:
     """Field names are tokens: whitespace before the colon is a 400 (RFC 9112 §5.1)."""
-    if not _TOKEN.match(name):
+    if not _TOKEN.fullmatch(name):
         raise ProtocolError(400, f"invalid header field name {name[:40]!r}")
 
 
@@ -94,7 +95,7 @@ def _chunked_framing(
 
 
 def _length_framing(lengths: list[str]) -> BodyFraming:
-    if not all(v.isdigit() and len(v) <= 18 for v in lengths):
+    if not all(v.isascii() and v.isdigit() and len(v) <= 18 for v in lengths):
         raise ProtocolError(400, "invalid Content-Length")
     if len({int(v) for v in lengths}) != 1:
         raise ProtocolError(400, "conflicting Content-Length values")

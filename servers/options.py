@@ -13,8 +13,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers.policy import seconds_text
-
 
 class ServerName(enum.StrEnum):
     """The three reference implementations."""
@@ -91,6 +89,15 @@ class ServerOptions:
         if self.log_connections:
             argv.append("--log-connections")
         return argv
+
+
+def seconds_text(value: float) -> str:
+    """`5` rather than `5.0`, and never an exponent (`:g` turns 1234567 into 1.23457e+06).
+
+    Used for argv, so that options round-trip exactly.
+    """
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 class _OneLineParser(argparse.ArgumentParser):

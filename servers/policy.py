@@ -27,19 +27,10 @@ class CloseReason(enum.StrEnum):
     HEADER_TIMEOUT = "header_timeout"  # header section not complete within H (slowloris)
     CLIENT_REQUESTED = "client_requested"  # Connection: close, or HTTP/1.0 without keep-alive
     CLIENT_CLOSED = "client_closed"  # EOF or reset from the client between requests
-    KEEPALIVE_DISABLED = "keepalive_disabled"  # T = 0: one request per connection
+    KEEPALIVE_DISABLED = "keepalive_disabled"  # T = 0 or N = 1: one request per connection
     HANDLER = "handler"  # the endpoint itself asked to close (/close)
     ERROR = "error"  # malformed request answered with an error status, or a socket error
     SHUTDOWN = "shutdown"  # the server is stopping
-
-
-def seconds_text(value: float) -> str:
-    """`5` rather than `5.0`, and never an exponent (`:g` turns 1234567 into 1.23457e+06).
-
-    Used for the `Keep-Alive: timeout=` value and for argv, so both round-trip exactly.
-    """
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:
@@ -90,7 +81,9 @@ class KeepAlivePolicy:
 
     def keep_alive_value(self, request_number: int) -> str:
         """The `Keep-Alive` header value sent with the `request_number`-th response."""
-        value = f"timeout={seconds_text(self.timeout_s)}"
+        # Whole seconds (RFC 2068, MDN), rounded down: a client never counts on more idle time
+        # than the server gives.
+        value = f"timeout={int(self.timeout_s)}"
         remaining = self.remaining_after(request_number)
         return value if remaining is None else f"{value}, max={remaining}"
 

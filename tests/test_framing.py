@@ -1,0 +1,188 @@
+"""servers.framing without sockets: every 400/501/505 case of spec rule 9 as a table."""
+
+from __future__ import annotations
+
+import pytest
+
+from servers.framing import (
+    NO_BODY,
+    BodyFraming,
+    BodyKind,
+    ProtocolError,
+    body_framing,
+    check_field_name,
+    parse_version,
+)
+
+H11 = (1, 1)
+H10 = (1, 0)
+HOST = ("host", "t")
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("HTTP/1.1", (1, 1)), ("HTTP/1.0", (1, 0)), ("HTTP/1.2", (1, 2)), ("HTTP/1.9", (1, 9))],
+)
+def test_parse_version_accepts_http1(text: str, version: tuple[int, int]) -> None:
+    assert parse_version(text) == version
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("HTTP/2.0", 505),  # ERR-08
+        ("HTTP/3.0", 505),
+        ("HTTP/0.9", 505),
+        ("HTTP/1", 400),  # ERR-08
+        ("HTTP/2", 400),
+        ("http/1.1", 400),
+        ("HTTP/1.1 ", 400),
+        (" HTTP/1.1", 400),
+        ("HTTP/11.1", 400),
+        ("HTTP/1.10", 400),
+        ("HTTP/1.x", 400),
+        ("HTTP 1.1", 400),
+        ("", 400),
+        ("HTTP/1.1\n", 400),  # `$` must not match before a trailing newline
+        ("HTTP/\u0661.\u0661", 400),  # DIGIT is ASCII only (RFC 5234), not any Unicode digit
+    ],
+)
+def test_parse_version_rejects(text: str, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_version(text)
+    assert info.value.status == status
+
+
+@pytest.mark.parametrize(
+    "name", [b"Host", b"host", b"Content-Length", b"X-Custom_1", b"a", b"!#$%&'*+-.^_`|~"]
+)
+def test_check_field_name_accepts_tokens(name: bytes) -> None:
+    check_field_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"Host ",  # ERR-02: whitespace before the colon
+        b"Host\t",
+        b" Host",
+        b"Ho st",
+        b"",
+        b"Host\n",  # a bare LF must not slip through
+        b"H\xc3\xa9",
+        b"(host)",
+        b"a/b",
+    ],
+)
+def test_check_field_name_rejects(name: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        check_field_name(name)
+    assert info.value.status == 400
+
+
+# (version, fields) -> framing
+VALID_FRAMING = [
+    pytest.param(H11, [HOST], NO_BODY, id="no-body"),
+    pytest.param(H10, [], NO_BODY, id="1.0-without-host"),
+    pytest.param(H11, [HOST, ("content-length", "5")], BodyFraming(BodyKind.LENGTH, 5), id="cl"),
+    pytest.param(H11, [HOST, ("content-length", "0")], NO_BODY, id="cl-zero"),
+    pytest.param(
+        H11, [HOST, ("content-length", " 7 ")], BodyFraming(BodyKind.LENGTH, 7), id="cl-ows"
+    ),
+    pytest.param(
+        H11,
+        [HOST, ("content-length", "5"), ("content-length", "5")],
+        BodyFraming(BodyKind.LENGTH, 5),
+        id="cl-identical-fields",
+    ),
+    pytest.param(
+        H11, [HOST, ("content-length", "5, 5")], BodyFraming(BodyKind.LENGTH, 5), id="cl-list"
+    ),
+    pytest.param(H10, [("content-length", "3")], BodyFraming(BodyKind.LENGTH, 3), id="1.0-cl"),
+    pytest.param(
+        H11, [HOST, ("transfer-encoding", "chunked")], BodyFraming(BodyKind.CHUNKED), id="chunked"
+    ),
+    pytest.param(
+        H11, [HOST, ("transfer-encoding", "Chunked")], BodyFraming(BodyKind.CHUNKED), id="Chunked"
+    ),
+    pytest.param(
+        (1, 2), [HOST, ("transfer-encoding", "chunked")], BodyFraming(BodyKind.CHUNKED), id="1.2"
+    ),
+]
+
+
+@pytest.mark.parametrize(("version", "fields", "framing"), VALID_FRAMING)
+def test_body_framing(
+    version: tuple[int, int], fields: list[tuple[str, str]], framing: BodyFraming
+) -> None:
+    assert body_framing(version, fields) == framing
+
+
+# (version, fields) -> status; every 400/501 case of rule 9 that concerns framing.
+REJECTED_FRAMING = [
+    pytest.param(H11, [], 400, id="err03-no-host"),
+    pytest.param(H11, [HOST, ("host", "u")], 400, id="two-hosts"),
+    pytest.param((1, 2), [], 400, id="1.2-no-host"),
+    pytest.param(H11, [HOST, ("content-length", "abc")], 400, id="err06-cl-abc"),
+    pytest.param(H11, [HOST, ("content-length", "")], 400, id="cl-empty"),
+    pytest.param(H11, [HOST, ("content-length", "-1")], 400, id="cl-negative"),
+    pytest.param(H11, [HOST, ("content-length", "+5")], 400, id="cl-plus"),
+    pytest.param(H11, [HOST, ("content-length", "5 5")], 400, id="cl-space"),
+    pytest.param(H11, [HOST, ("content-length", "0x5")], 400, id="cl-hex"),
+    pytest.param(H11, [HOST, ("content-length", "1" * 19)], 400, id="cl-too-long"),
+    pytest.param(H11, [HOST, ("content-length", "\u00b2")], 400, id="cl-superscript-two"),
+    pytest.param(H11, [HOST, ("content-length", "\u0663")], 400, id="cl-arabic-digit"),
+    pytest.param(
+        H11, [HOST, ("content-length", "5"), ("content-length", "6")], 400, id="err06-two-cl"
+    ),
+    pytest.param(H11, [HOST, ("content-length", "5, 6")], 400, id="err06-cl-list"),
+    pytest.param(
+        H11,
+        [HOST, ("content-length", "5"), ("transfer-encoding", "chunked")],
+        400,
+        id="err06-cl-and-chunked",
+    ),
+    pytest.param(
+        H11,
+        [HOST, ("transfer-encoding", "chunked"), ("content-length", "5")],
+        400,
+        id="err06-chunked-and-cl",
+    ),
+    pytest.param(H11, [HOST, ("transfer-encoding", "pigeons")], 400, id="err05-pigeons"),
+    pytest.param(H11, [HOST, ("transfer-encoding", "chunked, gzip")], 400, id="chunked-not-last"),
+    pytest.param(H11, [HOST, ("transfer-encoding", "")], 400, id="te-empty"),
+    pytest.param(H11, [HOST, ("transfer-encoding", "gzip, chunked")], 501, id="err05-gzip"),
+    pytest.param(
+        H11,
+        [HOST, ("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")],
+        501,
+        id="err05-gzip-two-fields",
+    ),
+    pytest.param(H10, [("transfer-encoding", "chunked")], 400, id="err07-1.0-chunked"),
+]
+
+
+@pytest.mark.parametrize(("version", "fields", "status"), REJECTED_FRAMING)
+def test_body_framing_rejects(
+    version: tuple[int, int], fields: list[tuple[str, str]], status: int
+) -> None:
+    with pytest.raises(ProtocolError) as info:
+        body_framing(version, fields)
+    assert info.value.status == status
+    assert str(info.value).startswith(f"{status} ")
+
+
+def test_protocol_error_carries_status_and_detail() -> None:
+    exc = ProtocolError(431, "header section too large")
+    assert (exc.status, exc.detail, str(exc)) == (
+        431,
+        "header section too large",
+        "431 header section too large",
+    )
+
+
+def test_limits_are_8_kib() -> None:
+    from servers import framing
+
+    assert framing.MAX_HEADER_BYTES == 8192
+    assert framing.MAX_REQUEST_LINE_BYTES == 8192
