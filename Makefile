@@ -13,7 +13,7 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(DURATION),--duration $(DURATION)) $(if $(REPEAT),--repeat $(REPEAT)) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: install test lint bench compare bench-compare noise report servers-perf demo clean
+.PHONY: install test lint bench compare bench-compare noise report servers-perf demo ui test-browser clean
 
 install: $(STAMP)
 
@@ -50,6 +50,20 @@ servers-perf: install
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install
 	$(PY) -m benchmarks.demo $(if $(SERVER),--server $(SERVER))
+
+# Locust web UI on a reference server, with a server-side tab; Ctrl-C stops both.
+ui: install
+	$(PY) -m benchmarks.ui $(if $(SERVER),--server $(SERVER)) \
+	  $(if $(KEEPALIVE_TIMEOUT),--keepalive-timeout $(KEEPALIVE_TIMEOUT)) \
+	  $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) $(if $(TLS),--tls) \
+	  $(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) $(LOCUST_ARGS)
+
+# Headless-browser test of the lab, kept out of `make test`: installs Debian's chromium and the
+# playwright package (never a browser download) when missing, then runs tests_browser/.
+test-browser: install
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+	$(PY) -m pip install -q --disable-pip-version-check playwright
+	$(PY) -m pytest -q tests_browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

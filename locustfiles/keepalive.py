@@ -39,12 +39,25 @@ _CLASS_TO_KIND = {name: (kind, mode) for (kind, mode), name in LOCUST_USER_CLASS
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
-    group = parser.add_argument_group("keepalive-bench")
-    group.add_argument("--kab-output", default="", help="write a ClientResult JSON here at quit")
-    group.add_argument("--kab-warmup", type=float, default=0.0, help="seconds not recorded")
-    group.add_argument("--kab-path", default="/", help="request path (default /)")
-    group.add_argument("--kab-ca", default="", help="CA PEM that verifies https servers")
-    group.add_argument(
+    """Our options; Locust's web UI shows only those added with `include_in_web_ui=True`.
+
+    They must be added on the parser itself: Locust's `include_in_web_ui` keyword exists on
+    `parser.add_argument`, not on an argument group's.
+    """
+    parser.add_argument(
+        "--kab-output", default="", include_in_web_ui=False,
+        help="write a ClientResult JSON here at quit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kab-warmup", type=float, default=0.0, include_in_web_ui=False,
+        help="seconds not recorded",
+    )  # fmt: skip
+    parser.add_argument("--kab-path", default="/", help="request path (default /)")
+    parser.add_argument(
+        "--kab-ca", default="", include_in_web_ui=False,
+        help="CA PEM that verifies https servers",
+    )  # fmt: skip
+    parser.add_argument(
         "--kab-think-time", type=float, default=0.0,
         help="seconds each user waits between requests (default 0: as fast as possible)",
     )  # fmt: skip

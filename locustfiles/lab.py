@@ -29,6 +29,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner
 
+from benchmarks.ui import serverwatch
 from benchmarks.ui.serverwatch import ServerWatch
 from locustfiles.keepalive import (  # noqa: F401 (Locust collects the user classes from here)
     PooledRequestsUser,
@@ -42,7 +43,7 @@ SAMPLE_INTERVAL_S = 1.0
 STATS_ROUTE = "/kab/server-stats"
 CHARTS_ROUTE = "/kab/server"
 CSV_ROUTE = "/kab/server-stats.csv"
-CHARTS_PAGE = Path(__file__).resolve().parent.parent / "benchmarks" / "ui" / "charts.html"
+CHARTS_PAGE = Path(serverwatch.__file__).with_name("charts.html")
 TAB_TEMPLATE_ARGS = {
     "extended_tabs": [{"title": "Server side", "key": TAB_KEY}],
     "extended_tables": [
