@@ -67,6 +67,7 @@ class ClientConfig:
     warmup_s: float = 1.0
     path: str = "/"
     ca_path: Path | None = None  # CA to trust for https URLs
+    workers: int = 1  # Locust worker processes (--processes); the pyperf clients ignore it
 
     def command(self) -> list[str]:
         """The full argv of the client process."""
@@ -100,6 +101,8 @@ class ClientConfig:
         ]  # fmt: skip
         if self.ca_path is not None:
             argv += ["--kab-ca", str(self.ca_path)]
+        if self.workers > 1:
+            argv += ["--processes", str(self.workers)]
         return [*argv, user_class]
 
 

@@ -34,6 +34,7 @@ from benchmarks.clientspec import LOCUST_USER_CLASSES, ClientResult, Mode
 from benchmarks.clientutil import Target, error_kind
 
 PROG = "locustfiles/keepalive.py"
+REPORT_KEY = "keepalive_bench"  # our part of a worker's report to the master
 _CLASS_TO_KIND = {name: (kind, mode) for (kind, mode), name in LOCUST_USER_CLASSES.items()}
 
 
@@ -205,6 +206,26 @@ class Recorder:
         else:
             self.error_kinds[_request_error_kind(exception, response)] += 1
 
+    def drain(self) -> dict[str, Any]:
+        """A worker's measurements since its last report, for the master (then forgotten here)."""
+        report = {
+            "histogram": latency.encode(self.hist),
+            "requests": self.requests,
+            "total": self.total,
+            "error_kinds": dict(self.error_kinds),
+        }
+        self.hist = latency.new_histogram()
+        self.requests = self.total = 0
+        self.error_kinds = Counter()
+        return report
+
+    def absorb(self, report: dict[str, Any]) -> None:
+        """The master adds a worker's report: histograms merged, never percentiles averaged."""
+        self.hist.add(latency.decode(report["histogram"]))
+        self.requests += int(report["requests"])
+        self.total += int(report["total"])
+        self.error_kinds.update(report["error_kinds"])
+
     @property
     def elapsed_s(self) -> float:
         if self.window_start is None:
@@ -289,6 +310,18 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
             recorder.result(*kind_mode).write(output)
             environment.process_exit_code = 0
 
+    def on_report_to_master(data: dict[str, Any], **_: Any) -> None:
+        data[REPORT_KEY] = recorder.drain()
+
+    def on_worker_report(data: dict[str, Any], **_: Any) -> None:
+        if REPORT_KEY in data:
+            recorder.absorb(data[REPORT_KEY])
+
+    # With --processes N (or --master/--worker) requests happen in the workers; each ships its
+    # histogram delta with Locust's regular reports (and a final one at quit) to the master,
+    # which owns the measured window and writes the result.
+    environment.events.report_to_master.add_listener(on_report_to_master)
+    environment.events.worker_report.add_listener(on_worker_report)
     environment.events.request.add_listener(on_request)
     environment.events.test_start.add_listener(lambda **_: recorder.start())
     environment.events.test_stopping.add_listener(lambda **_: recorder.stop())

@@ -120,7 +120,7 @@ def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str
             client_cfg = ClientConfig(
                 kind=cell.client, url=ready.url, mode=cell.mode, concurrency=cell.concurrency,
                 duration_s=cfg.duration_s, output=output, warmup_s=cfg.warmup_s,
-                ca_path=ready.ca_path,
+                ca_path=ready.ca_path, workers=cfg.workers,
             )  # fmt: skip
             t_start = time.monotonic()
             try:
@@ -320,6 +320,8 @@ def measured_row(
         f"time_wait server={end_sockets.time_wait_server} client={end_sockets.time_wait_client}"
     )
     notes.append(f"client sent {result.requests_total} in {result.load_processes} process(es)")
+    if cell.client.is_locust and ctx.config.workers > 1:
+        notes.append(f"locust workers {ctx.config.workers}")
     if kernel:
         notes.append(format_counters(kernel))
     if client_status != 0:

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls", action="store_true", help="HTTPS (servers' self-signed certificate)")
     p.add_argument(
         "--workers", type=int, default=1,
-        help="server worker processes; only 1 is supported (single-process servers)",
+        help="Locust worker processes per client (Locust's --processes; default 1). They share "
+        "the client's core when pinned; the pyperf clients ignore it",
     )  # fmt: skip
     p.add_argument("--netns", action="store_true",
                    help="re-run inside a private network namespace (root: unshare --net) so the "
@@ -100,17 +101,13 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
     """argv -> validated RunConfig; bad input exits 2 with one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers != 1:
-        parser.error(
-            f"--workers {args.workers}: only 1 is supported (the servers are single-process)"
-        )
     try:
         config = cfgmod.build(
             quick=args.quick, servers=args.servers, clients=args.clients, modes=args.modes,
             concurrency=args.concurrency, keepalive_timeout=args.keepalive_timeout,
             keepalive_max=args.keepalive_max, duration=args.duration, warmup=args.warmup,
             repeat=args.repeat, tls=args.tls, results_dir=args.results_dir,
-            client_timeout=args.client_timeout,
+            client_timeout=args.client_timeout, workers=args.workers,
         )  # fmt: skip
     except ConfigError as exc:
         parser.error(str(exc))

@@ -85,6 +85,7 @@ class RunConfig:
     quick: bool = False
     results_dir: Path = Path("results")
     client_timeout_s: float | None = None  # None: derived from warm-up + window
+    workers: int = 1  # Locust worker processes per client (--processes); pyperf ignores it
 
     def __post_init__(self) -> None:
         for name in ("servers", "clients", "modes", "concurrency"):
@@ -106,6 +107,8 @@ class RunConfig:
             raise ConfigError(f"--repeat must be >= 1, got {self.repeat}")
         if self.client_timeout_s is not None and self.client_timeout_s <= 0:
             raise ConfigError(f"--client-timeout must be > 0, got {self.client_timeout_s:g}")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"--workers must be between 1 and 64, got {self.workers}")
 
     @property
     def timeout_s(self) -> float:
@@ -226,6 +229,7 @@ def build(
     tls: bool = False,
     results_dir: Path = Path("results"),
     client_timeout: float | None = None,
+    workers: int = 1,
 ) -> RunConfig:
     """RunConfig from CLI strings: unset values take the profile's (QUICK or FULL) defaults."""
     profile = QUICK if quick else FULL
@@ -245,6 +249,7 @@ def build(
         quick=quick,
         results_dir=results_dir,
         client_timeout_s=client_timeout,
+        workers=workers,
     )
 
 
