@@ -103,7 +103,7 @@ def test_bad_input_is_one_config_error(kwargs: dict[str, object], message: str) 
 
 
 def test_cli_bad_input_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--servers", "bogus"], ["--concurrency", "0"], ["--workers", "2"], ["--nope"]):
+    for argv in (["--servers", "bogus"], ["--concurrency", "0"], ["--workers", "0"], ["--nope"]):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
