@@ -1,0 +1,366 @@
+"""One HTTP/1.1 connection of the uvloop server: an asyncio.Protocol fed by httptools (llhttp).
+
+State is grouped by lifetime, as in uvicorn's httptools_impl: `uvloop_wire.ServerState` lives
+as long as the server, the protocol's fields as long as the socket, and the `_r_*` fields
+(`uvloop_parsing`) for one request while it is parsed. Requests are answered synchronously
+from `on_message_complete`: no task or coroutine per request; a delayed reply (/sleep) is a
+`call_later`, during which later pipelined requests wait in a bounded queue (reading pauses
+when it is long, and nothing is written while the transport asks us to pause writing).
+
+Timers: one lazily re-armed deadline per connection (`uvloop_timers`). Kinds: the header
+deadline H (from accept or from the first byte of a request to the end of its headers, never
+restarted by a trickle), the body stall limit H (restarted by progress), the idle timeout T
+(from the last response handed to the transport with nothing pending), the close linger, and a
+send limit while the client does not read. Nothing runs while a handler runs (rule 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import httptools
+
+from servers.endpoints import Reply, RequestContext
+from servers.framing import MAX_HEADER_BYTES, MAX_REQUEST_LINE_BYTES, ProtocolError
+from servers.policy import CloseReason
+from servers.runtime import set_nodelay
+from servers.uvloop_parsing import BODY, HEAD, HEAD_SLOTS, IDLE, RequestHead
+from servers.uvloop_timers import DEADLINE_SLOTS, LazyDeadline
+from servers.uvloop_wire import CONTINUE_100, COPY_LIMIT, ServerState
+
+LINGER_S = 2.0  # graceful close: wait this long for the client's EOF after our FIN
+SEND_TIMEOUT_S = 60.0  # a client that reads nothing for this long while we wait to write
+PAUSE_QUEUE = 64  # unanswered pipelined requests that pause reading
+RESUME_QUEUE = 16  # ... and resume it
+
+
+class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
+    """Parses, queues and answers the requests of one connection, then closes it gracefully."""
+
+    __slots__ = (
+        "_s", "_memo", "_limit", "_transport", "_parser", "_id", "_half_close",
+        "_served", "_parsed", "_queue", "_busy", "_delay", "_write_paused", "_read_paused",
+        "_closing", "_input_done", "_dead", "_eof", "_lost", "_reason", "_phase", "_responded",
+        "_continue_due", "_raw_head", *DEADLINE_SLOTS, *HEAD_SLOTS,
+    )  # fmt: skip
+
+    def __init__(self, state: ServerState) -> None:
+        self._s = state
+        self._memo = state.memo.entries  # shortcuts for the hot path
+        self._limit = state.request_limit
+        self._init_deadline(state.loop)
+        self._parser = httptools.HttpRequestParser(self)
+        # Versions are validated by parse_version (505 for 2.x, 1.2 served as 1.x), not llhttp.
+        self._parser.set_dangerous_leniencies(lenient_version=True)
+        self._transport: Any = None
+        self._served = self._parsed = 0  # requests answered / whose headers were parsed
+        self._queue: deque[tuple[Any, ...]] = deque()  # parsed, not yet answered
+        self._busy = False  # a delayed reply is pending (its timer is _delay)
+        self._delay: asyncio.TimerHandle | None = None
+        self._write_paused = self._read_paused = False
+        self._closing = False  # a close was decided: input is discarded from now on
+        self._input_done = False  # no request after the current one will be parsed
+        self._dead = False  # the parser stopped (error or last request): input is discarded
+        self._eof = self._lost = False
+        self._reason: CloseReason | None = None
+        self._phase = IDLE
+        self._responded = False  # a response was written since the idle deadline was set
+        self._continue_due = False  # a 100 Continue waits for earlier responses
+        self._raw_head = 0  # bytes received in whole reads during the current header section
+
+    # -- connection lifetime ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            set_nodelay(sock)
+        self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
+        self._id = self._s.counters.connection_opened()
+        self._s.connections.add(self)
+        self._set_deadline("header", self._s.header_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._cancel_timer()
+        if self._delay is not None:
+            self._delay.cancel()
+            self._delay = None
+        self._queue.clear()
+        self._s.counters.connection_closed(self._reason or CloseReason.CLIENT_CLOSED)
+        self._s.connections.discard(self)
+
+    def eof_received(self) -> bool | None:
+        """Client shut its write side: finish what is pending (ROB-02), then close."""
+        if not self._closing and (self._busy or self._queue):
+            self._eof = True
+            return True
+        self._closing = True
+        self._reason = self._reason or CloseReason.CLIENT_CLOSED
+        return None  # the transport closes itself
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if not self._closing:
+            self._arm_timer()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._closing and not self._lost:
+            self._responded = True  # the idle period starts once the client reads again
+            self._drain_queue()
+            self._arm_timer()
+
+    def shutdown(self) -> None:
+        """Server stop: count the connection as closed by shutdown unless already decided."""
+        self._reason = self._reason or CloseReason.SHUTDOWN
+        self._closing = True
+        if not self._lost:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if not self._lost:
+            self._transport.abort()
+
+    # -- input --------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._dead:
+            return  # lingering, or the parser stopped: read and discard
+        # The same header section still unfinished after a whole read: count that read.
+        same_head = self._parsed if self._phase == HEAD else -1
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            self._parse_error(exc)
+        if self._closing:
+            return
+        if self._phase == HEAD and same_head == self._parsed:
+            self._check_raw_head(len(data))
+        self._arm_timer()
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        """No protocol switch: the request was answered as an ordinary one, and httptools
+        resumed its parser, so the bytes after it are parsed as the next requests."""
+        while rest and not (self._closing or self._dead):
+            try:
+                self._parser.feed_data(rest)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                rest = rest[exc.args[0] :]
+            except httptools.HttpParserError as exc:
+                self._parse_error(exc)
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> None:
+        """Answer a malformed request with its status in turn; stop reading requests."""
+        between_requests = self._phase == IDLE
+        ended = self._input_done
+        self._dead = self._input_done = True
+        self._phase = IDLE
+        if self._closing or (ended and between_requests):
+            return  # StopParsing, or llhttp's "data after Connection: close": nothing to say
+        cause = exc.__context__
+        if isinstance(cause, ProtocolError):
+            self._enqueue((None, cause.status, cause.detail, None, ""))
+        else:
+            self._enqueue((None, 400, str(exc) or type(exc).__name__, None, ""))
+
+    def _check_raw_head(self, received: int) -> None:
+        """Backstop for memory: httptools buffers an unfinished header line without a limit."""
+        self._raw_head += received
+        if self._raw_head > MAX_HEADER_BYTES + MAX_REQUEST_LINE_BYTES:
+            self._dead = self._input_done = True
+            self._phase = IDLE
+            status = 431 if self._r_size else 414
+            self._enqueue((None, status, "request header section too large", None, ""))
+
+    # -- parser callbacks ---------------------------------------------------------------------
+
+    def on_message_complete(self) -> None:
+        self._phase = IDLE
+        self._continue_due = False
+        method = self._parser.get_method()
+        if self._busy or self._queue or self._write_paused:
+            self._enqueue((method, self._r_url, self._r_version, self._r_tokens, self._r_conn))
+        else:
+            self._serve(method, self._r_url, self._r_version, self._r_tokens, self._r_conn)
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def _enqueue(self, item: tuple[Any, ...]) -> None:
+        queue = self._queue
+        queue.append(item)
+        if len(queue) == 1 and not self._busy and not self._write_paused:
+            self._drain_queue()
+        elif len(queue) >= PAUSE_QUEUE and not self._read_paused:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def _drain_queue(self) -> None:
+        queue = self._queue
+        while queue and not (self._busy or self._write_paused or self._closing):
+            self._serve(*queue.popleft())
+        if self._read_paused and len(queue) <= RESUME_QUEUE and not self._lost:
+            self._read_paused = False
+            self._transport.resume_reading()
+
+    def _serve(
+        self,
+        method: bytes | None,
+        target: Any,
+        version: Any,
+        tokens: frozenset[str],
+        conn: list[bytes] | None,
+    ) -> None:
+        """Answer a parsed request, or (method None) a protocol error: status, detail."""
+        if method is None:
+            self._transport.write(self._s.encoder.error(target, version))
+            self._begin_close(CloseReason.ERROR)
+            return
+        self._served += 1
+        entry = self._memo.get((method, target))
+        if entry is None or self._s.log:
+            reply, cached = self._route(method.decode("ascii"), target.decode("latin-1"), conn)
+        else:
+            reply, cached = entry
+        if reply.delay_s > 0:
+            self._busy = True
+            self._clear_deadline()  # rule 6: no timer cuts a running handler
+            self._delay = self._loop.call_later(
+                reply.delay_s, self._finish_delayed, method, version, tokens, reply, cached
+            )
+        else:
+            self._respond(method, version, tokens, reply, cached)
+
+    def _route(
+        self, method: str, target: str, conn: list[bytes] | None
+    ) -> tuple[Reply, dict[bytes, bytes] | None]:
+        """The slow path: a RequestContext, route() through the memo, --log-connections."""
+        s = self._s
+        # The peer address is looked up here, not at accept: most requests never need it.
+        peer = self._transport.get_extra_info("peername") or ("", 0)
+        ctx = RequestContext(str(peer[0]), int(peer[1]), self._id, self._served)
+        reply = s.memo.route(method, target, ctx)
+        if s.log:
+            connection = b", ".join(conn).decode("latin-1") if conn else ""
+            s.runtime.log_request(ctx, method, target, connection)
+        entry = s.memo.entries.get((method.encode("ascii"), target.encode("latin-1")))
+        return reply, (entry[1] if entry is not None and entry[0] is reply else None)
+
+    def _respond(
+        self,
+        method: bytes,
+        version: tuple[int, int],
+        tokens: frozenset[str],
+        reply: Reply,
+        cached: dict[bytes, bytes] | None,
+    ) -> None:
+        s = self._s
+        keep, block, reason = s.encoder.decide(self._served, version, tokens, reply.close)
+        data = cached.get(block) if cached is not None else None
+        if data is None:
+            data = self._encode(method, reply, cached, block)
+        self._transport.write(data)
+        s.counters.request_served()
+        self._responded = True
+        if not keep:
+            self._begin_close(reason)
+
+    def _encode(
+        self, method: bytes, reply: Reply, cached: dict[bytes, bytes] | None, block: bytes
+    ) -> bytes:
+        """Response bytes not cached yet; a large body is written here, after its head."""
+        enc = self._s.encoder
+        head_only = method == b"HEAD"
+        if cached is None and len(reply.body) > COPY_LIMIT and not head_only:
+            head, body = enc.encode(reply.status, reply.content_type, reply.body, block, False)
+            self._transport.write(head)  # not copied behind its head
+            return body
+        return self._s.memo.response(reply, cached, block, head_only)
+
+    def _finish_delayed(self, *args: Any) -> None:
+        self._delay = None
+        self._busy = False
+        if self._lost or self._closing:
+            return
+        self._respond(*args)
+        if self._closing:
+            return
+        self._drain_queue()
+        if self._closing:
+            return
+        if self._eof and not (self._busy or self._queue):
+            self._begin_close(CloseReason.CLIENT_CLOSED)
+            return
+        self._arm_timer()
+
+    def _send_continue(self) -> None:
+        """100 Continue, unless earlier responses are still owed (they must come first)."""
+        if self._continue_due and not (self._busy or self._queue or self._write_paused):
+            self._continue_due = False
+            self._transport.write(CONTINUE_100)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _begin_close(self, reason: CloseReason | None) -> None:
+        """Rule 4: FIN after the last response, read and discard until EOF or the linger."""
+        self._closing = True
+        self._reason = self._reason or reason or CloseReason.ERROR
+        self._queue.clear()
+        if self._half_close and not self._eof:
+            self._transport.write_eof()
+            if self._read_paused:
+                self._read_paused = False
+                self._transport.resume_reading()
+            self._linger()
+        else:  # TLS cannot half-close; or the client already did
+            self._transport.close()
+            self._set_deadline("abort", LINGER_S)
+
+    def _linger(self) -> None:
+        """Linger at least LINGER_S; reuse a pending timer that fires a little later (H at
+        accept, typically) rather than replace it: one timer fewer per closed connection."""
+        at_least = self._loop.time() + LINGER_S
+        if self._timer is not None and at_least <= self._timer_at <= at_least + LINGER_S:
+            self._deadline, self._kind = self._timer_at, "linger"
+        else:
+            self._set_deadline("linger", LINGER_S)
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        """After input or a response: pick the deadline that the connection's state calls for."""
+        if self._closing:
+            return  # the linger (or abort) deadline stays
+        if self._write_paused:
+            if self._kind != "send" or self._deadline is None:
+                self._set_deadline("send", SEND_TIMEOUT_S)
+        elif self._busy or self._queue:
+            self._clear_deadline()
+        elif self._phase == HEAD:
+            if self._kind != "header" or self._deadline is None:
+                self._set_deadline("header", self._s.header_s)
+        elif self._phase == BODY:
+            self._send_continue()
+            self._set_deadline("body", self._s.header_s)
+        elif self._responded and not self._write_paused:
+            self._responded = False
+            self._set_deadline("idle", self._s.idle_s)
+
+    def _expire(self, kind: str | None) -> None:
+        """Silent close (no 408): idle, header or body deadline; abort a client that stalls."""
+        if kind in ("linger", "idle", "header", "body"):
+            if not self._closing:
+                self._closing = True
+                idle = kind == "idle"
+                self._reason = CloseReason.IDLE_TIMEOUT if idle else CloseReason.HEADER_TIMEOUT
+            self._transport.close()  # flushes what is buffered, then closes
+            self._set_deadline("abort", LINGER_S)
+        else:  # "abort" after a close that could not flush, or "send": the client reads nothing
+            self._reason = self._reason or CloseReason.ERROR
+            self._closing = True
+            self._transport.abort()

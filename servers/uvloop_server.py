@@ -1,0 +1,80 @@
+"""The uvloop reference server: a raw asyncio.Protocol on a uvloop loop, parsed by httptools.
+
+No framework. `uvloop_protocol.HttpProtocol` owns a connection (pipelining, timers, graceful
+close), with its request-head callbacks in `uvloop_parsing` and its lazy deadline in
+`uvloop_timers`; `uvloop_wire` holds the server-lifetime state and the response bytes. This
+module runs the loop (from a factory, never a global `uvloop.install()`), serves until SIGTERM
+or SIGINT, then closes every open connection (counted as `shutdown` unless a close was already
+decided) and returns.
+
+Spec deviations (shared/spec/keepalive.md): none. httptools exposes everything the spec needs:
+versions are checked by `framing.parse_version` (llhttp's own version check is relaxed so that
+HTTP/2.0 gets 505 and HTTP/1.2 is served), Host/Content-Length/Transfer-Encoding by
+`framing.body_framing`, and the 414/431 limits are counted in `on_url`/`on_header` because
+llhttp has none. Notes that are not conformance cases:
+- `Upgrade` (and CONNECT) requests are answered as ordinary requests; no protocol switch.
+- TLS transports cannot half-close: a closing TLS connection is closed (close_notify) at once.
+  The TLS handshake gets its own deadline of H before the header deadline starts.
+- A stalled request body is cut after H of no progress, counted as `header_timeout`.
+- Protocol-error responses are not counted in `requests_served`.
+- `route()` results that do not depend on the connection are memoised with their response
+  bytes (`uvloop_wire.ReplyMemo`): the endpoints are pure, and the hot path then allocates no
+  RequestContext or Reply. `--log-connections` routes every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import uvloop
+
+from servers.runtime import LISTEN_BACKLOG, Runtime
+from servers.uvloop_protocol import HttpProtocol
+from servers.uvloop_wire import ServerState
+
+DEVIATIONS: dict[str, str] = {}
+SHUTDOWN_GRACE_S = 1.0  # wait for closing connections to flush before aborting them
+
+
+def serve(runtime: Runtime) -> None:
+    """Run until SIGTERM/SIGINT, then close cleanly and return (exit status 0)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve_until_signal(runtime))
+
+
+async def _serve_until_signal(runtime: Runtime) -> None:
+    loop = asyncio.get_running_loop()
+    state = ServerState(runtime, loop)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    tls = {} if runtime.ssl_context is None else {"ssl_handshake_timeout": state.header_s}
+    server = await loop.create_server(
+        lambda: HttpProtocol(state),
+        sock=runtime.listener,
+        ssl=runtime.ssl_context,
+        backlog=LISTEN_BACKLOG,  # create_server listens again: keep the runtime's backlog
+        **tls,  # slowloris on the TLS handshake: it gets H too
+    )
+    runtime.announce_ready()
+    await stop.wait()
+    server.close()
+    await _close_connections(state)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+
+
+async def _close_connections(state: ServerState) -> None:
+    """Close every connection (flushing), abort stragglers, let connection_lost count them."""
+    for protocol in list(state.connections):
+        protocol.shutdown()
+    deadline = state.loop.time() + SHUTDOWN_GRACE_S
+    while state.connections and state.loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    for protocol in list(state.connections):
+        protocol.abort()
+    for _ in range(10):
+        if not state.connections:
+            break
+        await asyncio.sleep(0.01)
