@@ -21,7 +21,7 @@ from pathlib import Path
 from servers.control import start_control_listener
 from servers.counters import Counters
 from servers.endpoints import RequestContext, connection_log_line
-from servers.options import OptionsError, ServerOptions
+from servers.options import OptionsError, ServerName, ServerOptions
 from servers.policy import KeepAlivePolicy
 
 LISTEN_BACKLOG = 1024
@@ -113,4 +113,6 @@ def make_ssl_context(options: ServerOptions) -> tuple[ssl.SSLContext | None, Pat
 
 def build_runtime(options: ServerOptions) -> Runtime:
     ssl_context, ca_path = make_ssl_context(options)
-    return Runtime(options, bind_listener(options), ssl_context, ca_path)
+    # Only the stdlib server updates counters from several threads (one per connection).
+    counters = Counters(threaded=options.name is ServerName.STDLIB)
+    return Runtime(options, bind_listener(options), ssl_context, ca_path, counters)
