@@ -46,6 +46,7 @@ class Reply:
     close: bool = False  # the handler wants the connection closed after this response
 
 
+_HELLO = Reply(200, HELLO)
 _BAD = Reply(400, b"bad request\n")
 _NOT_FOUND = Reply(404, b"not found\n")
 
@@ -54,7 +55,7 @@ def route(method: str, target: str, ctx: RequestContext) -> Reply:
     """Answer one request. `target` is the raw request-target (path and query)."""
     path, _, query = target.partition("?")
     if path == "/":
-        return Reply(200, HELLO)
+        return _HELLO
     if path.startswith("/bytes/"):
         return _bytes(path.removeprefix("/bytes/"))
     if path == "/sleep":
