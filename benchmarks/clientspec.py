@@ -39,6 +39,10 @@ class ClientKind(enum.StrEnum):
     def is_locust(self) -> bool:
         return self.value.startswith("locust")
 
+    def connections(self, concurrency: int) -> int:
+        """Connections this client holds at once: the sequential client always uses one."""
+        return 1 if self is ClientKind.PYPERF_SEQUENTIAL else concurrency
+
 
 LOCUST_USER_CLASSES = {
     (ClientKind.LOCUST_FASTHTTP, Mode.POOLED): "PooledUser",

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import gevent.ssl
 from locust import FastHttpUser, HttpUser, events, task
 from locust.env import Environment
+from locust.runners import WorkerRunner
 
 from benchmarks import latency
 from benchmarks.clientspec import LOCUST_USER_CLASSES, ClientResult, Mode
@@ -296,7 +297,10 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
         return
     _validate(opts)
     recorder = Recorder(opts.kab_warmup)
-    output = Path(opts.kab_output) if opts.kab_output else None
+    # Workers (--processes N, --worker) only measure and report to the master; the master (or a
+    # single local process) owns the window and writes the result.
+    is_worker = isinstance(environment.runner, WorkerRunner)
+    output = Path(opts.kab_output) if opts.kab_output and not is_worker else None
     kind_mode = _run_kind(environment) if output is not None else None
     if output is not None and opts.headless and environment.host:
         _check_reachable(environment.host)
@@ -306,9 +310,14 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
 
     def on_quitting(environment: Environment, **_: Any) -> None:
         recorder.stop()
+        if output is not None:
+            environment.process_exit_code = 0  # errors go in the result, not the exit status
+
+    def on_quit(**_: Any) -> None:
+        """Locust fires `quit` after runner.quit(), which waits for the workers' final reports
+        (sent when they get the quit message); `quitting` fires before, too early for them."""
         if output is not None and kind_mode is not None:
             recorder.result(*kind_mode).write(output)
-            environment.process_exit_code = 0
 
     def on_report_to_master(data: dict[str, Any], **_: Any) -> None:
         data[REPORT_KEY] = recorder.drain()
@@ -326,3 +335,4 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     environment.events.test_start.add_listener(lambda **_: recorder.start())
     environment.events.test_stopping.add_listener(lambda **_: recorder.stop())
     environment.events.quitting.add_listener(on_quitting)
+    environment.events.quit.add_listener(on_quit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,13 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise OptionsError(f"--port must be between 0 and 65535, got {self.port}")
-        if self.keepalive_timeout_s < 0:
+        if not (math.isfinite(self.keepalive_timeout_s) and self.keepalive_timeout_s >= 0):
             raise OptionsError(f"--keepalive-timeout must be >= 0, got {self.keepalive_timeout_s}")
         if self.keepalive_max < 0:
             raise OptionsError(f"--keepalive-max must be >= 0, got {self.keepalive_max}")
-        if self.header_timeout_s is not None and self.header_timeout_s <= 0:
+        if self.header_timeout_s is not None and not (
+            math.isfinite(self.header_timeout_s) and self.header_timeout_s > 0
+        ):
             raise OptionsError(f"--header-timeout must be > 0, got {self.header_timeout_s}")
         if (self.certfile is None) != (self.keyfile is None):
             raise OptionsError("--certfile and --keyfile must be given together")
@@ -122,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
     parser.add_argument(
         "--keepalive-timeout", type=float, default=DEFAULT_KEEPALIVE_TIMEOUT_S, metavar="SECONDS",
-        help="idle time allowed between requests; 0 disables keep-alive (default %(default)g)",
+        help="idle time allowed between requests; 0 disables keep-alive (default %(default)g); "
+        "advertised in Keep-Alive: timeout= in whole seconds, rounded down",
     )  # fmt: skip
     parser.add_argument(
         "--keepalive-max", type=int, default=DEFAULT_KEEPALIVE_MAX, metavar="COUNT",

@@ -130,7 +130,7 @@ def _judge(**kw: object) -> rules.Verdict:
     args: dict[str, object] = dict(
         mode=Mode.POOLED, concurrency=16, load_processes=1, keepalive_timeout_s=5.0,
         keepalive_max=100, requests=9000, errors=0, requests_total=10_000,
-        connections_opened=116, requests_served=10_000,
+        connections_opened=116, requests_served=10_000, peak_open_connections=16,
     )  # fmt: skip
     args.update(kw)
     return rules.judge(**args)  # type: ignore[arg-type]
@@ -148,6 +148,9 @@ def test_pooled_verdicts() -> None:
     bad = _judge(connections_opened=5000)
     assert not bad.valid and "not reused" in bad.reason
     assert not _judge(keepalive_timeout_s=0.0).valid
+    low = _judge(peak_open_connections=4)
+    assert not low.valid and "at most 4 connections were open" in low.reason
+    assert _judge(peak_open_connections=15).valid  # one recycled connection between requests
 
 
 def test_unpooled_verdicts() -> None:
@@ -162,6 +165,9 @@ def test_common_verdicts() -> None:
     assert _judge(errors=50).valid
     assert "did not measure this server" in _judge(requests_served=100).reason
     assert "no connection" in _judge(connections_opened=0).reason
+    lost = _judge(requests_served=14_000)  # a worker's share never reached the result
+    assert not lost.valid and "lost measurements" in lost.reason
+    assert _judge(requests_served=10_050).valid  # requests in flight when the client stopped
 
 
 def test_client_cpu_and_client_bound() -> None:

@@ -93,6 +93,24 @@ def test_locust_fasthttp_achieves_its_mode(
         assert abs(accepted - (result.requests_total + 1)) <= 3  # in flight at the stop
 
 
+def test_locust_workers_report_every_request_to_the_master(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """--processes 2: the master's result holds both workers' requests, and only it writes.
+
+    The server's own count is the reference: the requests the master reports (warm-up
+    included) must be what the server served, less at most the few in flight at the stop.
+    """
+    config = _config(server, tmp_path, ClientKind.LOCUST_FASTHTTP, Mode.POOLED, concurrency=4,
+                     duration_s=1.5, warmup_s=0.3, workers=2)  # fmt: skip
+    served_before = server.counters()["requests_served"]
+    result, accepted = _run(server, config)
+    served = server.counters()["requests_served"] - served_before
+    assert accepted == 4 + 1  # users split over the workers: still one connection each
+    assert served - 8 <= result.requests_total <= served
+    assert result.load_processes == 1
+
+
 def test_bad_concurrency_is_one_line_and_exit_2(tmp_path: Path) -> None:
     config = _config_for_url("http://127.0.0.1:9", tmp_path, concurrency=0)
     done = subprocess.run(config.command(), capture_output=True, text=True, timeout=30)

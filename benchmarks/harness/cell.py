@@ -297,10 +297,12 @@ def measured_row(
         )
         notes.append("cpu % over the whole client run (load period too short to sample)")
     verdict = rules.judge(
-        mode=cell.mode, concurrency=cell.concurrency, load_processes=result.load_processes,
+        mode=cell.mode, concurrency=cell.client.connections(cell.concurrency),
+        load_processes=result.load_processes,
         keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
         requests=result.requests, errors=result.errors, requests_total=result.requests_total,
         connections_opened=opened, requests_served=served,
+        peak_open_connections=int(after.get("connections_peak_open", 0)),
     )  # fmt: skip
     status = "ok"
     exhausted = sum(n for kind, n in result.error_kinds.items() if PORTS_EXHAUSTED.search(kind))

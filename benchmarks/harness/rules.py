@@ -7,12 +7,16 @@ span:
 
 * pooled: every load process keeps `concurrency` connections, and the server closes one after
   every `keepalive_max` requests, so about `concurrency * load_processes +
-  ceil(requests_total / keepalive_max)` connections; more than 1.25x that (+2 for the identity
-  check and rounding) means connections were not reused.
+  ceil(requests_total / keepalive_max)` connections; more than 1.25x that (+2 for rounding)
+  means connections were not reused. And the server must have seen `concurrency` connections
+  open at once (at least 90% of them): fewer means the cell ran at a lower concurrency than it
+  claims (users that never spawned, a capped pool).
 * unpooled: one connection per request: requests per connection must be <= 1.1 and connections
   >= 0.9 x requests_total.
 * either: the server must have served about what the client sent (else the client measured
-  something else), the client must have completed requests, and errors must stay under 1%.
+  something else), the client must have accounted for about what the server served (else it
+  lost measurements, e.g. a Locust worker's report), the client must have completed requests,
+  and errors must stay under 1%.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ POOLED_EXTRA = 2
 UNPOOLED_MIN_SHARE = 0.9
 UNPOOLED_MAX_REQ_PER_CONN = 1.1
 SERVED_MIN_SHARE = 0.9
+ACCOUNTED_SLACK = 1.1  # served may exceed the client's total by requests in flight at its stop
+POOLED_MIN_PEAK_SHARE = 0.9
 MAX_ERROR_SHARE = 0.01
 
 
@@ -58,8 +64,12 @@ def judge(
     requests_total: int,
     connections_opened: int,
     requests_served: int,
+    peak_open_connections: int,
 ) -> Verdict:
-    """Valid when the client measured our server in the mode it claims."""
+    """Valid when the client measured our server in the mode it claims.
+
+    `concurrency` is the connections the client holds at once (1 for a sequential client).
+    """
     if requests <= 0:
         return Verdict(False, "no request completed in the measured window")
     if errors > MAX_ERROR_SHARE * (requests + errors):
@@ -69,6 +79,13 @@ def judge(
             False,
             f"server served {requests_served} requests but the client sent {requests_total}: "
             "the client did not measure this server",
+        )
+    in_flight = concurrency * max(load_processes, 1) + POOLED_EXTRA
+    if requests_served > ACCOUNTED_SLACK * requests_total + in_flight:
+        return Verdict(
+            False,
+            f"server served {requests_served} requests but the client accounted for only "
+            f"{requests_total}: the client lost measurements",
         )
     if connections_opened <= 0:
         return Verdict(False, "the server accepted no connection")
@@ -86,6 +103,12 @@ def judge(
                 False,
                 f"pooled but {connections_opened} connections opened for {requests_total} requests "
                 f"(expected about {expected}): connections were not reused",
+            )
+        if peak_open_connections < POOLED_MIN_PEAK_SHARE * concurrency:
+            return Verdict(
+                False,
+                f"pooled at concurrency {concurrency} but at most {peak_open_connections} "
+                "connections were open at once",
             )
         return Verdict(True)
     per_conn = requests_served / connections_opened
