@@ -21,7 +21,7 @@ from benchmarks.harness.fingerprint import collect
 from benchmarks.harness.procs import choose_cores, signals_as_interrupt
 from benchmarks.harness.report import Progress, fmt_duration, summary_table
 from benchmarks.harness.results import RunWriter, cleanup_empty, new_run_paths, utc_stamp
-from benchmarks.harness.sockets import NETNS_ENV, private_netns
+from benchmarks.harness.sockets import private_netns
 
 DESCRIPTION = f"""\
 Run the benchmark matrix servers x clients x modes x concurrency x keep-alive settings x
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netns", action="store_true",
                    help="re-run inside a private network namespace (root: unshare --net) so the "
                    "kernel TCP counters in the note column are exact")  # fmt: skip
+    # Internal: marks the re-executed harness inside `unshare --net`, so it does not re-exec again.
+    p.add_argument(IN_NETNS_FLAG, dest="in_netns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
     p.add_argument(
         "--client-timeout", type=float,
@@ -115,6 +117,9 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
     return args, config
 
 
+IN_NETNS_FLAG = "--in-netns"
+
+
 def reexec_in_netns(argv: list[str]) -> int:
     """Replace this process by itself inside `unshare --net`, loopback up."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
@@ -125,8 +130,7 @@ def reexec_in_netns(argv: list[str]) -> int:
         why = (probe.stderr.strip().splitlines() or ["not permitted"])[-1]
         sys.stderr.write(f"python -m benchmarks run: error: --netns: unshare --net failed: {why}\n")
         return 2
-    inner = [sys.executable, "-m", "benchmarks", "run", *argv]
-    os.environ[NETNS_ENV] = "1"
+    inner = [sys.executable, "-m", "benchmarks", "run", *argv, IN_NETNS_FLAG]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(
@@ -138,7 +142,7 @@ def reexec_in_netns(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     args, config = parse_config(argv)
-    if args.netns and os.environ.get(NETNS_ENV) != "1":
+    if args.netns and not args.in_netns:
         return reexec_in_netns(argv)
     cells = config.cells()
     estimate = sum(cfgmod.estimate_cell_s(config, c) for c in cells)
