@@ -14,7 +14,6 @@ worktree is removed afterwards, also on error and Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from benchmarks.clientspec import REPO_ROOT
 from benchmarks.compare import add_rule_arguments, compare_rows, report, rule_from_args
 from benchmarks.rounds import RoundError, Side
 from benchmarks.schema import SchemaError, write_rows
+from servers.options import OneLineParser
 
 
 def git(repo: Path, *args: str) -> str:
@@ -89,7 +89,7 @@ def run_interleaved(
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m benchmarks bench-compare",
         description="Bench a git ref and the work tree interleaved, then compare them. "
         "Exit 1 on any regression, 0 otherwise, 2 on bad input or a failed run.",

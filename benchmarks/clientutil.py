@@ -31,14 +31,6 @@ EXIT_BAD_FLAGS = 2
 EXIT_UNREACHABLE = 1
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error; the harness logs one line, then we exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(EXIT_BAD_FLAGS)
-
-
 def fail(prog: str, message: str, status: int = EXIT_UNREACHABLE) -> NoReturn:
     """One line on stderr and a non-zero exit: what the harness shows when a client gives up."""
     sys.stderr.write(f"{prog}: error: {message}\n")

@@ -41,6 +41,7 @@ from benchmarks.cells import (
     row_problem,
 )
 from benchmarks.schema import ResultRow, SchemaError, read_rows
+from servers.options import OneLineParser
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -325,6 +326,8 @@ def rule_from_args(args: argparse.Namespace) -> Rule:
     unknown = set(ignore) - set(FINGERPRINT_FIELDS)
     if unknown:
         raise SchemaError(f"--ignore-fingerprint: unknown field(s) {', '.join(sorted(unknown))}")
+    if not 0 < args.alpha < 1:
+        raise SchemaError(f"--alpha must be between 0 and 1, got {args.alpha:g}")
     return Rule(
         thresholds={m.column: getattr(args, f"threshold_{m.short}") for m in METRICS},
         alpha=args.alpha,
@@ -350,7 +353,7 @@ def report(comparison: Comparison, rule: Rule, as_json: bool, fail_on_inconclusi
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m benchmarks compare",
         description="Compare two results CSVs cell by cell. Exit 1 on any regression, "
         "0 otherwise, 2 on bad input.",

@@ -37,7 +37,7 @@ import requests
 import urllib3
 
 from servers.launch import ServerProcess, ServerStartError
-from servers.options import ServerName, ServerOptions
+from servers.options import OneLineParser, ServerName, ServerOptions
 
 PROG = "python -m benchmarks.demo"
 LOG_LINE = re.compile(
@@ -254,7 +254,7 @@ def _names(labels: list[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument(
         "--server", choices=[n.value for n in ServerName], default=ServerName.UVLOOP.value,
         help="reference server to run (default %(default)s)",

@@ -13,7 +13,6 @@ they qualify; a noise floor belongs to a machine.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -40,6 +39,7 @@ from benchmarks.compare import (
 )
 from benchmarks.rounds import RoundError, Side
 from benchmarks.schema import ResultRow, SchemaError
+from servers.options import OneLineParser
 
 MAX_SPLITS = 200
 SPLIT_QUANTILE = 0.95
@@ -207,7 +207,7 @@ def output_path(results_dir: Path, host_id: str, now: float | None = None) -> Pa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m benchmarks noise",
         description="A/A runs of the work tree: run-to-run spread and the compare rule's "
         "false-positive rate on this machine.",

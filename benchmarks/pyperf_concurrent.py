@@ -21,8 +21,9 @@ from collections import Counter
 from typing import Any
 
 from benchmarks.clientspec import ClientKind, Mode
-from benchmarks.clientutil import OneLineParser, Target, add_common_args, error_kind
+from benchmarks.clientutil import Target, add_common_args, error_kind
 from benchmarks.pyperfdriver import Batch, ClientSpec, LoadClient, main
+from servers.options import OneLineParser
 
 PROG = "python -m benchmarks.pyperf_concurrent"
 MAX_CONCURRENCY = 10_000

@@ -22,12 +22,12 @@ from collections import Counter
 from benchmarks.clientspec import ClientKind, Mode
 from benchmarks.clientutil import (
     CONNECT_TIMEOUT_S,
-    OneLineParser,
     Target,
     add_common_args,
     error_kind,
 )
 from benchmarks.pyperfdriver import Batch, ClientSpec, main
+from servers.options import OneLineParser
 
 PROG = "python -m benchmarks.pyperf_sequential"
 

@@ -10,7 +10,6 @@ given, x = run start time, so a regression shows where it entered.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections import defaultdict
@@ -18,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+
+from servers.options import OneLineParser
 
 matplotlib.use("Agg")  # before pyplot: no display on CI or over ssh
 import matplotlib.pyplot as plt  # noqa: E402
@@ -261,7 +262,7 @@ def write_plots(rows: Sequence[ResultRow], out: Path, run_id: str | None = None)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m benchmarks report", description="PNG plots from results CSVs."
     )
     parser.add_argument(

@@ -103,8 +103,11 @@ def seconds_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error; we want exactly one line, then exit 2."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; every command here prints one line, then exits 2.
+
+    Shared by the servers, the harness, the clients and the other commands.
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -112,7 +115,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m servers",
         description=(
             "Start a reference HTTP/1.1 server with a configurable keep-alive policy. "

@@ -14,16 +14,11 @@ import socket
 import sys
 
 from benchmarks.bare import BARE_NAMES, BareSettings
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
+from servers.options import OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m benchmarks.bare", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.bare", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=BARE_NAMES)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

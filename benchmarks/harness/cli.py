@@ -22,6 +22,7 @@ from benchmarks.harness.procs import choose_cores, signals_as_interrupt
 from benchmarks.harness.report import Progress, fmt_duration, summary_table
 from benchmarks.harness.results import RunWriter, cleanup_empty, new_run_paths, utc_stamp
 from benchmarks.harness.sockets import private_netns
+from servers.options import OneLineParser
 
 DESCRIPTION = f"""\
 Run the benchmark matrix servers x clients x modes x concurrency x keep-alive settings x
@@ -49,16 +50,8 @@ Exit status: 0 all cells ran, 1 some cell failed, 2 bad input, 130 interrupted.
 """
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Bad input is one line and exit 2, not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="python -m benchmarks run",
         description=DESCRIPTION,
         epilog=EPILOG,

@@ -39,6 +39,7 @@ from servers.launch import (
 from servers.options import (
     DEFAULT_KEEPALIVE_MAX,
     DEFAULT_KEEPALIVE_TIMEOUT_S,
+    OneLineParser,
     OptionsError,
     ServerName,
     ServerOptions,
@@ -86,7 +87,7 @@ class SessionServer(ServerProcess):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         allow_abbrev=False,  # a Locust flag must never be taken for a prefix of one of ours
         description="Start a reference server and Locust's web UI on it (both on 127.0.0.1). "
