@@ -68,8 +68,11 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
 
 
 def spreads(rows: Sequence[ResultRow]) -> list[Spread]:
+    """Run-to-run spread per cell and metric, over rows that measured something: a failed row's
+    zero throughput or an invalid row's wrong mode is not noise."""
     out = []
-    for key, cell_rows in group_by_cell(rows).items():
+    measured = [r for r in rows if r.status == "ok" and r.valid]
+    for key, cell_rows in group_by_cell(measured).items():
         for m in METRICS:
             vals = [float(getattr(r, m.column)) for r in cell_rows]
             cv, max_min = spread(vals)

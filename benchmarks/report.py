@@ -87,7 +87,8 @@ def mode_bars(ax: plt.Axes, cells: dict[CellKey, list[ResultRow]], column: str, 
             if key.mode != mode:
                 continue
             x = groups.index(_config_label(key, varying)) + (j - (len(modes) - 1) / 2) * width
-            med, lo, hi = _stats(rows, column)
+            measured = [r for r in rows if r.status == "ok"] or rows  # a failed row's 0 is no value
+            med, lo, hi = _stats(measured, column)
             problems = {p for p in map(row_problem, rows) if p}
             bad = any(not p.startswith("client") for p in problems)
             ax.bar(

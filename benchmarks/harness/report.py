@@ -104,7 +104,12 @@ def flags(rows: Sequence[ResultRow]) -> str:
 
 
 def _mode_stats(rows: Sequence[ResultRow], hists: Sequence[str | None]) -> dict[str, float] | None:
-    ok = [(r, h) for r, h in zip(rows, hists, strict=True) if r.status == "ok" and r.requests > 0]
+    # Only rows whose mode was achieved: an invalid row's throughput is not this mode's.
+    ok = [
+        (r, h)
+        for r, h in zip(rows, hists, strict=True)
+        if r.status == "ok" and r.valid and r.requests > 0
+    ]
     if not ok:
         return None
     encoded = [h for _, h in ok if h]
