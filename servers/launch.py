@@ -55,13 +55,17 @@ def parse_ready_line(line: str) -> ReadyInfo:
         raise ServerStartError(f"expected a READY line, got {line.strip()[:200]!r}")
     fields = dict(w.split("=", 1) for w in words[2:] if "=" in w)
     ca = fields.get("ca")
-    return ReadyInfo(
-        url=words[1],
-        control_url=fields["control"],
-        pid=int(fields["pid"]),
-        server=fields["server"],
-        ca_path=Path(ca) if ca else None,
-    )
+    try:
+        return ReadyInfo(
+            url=words[1],
+            control_url=fields["control"],
+            pid=int(fields["pid"]),
+            server=fields["server"],
+            ca_path=Path(ca) if ca else None,
+        )
+    except (KeyError, ValueError) as exc:
+        detail = f"READY line without a valid {exc}: {line.strip()[:200]!r}"
+        raise ServerStartError(detail) from None
 
 
 def server_command(options: ServerOptions) -> list[str]:
