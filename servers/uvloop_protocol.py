@@ -7,11 +7,12 @@ from `on_message_complete`: no task or coroutine per request; a delayed reply (/
 `call_later`, during which later pipelined requests wait in a bounded queue (reading pauses
 when it is long, and nothing is written while the transport asks us to pause writing).
 
-Timers: one lazily re-armed deadline per connection (`uvloop_timers`). Kinds: the header
-deadline H (from accept or from the first byte of a request to the end of its headers, never
-restarted by a trickle), the body stall limit H (restarted by progress), the idle timeout T
-(from the last response handed to the transport with nothing pending), the close linger, and a
-send limit while the client does not read. Nothing runs while a handler runs (rule 6).
+Timers: one lazily re-armed deadline per connection, filed on a server-wide wheel rather than
+a loop timer of its own (`uvloop_timers`). Kinds: the header deadline H (from accept or from
+the first byte of a request to the end of its headers, never restarted by a trickle), the body
+stall limit H (restarted by progress), the idle timeout T (from the last response handed to the
+transport with nothing pending), the close linger, and a send limit while the client does not
+read. Nothing runs while a handler runs (rule 6).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import httptools
 from servers.endpoints import Reply, RequestContext
 from servers.framing import MAX_HEADER_BYTES, MAX_REQUEST_LINE_BYTES, ProtocolError
 from servers.policy import CloseReason
-from servers.runtime import set_nodelay
 from servers.uvloop_parsing import BODY, HEAD, HEAD_SLOTS, IDLE, RequestHead
 from servers.uvloop_timers import DEADLINE_SLOTS, LazyDeadline
 from servers.uvloop_wire import CONTINUE_100, COPY_LIMIT, ServerState
@@ -50,7 +50,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._s = state
         self._memo = state.memo.entries  # shortcuts for the hot path
         self._limit = state.request_limit
-        self._init_deadline(state.loop)
+        self._init_deadline(state.loop, state.wheel)
         self._parser = httptools.HttpRequestParser(self)
         # Versions are validated by parse_version (505 for 2.x, 1.2 served as 1.x), not llhttp.
         self._parser.set_dangerous_leniencies(lenient_version=True)
@@ -74,9 +74,8 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            set_nodelay(sock)
+        # Rule 10 needs no call here: uvloop sets TCP_NODELAY on every accepted TCP socket
+        # (TCPTransport.new -> uv_tcp_nodelay), which saves a getsockname and a setsockopt.
         self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
         self._id = self._s.counters.connection_opened()
         self._s.connections.add(self)
@@ -316,19 +315,10 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
             if self._read_paused:
                 self._read_paused = False
                 self._transport.resume_reading()
-            self._linger()
+            self._set_deadline("linger", LINGER_S)
         else:  # TLS cannot half-close; or the client already did
             self._transport.close()
             self._set_deadline("abort", LINGER_S)
-
-    def _linger(self) -> None:
-        """Linger at least LINGER_S; reuse a pending timer that fires a little later (H at
-        accept, typically) rather than replace it: one timer fewer per closed connection."""
-        at_least = self._loop.time() + LINGER_S
-        if self._timer is not None and at_least <= self._timer_at <= at_least + LINGER_S:
-            self._deadline, self._kind = self._timer_at, "linger"
-        else:
-            self._set_deadline("linger", LINGER_S)
 
     # -- timers -------------------------------------------------------------------------------
 

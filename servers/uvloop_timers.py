@@ -1,18 +1,54 @@
-"""A lazily re-armed deadline: one `call_at` handle per connection, not one per request.
+"""Lazily re-armed deadlines on a server-wide wheel: no loop timer per connection or request.
 
-The keep-alive hot path moves the connection's deadline on every response. Cancelling and
-creating a timer handle each time costs more than the request's own work in Python, so moving
-a deadline later is two attribute stores: the pending timer fires at its old time, sees that
-the deadline moved, and re-arms itself once for the real one. Only a deadline earlier than the
-pending timer (rare: a linger after a long idle period) replaces the handle.
+The keep-alive hot path moves the connection's deadline on every response, and the close path
+sets one at accept (H) and another one for the linger. A loop timer handle per deadline
+(`call_at`, then `cancel`: a libuv timer created, started, stopped and closed) cost more than a
+short connection's own Python work, so deadlines live in a `DeadlineWheel`: connections are
+filed in sets by TICK_S slot, and the loop holds one timer per non-empty slot, for the whole
+server. Moving a deadline later is two attribute stores: the connection's slot comes due at
+its old time, sees that the deadline moved, and files it once more for the real one. Only a
+deadline earlier than the pending slot moves the connection to another set (two set
+operations). A slot never fires before its deadline, and at most TICK_S after it (plus loop
+latency), which the spec's tolerances (0.5 s on T and H) leave room for.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+TICK_S = 0.05  # wheel resolution: deadlines are enforced up to this late, never early
 
 # Declared by the concrete class: two mixins with slots of their own cannot be combined.
-DEADLINE_SLOTS = ("_loop", "_deadline", "_kind", "_timer", "_timer_at")
+DEADLINE_SLOTS = ("_loop", "_wheel", "_deadline", "_kind", "_timer", "_timer_at")
+
+
+class DeadlineWheel:
+    """Server-lifetime: the connections due in each TICK_S slot, one loop timer per slot."""
+
+    __slots__ = ("_loop", "_slots")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._slots: dict[int, set[Any]] = {}
+
+    def file(self, conn: Any, when: float) -> tuple[set[Any], float]:
+        """File `conn` in the first slot at or after `when`: (its set, the slot's time)."""
+        slot = -int(-when // TICK_S)  # ceil: a slot never comes due before `when`
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = set()
+            self._loop.call_at(slot * TICK_S, self._due, slot)
+        members.add(conn)
+        return members, slot * TICK_S
+
+    def _due(self, slot: int) -> None:
+        members = self._slots.pop(slot, None)
+        if not members:
+            return
+        for conn in list(members):
+            if conn in members:  # not dropped meanwhile (connection_lost, earlier deadline)
+                conn._on_timer()
 
 
 class LazyDeadline:
@@ -21,12 +57,13 @@ class LazyDeadline:
 
     __slots__ = ()
 
-    def _init_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _init_deadline(self, loop: asyncio.AbstractEventLoop, wheel: DeadlineWheel) -> None:
         self._loop = loop
+        self._wheel = wheel
         self._deadline: float | None = None  # loop time, or None: nothing to enforce
         self._kind: str | None = None  # what the deadline is for, passed to _expire
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # when the pending timer fires
+        self._timer: set[Any] | None = None  # the wheel slot this connection is filed in
+        self._timer_at = 0.0  # when that slot comes due
 
     def _set_deadline(self, kind: str, delay: float) -> None:
         when = self._loop.time() + delay
@@ -34,20 +71,19 @@ class LazyDeadline:
         timer = self._timer
         if timer is not None:
             if self._timer_at <= when:
-                return  # fires early, then re-arms for the real deadline
-            timer.cancel()
-        self._timer_at = when
-        self._timer = self._loop.call_at(when, self._on_timer)
+                return  # comes due early, then re-files for the real deadline
+            timer.discard(self)
+        self._timer, self._timer_at = self._wheel.file(self, when)
 
     def _clear_deadline(self) -> None:
-        """Nothing to enforce; a pending timer fires once and does nothing."""
+        """Nothing to enforce; a pending slot comes due once and does nothing."""
         self._deadline = None
 
     def _cancel_timer(self) -> None:
-        """At connection_lost: drop the handle so no closed connection stays referenced."""
+        """At connection_lost: leave the wheel so no closed connection stays referenced."""
         self._deadline = None
         if self._timer is not None:
-            self._timer.cancel()
+            self._timer.discard(self)
             self._timer = None
 
     def _on_timer(self) -> None:
@@ -56,8 +92,7 @@ class LazyDeadline:
         if deadline is None:
             return
         if self._loop.time() < deadline:
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer, self._timer_at = self._wheel.file(self, deadline)
             return
         self._deadline = None
         self._expire(self._kind)

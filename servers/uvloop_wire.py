@@ -18,6 +18,7 @@ from servers.counters import Counters
 from servers.endpoints import Reply, RequestContext, route
 from servers.policy import CloseReason, KeepAlivePolicy, connection_tokens, error_decision
 from servers.runtime import Runtime
+from servers.uvloop_timers import DeadlineWheel
 
 SERVER_NAME = b"keepalive-bench/uvloop"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -187,6 +188,7 @@ class ServerState:
         self.policy: KeepAlivePolicy = self.runtime.policy
         self.encoder = ResponseEncoder(self.policy)
         self.memo = ReplyMemo(self.encoder)
+        self.wheel = DeadlineWheel(self.loop)  # every connection's deadlines
         self.idle_s = options.keepalive_timeout_s
         self.header_s = options.effective_header_timeout_s
         # Requests read per connection: N, 1 when keep-alive is off, else unlimited.
