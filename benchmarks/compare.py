@@ -298,7 +298,7 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
             default=m.default_threshold,
             metavar="FRAC",
             help=f"practical threshold for {m.column} "
-            f"(default {m.default_threshold:.0%}; '0.1' or '10%%')",
+            f"(default {m.default_threshold * 100:.0f}%%; '0.1' or '10%%')",  # %% for argparse
         )
     parser.add_argument(
         "--alpha",
