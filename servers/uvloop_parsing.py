@@ -26,8 +26,9 @@ from servers.policy import client_wants_persistence
 
 HEAD, BODY, IDLE = 1, 2, 0  # parse phases
 _TRACKED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect"})
-_VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
-_NO_TOKENS: frozenset[str] = frozenset()
+HTTP_11 = (1, 1)
+_VERSIONS = {"1.1": HTTP_11, "1.0": (1, 0)}
+NO_TOKENS: frozenset[str] = frozenset()
 
 
 class StopParsing(Exception):
@@ -88,12 +89,19 @@ class RequestHead:
         if self._kind == "header":
             self._clear_deadline()  # met
         raw = self._parser.get_http_version()
+        if raw == "1.1" and self._r_conn is None and self._r_framing is None and self._r_hosts == 1:
+            # The common request: nothing to check, persistent unless it is the N-th.
+            self._r_version, self._r_tokens = HTTP_11, NO_TOKENS
+            self._parsed += 1
+            if self._parsed >= self._limit:
+                self._input_done = True
+            return
         version = _VERSIONS.get(raw) or parse_version("HTTP/" + raw)
         if self._r_framing is not None or (self._r_hosts != 1 and version >= (1, 1)):
             self._check_framing(version)
         conn = self._r_conn
         if conn is None:
-            tokens, last = _NO_TOKENS, version < (1, 1)
+            tokens, last = NO_TOKENS, version < (1, 1)
         else:
             tokens = self._s.tokens(conn)
             last = not client_wants_persistence(version, tokens)

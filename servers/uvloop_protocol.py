@@ -26,7 +26,7 @@ import httptools
 from servers.endpoints import Reply, RequestContext
 from servers.framing import MAX_HEADER_BYTES, MAX_REQUEST_LINE_BYTES, ProtocolError
 from servers.policy import CloseReason
-from servers.uvloop_parsing import BODY, HEAD, HEAD_SLOTS, IDLE, RequestHead
+from servers.uvloop_parsing import BODY, HEAD, HEAD_SLOTS, HTTP_11, IDLE, NO_TOKENS, RequestHead
 from servers.uvloop_timers import DEADLINE_SLOTS, LazyDeadline
 from servers.uvloop_wire import CONTINUE_100, COPY_LIMIT, ServerState
 
@@ -43,12 +43,14 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         "_s", "_memo", "_limit", "_transport", "_parser", "_id", "_half_close",
         "_served", "_parsed", "_queue", "_busy", "_delay", "_write_paused", "_read_paused",
         "_closing", "_input_done", "_dead", "_eof", "_lost", "_reason", "_phase", "_responded",
-        "_continue_due", "_raw_head", *DEADLINE_SLOTS, *HEAD_SLOTS,
+        "_continue_due", "_raw_head", "_plain", "_count", "_idle_s", *DEADLINE_SLOTS, *HEAD_SLOTS,
     )  # fmt: skip
 
     def __init__(self, state: ServerState) -> None:
         self._s = state
         self._memo = state.memo.entries  # shortcuts for the hot path
+        self._plain = state.plain
+        self._idle_s = state.idle_s
         self._limit = state.request_limit
         self._init_deadline(state.loop, state.wheel)
         self._parser = httptools.HttpRequestParser(self)
@@ -78,6 +80,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         # (TCPTransport.new -> uv_tcp_nodelay), which saves a getsockname and a setsockopt.
         self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
         self._id = self._s.counters.connection_opened()
+        self._count = self._s.counters.request_served
         self._s.connections.add(self)
         self._set_deadline("header", self._s.header_s)
 
@@ -185,8 +188,16 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         method = self._parser.get_method()
         if self._busy or self._queue or self._write_paused:
             self._enqueue((method, self._r_url, self._r_version, self._r_tokens, self._r_conn))
-        else:
-            self._serve(method, self._r_url, self._r_version, self._r_tokens, self._r_conn)
+            return
+        if self._r_tokens is NO_TOKENS and self._r_version is HTTP_11:
+            data = self._plain.get((method, self._r_url))
+            if data is not None:  # what _serve would send, and the connection stays open
+                self._served += 1
+                self._transport.write(data)
+                self._count()
+                self._responded = True
+                return
+        self._serve(method, self._r_url, self._r_version, self._r_tokens, self._r_conn)
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -233,7 +244,9 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
                 reply.delay_s, self._finish_delayed, method, version, tokens, reply, cached
             )
         else:
-            self._respond(method, version, tokens, reply, cached)
+            data = self._respond(method, version, tokens, reply, cached)
+            if data is not None and tokens is NO_TOKENS and version is HTTP_11 and entry:
+                self._s.remember_plain(method, target, data)
 
     def _route(
         self, method: str, target: str, conn: list[bytes] | None
@@ -257,17 +270,20 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         tokens: frozenset[str],
         reply: Reply,
         cached: dict[bytes, bytes] | None,
-    ) -> None:
+    ) -> bytes | None:
+        """Write the response; return its bytes when they are cached and the connection stays."""
         s = self._s
         keep, block, reason = s.encoder.decide(self._served, version, tokens, reply.close)
         data = cached.get(block) if cached is not None else None
         if data is None:
             data = self._encode(method, reply, cached, block)
         self._transport.write(data)
-        s.counters.request_served()
+        self._count()
         self._responded = True
         if not keep:
             self._begin_close(reason)
+            return None
+        return data if cached is not None else None
 
     def _encode(
         self, method: bytes, reply: Reply, cached: dict[bytes, bytes] | None, block: bytes
@@ -337,9 +353,12 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         elif self._phase == BODY:
             self._send_continue()
             self._set_deadline("body", self._s.header_s)
-        elif self._responded and not self._write_paused:
+        elif self._responded:  # the keep-alive hot path: _set_deadline("idle", T), inlined
             self._responded = False
-            self._set_deadline("idle", self._s.idle_s)
+            when = self._loop.time() + self._idle_s
+            self._deadline, self._kind = when, "idle"
+            if self._timer is None or when < self._timer_at:
+                self._refile(when)
 
     def _expire(self, kind: str | None) -> None:
         """Silent close (no 408): idle, header or body deadline; abort a client that stalls."""

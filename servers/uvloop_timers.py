@@ -68,11 +68,14 @@ class LazyDeadline:
     def _set_deadline(self, kind: str, delay: float) -> None:
         when = self._loop.time() + delay
         self._deadline, self._kind = when, kind
-        timer = self._timer
-        if timer is not None:
-            if self._timer_at <= when:
-                return  # comes due early, then re-files for the real deadline
-            timer.discard(self)
+        if self._timer is None or when < self._timer_at:
+            self._refile(when)
+        # else: the pending slot comes due early, then re-files for the real deadline
+
+    def _refile(self, when: float) -> None:
+        """File the connection for `when`, leaving a slot that would come due too late."""
+        if self._timer is not None:
+            self._timer.discard(self)
         self._timer, self._timer_at = self._wheel.file(self, when)
 
     def _clear_deadline(self) -> None:

@@ -195,7 +195,18 @@ class ServerState:
         max_requests = self.policy.max_requests if self.policy.enabled else 1
         self.request_limit = max_requests or float("inf")
         self.log = options.log_connections
+        # Whole responses to plain requests (HTTP/1.1, no Connection field) for pure, prompt
+        # replies that keep the connection, by (method, target): the keep-alive fast path.
+        # Only when the decision does not depend on the request number (N unlimited).
+        self.plain: dict[tuple[bytes, bytes], bytes] = {}
+        self._plain_ok = not self.log and self.policy.max_requests == 0
         self._tokens: dict[tuple[bytes, ...], frozenset[str]] = {}
+
+    def remember_plain(self, method: bytes, target: bytes, data: bytes) -> None:
+        if self._plain_ok:
+            if len(self.plain) >= MEMO_ENTRIES:
+                self.plain.clear()
+            self.plain[method, target] = data
 
     def tokens(self, values: list[bytes]) -> frozenset[str]:
         """`policy.connection_tokens` of the Connection field values, memoised (bounded)."""
