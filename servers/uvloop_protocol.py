@@ -189,8 +189,9 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         if self._busy or self._queue or self._write_paused:
             self._enqueue((method, self._r_url, self._r_version, self._r_tokens, self._r_conn))
             return
-        if self._r_tokens is NO_TOKENS and self._r_version is HTTP_11:
-            data = self._plain.get((method, self._r_url))
+        plain = self._plain
+        if plain is not None and self._r_tokens is NO_TOKENS and self._r_version is HTTP_11:
+            data = plain.get((method, self._r_url))
             if data is not None:  # what _serve would send, and the connection stays open
                 self._served += 1
                 self._transport.write(data)
@@ -245,7 +246,13 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
             )
         else:
             data = self._respond(method, version, tokens, reply, cached)
-            if data is not None and tokens is NO_TOKENS and version is HTTP_11 and entry:
+            if (
+                self._plain is not None
+                and data is not None
+                and tokens is NO_TOKENS
+                and version is HTTP_11
+                and entry
+            ):
                 self._s.remember_plain(method, target, data)
 
     def _route(

@@ -197,13 +197,14 @@ class ServerState:
         self.log = options.log_connections
         # Whole responses to plain requests (HTTP/1.1, no Connection field) for pure, prompt
         # replies that keep the connection, by (method, target): the keep-alive fast path.
-        # Only when the decision does not depend on the request number (N unlimited).
-        self.plain: dict[tuple[bytes, bytes], bytes] = {}
-        self._plain_ok = not self.log and self.policy.max_requests == 0
+        # Only when the decision does not depend on the request number (N unlimited); None
+        # otherwise, so that the hot path pays no lookup that can only miss.
+        plain_ok = not self.log and self.policy.max_requests == 0
+        self.plain: dict[tuple[bytes, bytes], bytes] | None = {} if plain_ok else None
         self._tokens: dict[tuple[bytes, ...], frozenset[str]] = {}
 
     def remember_plain(self, method: bytes, target: bytes, data: bytes) -> None:
-        if self._plain_ok:
+        if self.plain is not None:
             if len(self.plain) >= MEMO_ENTRIES:
                 self.plain.clear()
             self.plain[method, target] = data
