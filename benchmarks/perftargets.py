@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,13 @@ from urllib.parse import urlsplit
 
 from benchmarks.nginxref import NginxProcess
 from servers.endpoints import HELLO
-from servers.launch import ReadyInfo, ServerProcess, ServerStartError, parse_ready_line
+from servers.launch import (
+    ReadyInfo,
+    ServerProcess,
+    ServerStartError,
+    parse_ready_line,
+    terminate,
+)
 from servers.options import ServerName, ServerOptions
 
 OUR_SERVERS = tuple(n.value for n in ServerName)  # stdlib, aiohttp, uvloop
@@ -41,7 +46,6 @@ ALL_TARGETS = (
     "bare-stdlib",
 )  # run order: each server next to the reference it is compared with
 READY_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 
 
 class TargetError(RuntimeError):
@@ -95,17 +99,8 @@ class BareProcess:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if proc is not None:
+            terminate(proc)
 
 
 def check_hello(url: str) -> None:

@@ -68,6 +68,23 @@ def parse_ready_line(line: str) -> ReadyInfo:
         raise ServerStartError(detail) from None
 
 
+def terminate(proc: subprocess.Popen[str], grace_s: float = STOP_TIMEOUT_S) -> int:
+    """Stop a child politely (SIGTERM), forcefully after `grace_s` (SIGKILL); close its stdout.
+
+    Every launcher of a server-like child (ours, bare apps) stops it this way.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return proc.returncode
+
+
 def server_command(options: ServerOptions) -> list[str]:
     return [sys.executable, "-m", "servers", *options.to_argv()]
 
@@ -130,18 +147,7 @@ class ServerProcess:
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after a grace period; returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+        return terminate(self.proc) if self.proc is not None else None
 
     def __enter__(self) -> ServerProcess:
         try:
