@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import sys
 import tempfile
@@ -19,6 +20,8 @@ from typing import Any
 RESULT_FORMAT = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "keepalive.py"
+MAX_CONCURRENCY = 10_000  # connections one client holds at once (file descriptors, ports)
+RESULT_FILE_MODE = 0o644  # results are shared and committed; mkstemp's 0600 is for secrets
 
 
 class Mode(enum.StrEnum):
@@ -94,14 +97,16 @@ class ClientConfig:
         return flags
 
     def _locust_command(self) -> list[str]:
+        """Locust's --run-time takes whole seconds, so it is rounded up and the locustfile
+        closes the window itself after exactly --kab-duration seconds."""
         user_class = LOCUST_USER_CLASSES[(self.kind, self.mode)]
-        total_s = max(int(round(self.duration_s + self.warmup_s)), 1)
+        total_s = max(math.ceil(self.duration_s + self.warmup_s), 1)
         argv = [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
             "--host", self.url, "-u", str(self.concurrency), "-r", str(self.concurrency),
             "-t", f"{total_s}s", "--stop-timeout", "2", "--only-summary", "--loglevel", "WARNING",
             "--kab-output", str(self.output), "--kab-warmup", f"{self.warmup_s:g}",
-            "--kab-path", self.path,
+            "--kab-duration", repr(self.duration_s), "--kab-path", self.path,
         ]  # fmt: skip
         if self.ca_path is not None:
             argv += ["--kab-ca", str(self.ca_path)]
@@ -147,6 +152,7 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, RESULT_FILE_MODE)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import socket
 import ssl
@@ -51,10 +52,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def validate_common(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
     """Reject what cannot run before anything connects (exit 2 via parser.error)."""
-    if ns.duration <= 0:
-        parser.error(f"--duration must be > 0, got {ns.duration:g}")
-    if ns.warmup < 0:
-        parser.error(f"--warmup must be >= 0, got {ns.warmup:g}")
+    if not (math.isfinite(ns.duration) and ns.duration > 0):
+        parser.error(f"--duration must be a finite number > 0, got {ns.duration:g}")
+    if not (math.isfinite(ns.warmup) and ns.warmup >= 0):
+        parser.error(f"--warmup must be a finite number >= 0, got {ns.warmup:g}")
     if not ns.path.startswith("/"):
         parser.error(f"--path must start with '/', got {ns.path!r}")
     if ns.ca is not None and not ns.ca.is_file():

@@ -20,13 +20,12 @@ import time
 from collections import Counter
 from typing import Any
 
-from benchmarks.clientspec import ClientKind, Mode
+from benchmarks.clientspec import MAX_CONCURRENCY, ClientKind, Mode
 from benchmarks.clientutil import Target, add_common_args, error_kind
 from benchmarks.pyperfdriver import Batch, ClientSpec, LoadClient, main
 from servers.options import OneLineParser
 
 PROG = "python -m benchmarks.pyperf_concurrent"
-MAX_CONCURRENCY = 10_000
 REQUEST_TIMEOUT_S = 30.0
 KINDS = {"raw": ClientKind.PYPERF_CONCURRENT_RAW, "aiohttp": ClientKind.PYPERF_CONCURRENT_AIOHTTP}
 

@@ -19,6 +19,7 @@ exits 0 once the result is written: errors are in the result, not in the exit st
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import Counter
@@ -54,6 +55,11 @@ def _add_options(parser: Any) -> None:
         "--kab-warmup", type=float, default=0.0, include_in_web_ui=False,
         help="seconds not recorded",
     )  # fmt: skip
+    parser.add_argument(
+        "--kab-duration", type=float, default=0.0, include_in_web_ui=False,
+        help="seconds recorded after the warm-up (default 0: until the test stops); Locust's "
+        "--run-time takes whole seconds, this closes the window exactly",
+    )  # fmt: skip
     parser.add_argument("--kab-path", default="/", help="request path (default /)")
     parser.add_argument(
         "--kab-ca", default="", include_in_web_ui=False,
@@ -76,10 +82,13 @@ def _exit(message: str, status: int) -> NoReturn:
 
 def _validate(opts: Any) -> None:
     """One line and exit 2 for what cannot run; checked once, before any user starts."""
-    if opts.kab_warmup < 0:
-        _exit(f"--kab-warmup must be >= 0, got {opts.kab_warmup:g}", 2)
-    if opts.kab_think_time < 0:
-        _exit(f"--kab-think-time must be >= 0, got {opts.kab_think_time:g}", 2)
+    for flag, value in (
+        ("--kab-warmup", opts.kab_warmup),
+        ("--kab-duration", opts.kab_duration),
+        ("--kab-think-time", opts.kab_think_time),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            _exit(f"{flag} must be a finite number >= 0, got {value:g}", 2)
     if not opts.kab_path.startswith("/"):
         _exit(f"--kab-path must start with '/', got {opts.kab_path!r}", 2)
     if opts.kab_ca and not Path(opts.kab_ca).is_file():
@@ -172,10 +181,14 @@ class UnpooledRequestsUser(_RequestsBase):
 
 
 class Recorder:
-    """Counts every request, records the measured window's ones in microseconds."""
+    """Counts every request, records the measured window's ones in microseconds.
 
-    def __init__(self, warmup_s: float) -> None:
+    The window opens `warmup_s` after the test starts and closes when it stops or, with
+    `duration_s` > 0, exactly `duration_s` later, whichever comes first."""
+
+    def __init__(self, warmup_s: float, duration_s: float = 0.0) -> None:
         self.warmup_s = warmup_s
+        self.duration_s = duration_s
         self.total = 0
         self.reset()
 
@@ -189,10 +202,13 @@ class Recorder:
     def start(self) -> None:
         self.reset()
         self.window_start = time.monotonic() + self.warmup_s
+        if self.duration_s > 0:
+            self.window_stop = self.window_start + self.duration_s
 
     def stop(self) -> None:
-        if self.window_stop is None:
-            self.window_stop = time.monotonic()
+        now = time.monotonic()
+        if self.window_stop is None or now < self.window_stop:
+            self.window_stop = now
 
     def on_request(self, response_time: float, exception: Any, response: Any = None) -> None:
         self.total += 1
@@ -296,7 +312,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     if opts is None:
         return
     _validate(opts)
-    recorder = Recorder(opts.kab_warmup)
+    recorder = Recorder(opts.kab_warmup, opts.kab_duration)
     # Workers (--processes N, --worker) only measure and report to the master; the master (or a
     # single local process) owns the window and writes the result.
     is_worker = isinstance(environment.runner, WorkerRunner)

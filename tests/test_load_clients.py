@@ -85,8 +85,10 @@ def test_locust_fasthttp_achieves_its_mode(
     server: ServerProcess, tmp_path: Path, mode: Mode
 ) -> None:
     config = _config(server, tmp_path, ClientKind.LOCUST_FASTHTTP, mode, concurrency=3,
-                     duration_s=0.7, warmup_s=0.3)  # fmt: skip
+                     duration_s=0.6, warmup_s=0.3)  # fmt: skip
     result, accepted = _run(server, config)
+    # --run-time is rounded up to 1 s; the locustfile closes the window after exactly 0.6 s
+    assert result.elapsed_s == pytest.approx(0.6, abs=1e-6)
     if mode is Mode.POOLED:
         assert accepted == 3 + 1
     else:
@@ -116,6 +118,17 @@ def test_bad_concurrency_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(config.command(), capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--concurrency" in done.stderr
+
+
+@pytest.mark.parametrize("kind", [ClientKind.PYPERF_SEQUENTIAL, ClientKind.LOCUST_FASTHTTP])
+def test_nan_duration_is_one_line_and_exit_2(tmp_path: Path, kind: ClientKind) -> None:
+    argv = _config_for_url("http://127.0.0.1:9", tmp_path, kind=kind).command()
+    flag = "--kab-duration" if kind.is_locust else "--duration"
+    argv[argv.index(flag) + 1] = "nan"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "must be a finite number" in lines[0]
 
 
 @pytest.mark.parametrize("kind", [ClientKind.PYPERF_SEQUENTIAL, ClientKind.LOCUST_FASTHTTP])
