@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
 from benchmarks import latency
-from benchmarks.clientspec import ClientKind, ClientResult, Mode
+from benchmarks.clientspec import (
+    MAX_CONCURRENCY,
+    ClientConfig,
+    ClientKind,
+    ClientResult,
+    Mode,
+    write_atomic,
+)
+from benchmarks.harness import cli, results, rules
 from benchmarks.harness import config as cfgmod
-from benchmarks.harness import rules
-from benchmarks.harness.cell import CellContext, failed_row, measured_row
 from benchmarks.harness.cli import main
 from benchmarks.harness.config import ConfigError, build
 from benchmarks.harness.fingerprint import Fingerprint, git_commit, package_versions
 from benchmarks.harness.monitor import Monitor, Sample, busy_intervals, load_stats
-from benchmarks.harness.procs import ClientProcess, Cores, choose_cores
+from benchmarks.harness.procs import ClientProcess, Cores, choose_cores, pinned_self
 from benchmarks.harness.report import Progress, fmt_duration, summary_table
-from benchmarks.harness.results import RunWriter, keep_artifacts, new_run_paths
+from benchmarks.harness.results import (
+    RunWriter,
+    discard_run_folder,
+    keep_artifacts,
+    new_run_paths,
+    remove_client_leftovers,
+)
+from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
 from benchmarks.harness.sockets import (
     SocketCounts,
     counters_delta,
@@ -89,9 +105,22 @@ def test_sequential_client_ignores_concurrency_and_collapses_duplicates() -> Non
         ({"concurrency": "8,"}, "--concurrency: empty value"),
         ({"concurrency": "x"}, "--concurrency: bad value 'x'"),
         ({"modes": "both"}, "--modes: unknown 'both'"),
-        ({"keepalive_timeout": "-1"}, "--keepalive-timeout must be >= 0"),
+        ({"keepalive_timeout": "-1"}, "--keepalive-timeout must be a finite number >= 0"),
+        ({"keepalive_timeout": "nan"}, "--keepalive-timeout must be a finite number >= 0"),
+        ({"keepalive_timeout": "inf"}, "--keepalive-timeout must be a finite number >= 0"),
         ({"duration": 0.0}, "--duration must be in (0, 3600]"),
+        ({"duration": float("nan")}, "--duration must be in (0, 3600]"),
+        ({"duration": float("inf")}, "--duration must be in (0, 3600]"),
+        ({"warmup": float("nan")}, "--warmup must be in [0, 600]"),
+        ({"warmup": float("inf")}, "--warmup must be in [0, 600]"),
+        ({"client_timeout": float("nan")}, "--client-timeout must be a finite number > 0"),
+        ({"client_timeout": float("inf")}, "--client-timeout must be a finite number > 0"),
+        ({"client_timeout": 0.0}, "--client-timeout must be a finite number > 0"),
         ({"repeat": 0}, "--repeat must be >= 1"),
+        (
+            {"concurrency": str(MAX_CONCURRENCY + 1), "clients": "pyperf-concurrent-raw"},
+            f"--concurrency {MAX_CONCURRENCY + 1} is above pyperf-concurrent-raw's maximum",
+        ),
     ],
 )
 def test_bad_input_is_one_config_error(kwargs: dict[str, object], message: str) -> None:
@@ -101,13 +130,65 @@ def test_bad_input_is_one_config_error(kwargs: dict[str, object], message: str) 
     assert "\n" not in str(info.value)
 
 
+def test_sequential_client_accepts_any_concurrency() -> None:
+    """It always holds one connection, so the concurrent clients' maximum does not apply."""
+    config = build(quick=True, clients="pyperf-sequential", concurrency=str(MAX_CONCURRENCY + 1))
+    assert {c.concurrency for c in config.cells()} == {1}
+
+
 def test_cli_bad_input_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--servers", "bogus"], ["--concurrency", "0"], ["--workers", "0"], ["--nope"]):
+    for argv in (
+        ["--servers", "bogus"], ["--concurrency", "0"], ["--workers", "0"], ["--nope"],
+        ["--client-timeout", "nan"], ["--client-timeout", "inf"], ["--duration", "nan"],
+        ["--warmup", "inf"], ["--concurrency", "20000"],
+    ):  # fmt: skip
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_unusable_results_dir_is_one_line_before_any_cell(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    ran: list[object] = []
+    monkeypatch.setattr(cli, "run_cell", lambda *a: ran.append(a))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    target = str(a_file) if where == "file" else "/proc/keepalive-bench-test"
+    assert main(["--quick", "--servers", "uvloop", "--results-dir", target]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m benchmarks run: error: --results-dir")
+    assert ran == []
+
+
+def test_a_failed_write_mid_run_keeps_the_rows_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second row cannot be written (disk full, say): one line, the first row stays, exit 1."""
+    from benchmarks.harness.cell import CellOutcome
+
+    def fake_cell(cell: cfgmod.Cell, ctx: CellContext) -> CellOutcome:
+        return CellOutcome(row(mode=cell.mode.value, repetition=cell.repetition), None, 0.1)
+
+    real_write = results.write_rows
+
+    def write_rows(path: Path, rows: list[object]) -> None:
+        if len(rows) > 1:
+            raise OSError(28, "No space left on device")
+        real_write(path, rows)
+
+    monkeypatch.setattr(cli, "run_cell", fake_cell)
+    monkeypatch.setattr(results, "write_rows", write_rows)
+    argv = ["--quick", "--servers", "uvloop", "--clients", "pyperf-concurrent-raw"]
+    assert main([*argv, "--results-dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "error: cannot write" in err and "No space left on device" in err
+    (csv_path,) = tmp_path.glob("*/*.csv")
+    assert len(read_rows(csv_path)) == 1 and out.strip().splitlines()[-1] == str(csv_path)
 
 
 def test_cli_dry_run_lists_cells(capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +200,7 @@ def test_cli_dry_run_lists_cells(capsys: pytest.CaptureFixture[str]) -> None:
 def test_default_estimates_fit_the_budgets() -> None:
     for quick, budget in ((True, 60), (False, 300)):
         config = build(quick=quick)
-        assert sum(cfgmod.estimate_cell_s(config, c) for c in config.cells()) <= budget
+        assert cfgmod.estimate_cell_s(config) * len(config.cells()) <= budget
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -146,7 +227,8 @@ def test_pooled_verdicts() -> None:
     assert _judge(keepalive_max=0, connections_opened=16).valid
     bad = _judge(connections_opened=5000)
     assert not bad.valid and "not reused" in bad.reason
-    assert not _judge(keepalive_timeout_s=0.0).valid
+    assert "pooled mode impossible" in _judge(keepalive_timeout_s=0.0).reason
+    assert "pooled mode impossible" in _judge(keepalive_max=1, connections_opened=10_016).reason
     low = _judge(peak_open_connections=4)
     assert not low.valid and "at most 4 connections were open" in low.reason
     assert _judge(peak_open_connections=15).valid  # one recycled connection between requests
@@ -156,6 +238,14 @@ def test_unpooled_verdicts() -> None:
     assert _judge(mode=Mode.UNPOOLED, connections_opened=10_000).valid
     reused = _judge(mode=Mode.UNPOOLED, connections_opened=116)
     assert not reused.valid and "reused" in reused.reason
+    # the committed runs peak at 1.0-1.6x concurrency; half of it is the limit
+    assert _judge(mode=Mode.UNPOOLED, connections_opened=10_000, peak_open_connections=8).valid
+    low = _judge(mode=Mode.UNPOOLED, connections_opened=10_000, peak_open_connections=7)
+    assert not low.valid and "unpooled at concurrency 16 but at most 7" in low.reason
+    one = _judge(
+        mode=Mode.UNPOOLED, concurrency=1, connections_opened=10_000, peak_open_connections=1
+    )
+    assert one.valid  # the sequential client
 
 
 def test_common_verdicts() -> None:
@@ -169,11 +259,23 @@ def test_common_verdicts() -> None:
     assert _judge(requests_served=10_050).valid  # requests in flight when the client stopped
 
 
-def test_client_cpu_and_client_bound() -> None:
-    assert rules.client_cpu_pct(97.0, 60.0, 1) == 97.0
-    assert rules.client_cpu_pct(120.0, 95.0, 2) == 95.0
-    assert rules.client_cpu_pct(190.0, 40.0, 2) == 95.0
+def test_client_bound_by_its_own_cpu_or_a_crowded_core() -> None:
     assert rules.is_client_bound(85.0) and not rules.is_client_bound(84.9)
+    assert rules.is_client_bound(30.0, 95.0)  # starved: the core was busy with others' work
+    assert not rules.is_client_bound(30.0, 60.0) and not rules.is_client_bound(30.0, None)
+
+
+def test_server_contended_counts_only_foreign_load_on_the_server_core() -> None:
+    cores = Cores(server=1, client=0)
+    assert rules.server_contended(cores, {0: 99.0, 1: 60.0}, 55.0) == ""  # client core is ours
+    reason = rules.server_contended(cores, {0: 50.0, 1: 90.0}, 55.0)
+    assert reason.startswith("contended: server core 1 90% busy, 55% by the server")
+    assert rules.server_contended(cores, {}, 50.0) == ""
+    assert rules.server_contended(Cores(-1, -1), {0: 100.0}, 10.0) == ""
+    note = rules.core_note(cores, {0: 97.0, 1: 60.0}, 55.0, 94.0, 1.0)
+    assert (
+        note == "cores: server 1 60% busy (55% server), client 0 97% busy (94% client, 1% harness)"
+    )
 
 
 # --- sockets -----------------------------------------------------------------------------------
@@ -236,16 +338,23 @@ def test_proto_table_delta_and_note() -> None:
 
 
 def _samples(
-    requests: list[int], server_rate: float = 0.5, client_rate: float = 0.9
-) -> list[Sample]:
-    out, cpu_s, cpu_c = [], 0.0, 0.0
+    requests: list[int], server_rate: float = 0.5, client_rate: float = 0.9,
+    server_core_rate: float | None = None, client_core_rate: float | None = None,
+) -> list[Sample]:  # fmt: skip
+    """Samples 0.2 s apart; the cores (server 1, client 0) carry our load unless told more."""
+    server_core = server_rate if server_core_rate is None else server_core_rate
+    client_core = client_rate + 0.01 if client_core_rate is None else client_core_rate
+    out, cpu_s, cpu_c, cpu_h, core0, core1 = [], 0.0, 0.0, 0.0, 0.0, 0.0
     for k, n in enumerate(requests):
         if k and n > requests[k - 1]:
             cpu_s += server_rate * 0.2
             cpu_c += client_rate * 0.2
+            cpu_h += 0.01 * 0.2
+            core0 += client_core * 0.2
+            core1 += server_core * 0.2
         elif k:
             cpu_c += 0.1 * 0.2  # idle client: imports between pyperf workers, say
-        out.append(Sample(k * 0.2, n, cpu_s, cpu_c, {42: cpu_c}))
+        out.append(Sample(k * 0.2, n, cpu_s, cpu_c, cpu_h, {0: core0, 1: core1}))
     return out
 
 
@@ -262,7 +371,8 @@ def test_load_stats_over_busy_intervals_only() -> None:
     assert stats is not None
     assert stats.server_cpu_pct == pytest.approx(50.0)
     assert stats.client_tree_pct == pytest.approx(90.0)
-    assert stats.client_max_proc_pct == pytest.approx(90.0)
+    assert stats.harness_cpu_pct == pytest.approx(1.0)
+    assert stats.core_busy_pct == pytest.approx({0: 91.0, 1: 50.0})
     assert load_stats(_samples([0, 0, 5, 5])) is None
 
 
@@ -326,26 +436,75 @@ def _result(mode: Mode, requests_total: int) -> ClientResult:
     )  # fmt: skip
 
 
+def _measurement(
+    mode: Mode, samples: list[Sample], *, connections: int, peak: int = 17,
+    end_sockets: SocketCounts | None = None,
+) -> Measurement:  # fmt: skip
+    monitor = Monitor(0, None, None, 8080, 1.0, lambda: True)  # type: ignore[arg-type]
+    monitor.samples.extend(samples)
+    return Measurement(
+        result=_result(mode, 10_000), before={"requests_served": 1, "connections_accepted": 1},
+        after={
+            "requests_served": 10_001, "connections_accepted": 1 + connections,
+            "connections_peak_open": peak,
+        },
+        server_cpu_s=0.5, client_wall_s=2.0, monitor=monitor,
+        end_sockets=end_sockets or SocketCounts(), kernel={}, client_status=0,
+    )  # fmt: skip
+
+
+BUSY = [0, 0] + [1000 * k for k in range(1, 12)] + [11_000]
+
+
 def test_measured_row_applies_rules_and_flags_port_exhaustion(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     cell = next(c for c in ctx.config.cells() if c.mode is Mode.UNPOOLED)
-    monitor = Monitor(0, None, None, 8080, 1.0, lambda: True)  # type: ignore[arg-type]
-    monitor.samples.extend(_samples([0, 0] + [1000 * k for k in range(1, 12)] + [11_000]))
-    r = measured_row(
-        cell, ctx, "t", _result(Mode.UNPOOLED, 10_000),
-        before={"requests_served": 1, "connections_accepted": 1},
-        after={
-            "requests_served": 10_001, "connections_accepted": 10_001, "connections_peak_open": 17
-        },
-        server_cpu_s=0.5, client_wall_s=2.0, monitor=monitor, end_sockets=SocketCounts(0, 9000, 0),
-        kernel={}, client_status=0,
-    )  # fmt: skip
+    m = _measurement(
+        Mode.UNPOOLED, _samples(BUSY), connections=10_000, end_sockets=SocketCounts(0, 9000, 0)
+    )
+    r = measured_row(cell, ctx, "t", m)
     assert r.status == "ports-exhausted" and r.valid == 0
     assert r.throughput_rps == 9000 and r.latency_p50_ms == 0.2
     assert r.connections_opened == 10_000 and r.requests_per_connection == 1.0
     assert r.server_cpu_us_per_req == 50.0 and r.time_wait_sockets == 9000
     assert r.client_bound == 1 and r.client_cpu_pct == pytest.approx(90.0)
     assert "EADDRNOTAVAIL" in r.note and "time_wait server=9000" in r.note
+    assert "cores: server 1 50% busy (50% server), client 0 91% busy (90% client, 1% harness)" in (
+        r.note
+    )
+
+
+def _pooled_row(tmp_path: Path, samples: list[Sample]) -> object:
+    ctx = _ctx(tmp_path)
+    cell = next(c for c in ctx.config.cells() if c.mode is Mode.POOLED)
+    result = replace(_result(Mode.POOLED, 10_000), error_kinds={})
+    m = replace(_measurement(Mode.POOLED, samples, connections=116), result=result)
+    return measured_row(cell, ctx, "t", m)
+
+
+def test_a_crowded_server_core_makes_the_row_invalid(tmp_path: Path) -> None:
+    quiet = _pooled_row(tmp_path, _samples(BUSY, server_core_rate=0.6))  # 10% foreign: fine
+    assert (quiet.valid, quiet.client_bound, quiet.status) == (1, 1, "ok"), quiet.note
+    crowded = _pooled_row(tmp_path, _samples(BUSY, server_core_rate=0.8))
+    assert (crowded.valid, crowded.status) == (0, "ok")
+    assert crowded.note.startswith("contended: server core 1 80% busy, 50% by the server")
+
+
+def test_a_starved_client_is_client_bound(tmp_path: Path) -> None:
+    calm = _pooled_row(tmp_path, _samples(BUSY, client_rate=0.3, client_core_rate=0.5))
+    assert (calm.valid, calm.client_bound) == (1, 0), calm.note
+    starved = _pooled_row(tmp_path, _samples(BUSY, client_rate=0.3, client_core_rate=0.95))
+    assert (starved.valid, starved.client_bound, starved.client_cpu_pct) == (1, 1, 30.0)
+    assert "client 0 95% busy (30% client" in starved.note
+
+
+def test_monitor_poll_failures_reach_the_note(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    cell = next(c for c in ctx.config.cells() if c.mode is Mode.POOLED)
+    m = _measurement(Mode.POOLED, _samples(BUSY), connections=116)
+    m.monitor.control_errors, m.monitor.last_control_error = 2, "ControlError: timed out"
+    r = measured_row(cell, ctx, "t", m)
+    assert "2 monitor poll(s) failed (last: ControlError: timed out)" in r.note
 
 
 def test_summary_pairs_modes_with_ratio_and_flags() -> None:
@@ -366,10 +525,34 @@ def test_summary_pairs_modes_with_ratio_and_flags() -> None:
     lines = text.splitlines()
     uv = next(line for line in lines if line.startswith("uvloop"))
     assert "31,000" in uv and "10,000" in uv and "3.10x" in uv and uv.endswith("CF")
+    # no histograms: a median of per-row percentiles would be no percentile at all
+    assert "0.400/1.000" not in uv and uv.split()[7:9] == ["-", "-"]
     st = next(line for line in lines if line.startswith("stdlib"))
     # an invalid row's throughput is not its mode's: shown as "-", flagged I
     assert "1,000" not in st and st.split()[-1] == "I" and " - " in st
     assert lines[-1].startswith("flags:")
+
+
+def _hist(*us: int) -> str:
+    hist = latency.new_histogram()
+    for value in us:
+        latency.record_us(hist, value)
+    return latency.encode(hist)
+
+
+def test_summary_says_what_a_reused_connection_saves_per_request() -> None:
+    seq = dict(client="pyperf-sequential", concurrency=1)
+    rows = [
+        row(mode="pooled", throughput_rps=10_000.0, **seq),  # 100 us per request
+        row(mode="unpooled", throughput_rps=4_000.0, **seq),  # 250 us per request
+        row(mode="pooled", throughput_rps=30_000.0),
+    ]
+    text = summary_table(rows, [_hist(95, 100), _hist(240, 250), None])
+    (headline,) = [line for line in text.splitlines() if line.startswith("pyperf-sequential ")]
+    assert "100.0 us per request reused, 250.0 us with a new connection" in headline
+    assert "reuse saves 150.0 us per request" in headline and "mean = 1e6 / req/s" in headline
+    assert "p50 95 vs 240 us" in headline
+    assert "saves" not in summary_table(rows[:1] + rows[2:])  # no unpooled twin: no headline
 
 
 def test_progress_estimates_from_measured_cells() -> None:
@@ -394,6 +577,46 @@ def test_choose_cores() -> None:
     assert choose_cores([0, 1]) == Cores(server=1, client=0)
     assert choose_cores([3, 1, 2]) == Cores(server=3, client=2)
     assert not choose_cores([0]).pinned
+
+
+def test_pinned_self_restores_the_previous_mask() -> None:
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    with pinned_self(core):
+        assert os.sched_getaffinity(0) == {core}
+    assert os.sched_getaffinity(0) == before
+    with pinned_self(-1):
+        assert os.sched_getaffinity(0) == before
+
+
+def test_killed_clients_leave_no_hidden_files_and_empty_runs_no_folder(tmp_path: Path) -> None:
+    output = tmp_path / "001-cell.json"
+    parts = tmp_path / ".001-cell.json.parts.abc"
+    parts.mkdir()
+    (parts / "worker-1.json").write_text("{}")
+    (tmp_path / ".001-cell.json.x1y2.tmp").write_text("half")
+    (tmp_path / "001-cell.client.log").write_text("log")
+    remove_client_leftovers(output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["001-cell.client.log"]
+    assert discard_run_folder(tmp_path) and not tmp_path.exists()
+
+
+def test_result_files_are_readable_by_everyone(tmp_path: Path) -> None:
+    path = tmp_path / "run.csv"
+    write_atomic(path, "x\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_locust_run_time_is_rounded_up_and_the_window_set_exactly(tmp_path: Path) -> None:
+    """Locust's --run-time takes whole seconds: 2 + 0.5 must not become 2 (banker's rounding)."""
+    config = ClientConfig(
+        kind=ClientKind.LOCUST_FASTHTTP, url="http://127.0.0.1:1", mode=Mode.POOLED,
+        concurrency=2, duration_s=2.0, warmup_s=0.5, output=tmp_path / "r.json",
+    )  # fmt: skip
+    argv = config.command()
+    assert argv[argv.index("-t") + 1] == "3s"
+    assert argv[argv.index("--kab-duration") + 1] == "2.0"
+    assert argv[argv.index("--kab-warmup") + 1] == "0.5"
 
 
 def test_kill_tree_leaves_no_descendant(tmp_path: Path) -> None:
@@ -435,11 +658,3 @@ def test_results_readme_columns_match_the_schema() -> None:
     )
     assert set(COLUMN_DOCS) == set(COLUMNS)
 
-
-def test_contention_note_names_starved_cores() -> None:
-    cores = Cores(server=1, client=0)
-    assert rules.contention_note(cores, {0: 95.0, 1: 60.0}, 55.0, 30.0) == (
-        "contended: client core 0 95% busy, 30% ours"
-    )
-    assert rules.contention_note(cores, {0: 95.0, 1: 99.0}, 97.0, 90.0) == ""
-    assert rules.contention_note(cores, {}, 50.0, 50.0) == ""

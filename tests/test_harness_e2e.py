@@ -51,7 +51,11 @@ def test_one_cell_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 0, err
     assert csv_path.parent.parent == tmp_path and csv_path.suffix == ".csv"
     (row,) = read_rows(csv_path)
-    assert (row.status, row.valid, row.server, row.mode) == ("ok", 1, "uvloop", "pooled"), row.note
+    assert (row.status, row.server, row.mode) == ("ok", "uvloop", "pooled"), row.note
+    # other tenants of this machine may crowd the server's core: that row is honestly invalid
+    assert row.valid == 1 or row.note.startswith("contended:"), row.note
+    if row.valid and len(os.sched_getaffinity(0)) >= 2:
+        assert "cores: server " in row.note and "% harness)" in row.note
     assert row.requests > 100 and row.errors == 0 and row.throughput_rps > 100
     assert 0 < row.latency_p50_ms <= row.latency_p99_ms <= row.latency_max_ms < 5000
     assert 4 <= row.connections_opened < row.requests and row.requests_per_connection > 5
@@ -186,6 +190,9 @@ def test_ctrl_c_keeps_measured_rows_and_leaves_no_process(tmp_path: Path) -> Non
     assert out.strip().splitlines()[-1] == str(csv_path)
     rows = read_rows(csv_path)
     assert len(rows) == 1 and rows[0].status == "ok"
+    # the interrupted pyperf client's parts directory and temporary files are gone
+    assert list(csv_path.with_suffix("").glob(".*")) == []
     time.sleep(0.2)
     left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], [p.cmdline() for p in left]
+

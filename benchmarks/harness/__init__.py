@@ -5,11 +5,12 @@ One concept per module:
     config       RunConfig (validated once at the CLI edge), Cell, matrix expansion, defaults
     fingerprint  the machine and code a run measured (host, CPU, kernel, packages, git commit)
     sockets      /proc/net/tcp{,6} socket counts, /proc/net/snmp + netstat kernel counters
-    procs        core pinning, client process groups, CPU of a process tree, cleanup
-    monitor      the sampling thread: server counters and CPU of both sides during a cell
-    rules        validity (was the mode achieved?) and client-bound verdicts, pure functions
+    procs        core pinning (the harness's too), client process groups, CPU, cleanup
+    monitor      the sampling thread: server counters, CPU of both sides and of every core
+    rules        validity (mode achieved? server's core to itself?), client-bound; pure functions
     cell         one cell: start, verify, measure, stop; always returns a ResultRow
+    rows         measurements -> a ResultRow (CPU load, verdicts, note); the row of a failure
     results      where a run writes (CSV, artifacts folder), atomic rewrite after each cell
-    report       progress lines on stderr and the final summary table
+    report       progress lines on stderr, the final summary table, the sequential headline
     cli          argument parsing, signals, the loop over cells, exit status
 """

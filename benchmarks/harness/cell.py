@@ -8,34 +8,25 @@ the client tree and the server.
 
 from __future__ import annotations
 
-import re
 import ssl
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 import psutil
 
 from benchmarks.clientspec import ClientConfig, ClientResult
-from benchmarks.harness import rules
-from benchmarks.harness.config import Cell, RunConfig
-from benchmarks.harness.fingerprint import Fingerprint
-from benchmarks.harness.monitor import ControlClient, ControlError, Monitor, load_stats
-from benchmarks.harness.procs import ClientProcess, Cores, deferred_signals, last_line
-from benchmarks.harness.results import keep_artifacts, utc_iso
-from benchmarks.harness.sockets import (
-    counters_delta,
-    format_counters,
-    kernel_counters,
-    socket_counts,
-)
-from benchmarks.schema import SCHEMA_VERSION, ResultRow
-from servers.launch import ServerProcess, ServerStartError
+from benchmarks.harness.config import Cell
+from benchmarks.harness.monitor import ControlClient, ControlError, Monitor
+from benchmarks.harness.procs import ClientProcess, deferred_signals, last_line, own_cpu_s
+from benchmarks.harness.results import keep_artifacts, remove_client_leftovers, utc_iso
+from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
+from benchmarks.harness.sockets import counters_delta, kernel_counters, socket_counts
+from benchmarks.schema import ResultRow
+from servers.launch import ReadyInfo, ServerProcess, ServerStartError
 from servers.options import OptionsError, ServerOptions
-
-PORTS_EXHAUSTED = re.compile(r"EADDRNOTAVAIL|Cannot assign requested address|errno 99\b", re.I)
 
 
 class CellFailure(Exception):
@@ -45,18 +36,6 @@ class CellFailure(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass(frozen=True)
-class CellContext:
-    """What every cell of a run shares."""
-
-    config: RunConfig
-    fingerprint: Fingerprint
-    run_id: str
-    cores: Cores
-    artifacts: Path
-    netns: bool  # kernel counters are exact (private network namespace)
 
 
 @dataclass(frozen=True)
@@ -79,112 +58,162 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellOutcome:
 
 
 def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str | None]:
-    cfg = ctx.config
     try:
         options = ServerOptions(
             name=cell.server, keepalive_timeout_s=cell.keepalive_timeout_s,
-            keepalive_max=cell.keepalive_max, tls=cfg.tls,
+            keepalive_max=cell.keepalive_max, tls=ctx.config.tls,
         )  # fmt: skip
     except OptionsError as exc:
         raise CellFailure("config", str(exc)) from None
-    server_log = ctx.artifacts / f"{cell.slug}.server.log"
-    client_log = ctx.artifacts / f"{cell.slug}.client.log"
-    output = ctx.artifacts / f"{cell.slug}.json"
-    core = ctx.cores.server if ctx.cores.pinned else None
-    client: ClientProcess | None = None
-    monitor: Monitor | None = None
-    control: ControlClient | None = None
-    with server_log.open("wb") as slog, client_log.open("wb") as clog:
-        server = ServerProcess(options, stderr=slog, cpu=core)
+    files = CellFiles.of(cell, ctx.artifacts)
+    with files.server_log.open("wb") as slog, files.client_log.open("wb") as clog:
+        core = ctx.cores.server if ctx.cores.pinned else None
+        session = _Session(cell, ctx, files, ServerProcess(options, stderr=slog, cpu=core), clog)
         try:
-            try:
-                ready = server.start()
-            except (ServerStartError, OSError) as exc:
-                detail = last_line(server_log)
-                raise CellFailure(
-                    "server-start", f"{exc}{': ' + detail if detail else ''}"
-                ) from None
-            assert server.proc is not None
-            control = ControlClient(ready.control_url)
-            verify_identity(server, control, ready.url, ready.ca_path, cell.server.value)
-
-            before = control.counters()
-            try:
-                proc_server = psutil.Process(server.proc.pid)
-                cpu0 = _cpu(proc_server)
-            except psutil.Error:
-                raise CellFailure(
-                    "server-died", f"{cell.server} server exited before the client ran"
-                ) from None
-            kern0 = kernel_counters() if ctx.netns else {}
-            client_cfg = ClientConfig(
-                kind=cell.client, url=ready.url, mode=cell.mode, concurrency=cell.concurrency,
-                duration_s=cfg.duration_s, output=output, warmup_s=cfg.warmup_s,
-                ca_path=ready.ca_path, workers=cfg.workers,
-            )  # fmt: skip
-            t_start = time.monotonic()
-            try:
-                client = ClientProcess(client_cfg.command(), core=ctx.cores.client, log=clog)
-            except OSError as exc:
-                raise CellFailure("client-crashed", f"{cell.client} did not start: {exc}") from None
-            monitor = Monitor(
-                server_pid=server.proc.pid, client=client, control=control, port=ready.port,
-                snapshot_after_s=cfg.warmup_s + 0.8 * cfg.duration_s, server_alive=server.alive,
-            )  # fmt: skip
-            monitor.start()
-            rc = client.wait(cfg.timeout_s)
-            if rc is None:
-                client.kill_tree()
-            client_wall = time.monotonic() - t_start
-            monitor.stop()
-
-            if monitor.server_died or not server.alive():
-                status = server.stop()
-                raise CellFailure(
-                    "server-died",
-                    f"{cell.server} server exited with status {status} during the client run"
-                    + (f": {last_line(server_log)}" if last_line(server_log) else ""),
-                )
-            after = control.counters()
-            try:
-                cpu1 = _cpu(proc_server)
-            except psutil.Error:
-                raise CellFailure(
-                    "server-died", f"{cell.server} server exited after the run"
-                ) from None
-            kern1 = kernel_counters() if ctx.netns else {}
-            end_sockets = socket_counts(ready.port)
-            if rc is None:
-                raise CellFailure(
-                    "client-timeout",
-                    f"{cell.client} still running after {cfg.timeout_s:g} s: killed",
-                )
-            try:
-                result = ClientResult.read(output)
-            except (OSError, ValueError, TypeError) as exc:
-                why = last_line(client_log) or f"no result file ({type(exc).__name__})"
-                raise CellFailure(
-                    "client-crashed", f"{cell.client} exited with status {rc}: {why}"
-                ) from None
-            keep_artifacts(result.artifacts, ctx.artifacts, output.parent)
-            row = measured_row(
-                cell, ctx, started, result, before=before, after=after,
-                server_cpu_s=cpu1 - cpu0, client_wall_s=client_wall, monitor=monitor,
-                end_sockets=end_sockets, kernel=counters_delta(kern0, kern1) if kern1 else {},
-                client_status=rc,
-            )  # fmt: skip
-            return row, result.histogram or None
+            measurement = session.run()
         except ControlError as exc:
             raise CellFailure("server-control", str(exc)) from None
         finally:
             with deferred_signals():
-                if monitor is not None:
-                    monitor.stop()
-                if client is not None:
-                    client.kill_tree()
-                if control is not None:
-                    control.close()
-                server.stop()
+                session.stop()
+                remove_client_leftovers(files.output)
+    keep_artifacts(measurement.result.artifacts, ctx.artifacts, files.output.parent)
+    row = measured_row(cell, ctx, started, measurement)
+    return row, measurement.result.histogram or None
+
+
+@dataclass(frozen=True)
+class CellFiles:
+    """A cell's logs and the client's result JSON, in the run's artifacts folder."""
+
+    server_log: Path
+    client_log: Path
+    output: Path
+
+    @classmethod
+    def of(cls, cell: Cell, folder: Path) -> CellFiles:
+        return cls(
+            folder / f"{cell.slug}.server.log",
+            folder / f"{cell.slug}.client.log",
+            folder / f"{cell.slug}.json",
+        )
+
+
+def _with_detail(message: str, detail: str) -> str:
+    return f"{message}: {detail}" if detail else message
+
+
+class _Session:
+    """The processes of one cell, in the order they start, are measured and stop.
+
+    `run()` raises CellFailure for anything that prevents a measurement; `stop()` (always
+    called, with signals held) stops whatever was started."""
+
+    def __init__(
+        self, cell: Cell, ctx: CellContext, files: CellFiles, server: ServerProcess,
+        client_log: IO[bytes],
+    ) -> None:  # fmt: skip
+        self.cell, self.ctx, self.files, self.server = cell, ctx, files, server
+        self.client_log = client_log
+        self.client: ClientProcess | None = None
+        self.monitor: Monitor | None = None
+        self.control: ControlClient | None = None
+
+    def run(self) -> Measurement:
+        ready = self._start_server()
+        assert self.control is not None
+        before = self.control.counters()
+        proc, cpu0 = self._server_cpu(None, "before the client ran")
+        kern0 = kernel_counters() if self.ctx.netns else {}
+        status, wall, monitor = self._run_client(ready)
+        self._check_server_survived(monitor)
+        after = self.control.counters()
+        _, cpu1 = self._server_cpu(proc, "after the run")
+        kern1 = kernel_counters() if self.ctx.netns else {}
+        end_sockets = socket_counts(ready.port)
+        return Measurement(
+            self._read_result(status), before, after, cpu1 - cpu0, wall, monitor, end_sockets,
+            counters_delta(kern0, kern1) if kern1 else {}, status or 0,
+        )  # fmt: skip
+
+    def _start_server(self) -> ReadyInfo:
+        try:
+            ready = self.server.start()
+        except (ServerStartError, OSError) as exc:
+            detail = last_line(self.files.server_log)
+            raise CellFailure("server-start", _with_detail(str(exc), detail)) from None
+        self.control = ControlClient(ready.control_url)
+        verify_identity(self.server, self.control, ready.url, ready.ca_path, self.cell.server.value)
+        return ready
+
+    def _server_cpu(self, proc: psutil.Process | None, when: str) -> tuple[psutil.Process, float]:
+        assert self.server.proc is not None
+        try:
+            proc = proc or psutil.Process(self.server.proc.pid)
+            return proc, own_cpu_s(proc)
+        except psutil.Error:
+            raise CellFailure("server-died", f"{self.cell.server} server exited {when}") from None
+
+    def _run_client(self, ready: ReadyInfo) -> tuple[int | None, float, Monitor]:
+        """(exit status or None if it hung, wall seconds, the monitor that watched it)."""
+        cfg, cell = self.ctx.config, self.cell
+        assert self.server.proc is not None and self.control is not None
+        client_cfg = ClientConfig(
+            kind=cell.client, url=ready.url, mode=cell.mode, concurrency=cell.concurrency,
+            duration_s=cfg.duration_s, output=self.files.output, warmup_s=cfg.warmup_s,
+            ca_path=ready.ca_path, workers=cfg.workers,
+        )  # fmt: skip
+        t_start = time.monotonic()
+        try:
+            with deferred_signals():  # Ctrl-C cannot fall between the fork and the assignment
+                self.client = ClientProcess(
+                    client_cfg.command(), core=self.ctx.cores.client, log=self.client_log
+                )
+        except OSError as exc:
+            raise CellFailure("client-crashed", f"{cell.client} did not start: {exc}") from None
+        self.monitor = Monitor(
+            server_pid=self.server.proc.pid, client=self.client, control=self.control,
+            port=ready.port, snapshot_after_s=cfg.warmup_s + 0.8 * cfg.duration_s,
+            server_alive=self.server.alive,
+        )  # fmt: skip
+        self.monitor.start()
+        status = self.client.wait(cfg.timeout_s)
+        if status is None:
+            self.client.kill_tree()
+        wall = time.monotonic() - t_start
+        self.monitor.stop()
+        return status, wall, self.monitor
+
+    def _check_server_survived(self, monitor: Monitor) -> None:
+        if monitor.server_died or not self.server.alive():
+            status = self.server.stop()
+            message = f"{self.cell.server} server exited with status {status} during the client run"
+            raise CellFailure(
+                "server-died", _with_detail(message, last_line(self.files.server_log))
+            )
+
+    def _read_result(self, status: int | None) -> ClientResult:
+        cell, timeout_s = self.cell, self.ctx.config.timeout_s
+        if status is None:
+            raise CellFailure(
+                "client-timeout", f"{cell.client} still running after {timeout_s:g} s: killed"
+            )
+        try:
+            return ClientResult.read(self.files.output)
+        except (OSError, ValueError, TypeError) as exc:
+            why = last_line(self.files.client_log) or f"no result file ({type(exc).__name__})"
+            raise CellFailure(
+                "client-crashed", f"{cell.client} exited with status {status}: {why}"
+            ) from None
+
+    def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.client is not None:
+            self.client.kill_tree()
+        if self.control is not None:
+            self.control.close()
+        self.server.stop()
 
 
 def verify_identity(
@@ -221,129 +250,3 @@ def verify_identity(
             "server-identity",
             f"{url} is not served by pid {server.proc.pid} (its counter did not move)",
         )
-
-
-def _cpu(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
-
-
-def base_fields(cell: Cell, ctx: CellContext, started: str) -> dict[str, Any]:
-    fp = ctx.fingerprint
-    return dict(
-        schema_version=SCHEMA_VERSION, run_id=ctx.run_id, started_utc=started,
-        git_commit=fp.git_commit, host_id=fp.host_id, cpu_model=fp.cpu_model,
-        cpu_count=fp.cpu_count, kernel=fp.kernel, python_version=fp.python_version,
-        packages=fp.packages, server=cell.server.value, client=cell.client.value,
-        mode=cell.mode.value, tls=int(ctx.config.tls), concurrency=cell.concurrency,
-        keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
-        duration_s=ctx.config.duration_s, repetition=cell.repetition,
-        server_core=ctx.cores.server, client_core=ctx.cores.client,
-    )  # fmt: skip
-
-
-ZERO_RESULTS: dict[str, Any] = dict(
-    requests=0, errors=0, throughput_rps=0.0, latency_p50_ms=0.0, latency_p90_ms=0.0,
-    latency_p99_ms=0.0, latency_p999_ms=0.0, latency_max_ms=0.0, client_cpu_pct=0.0,
-    server_cpu_s=0.0, server_cpu_us_per_req=0.0, server_cpu_pct=0.0, connections_opened=0,
-    requests_per_connection=0.0, peak_open_connections=0, open_sockets=0, time_wait_sockets=0,
-    client_bound=0,
-)  # fmt: skip
-
-
-def failed_row(cell: Cell, ctx: CellContext, started: str, status: str, message: str) -> ResultRow:
-    return ResultRow(
-        **base_fields(cell, ctx, started), **ZERO_RESULTS, valid=0, status=status, note=message
-    )
-
-
-def measured_row(
-    cell: Cell,
-    ctx: CellContext,
-    started: str,
-    result: ClientResult,
-    *,
-    before: dict[str, Any],
-    after: dict[str, Any],
-    server_cpu_s: float,
-    client_wall_s: float,
-    monitor: Monitor,
-    end_sockets: Any,
-    kernel: dict[str, int],
-    client_status: int,
-) -> ResultRow:
-    """Turn the client's result, the server's counters and the samples into a row."""
-    served = int(after["requests_served"]) - int(before["requests_served"])
-    opened = int(after["connections_accepted"]) - int(before["connections_accepted"])
-    notes: list[str] = []
-    stats = load_stats(monitor.samples)
-    client_cores = 1 if ctx.cores.pinned else max(len(psutil.Process().cpu_affinity() or [1]), 1)
-    if stats is not None:
-        server_pct = stats.server_cpu_pct
-        client_pct = rules.client_cpu_pct(
-            stats.client_tree_pct, stats.client_max_proc_pct, client_cores
-        )
-        if ctx.cores.pinned:
-            contention = rules.contention_note(
-                ctx.cores, stats.core_busy_pct, server_pct, stats.client_tree_pct
-            )
-            if contention:
-                notes.append(contention)
-    else:
-        last = monitor.samples[-1].client_cpu_s if monitor.samples else 0.0
-        server_pct = server_cpu_s / client_wall_s * 100.0 if client_wall_s > 0 else 0.0
-        client_pct = rules.client_cpu_pct(
-            last / client_wall_s * 100.0 if client_wall_s > 0 else 0.0, 0.0, client_cores
-        )
-        notes.append("cpu % over the whole client run (load period too short to sample)")
-    verdict = rules.judge(
-        mode=cell.mode, concurrency=cell.client.connections(cell.concurrency),
-        load_processes=result.load_processes,
-        keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
-        requests=result.requests, errors=result.errors, requests_total=result.requests_total,
-        connections_opened=opened, requests_served=served,
-        peak_open_connections=int(after.get("connections_peak_open", 0)),
-    )  # fmt: skip
-    status = "ok"
-    exhausted = sum(n for kind, n in result.error_kinds.items() if PORTS_EXHAUSTED.search(kind))
-    if exhausted:
-        status = "ports-exhausted"
-        notes.insert(
-            0, f"{exhausted} connects failed with EADDRNOTAVAIL (ephemeral ports exhausted)"
-        )
-    if verdict.reason:
-        notes.insert(0, verdict.reason)
-    if result.error_kinds:
-        notes.append(
-            "errors: " + ", ".join(f"{k}={v}" for k, v in sorted(result.error_kinds.items()))
-        )
-    sockets = monitor.sockets or end_sockets
-    notes.append(
-        f"time_wait server={end_sockets.time_wait_server} client={end_sockets.time_wait_client}"
-    )
-    notes.append(f"client sent {result.requests_total} in {result.load_processes} process(es)")
-    if cell.client.is_locust and ctx.config.workers > 1:
-        notes.append(f"locust workers {ctx.config.workers}")
-    if kernel:
-        notes.append(format_counters(kernel))
-    if client_status != 0:
-        notes.append(f"client exit status {client_status}")
-    lat = result.latency_us
-    base = base_fields(cell, ctx, started)
-    base["duration_s"] = round(result.elapsed_s, 3)  # the window the client actually measured
-    return ResultRow(
-        **base,
-        requests=result.requests, errors=result.errors,
-        throughput_rps=round(result.throughput_rps, 1),
-        latency_p50_ms=lat.get("p50", 0.0) / 1000, latency_p90_ms=lat.get("p90", 0.0) / 1000,
-        latency_p99_ms=lat.get("p99", 0.0) / 1000, latency_p999_ms=lat.get("p999", 0.0) / 1000,
-        latency_max_ms=lat.get("max", 0.0) / 1000, client_cpu_pct=round(client_pct, 1),
-        server_cpu_s=round(server_cpu_s, 3),
-        server_cpu_us_per_req=round(server_cpu_s / served * 1e6, 2) if served > 0 else 0.0,
-        server_cpu_pct=round(server_pct, 1), connections_opened=opened,
-        requests_per_connection=round(served / opened, 2) if opened > 0 else 0.0,
-        peak_open_connections=int(after.get("connections_peak_open", 0)),
-        open_sockets=sockets.established_server, time_wait_sockets=end_sockets.time_wait,
-        client_bound=int(rules.is_client_bound(client_pct)),
-        valid=int(verdict.valid and status == "ok"), status=status, note="; ".join(notes),
-    )  # fmt: skip

@@ -16,13 +16,21 @@ from pathlib import Path
 
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
-from benchmarks.harness.config import FULL, QUICK, ConfigError, RunConfig
+from benchmarks.harness.config import FULL, QUICK, Cell, ConfigError, RunConfig
 from benchmarks.harness.fingerprint import collect
-from benchmarks.harness.procs import choose_cores, signals_as_interrupt
+from benchmarks.harness.procs import choose_cores, pinned_self, signals_as_interrupt
 from benchmarks.harness.report import Progress, fmt_duration, summary_table
-from benchmarks.harness.results import RunWriter, cleanup_empty, new_run_paths, utc_stamp
+from benchmarks.harness.results import (
+    RunWriter,
+    check_writable,
+    discard_run_folder,
+    new_run_paths,
+    utc_stamp,
+)
 from benchmarks.harness.sockets import private_netns
 from servers.options import OneLineParser
+
+PROG = "python -m benchmarks run"
 
 DESCRIPTION = f"""\
 Run the benchmark matrix servers x clients x modes x concurrency x keep-alive settings x
@@ -52,7 +60,7 @@ Exit status: 0 all cells ran, 1 some cell failed, 2 bad input, 130 interrupted.
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
-        prog="python -m benchmarks run",
+        prog=PROG,
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -116,13 +124,11 @@ IN_NETNS_FLAG = "--in-netns"
 def reexec_in_netns(argv: list[str]) -> int:
     """Replace this process by itself inside `unshare --net`, loopback up."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
-        sys.stderr.write("python -m benchmarks run: error: --netns needs unshare and ip\n")
-        return 2
+        return error("--netns needs unshare and ip")
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         why = (probe.stderr.strip().splitlines() or ["not permitted"])[-1]
-        sys.stderr.write(f"python -m benchmarks run: error: --netns: unshare --net failed: {why}\n")
-        return 2
+        return error(f"--netns: unshare --net failed: {why}")
     inner = [sys.executable, "-m", "benchmarks", "run", *argv, IN_NETNS_FLAG]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -133,69 +139,111 @@ def reexec_in_netns(argv: list[str]) -> int:
     return 2  # unreachable
 
 
-def main(argv: list[str]) -> int:
-    args, config = parse_config(argv)
-    if args.netns and not args.in_netns:
-        return reexec_in_netns(argv)
-    cells = config.cells()
-    estimate = sum(cfgmod.estimate_cell_s(config, c) for c in cells)
-    if args.dry_run:
-        for cell in cells:
-            print(cell.label())
-        print(f"{len(cells)} cells, about {fmt_duration(estimate)}")
-        return 0
+def error(message: str) -> int:
+    """One line on stderr; the exit status for bad input."""
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return 2
 
-    netns = private_netns()
+
+def prepare(config: RunConfig) -> tuple[CellContext, Path] | str:
+    """The run's context, or a one-line reason why the results cannot be written (before any
+    cell runs: a results dir that is a file or in /proc must not cost a whole run)."""
     fingerprint = collect()
-    cores = choose_cores()
     stamp = utc_stamp()
-    csv_path, artifacts = new_run_paths(
-        config.results_dir, fingerprint.host_id, stamp, fingerprint.git_commit
-    )
+    try:
+        csv_path, artifacts = new_run_paths(
+            config.results_dir, fingerprint.host_id, stamp, fingerprint.git_commit
+        )
+        check_writable(artifacts)
+    except OSError as exc:
+        return f"--results-dir {config.results_dir}: {exc.strerror or exc}"
     ctx = CellContext(
         config=config, fingerprint=fingerprint, run_id=f"{stamp}-{fingerprint.host_id}",
-        cores=cores, artifacts=artifacts, netns=netns,
+        cores=choose_cores(), artifacts=artifacts, netns=private_netns(),
     )  # fmt: skip
+    return ctx, csv_path
+
+
+def announce(ctx: CellContext, cells: list[Cell], estimate: float) -> None:
+    cores = ctx.cores
     pinning = (
-        f"server on core {cores.server}, client on core {cores.client}"
+        f"server on core {cores.server}, client and harness on core {cores.client}"
         if cores.pinned
         else "not pinned (1 core)"
     )
     sys.stderr.write(
         f"{len(cells)} cells, about {fmt_duration(estimate)}; {pinning}; "
-        f"kernel counters {'exact (private netns)' if netns else 'off (shared netns)'}; "
-        f"commit {fingerprint.git_commit}\n"
+        f"kernel counters {'exact (private netns)' if ctx.netns else 'off (shared netns)'}; "
+        f"commit {ctx.fingerprint.git_commit}\n"
     )
-    writer = RunWriter(csv_path)
+
+
+def run_cells(
+    cells: list[Cell], ctx: CellContext, writer: RunWriter, progress: Progress
+) -> tuple[list[str | None], str]:
+    """Every cell in order; (histograms of the written rows, why the run stopped early or "")."""
     hists: list[str | None] = []
-    progress = Progress(cells, lambda c: cfgmod.estimate_cell_s(config, c))
-    interrupted = False
     try:
         with signals_as_interrupt():
             for cell in cells:
                 progress.started(cell)
                 outcome = run_cell(cell, ctx)
-                writer.add(outcome.row)
+                try:
+                    writer.add(outcome.row)
+                except OSError as exc:
+                    return hists, f"cannot write {writer.path}: {exc.strerror or exc}"
                 hists.append(outcome.histogram)
                 progress.finished(cell, outcome.row, outcome.wall_s)
     except KeyboardInterrupt:
-        interrupted = True
-        sys.stderr.write(f"\ninterrupted: keeping the {len(writer.rows)} row(s) measured so far\n")
+        return hists, "interrupted"
+    return hists, ""
+
+
+def finish(
+    ctx: CellContext, writer: RunWriter, hists: list[str | None], stopped: str, elapsed_s: float
+) -> int:
+    """Summary, CSV path and exit status; a run that wrote nothing leaves no folder behind."""
+    if stopped:
+        lead = "\ninterrupted" if stopped == "interrupted" else f"{PROG}: error: {stopped}"
+        sys.stderr.write(f"{lead}: keeping the {len(writer.rows)} row(s) written so far\n")
     if not writer.rows:
-        cleanup_empty(artifacts)
-        sys.stderr.write("no cell completed; nothing written\n")
-        return 130 if interrupted else 1
+        kept = "" if discard_run_folder(ctx.artifacts) else f" (could not remove {ctx.artifacts})"
+        sys.stderr.write(f"no cell completed; nothing written{kept}\n")
+        return 130 if stopped == "interrupted" else 1
     print(summary_table(writer.rows, hists))
     failed = [r for r in writer.rows if r.status != "ok"]
-    elapsed = progress.clock() - progress.start
+    invalid = sum(1 for r in writer.rows if r.status == "ok" and not r.valid)
     sys.stderr.write(
-        f"{len(writer.rows)} rows in {fmt_duration(elapsed)}, {len(failed)} failed, "
-        f"{sum(1 for r in writer.rows if r.status == 'ok' and not r.valid)} invalid\n"
+        f"{len(writer.rows)} rows in {fmt_duration(elapsed_s)}, {len(failed)} failed, "
+        f"{invalid} invalid\n"
     )
-    print(csv_path)
-    if interrupted:
+    print(writer.path)
+    if stopped == "interrupted":
         return 130
-    return 1 if failed else 0
+    return 1 if failed or stopped else 0
+
+
+def main(argv: list[str]) -> int:
+    args, config = parse_config(argv)
+    if args.netns and not args.in_netns:
+        return reexec_in_netns(argv)
+    cells = config.cells()
+    estimate = cfgmod.estimate_cell_s(config) * len(cells)
+    if args.dry_run:
+        for cell in cells:
+            print(cell.label())
+        print(f"{len(cells)} cells, about {fmt_duration(estimate)}")
+        return 0
+    prepared = prepare(config)
+    if isinstance(prepared, str):
+        return error(prepared)
+    ctx, csv_path = prepared
+    announce(ctx, cells, estimate)
+    writer = RunWriter(csv_path)
+    progress = Progress(cells, lambda c: cfgmod.estimate_cell_s(config))
+    with pinned_self(ctx.cores.client):
+        hists, stopped = run_cells(cells, ctx, writer, progress)
+    return finish(ctx, writer, hists, stopped, progress.clock() - progress.start)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks.clientspec import ClientKind, Mode
+from benchmarks.clientspec import MAX_CONCURRENCY, ClientKind, Mode
 from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S, ServerName
 
 T = TypeVar("T")
@@ -64,8 +64,8 @@ QUICK = Profile(
 )
 
 # Fixed cost of a cell on top of warm-up + window (server start, identity check, client start,
-# teardown), per client family; used only for the time estimate before any cell has run.
-STARTUP_ESTIMATE_S = 3.0  # server start, client start-up, stop: seen about the same for all
+# teardown): about the same for every client here; only for the estimate before a cell has run.
+STARTUP_ESTIMATE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,11 @@ class RunConfig:
                 raise ConfigError(f"--{name} needs at least one value")
         if any(c < 1 for c in self.concurrency):
             raise ConfigError(f"--concurrency must be >= 1, got {_join(self.concurrency)}")
-        if any(t < 0 or not math.isfinite(t) for t in self.keepalive_timeouts_s):
+        self._check_client_limits()
+        if any(not (math.isfinite(t) and t >= 0) for t in self.keepalive_timeouts_s):
             raise ConfigError(
-                f"--keepalive-timeout must be >= 0, got {_join(self.keepalive_timeouts_s)}"
+                "--keepalive-timeout must be a finite number >= 0, "
+                f"got {_join(self.keepalive_timeouts_s)}"
             )
         if any(m < 0 for m in self.keepalive_maxes):
             raise ConfigError(f"--keepalive-max must be >= 0, got {_join(self.keepalive_maxes)}")
@@ -105,10 +107,20 @@ class RunConfig:
             raise ConfigError(f"--warmup must be in [0, 600] seconds, got {self.warmup_s:g}")
         if self.repeat < 1:
             raise ConfigError(f"--repeat must be >= 1, got {self.repeat}")
-        if self.client_timeout_s is not None and self.client_timeout_s <= 0:
-            raise ConfigError(f"--client-timeout must be > 0, got {self.client_timeout_s:g}")
+        timeout = self.client_timeout_s
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"--client-timeout must be a finite number > 0, got {timeout:g}")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"--workers must be between 1 and 64, got {self.workers}")
+
+    def _check_client_limits(self) -> None:
+        """What a client would refuse must fail here, once, not as a failed row per cell."""
+        for client in self.clients:
+            for conc in self.concurrency:
+                if effective_concurrency(client, conc) > MAX_CONCURRENCY:
+                    raise ConfigError(
+                        f"--concurrency {conc} is above {client}'s maximum of {MAX_CONCURRENCY}"
+                    )
 
     @property
     def timeout_s(self) -> float:
@@ -176,8 +188,8 @@ def expand(config: RunConfig) -> list[Cell]:
     return cells
 
 
-def estimate_cell_s(config: RunConfig, cell: Cell) -> float:
-    """A priori wall time of one cell, before any has been measured."""
+def estimate_cell_s(config: RunConfig) -> float:
+    """A priori wall time of any cell, before one has been measured."""
     return config.warmup_s + config.duration_s + STARTUP_ESTIMATE_S
 
 

@@ -31,10 +31,6 @@ class Fingerprint:
     packages: str
     git_commit: str
 
-    @property
-    def short_commit(self) -> str:
-        return self.git_commit
-
 
 def collect(repo: Path = REPO_ROOT) -> Fingerprint:
     return Fingerprint(

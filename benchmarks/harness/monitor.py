@@ -2,7 +2,8 @@
 
 Each sample holds the server's request counter (from its control listener, over ONE persistent
 connection opened before the kernel counters are read, so polling adds no TCP opens), the
-server's CPU and the client tree's CPU. CPU percentages are computed over the intervals in which
+server's CPU, the client tree's CPU, the harness's own CPU and every core's busy time (to see
+load that is none of ours). CPU percentages are computed over the intervals in which
 the server's request counter moved, so the client's interpreter start-up and imports (a second
 of 100% CPU) do not make every client look client-bound. The monitor also
 notices a server that died and stops the client at once instead of waiting for its timeout.
@@ -20,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.harness.procs import ClientProcess, tree_cpu_s
+from benchmarks.harness.procs import ClientProcess, own_cpu_s, tree_cpu_s
 from benchmarks.harness.sockets import SocketCounts, socket_counts
 
 INTERVAL_S = 0.2
@@ -79,18 +80,18 @@ class Sample:
     requests_served: int
     server_cpu_s: float
     client_cpu_s: float
-    client_proc_cpu_s: dict[int, float]  # own CPU of each live client process
+    harness_cpu_s: float = 0.0  # this process (the monitor thread is most of it)
     core_busy_s: dict[int, float] = field(default_factory=dict)  # busy seconds of each CPU
 
 
 @dataclass(frozen=True)
 class LoadStats:
-    """CPU rates over the intervals in which the server served requests."""
+    """CPU rates over the intervals in which the server served requests, % of one core."""
 
     seconds: float  # total length of those intervals
     server_cpu_pct: float
-    client_tree_pct: float  # all client processes together, % of one core
-    client_max_proc_pct: float  # the busiest single client process, % of one core
+    client_tree_pct: float  # all client processes together
+    harness_cpu_pct: float
     core_busy_pct: dict[int, float] = field(default_factory=dict)  # each CPU, all processes
 
 
@@ -107,12 +108,14 @@ class Monitor:
     samples: list[Sample] = field(default_factory=list)
     sockets: SocketCounts | None = None
     server_died: bool = False
-    control_errors: int = 0
+    control_errors: int = 0  # polls that failed; the row's note says how many and why
+    last_control_error: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._server = psutil.Process(self.server_pid)
+        self._self = psutil.Process()
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
         self._thread.start()
 
@@ -120,6 +123,12 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+    def failures_note(self) -> str:
+        """Failed polls in one phrase (they leave gaps in the samples), empty when none."""
+        if not self.control_errors:
+            return ""
+        return f"{self.control_errors} monitor poll(s) failed (last: {self.last_control_error})"
 
     def _run(self) -> None:
         client_cpu = 0.0
@@ -133,14 +142,15 @@ class Monitor:
             t = time.monotonic()
             try:
                 requests = int(self.control.counters()["requests_served"])
-                server_cpu = _cpu(self._server)
-            except (ControlError, psutil.Error, KeyError, TypeError, ValueError):
+                server_cpu = own_cpu_s(self._server)
+            except (ControlError, psutil.Error, KeyError, TypeError, ValueError) as exc:
                 self.control_errors += 1
+                self.last_control_error = f"{type(exc).__name__}: {exc}"[:120]
                 self._stop.wait(INTERVAL_S)
                 continue
-            total, per_pid = tree_cpu_s(self.client.remember_tree())
-            client_cpu = max(client_cpu, total)  # monotonic despite unreaped children
-            self.samples.append(Sample(t, requests, server_cpu, client_cpu, per_pid, core_busy()))
+            client_cpu = max(client_cpu, tree_cpu_s(self.client.remember_tree()))
+            sample = Sample(t, requests, server_cpu, client_cpu, own_cpu_s(self._self), core_busy())
+            self.samples.append(sample)
             if last_requests >= 0 and requests > last_requests and load_start is None:
                 load_start = t
             last_requests = requests
@@ -160,11 +170,6 @@ def core_busy() -> dict[int, float]:
     for n, t in enumerate(psutil.cpu_times(percpu=True)):
         out[n] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
     return out
-
-
-def _cpu(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
 
 
 def busy_intervals(samples: list[Sample]) -> list[int]:
@@ -191,27 +196,20 @@ def load_stats(samples: list[Sample]) -> LoadStats | None:
     seconds = sum(samples[k].t - samples[k - 1].t for k in ks)
     if seconds <= 0:
         return None
-    server = sum(samples[k].server_cpu_s - samples[k - 1].server_cpu_s for k in ks)
-    client = sum(samples[k].client_cpu_s - samples[k - 1].client_cpu_s for k in ks)
-    busiest: dict[int, list[float]] = {}  # pid -> [cpu seconds, seconds alive] in busy intervals
-    for k in ks:
-        a, b = samples[k - 1], samples[k]
-        for pid, end in b.client_proc_cpu_s.items():
-            if pid in a.client_proc_cpu_s:
-                acc = busiest.setdefault(pid, [0.0, 0.0])
-                acc[0] += end - a.client_proc_cpu_s[pid]
-                acc[1] += b.t - a.t
+
+    def pct(value: Callable[[Sample], float]) -> float:
+        return sum(value(samples[k]) - value(samples[k - 1]) for k in ks) / seconds * 100.0
+
     cores: dict[int, float] = {}
     for k in ks:
         a, b = samples[k - 1], samples[k]
         for n, busy in b.core_busy_s.items():
             if n in a.core_busy_s:
                 cores[n] = cores.get(n, 0.0) + busy - a.core_busy_s[n]
-    max_proc = max((cpu / t * 100.0 for cpu, t in busiest.values() if t > 0), default=0.0)
     return LoadStats(
         seconds=seconds,
-        server_cpu_pct=server / seconds * 100.0,
-        client_tree_pct=client / seconds * 100.0,
-        client_max_proc_pct=max_proc,
+        server_cpu_pct=pct(lambda s: s.server_cpu_s),
+        client_tree_pct=pct(lambda s: s.client_cpu_s),
+        harness_cpu_pct=pct(lambda s: s.harness_cpu_s),
         core_busy_pct={n: busy / seconds * 100.0 for n, busy in cores.items()},
     )

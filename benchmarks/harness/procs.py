@@ -40,12 +40,33 @@ def choose_cores(allowed: Sequence[int] | None = None) -> Cores:
     """Server on the highest allowed core, client on the next one; unpinned below two cores.
 
     Core 0 usually takes most device interrupts, so it gets the client rather than the server
-    when there are exactly two; the harness itself stays unpinned (it wakes 5 times a second).
+    when there are exactly two. The harness itself goes on the client's core (`pinned_self`).
     """
     cpus = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
     if len(cpus) < 2:
         return Cores(-1, -1)
     return Cores(server=cpus[-1], client=cpus[-2])
+
+
+@contextlib.contextmanager
+def pinned_self(core: int) -> Iterator[None]:
+    """Run the harness (and the monitor thread it starts, which inherits the mask) on `core`.
+
+    Unpinned, the scheduler may put the harness on the server's core, where its sampling and
+    its /proc/net/tcp reads (milliseconds with 10k TIME_WAIT sockets) would count as foreign
+    load and could mark the row contended. On the client's core its CPU is measured and counted
+    with the client side, which is where the measuring belongs. The previous mask is restored:
+    tests call the CLI in-process.
+    """
+    if core < 0:
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def affinity_preexec(core: int) -> Any:
@@ -58,9 +79,7 @@ def affinity_preexec(core: int) -> Any:
 class ClientProcess:
     """One load-client subprocess in its own process group, output to a log file."""
 
-    def __init__(
-        self, argv: Sequence[str], *, core: int, log: IO[bytes], env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, argv: Sequence[str], *, core: int, log: IO[bytes]) -> None:
         self.argv = list(argv)
         self.proc = subprocess.Popen(
             self.argv,
@@ -69,7 +88,6 @@ class ClientProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=affinity_preexec(core),
-            env=env,
         )
         self.pid = self.proc.pid
         self._seen: dict[int, psutil.Process] = {}
@@ -123,30 +141,27 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def process_cpu_s(proc: psutil.Process) -> float:
-    """CPU seconds (user + system) of one process and its reaped children."""
+def own_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) of one process, its children not included."""
     t = proc.cpu_times()
-    return t.user + t.system + t.children_user + t.children_system
+    return t.user + t.system
 
 
-def tree_cpu_s(tree: Sequence[psutil.Process]) -> tuple[float, dict[int, float]]:
-    """Total CPU of a live process tree and each member's own share.
+def tree_cpu_s(tree: Sequence[psutil.Process]) -> float:
+    """Total CPU of a live process tree.
 
     A reaped child's time is in its parent's `children_*`, so summing the live members counts
     every process once (except one that died and is not yet reaped: callers keep the maximum
     over samples, which is monotonic anyway).
     """
     total = 0.0
-    per_pid: dict[int, float] = {}
     for p in tree:
         try:
             t = p.cpu_times()
         except psutil.Error:
             continue
-        own = t.user + t.system
-        per_pid[p.pid] = own
-        total += own + t.children_user + t.children_system
-    return total, per_pid
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def last_line(path: Path, limit: int = 200) -> str:

@@ -6,7 +6,9 @@ up very differently), falling back to the configured warm-up + window + a start-
 
 The summary pairs each configuration's pooled and unpooled rows: median throughput over the
 repetitions and their ratio (what keep-alive buys), p50/p99 from the repetitions' histograms
-merged (percentiles are never averaged), median connections opened, and flags.
+merged (percentiles are never averaged; "-" without them), median connections opened, and
+flags. When the sequential client ran in both modes, a line says how many microseconds a
+reused connection saves per request (the seed experiment as a number).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
 from benchmarks import latency
-from benchmarks.clientspec import Mode
+from benchmarks.cells import CellKey, cell_key
+from benchmarks.clientspec import ClientKind, Mode
 from benchmarks.harness.config import Cell
 from benchmarks.schema import ResultRow
+
+SEQUENTIAL = ClientKind.PYPERF_SEQUENTIAL.value
 
 FLAG_LEGEND = "flags: C client-bound (a lower bound), I invalid (mode not achieved), F failed"
 
@@ -103,7 +109,7 @@ def flags(rows: Sequence[ResultRow]) -> str:
     return out
 
 
-def _mode_stats(rows: Sequence[ResultRow], hists: Sequence[str | None]) -> dict[str, float] | None:
+def _mode_stats(rows: Sequence[ResultRow], hists: Sequence[str | None]) -> ModeStats | None:
     # Only rows whose mode was achieved: an invalid row's throughput is not this mode's.
     ok = [
         (r, h)
@@ -113,60 +119,97 @@ def _mode_stats(rows: Sequence[ResultRow], hists: Sequence[str | None]) -> dict[
     if not ok:
         return None
     encoded = [h for _, h in ok if h]
+    p50 = p99 = None  # a median of per-row percentiles is no percentile: shown as "-"
     if len(encoded) == len(ok):
         merged = latency.summary_us(latency.merge(encoded))
         p50, p99 = merged["p50"] / 1000, merged["p99"] / 1000
-    else:
-        p50 = statistics.median(r.latency_p50_ms for r, _ in ok)
-        p99 = statistics.median(r.latency_p99_ms for r, _ in ok)
-    return {
-        "rps": statistics.median(r.throughput_rps for r, _ in ok),
-        "p50": p50,
-        "p99": p99,
-        "conns": statistics.median(r.connections_opened for r, _ in ok),
-    }
+    return ModeStats(
+        rps=statistics.median(r.throughput_rps for r, _ in ok),
+        p50_ms=p50,
+        p99_ms=p99,
+        conns=statistics.median(r.connections_opened for r, _ in ok),
+    )
+
+
+@dataclass(frozen=True)
+class ModeStats:
+    """One mode of one configuration over its valid repetitions."""
+
+    rps: float  # median throughput
+    p50_ms: float | None  # from the merged histograms; None when one is missing
+    p99_ms: float | None
+    conns: float  # median connections opened
+
+    def latencies(self) -> str:
+        if self.p50_ms is None or self.p99_ms is None:
+            return "-"
+        return f"{self.p50_ms:.3f}/{self.p99_ms:.3f}"
+
+
+def group_modes(rows: Sequence[ResultRow]) -> dict[CellKey, dict[str, list[int]]]:
+    """Row indexes per configuration (the cell key without its mode), then per mode."""
+    groups: dict[CellKey, dict[str, list[int]]] = {}
+    for i, r in enumerate(rows):
+        key = cell_key(r)._replace(mode="")
+        groups.setdefault(key, {}).setdefault(r.mode, []).append(i)
+    return groups
 
 
 def summary_table(rows: Sequence[ResultRow], hists: Sequence[str | None] | None = None) -> str:
-    """The end-of-run table, pooled and unpooled side by side per server and client."""
+    """The end-of-run table, pooled and unpooled side by side per server and client, then the
+    sequential client's headline when it ran in both modes."""
     hists = list(hists) if hists is not None else [None] * len(rows)
-    groups: dict[tuple[object, ...], dict[str, list[int]]] = {}
-    for i, r in enumerate(rows):
-        key = (r.server, r.client, r.concurrency, r.keepalive_timeout_s, r.keepalive_max, r.tls)
-        groups.setdefault(key, {}).setdefault(r.mode, []).append(i)
     header = [
         "server", "client", "c", "ka", "pooled req/s", "unpooled req/s", "ratio",
         "pooled p50/p99 ms", "unpooled p50/p99 ms", "conns pooled/unpooled", "reps", "flags",
     ]  # fmt: skip
     table = [header]
-    for (server, client, conc, kt, km, tls), by_mode in groups.items():
-        stats = {}
-        for mode in (Mode.POOLED.value, Mode.UNPOOLED.value):
-            idx = by_mode.get(mode, [])
-            stats[mode] = _mode_stats([rows[i] for i in idx], [hists[i] for i in idx])
-        pooled, unpooled = stats[Mode.POOLED.value], stats[Mode.UNPOOLED.value]
+    headlines = []
+    for key, by_mode in group_modes(rows).items():
+        stats = {
+            mode: _mode_stats([rows[i] for i in idx], [hists[i] for i in idx])
+            for mode, idx in by_mode.items()
+        }
+        pooled, unpooled = stats.get(Mode.POOLED.value), stats.get(Mode.UNPOOLED.value)
         all_rows = [rows[i] for idx in by_mode.values() for i in idx]
-        ratio = (
-            f"{pooled['rps'] / unpooled['rps']:.2f}x"
-            if pooled and unpooled and unpooled["rps"]
-            else "-"
-        )
+        ratio = f"{pooled.rps / unpooled.rps:.2f}x" if pooled and unpooled and unpooled.rps else "-"
+        ka = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
         table.append([
-            str(server), str(client), str(conc), f"{kt:g}s/{km}" + (" tls" if tls else ""),
-            f"{pooled['rps']:,.0f}" if pooled else "-",
-            f"{unpooled['rps']:,.0f}" if unpooled else "-",
+            key.server, key.client, str(key.concurrency), ka,
+            f"{pooled.rps:,.0f}" if pooled else "-",
+            f"{unpooled.rps:,.0f}" if unpooled else "-",
             ratio,
-            f"{pooled['p50']:.3f}/{pooled['p99']:.3f}" if pooled else "-",
-            f"{unpooled['p50']:.3f}/{unpooled['p99']:.3f}" if unpooled else "-",
-            f"{_num(pooled, 'conns')}/{_num(unpooled, 'conns')}",
+            pooled.latencies() if pooled else "-",
+            unpooled.latencies() if unpooled else "-",
+            f"{_num(pooled)}/{_num(unpooled)}",
             str(max(len(v) for v in by_mode.values())),
             flags(all_rows) or "-",
         ])  # fmt: skip
-    return render(table) + "\n" + FLAG_LEGEND
+        if key.client == SEQUENTIAL and pooled and unpooled:
+            headlines.append(sequential_headline(key, pooled, unpooled))
+    return "\n".join([render(table), FLAG_LEGEND, *headlines])
 
 
-def _num(stats: dict[str, float] | None, key: str) -> str:
-    return "-" if stats is None else f"{stats[key]:,.0f}"
+def sequential_headline(key: CellKey, pooled: ModeStats, unpooled: ModeStats) -> str:
+    """The seed experiment as a number: what one reused connection saves per request.
+
+    Microseconds per request are 1e6 / req/s (the mean, which is what pyperf itself reports;
+    one request at a time, so it is also the mean latency seen by the client), from the median
+    throughput of the valid repetitions; p50 from the merged histograms is shown beside it."""
+    reused, fresh = 1e6 / pooled.rps, 1e6 / unpooled.rps
+    p50 = ""
+    if pooled.p50_ms is not None and unpooled.p50_ms is not None:
+        p50 = f"; p50 {pooled.p50_ms * 1000:.0f} vs {unpooled.p50_ms * 1000:.0f} us"
+    ka = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
+    return (
+        f"{SEQUENTIAL} {key.server} {ka}: {reused:.1f} us per request reused, {fresh:.1f} us "
+        f"with a new connection each: reuse saves {fresh - reused:.1f} us per request "
+        f"(mean = 1e6 / req/s{p50})"
+    )
+
+
+def _num(stats: ModeStats | None) -> str:
+    return "-" if stats is None else f"{stats.conns:,.0f}"
 
 
 def render(table: list[list[str]]) -> str:

@@ -11,8 +11,8 @@ everything measured so far.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,16 +44,26 @@ def new_run_paths(results_dir: Path, host_id: str, stamp: str, commit: str) -> t
     raise FileExistsError(f"{base}: no free file name for {stem}")
 
 
+def check_writable(folder: Path) -> None:
+    """A real probe (permission bits say nothing for root or on /proc): OSError if `folder`
+    cannot hold a new file, so a bad --results-dir fails before any cell runs."""
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 class RunWriter:
-    """Accumulates rows and rewrites the run's CSV atomically after each one."""
+    """Accumulates rows and rewrites the run's CSV atomically after each one.
+
+    `rows` are the rows on disk: when a write fails (OSError) the row is not added and the file
+    keeps the previous rows, whole."""
 
     def __init__(self, csv_path: Path) -> None:
         self.path = csv_path
         self.rows: list[ResultRow] = []
 
     def add(self, row: ResultRow) -> None:
+        write_rows(self.path, [*self.rows, row])
         self.rows.append(row)
-        write_rows(self.path, self.rows)
 
 
 def keep_artifacts(paths: list[str], folder: Path, relative_to: Path) -> list[Path]:
@@ -72,7 +82,18 @@ def keep_artifacts(paths: list[str], folder: Path, relative_to: Path) -> list[Pa
     return kept
 
 
-def cleanup_empty(folder: Path) -> None:
-    """Remove the artifacts folder if nothing was kept (e.g. a run interrupted at once)."""
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+def remove_client_leftovers(output: Path) -> None:
+    """Hidden files a killed client leaves beside its result (`.<name>.parts.*` directories of
+    pyperf workers' tallies, `.<name>.*.tmp` of an interrupted atomic write)."""
+    for path in output.parent.glob(f".{output.name}.*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def discard_run_folder(folder: Path) -> bool:
+    """Remove the artifacts folder of a run that recorded no row: its logs belong to no row.
+    False when it could not be removed (the caller says it was kept)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return not folder.exists()

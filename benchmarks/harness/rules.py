@@ -1,18 +1,23 @@
 """Verdicts on a measured cell: was the mode achieved (valid), was the client the bottleneck.
 
 Pure functions of numbers, so they are unit-tested exhaustively and applied the same way by
-every cell. The server's counters (connections accepted, requests served: deltas over the client's
+every cell. Contention (other processes on our pinned cores) is judged here too: see
+`server_contended` and `is_client_bound`.
+
+The server's counters (connections accepted, requests served: deltas over the client's
 whole run, warm-up included) are compared with the client's own `requests_total` over the same
 span:
 
-* pooled: every load process keeps `concurrency` connections, and the server closes one after
-  every `keepalive_max` requests, so about `concurrency * load_processes +
+* pooled: impossible when the server allows one request per connection (keep-alive timeout 0
+  or keep-alive max 1). Every load process keeps `concurrency` connections, and the server
+  closes one after every `keepalive_max` requests, so about `concurrency * load_processes +
   ceil(requests_total / keepalive_max)` connections; more than 1.25x that (+2 for rounding)
   means connections were not reused. And the server must have seen `concurrency` connections
   open at once (at least 90% of them): fewer means the cell ran at a lower concurrency than it
   claims (users that never spawned, a capped pool).
 * unpooled: one connection per request: requests per connection must be <= 1.1 and connections
-  >= 0.9 x requests_total.
+  >= 0.9 x requests_total. Connections are short-lived, so the peak is checked leniently: at
+  least half of `concurrency` open at once (the committed runs peak at 1.0-1.6x concurrency).
 * either: the server must have served about what the client sent (else the client measured
   something else), the client must have accounted for about what the server served (else it
   lost measurements, e.g. a Locust worker's report), the client must have completed requests,
@@ -27,8 +32,8 @@ from dataclasses import dataclass
 from benchmarks.clientspec import Mode
 from benchmarks.harness.procs import Cores
 
-CLIENT_BOUND_PCT = 85.0
-FOREIGN_LOAD_PCT = 20.0  # CPU used on our cores by other processes before a row says "contended"
+CLIENT_BOUND_PCT = 85.0  # the client's own CPU, or its core's total, at this % or more
+FOREIGN_LOAD_PCT = 20.0  # CPU of other processes on the server's core that makes a row invalid
 POOLED_SLACK = 1.25
 POOLED_EXTRA = 2
 UNPOOLED_MIN_SHARE = 0.9
@@ -36,6 +41,7 @@ UNPOOLED_MAX_REQ_PER_CONN = 1.1
 SERVED_MIN_SHARE = 0.9
 ACCOUNTED_SLACK = 1.1  # served may exceed the client's total by requests in flight at its stop
 POOLED_MIN_PEAK_SHARE = 0.9
+UNPOOLED_MIN_PEAK_SHARE = 0.5
 MAX_ERROR_SHARE = 0.01
 
 
@@ -90,9 +96,10 @@ def judge(
     if connections_opened <= 0:
         return Verdict(False, "the server accepted no connection")
     if mode is Mode.POOLED:
-        if keepalive_timeout_s == 0:
+        if keepalive_timeout_s == 0 or keepalive_max == 1:
+            why = "timeout 0" if keepalive_timeout_s == 0 else "max 1 request per connection"
             return Verdict(
-                False, "keep-alive disabled on the server (timeout 0): pooled mode impossible"
+                False, f"keep-alive disabled on the server ({why}): pooled mode impossible"
             )
         expected = expected_pooled_connections(
             concurrency, load_processes, requests_total, keepalive_max
@@ -121,38 +128,47 @@ def judge(
             f"unpooled but {connections_opened} connections for {requests_total} requests "
             f"({per_conn:.2f} requests per connection): connections were reused",
         )
+    if peak_open_connections < UNPOOLED_MIN_PEAK_SHARE * concurrency:
+        return Verdict(
+            False,
+            f"unpooled at concurrency {concurrency} but at most {peak_open_connections} "
+            "connections were open at once",
+        )
     return Verdict(True)
 
 
-def client_cpu_pct(tree_pct: float, max_proc_pct: float, client_cores: int) -> float:
-    """The busiest client core's share, from what psutil can see.
+def is_client_bound(client_pct: float, client_core_busy_pct: float | None = None) -> bool:
+    """The client used 85% of its core, or its core was 85% busy with anything (ours and
+    others'): either way the client could not go faster, so its throughput is a lower bound.
 
-    Pinned to one core (the usual case), every client process shares it: the tree's total is that
-    core's load. Spread over n cores, the tree's average per core understates the busiest one and
-    a single process cannot exceed one core, so take the larger of the two.
-    """
-    if client_cores <= 1:
-        return tree_pct
-    return max(tree_pct / client_cores, max_proc_pct)
+    A client at 30% of its core looks idle, but if the core was 100% busy it was starved."""
+    busy = client_core_busy_pct if client_core_busy_pct is not None else 0.0
+    return max(client_pct, busy) >= CLIENT_BOUND_PCT
 
 
-def is_client_bound(cpu_pct: float) -> bool:
-    return cpu_pct >= CLIENT_BOUND_PCT
+def server_contended(cores: Cores, core_busy_pct: dict[int, float], server_pct: float) -> str:
+    """`contended: ...` (the row's invalid reason) when other processes used >= 20% of the
+    server's core, else empty: the row then measures the machine's other tenants as much as
+    the server. The harness is pinned to the client's core, so none of this is ours."""
+    busy = core_busy_pct.get(cores.server)
+    if not cores.pinned or busy is None or busy - server_pct < FOREIGN_LOAD_PCT:
+        return ""
+    return (
+        f"contended: server core {cores.server} {busy:.0f}% busy, {server_pct:.0f}% by the "
+        f"server: {busy - server_pct:.0f}% was other processes'"
+    )
 
 
-def contention_note(
-    cores: Cores, core_busy_pct: dict[int, float], server_pct: float, client_pct: float
-) -> str:
-    """`contended: ...` when other processes used our pinned cores, else empty.
-
-    A client at 30% of its core looks idle, but if the core was 100% busy it was starved: the
-    row then measures the machine's other tenants as much as keep-alive."""
-    parts = []
-    for role, core, ours in (
-        ("server", cores.server, server_pct),
-        ("client", cores.client, client_pct),
-    ):
-        busy = core_busy_pct.get(core)
-        if busy is not None and busy - ours >= FOREIGN_LOAD_PCT:
-            parts.append(f"{role} core {core} {busy:.0f}% busy, {ours:.0f}% ours")
-    return "contended: " + ", ".join(parts) if parts else ""
+def core_note(
+    cores: Cores, core_busy_pct: dict[int, float], server_pct: float, client_pct: float,
+    harness_pct: float,
+) -> str:  # fmt: skip
+    """Both cores' total load beside our share of it, for the note column."""
+    server, client = core_busy_pct.get(cores.server), core_busy_pct.get(cores.client)
+    if not cores.pinned or server is None or client is None:
+        return ""
+    return (
+        f"cores: server {cores.server} {server:.0f}% busy ({server_pct:.0f}% server), "
+        f"client {cores.client} {client:.0f}% busy ({client_pct:.0f}% client, "
+        f"{harness_pct:.0f}% harness)"
+    )

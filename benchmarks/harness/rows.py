@@ -1,0 +1,187 @@
+"""From measurements to a CSV row: CPU load, the verdicts, the note; and the row of a failure.
+
+Kept apart from `cell` (which starts, watches and stops processes) so the arithmetic and the
+rules' application are tested with fakes, without a process in sight.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.clientspec import ClientResult
+from benchmarks.harness import rules
+from benchmarks.harness.config import Cell, RunConfig
+from benchmarks.harness.fingerprint import Fingerprint
+from benchmarks.harness.monitor import Monitor, load_stats
+from benchmarks.harness.procs import Cores
+from benchmarks.harness.sockets import SocketCounts, format_counters
+from benchmarks.schema import SCHEMA_VERSION, ResultRow
+
+PORTS_EXHAUSTED = re.compile(r"EADDRNOTAVAIL|Cannot assign requested address|errno 99\b", re.I)
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """What every cell of a run shares."""
+
+    config: RunConfig
+    fingerprint: Fingerprint
+    run_id: str
+    cores: Cores
+    artifacts: Path
+    netns: bool  # kernel counters are exact (private network namespace)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything measured around one client run, before it becomes a row."""
+
+    result: ClientResult
+    before: dict[str, Any]  # server counters before the client started
+    after: dict[str, Any]  # ... and after it exited
+    server_cpu_s: float
+    client_wall_s: float
+    monitor: Monitor
+    end_sockets: SocketCounts
+    kernel: dict[str, int]  # kernel TCP counter deltas; empty outside a private netns
+    client_status: int
+
+
+def base_fields(cell: Cell, ctx: CellContext, started: str) -> dict[str, Any]:
+    fp = ctx.fingerprint
+    return dict(
+        schema_version=SCHEMA_VERSION, run_id=ctx.run_id, started_utc=started,
+        git_commit=fp.git_commit, host_id=fp.host_id, cpu_model=fp.cpu_model,
+        cpu_count=fp.cpu_count, kernel=fp.kernel, python_version=fp.python_version,
+        packages=fp.packages, server=cell.server.value, client=cell.client.value,
+        mode=cell.mode.value, tls=int(ctx.config.tls), concurrency=cell.concurrency,
+        keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
+        duration_s=ctx.config.duration_s, repetition=cell.repetition,
+        server_core=ctx.cores.server, client_core=ctx.cores.client,
+    )  # fmt: skip
+
+
+ZERO_RESULTS: dict[str, Any] = dict(
+    requests=0, errors=0, throughput_rps=0.0, latency_p50_ms=0.0, latency_p90_ms=0.0,
+    latency_p99_ms=0.0, latency_p999_ms=0.0, latency_max_ms=0.0, client_cpu_pct=0.0,
+    server_cpu_s=0.0, server_cpu_us_per_req=0.0, server_cpu_pct=0.0, connections_opened=0,
+    requests_per_connection=0.0, peak_open_connections=0, open_sockets=0, time_wait_sockets=0,
+    client_bound=0,
+)  # fmt: skip
+
+
+def failed_row(cell: Cell, ctx: CellContext, started: str, status: str, message: str) -> ResultRow:
+    return ResultRow(
+        **base_fields(cell, ctx, started), **ZERO_RESULTS, valid=0, status=status, note=message
+    )
+
+
+@dataclass(frozen=True)
+class CpuLoad:
+    """The cell's CPU figures and what they say about contention."""
+
+    server_pct: float
+    client_pct: float
+    client_core_busy_pct: float | None  # everything on the client's core; None: not known
+    contended: str  # rules.server_contended's reason; empty when the server had its core
+    note: str
+
+
+def cpu_load(ctx: CellContext, m: Measurement) -> CpuLoad:
+    """CPU % over the busy intervals, or over the whole client run when they are too few."""
+    stats = load_stats(m.monitor.samples)
+    if stats is None:
+        wall = m.client_wall_s
+        client_s = m.monitor.samples[-1].client_cpu_s if m.monitor.samples else 0.0
+        return CpuLoad(
+            m.server_cpu_s / wall * 100.0 if wall > 0 else 0.0,
+            client_s / wall * 100.0 if wall > 0 else 0.0,
+            None, "", "cpu % over the whole client run (load period too short to sample)",
+        )  # fmt: skip
+    cores, busy = ctx.cores, stats.core_busy_pct
+    return CpuLoad(
+        stats.server_cpu_pct, stats.client_tree_pct,
+        busy.get(cores.client) if cores.pinned else None,
+        rules.server_contended(cores, busy, stats.server_cpu_pct),
+        rules.core_note(
+            cores, busy, stats.server_cpu_pct, stats.client_tree_pct, stats.harness_cpu_pct
+        ),
+    )  # fmt: skip
+
+
+def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> rules.Verdict:
+    """The mode rules first; a row that passes them is still invalid if its server was crowded."""
+    verdict = rules.judge(
+        mode=cell.mode, concurrency=cell.client.connections(cell.concurrency),
+        load_processes=m.result.load_processes,
+        keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
+        requests=m.result.requests, errors=m.result.errors,
+        requests_total=m.result.requests_total,
+        connections_opened=_delta(m, "connections_accepted"),
+        requests_served=_delta(m, "requests_served"),
+        peak_open_connections=int(m.after.get("connections_peak_open", 0)),
+    )  # fmt: skip
+    if verdict.valid and load.contended:
+        return rules.Verdict(False, load.contended)
+    return verdict
+
+
+def _delta(m: Measurement, counter: str) -> int:
+    return int(m.after[counter]) - int(m.before[counter])
+
+
+def status_and_notes(
+    cell: Cell, ctx: CellContext, m: Measurement, verdict: rules.Verdict, load: CpuLoad
+) -> tuple[str, list[str]]:
+    """`ok` or `ports-exhausted`, and the note's parts, most important first."""
+    result = m.result
+    notes = [verdict.reason] if verdict.reason else []
+    if load.contended and load.contended != verdict.reason:
+        notes.append(load.contended)
+    exhausted = sum(n for kind, n in result.error_kinds.items() if PORTS_EXHAUSTED.search(kind))
+    if exhausted:
+        notes.append(f"{exhausted} connects failed with EADDRNOTAVAIL (ephemeral ports exhausted)")
+    if result.error_kinds:
+        kinds = sorted(result.error_kinds.items())
+        notes.append("errors: " + ", ".join(f"{k}={v}" for k, v in kinds))
+    tw = m.end_sockets
+    notes.append(f"time_wait server={tw.time_wait_server} client={tw.time_wait_client}")
+    notes.append(f"client sent {result.requests_total} in {result.load_processes} process(es)")
+    if cell.client.is_locust and ctx.config.workers > 1:
+        notes.append(f"locust workers {ctx.config.workers}")
+    if m.kernel:
+        notes.append(format_counters(m.kernel))
+    if m.client_status != 0:
+        notes.append(f"client exit status {m.client_status}")
+    notes += [n for n in (load.note, m.monitor.failures_note()) if n]
+    return ("ports-exhausted" if exhausted else "ok"), notes
+
+
+def measured_row(cell: Cell, ctx: CellContext, started: str, m: Measurement) -> ResultRow:
+    """Turn the client's result, the server's counters and the samples into a row."""
+    load = cpu_load(ctx, m)
+    verdict = verdict_of(cell, m, load)
+    status, notes = status_and_notes(cell, ctx, m, verdict, load)
+    served, opened = _delta(m, "requests_served"), _delta(m, "connections_accepted")
+    lat, sockets = m.result.latency_us, m.monitor.sockets or m.end_sockets
+    base = base_fields(cell, ctx, started)
+    base["duration_s"] = round(m.result.elapsed_s, 3)  # the window the client actually measured
+    return ResultRow(
+        **base,
+        requests=m.result.requests, errors=m.result.errors,
+        throughput_rps=round(m.result.throughput_rps, 1),
+        latency_p50_ms=lat.get("p50", 0.0) / 1000, latency_p90_ms=lat.get("p90", 0.0) / 1000,
+        latency_p99_ms=lat.get("p99", 0.0) / 1000, latency_p999_ms=lat.get("p999", 0.0) / 1000,
+        latency_max_ms=lat.get("max", 0.0) / 1000, client_cpu_pct=round(load.client_pct, 1),
+        server_cpu_s=round(m.server_cpu_s, 3),
+        server_cpu_us_per_req=round(m.server_cpu_s / served * 1e6, 2) if served > 0 else 0.0,
+        server_cpu_pct=round(load.server_pct, 1), connections_opened=opened,
+        requests_per_connection=round(served / opened, 2) if opened > 0 else 0.0,
+        peak_open_connections=int(m.after.get("connections_peak_open", 0)),
+        open_sockets=sockets.established_server, time_wait_sockets=m.end_sockets.time_wait,
+        client_bound=int(rules.is_client_bound(load.client_pct, load.client_core_busy_pct)),
+        valid=int(verdict.valid and status == "ok"), status=status, note="; ".join(notes),
+    )  # fmt: skip
