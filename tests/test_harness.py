@@ -22,7 +22,7 @@ from benchmarks.clientspec import (
     Mode,
     write_atomic,
 )
-from benchmarks.harness import cli, results, rules
+from benchmarks.harness import ceiling, cli, results, rules
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cli import main
 from benchmarks.harness.config import ConfigError, build
@@ -658,3 +658,53 @@ def test_results_readme_columns_match_the_schema() -> None:
     )
     assert set(COLUMN_DOCS) == set(COLUMNS)
 
+
+# --- ceiling: the raw pyperf client against wrk ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--rounds", "0"], ["--warmup", "nan"], ["--warmup", "inf"], ["--duration", "0"],
+     ["--duration", "1.5"], ["--connections", "0"], ["--keepalive-max", "-1"]],
+)  # fmt: skip
+def test_ceiling_bad_input_is_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        ceiling.parse_config(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{ceiling.PROG}: error:")
+
+
+def test_ceiling_report_is_the_ratio_of_the_medians() -> None:
+    config = ceiling.parse_config(["--rounds", "3"])
+    rounds = [
+        ceiling.Round(1, "wrk", 100_000.0, 92_000.0, ""),
+        ceiling.Round(2, "pyperf-concurrent-raw", 110_000.0, 93_000.0, ""),
+        ceiling.Round(3, "wrk", 120_000.0, None, "pyperf-concurrent-raw failed (status 1): x"),
+    ]
+    assert ceiling.medians(rounds) == (105_000.0, 92_500.0, pytest.approx(92_500 / 105_000))
+    text = ceiling.format_report(config, rounds)
+    assert "0.92" in text and "0.85" in text and "failed (status 1)" in text
+    assert text.splitlines()[-1].endswith("target >= 0.9 not met")
+    fast = [ceiling.Round(1, "wrk", 100_000.0, 95_000.0, "")]
+    assert ceiling.format_report(config, fast).endswith("target >= 0.9 met")
+    assert ceiling.medians([rounds[2]]) == (None, None, None)
+
+
+def test_ceiling_needs_two_cores_and_a_writable_results_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ceiling, "find_wrk", lambda: "/usr/bin/wrk")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    config = ceiling.parse_config(["--results-dir", str(a_file)])
+    monkeypatch.setattr(ceiling, "choose_cores", lambda: Cores(-1, -1))
+    assert "needs two cores" in str(ceiling.preflight(config, FP))
+    monkeypatch.setattr(ceiling, "choose_cores", lambda: Cores(1, 0))
+    assert str(ceiling.preflight(config, FP)).startswith(f"--results-dir {a_file}:")
+    good = ceiling.parse_config(["--results-dir", str(tmp_path)])
+    cores, path = ceiling.preflight(good, FP)  # type: ignore[misc]
+    assert cores == Cores(1, 0) and path.parent == tmp_path / "host1"
+    assert path.name.startswith("ceiling-") and path.name.endswith("-abc1234.json")

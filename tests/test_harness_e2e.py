@@ -6,7 +6,9 @@ plausibility only. Every test also checks that no server or client process is le
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import psutil
 import pytest
 
 from benchmarks.clientspec import ClientConfig
+from benchmarks.harness import ceiling
 from benchmarks.harness.cli import main
 from benchmarks.schema import read_rows
 from servers import launch
@@ -196,3 +199,20 @@ def test_ctrl_c_keeps_measured_rows_and_leaves_no_process(tmp_path: Path) -> Non
     left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], [p.cmdline() for p in left]
 
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_ceiling_one_short_round(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """wrk and the raw client against one pinned uvloop server: both measured, JSON written."""
+    argv = ["--rounds", "1", "--duration", "1", "--warmup", "0.3", "--results-dir", str(tmp_path)]
+    rc = ceiling.main(argv)
+    out, err = capsys.readouterr()
+    assert _descendants() == [], "a server or client outlived the run"
+    assert rc in (0, 1), err  # 1: a run had errors, said in the table
+    (json_path,) = tmp_path.glob("*/ceiling-*.json")
+    assert out.strip().splitlines()[-1] == str(json_path)
+    data = json.loads(json_path.read_text())
+    (first,) = data["rounds"]
+    assert first["wrk_rps"] > 100 and first["raw_rps"] > 100, first
+    assert data["median"]["ratio"] == pytest.approx(first["raw_rps"] / first["wrk_rps"])
+    assert "target >= 0.9" in out

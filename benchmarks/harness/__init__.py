@@ -13,4 +13,5 @@ One concept per module:
     results      where a run writes (CSV, artifacts folder), atomic rewrite after each cell
     report       progress lines on stderr, the final summary table, the sequential headline
     cli          argument parsing, signals, the loop over cells, exit status
+    ceiling      `python -m benchmarks.harness.ceiling`: raw pyperf client vs wrk, same pinning
 """
