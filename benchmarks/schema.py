@@ -106,8 +106,8 @@ COLUMN_DOCS: dict[str, str] = {
     "latency_p999_ms": "99.9th percentile latency, ms",
     "latency_max_ms": "slowest request, ms",
     "client_cpu_pct": "client CPU (all its processes, pinned to one core) as % of that core, over "
-    "the 0.2 s intervals in which the server served requests; unpinned: the larger of the tree's "
-    "average per core and its busiest process",
+    "the 0.2 s intervals in which the server served requests; the note's `cores:` part gives "
+    "each pinned core's total load beside it",
     "server_cpu_s": "server CPU seconds (user + system) over the client's whole run",
     "server_cpu_us_per_req": "server CPU microseconds per request served",
     "server_cpu_pct": "server CPU as % of one core, over the same intervals as client_cpu_pct",
@@ -118,8 +118,12 @@ COLUMN_DOCS: dict[str, str] = {
     "(/proc/net/tcp{,6})",
     "time_wait_sockets": "TIME_WAIT sockets with the server port at either end, right after the "
     "client exited (/proc; the note splits server/client side)",
-    "client_bound": "1 when the client used >= 85% of its core: throughput is a lower bound",
-    "valid": "1 when the mode was achieved (pooled reused, unpooled did not) and the cell ran",
+    "client_bound": "1 when the client used >= 85% of its core, or its core was >= 85% busy in "
+    "total (the client, the harness pinned beside it, and other processes: a starved client); "
+    "throughput is then a lower bound",
+    "valid": "1 when the cell ran and its mode was achieved (pooled reused connections at its "
+    "concurrency, unpooled opened one per request) on a server core of its own: other processes "
+    "using >= 20% of the server's core make it 0 with a note starting `contended:`",
     "status": "`ok`, or what failed (server-start, server-died, client-crashed, ...)",
     "note": "free text: why a row is invalid or failed, extra kernel counters, ...",
 }
