@@ -24,7 +24,7 @@ MAX_BYTES = 16 * 1024 * 1024
 MAX_SLEEP_MS = 60_000
 HELLO = b"Hello, keep-alive!\n"
 TEXT = "text/plain; charset=utf-8"
-STATUSES_WITHOUT_BODY = frozenset({204, 304})
+STATUSES_WITHOUT_BODY = frozenset({*range(100, 200), 204, 304})  # RFC 9110 §6.4.1
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class Reply:
     content_type: str = TEXT
     delay_s: float = 0.0
     close: bool = False  # the handler wants the connection closed after this response
+    # The reply uses the RequestContext (/peer): a server must not replay it for another
+    # request. Every other reply is a pure function of method and target, which the servers'
+    # memos rely on.
+    per_connection: bool = False
 
 
 _HELLO = Reply(200, HELLO)
@@ -52,7 +56,8 @@ _NOT_FOUND = Reply(404, b"not found\n")
 
 
 def route(method: str, target: str, ctx: RequestContext) -> Reply:
-    """Answer one request. `target` is the raw request-target (path and query)."""
+    """Answer one request. `target` is the raw request-target: origin form (path and query),
+    or absolute form, answered by its path."""
     path, _, query = target.partition("?")
     if path == "/":
         return _HELLO
@@ -66,11 +71,15 @@ def route(method: str, target: str, ctx: RequestContext) -> Reply:
         return _status(path.removeprefix("/status/"))
     if path == "/close":
         return Reply(200, b"closing\n", close=True)
+    if "://" in path:  # absolute form (RFC 9112 §3.2.2: a server must accept it)
+        origin = "/" + path.split("://", 1)[1].partition("/")[2]
+        return route(method, origin + ("?" + query if query else ""), ctx)
     return _NOT_FOUND
 
 
 def _int_or_none(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 9 else None
+    """ASCII digits only: `str.isdigit()` alone accepts '²', which `int()` then rejects."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
 
 
 def _bytes(size_text: str) -> Reply:
@@ -97,7 +106,7 @@ def _peer(ctx: RequestContext) -> Reply:
             "request_number": ctx.request_number,
         }
     ).encode()
-    return Reply(200, body, content_type="application/json")
+    return Reply(200, body, content_type="application/json", per_connection=True)
 
 
 def _status(code_text: str) -> Reply:

@@ -18,6 +18,10 @@ MAX_REQUEST_LINE_BYTES = 8 * 1024  # request line (414 beyond)
 # fullmatch and explicit ASCII classes: `$` would accept a trailing newline and `\d` Unicode digits.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
+# Request-target forms (RFC 9112 §3.2), visible ASCII only (`[!-~]`), as llhttp accepts them.
+_ORIGIN_FORM = re.compile(r"/[!-~]*")
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[!-~]+")
+_AUTHORITY_FORM = re.compile(r"[!-~]+:[0-9]+")  # host:port (or [v6]:port), CONNECT only
 
 
 class ProtocolError(Exception):
@@ -55,6 +59,19 @@ def parse_version(text: str) -> tuple[int, int]:
     return version
 
 
+def check_target(method: str, target: str) -> None:
+    """Origin or absolute form; asterisk form for OPTIONS and authority form for CONNECT only
+    (RFC 9112 §3.2); 400 otherwise (`GET foo`, `GET *`, a raw non-ASCII byte). llhttp decides
+    the same except for `GET *`, so the uvloop server calls this for targets not starting `/`."""
+    if _ORIGIN_FORM.fullmatch(target) or _ABSOLUTE_FORM.fullmatch(target):
+        return
+    if (method, target) == ("OPTIONS", "*"):
+        return
+    if method == "CONNECT" and _AUTHORITY_FORM.fullmatch(target):
+        return
+    raise ProtocolError(400, f"invalid request-target {target[:40]!r}")
+
+
 def check_field_name(name: bytes) -> None:
     """Field names are tokens: whitespace before the colon is a 400 (RFC 9112 §5.1)."""
     if not _TOKEN.fullmatch(name):
@@ -89,6 +106,8 @@ def _chunked_framing(
         raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
     if codings[-1] != "chunked":
         raise ProtocolError(400, f"final transfer coding is {codings[-1]!r}, not chunked")
+    if "chunked" in codings[:-1]:  # RFC 9112 §6.1: a sender must not chunk twice
+        raise ProtocolError(400, "chunked applied more than once")
     if len(codings) > 1:
         raise ProtocolError(501, f"transfer coding {codings[0]!r} not implemented")
     return BodyFraming(BodyKind.CHUNKED)
@@ -99,5 +118,8 @@ def _length_framing(lengths: list[str]) -> BodyFraming:
         raise ProtocolError(400, "invalid Content-Length")
     if len({int(v) for v in lengths}) != 1:
         raise ProtocolError(400, "conflicting Content-Length values")
+    if len(lengths) != 1:
+        # RFC 9112 §6.3 lets a recipient accept `5, 5`; llhttp rejects it, and so do we.
+        raise ProtocolError(400, "Content-Length must be a single value")
     length = int(lengths[0])
     return BodyFraming(BodyKind.LENGTH, length) if length else NO_BODY

@@ -20,6 +20,7 @@ from servers.framing import (
     BodyKind,
     ProtocolError,
     body_framing,
+    check_target,
     parse_version,
 )
 from servers.policy import client_wants_persistence
@@ -88,6 +89,8 @@ class RequestHead:
         self._phase = BODY
         if self._kind == "header":
             self._clear_deadline()  # met
+        if self._r_url[:1] != b"/":  # rare: absolute, asterisk or authority form
+            check_target(self._parser.get_method().decode("latin-1"), self._r_url.decode("latin-1"))
         raw = self._parser.get_http_version()
         if raw == "1.1" and self._r_conn is None and self._r_framing is None and self._r_hosts == 1:
             # The common request: nothing to check, persistent unless it is the N-th.
