@@ -72,22 +72,24 @@ class Shared:
     def answer(self, key: AnswerKey, ctx: RequestContext) -> Answer:
         """route() and the keep-alive plan for one request, remembered when they can be.
 
-        The target is routed a second time with a probe context that differs in every field;
-        an equal reply does not depend on the connection (everything but /peer), so the whole
-        answer is remembered under `key` and later requests skip the RequestContext, Reply and
-        plan work (about 10% of aiohttp's per-request cost). Bounded: long targets and large
-        bodies are not remembered, and the memo is dropped when full.
+        A reply that does not depend on the connection (everything but /peer, see
+        `Reply.per_connection`) is remembered with its plan under `key`, so later requests
+        skip the RequestContext, Reply and plan work (about 10% of aiohttp's per-request cost).
+        Bounded: long targets and large bodies are not remembered, and the memo is dropped when
+        full.
         """
         method, target, number, version, tokens = key
         reply = route(method, target, ctx)
         reason, headers = self.plan(number, version, tokens, reply.close, reply.content_type)
         answer = (reply, reason, headers)
-        if len(target) <= MEMO_TARGET_MAX and len(reply.body) <= MEMO_BODY_MAX:
-            probe = RequestContext("probe", ctx.client_port + 1, -ctx.connection_id, 0)
-            if route(method, target, probe) == reply:
-                if len(self.answers) >= MEMO_ENTRIES:
-                    self.answers.clear()
-                self.answers[key] = answer
+        if (
+            not reply.per_connection
+            and len(target) <= MEMO_TARGET_MAX
+            and len(reply.body) <= MEMO_BODY_MAX
+        ):
+            if len(self.answers) >= MEMO_ENTRIES:
+                self.answers.clear()
+            self.answers[key] = answer
         return answer
 
     def _close_headers(self, content_type: str) -> CIMultiDict[str]:

@@ -31,9 +31,10 @@ Deviations (the same text as DEVIATIONS below; the conformance suite marks these
 - PIPE-02: aiohttp's llhttp parser raises 'Data after Connection: close' when bytes follow a
   request that said close, and RequestHandler.data_received then replaces every request parsed
   from that read with a single 400: the requests before the close are not answered.
-- ERR-08: aiohttp's llhttp parser accepts HTTP/2.0 (answered 505 here, but aiohttp writes the
-  status line with the request's version: 'HTTP/2.0 505') and rejects HTTP/1.2 with 400 instead
-  of serving it as 1.1.
+- ERR-08[HTTP/2.0]: aiohttp's llhttp parser accepts HTTP/2.0; we answer 505, but aiohttp writes
+  the status line with the request's version ('HTTP/2.0 505').
+- ERR-08[HTTP/1.2]: aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it
+  as 1.1. (ERR-08's third subcase, `HTTP/1` -> 400, conforms.)
 
 Not a listed case but worth knowing: aiohttp closes with `transport.close()`, never a half-close
 followed by draining input (rule 4). It passes the plain-TCP cases because aiohttp reads eagerly,
@@ -62,21 +63,23 @@ from servers.aiohttp_answers import (
     Shared,
     tokens_of,
 )
+from servers.aiohttp_site import DeadlineSockSite, build_app
 from servers.endpoints import TEXT, RequestContext
 from servers.policy import CloseReason, connection_tokens
-from servers.runtime import LISTEN_BACKLOG, Runtime
+from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
 
-SHUTDOWN_GRACE_S = 3.0  # in-flight handlers get this long after SIGTERM (launcher kills at 5 s)
 DEVIATIONS: dict[str, str] = {
     "PIPE-02": (
         "aiohttp's llhttp parser raises 'Data after Connection: close' when bytes follow a "
         "request that said close, and RequestHandler.data_received then replaces every request "
         "parsed from that read with a single 400: the requests before the close are not answered"
     ),
-    "ERR-08": (
-        "aiohttp's llhttp parser accepts HTTP/2.0 (answered 505 here, but aiohttp writes the "
-        "status line with the request's version: 'HTTP/2.0 505') and rejects HTTP/1.2 with 400 "
-        "instead of serving it as 1.1"
+    "ERR-08[HTTP/2.0]": (
+        "aiohttp's llhttp parser accepts HTTP/2.0; we answer 505, but aiohttp writes the status "
+        "line with the request's version ('HTTP/2.0 505')"
+    ),
+    "ERR-08[HTTP/1.2]": (
+        "aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it as 1.1"
     ),
 }
 
@@ -350,13 +353,6 @@ class _Runner(web.AppRunner):
         return _Server(stock, self._shared, self._handler_kwargs)
 
 
-def build_app() -> web.Application:
-    app = web.Application()
-    app.router.add_route("*", "/", _handle)  # a plain resource: the benchmarks' hot path
-    app.router.add_route("*", "/{tail:.*}", _handle)
-    return app
-
-
 async def _serve(runtime: Runtime) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -364,7 +360,7 @@ async def _serve(runtime: Runtime) -> None:
         loop.add_signal_handler(sig, stop.set)
     shared = Shared(runtime, loop)
     runner = _Runner(
-        build_app(),
+        build_app(_handle),
         shared,
         keepalive_timeout=runtime.options.keepalive_timeout_s,
         access_log=None,
@@ -372,8 +368,12 @@ async def _serve(runtime: Runtime) -> None:
     )
     await runner.setup()
     try:
-        site = web.SockSite(
-            runner, runtime.listener, ssl_context=runtime.ssl_context, backlog=LISTEN_BACKLOG
+        site = DeadlineSockSite(
+            runner,
+            runtime.listener,
+            ssl_context=runtime.ssl_context,
+            backlog=LISTEN_BACKLOG,
+            handshake_timeout_s=shared.header_timeout_s,  # slowloris on the TLS handshake
         )
         await site.start()
         runtime.announce_ready()

@@ -11,14 +11,31 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from servers.counters import Counters
 
 
-def start_control_listener(host: str, counters: Counters, server_name: str) -> HTTPServer:
-    """Serve the counters on (host, any free port) from a daemon thread; return the server."""
+class _ControlServer(HTTPServer):
+    """HTTPServer binds AF_INET unless told otherwise; follow the main listener's family."""
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], family: int
+    ) -> None:
+        self.address_family = family
+        super().__init__(address, handler)
+
+
+def start_control_listener(
+    listener: socket.socket, counters: Counters, server_name: str
+) -> HTTPServer:
+    """Serve the counters on the main listener's address (any free port) from a daemon thread.
+
+    The address is the one the listener really bound (a name like `localhost` or `::1`
+    resolved once), so both sockets are reachable the same way.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -38,6 +55,6 @@ def start_control_listener(host: str, counters: Counters, server_name: str) -> H
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             """Silent: stderr belongs to --log-connections."""
 
-    httpd = HTTPServer((host, 0), Handler)
+    httpd = _ControlServer((listener.getsockname()[0], 0), Handler, listener.family)
     threading.Thread(target=httpd.serve_forever, name="control", daemon=True).start()
     return httpd

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,9 @@ DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
 DEFAULT_KEEPALIVE_MAX = 100
 # Header deadline used when keep-alive is off (T = 0) and none was given (spec: "or 5 when T is 0").
 FALLBACK_HEADER_TIMEOUT_S = 5.0
+# Upper bound for T and H: a day. Beyond it, timers overflow time_t in http.server's socket
+# timeouts and `Keep-Alive: timeout=` would advertise hundreds of digits.
+MAX_TIMEOUT_S = 86_400.0
 
 
 class OptionsError(ValueError):
@@ -51,14 +53,18 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise OptionsError(f"--port must be between 0 and 65535, got {self.port}")
-        if not (math.isfinite(self.keepalive_timeout_s) and self.keepalive_timeout_s >= 0):
-            raise OptionsError(f"--keepalive-timeout must be >= 0, got {self.keepalive_timeout_s}")
+        if not 0 <= self.keepalive_timeout_s <= MAX_TIMEOUT_S:  # False for nan
+            raise OptionsError(
+                f"--keepalive-timeout must be >= 0 and at most {MAX_TIMEOUT_S:g}, "
+                f"got {self.keepalive_timeout_s}"
+            )
         if self.keepalive_max < 0:
             raise OptionsError(f"--keepalive-max must be >= 0, got {self.keepalive_max}")
-        if self.header_timeout_s is not None and not (
-            math.isfinite(self.header_timeout_s) and self.header_timeout_s > 0
-        ):
-            raise OptionsError(f"--header-timeout must be > 0, got {self.header_timeout_s}")
+        if self.header_timeout_s is not None and not 0 < self.header_timeout_s <= MAX_TIMEOUT_S:
+            raise OptionsError(
+                f"--header-timeout must be > 0 and at most {MAX_TIMEOUT_S:g}, "
+                f"got {self.header_timeout_s}"
+            )
         if (self.certfile is None) != (self.keyfile is None):
             raise OptionsError("--certfile and --keyfile must be given together")
         if self.certfile is not None and not self.tls:

@@ -18,6 +18,10 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# Rule 4, graceful close: after our FIN, read and discard the client's input for at most this
+# long before closing, so that unread pipelined bytes cannot turn the close into a reset.
+LINGER_S = 2.0
+
 
 class CloseReason(enum.StrEnum):
     """Why a connection ended; each is a counter on the control endpoint."""
@@ -126,3 +130,8 @@ class KeepAlivePolicy:
 def error_decision() -> Decision:
     """Rule 9: every protocol error response closes the connection."""
     return Decision(False, CLOSE_HEADERS, CloseReason.ERROR)
+
+
+def shutdown_decision() -> Decision:
+    """The server is stopping: the request in hand is answered, and that response closes."""
+    return Decision(False, CLOSE_HEADERS, CloseReason.SHUTDOWN)

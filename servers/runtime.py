@@ -25,6 +25,10 @@ from servers.options import OptionsError, ServerName, ServerOptions
 from servers.policy import KeepAlivePolicy
 
 LISTEN_BACKLOG = 1024
+# After SIGTERM/SIGINT, a request being handled gets this long to be answered (with
+# `Connection: close`) before its connection is dropped; idle connections close at once.
+# servers.launch waits STOP_TIMEOUT_S (5 s) before it kills.
+SHUTDOWN_GRACE_S = 3.0
 
 
 @dataclass
@@ -49,7 +53,7 @@ class Runtime:
 
     def announce_ready(self) -> None:
         """Start the control listener and print the READY line (the first stdout line)."""
-        control = start_control_listener(self.options.host, self.counters, self.options.name)
+        control = start_control_listener(self.listener, self.counters, self.options.name)
         chost, cport = control.server_address[:2]
         words = [
             "READY", self.url, f"control=http://{_url_host(str(chost))}:{cport}",

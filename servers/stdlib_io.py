@@ -22,8 +22,8 @@ import ssl
 import time
 
 from servers.framing import MAX_HEADER_BYTES, ProtocolError
+from servers.policy import LINGER_S
 
-LINGER_S = 2.0  # graceful close: how long to read and discard before closing (rule 4)
 DRAIN_CHUNK = 64 * 1024
 MAX_CHUNK_LINE = 4096  # chunk-size line with extensions
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
@@ -78,12 +78,18 @@ class SendallWriter(io.BufferedIOBase):
 
 
 def read_line(rfile: io.BufferedReader, limit: int, too_long: ProtocolError) -> bytes:
-    """A line of at most `limit` bytes, CRLF included; `too_long` beyond, ClientGone at EOF."""
+    """A line of at most `limit` bytes, CRLF included; `too_long` beyond, ClientGone at EOF.
+
+    A bare LF is a 400, as llhttp (the uvloop and aiohttp servers) answers it: RFC 9112 §2.2
+    lets a recipient accept it, but two servers of this suite must not disagree on framing.
+    """
     line = rfile.readline(limit + 1)
     if len(line) > limit:
         raise too_long
     if not line.endswith(b"\n"):
         raise ClientGone
+    if not line.endswith(b"\r\n"):
+        raise ProtocolError(400, "line ended by a bare LF")
     return line
 
 

@@ -23,6 +23,9 @@ CPython 3.11's http.server gets the skeleton right (a thread per connection, buf
 - Connections are closed gracefully (half-close, drain, close) so the last response survives
   unread pipelined input; TLS handshakes happen in the connection's thread, under the header
   deadline, never in the accept loop.
+- Stopping drops every connection with the process: at SIGTERM a request being handled is
+  answered (with `Connection: close`) and connections that wait for a request end at once
+  (`servers.stdlib_stop`), as on the other two servers.
 
 DEVIATIONS: none. Every conformance case is met; the dict below is read by the test suite.
 """
@@ -33,6 +36,7 @@ import contextlib
 import io
 import re
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -48,10 +52,17 @@ from servers.framing import (
     ProtocolError,
     body_framing,
     check_field_name,
+    check_target,
     parse_version,
 )
-from servers.policy import CloseReason, KeepAlivePolicy, connection_tokens, error_decision
-from servers.runtime import Runtime, set_nodelay
+from servers.policy import (
+    CloseReason,
+    KeepAlivePolicy,
+    connection_tokens,
+    error_decision,
+    shutdown_decision,
+)
+from servers.runtime import SHUTDOWN_GRACE_S, Runtime, set_nodelay
 from servers.stdlib_io import (
     ClientGone,
     DeadlineSocketIO,
@@ -61,6 +72,7 @@ from servers.stdlib_io import (
     graceful_close,
     read_line,
 )
+from servers.stdlib_stop import StopBook
 
 DEVIATIONS: dict[str, str] = {}
 
@@ -72,7 +84,7 @@ WRITE_TIMEOUT_S = 60.0  # a client that stops reading a response does not hold a
 IDLE_GRACE_S = 0.05
 MAX_LEADING_EMPTY_LINES = 8  # RFC 9112 §2.2: ignore at least one CRLF before a request line
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_LINE_ENDS = (b"\r\n", b"\n")
+_LINE_END = b"\r\n"
 _BAD_VALUE_BYTES = re.compile(rb"[\x00\r\n]")
 
 
@@ -97,6 +109,9 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         self.header_timeout_s = self.runtime.options.effective_header_timeout_s
         self.connection_id = self.runtime.counters.connection_opened()
         self.close_reason = CloseReason.ERROR
+        self.in_flight = False  # a request is being handled: shutdown waits for its answer
+        self.waiting = False  # blocked until a request's first byte: shutdown ends it
+        self.ended_by_stop = False  # end_if_waiting() shut the socket: close it plainly
         self.requests_on_connection = 0
         self.response_done_at = self.accepted_at
         self.connection = self.request
@@ -104,6 +119,7 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         self.reader = DeadlineSocketIO(self.connection, "rb")
         self.rfile = io.BufferedReader(self.reader, RBUFSIZE)
         self.wfile = SendallWriter(self.connection)
+        self.server.book.opened(self)
 
     def _start_tls(self) -> bool:
         """TLS handshake under the header deadline, so a silent client costs one thread, not
@@ -137,9 +153,15 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         """Graceful close (rule 4) and the close counter, whatever ended the connection."""
         try:
             self.rfile.close()
-            graceful_close(self.connection)
+            if self.ended_by_stop:
+                self.connection.close()  # nothing owed; a TLS close_notify cannot be sent now
+            else:
+                graceful_close(self.connection)
         finally:
             self.runtime.counters.connection_closed(self.close_reason)
+            self.server.book.closed(self)
+            if self.in_flight:  # answered during shutdown: the close is part of the answer
+                self.server.book.request_ended()
 
     # -- one request -----------------------------------------------------------------------
 
@@ -155,8 +177,13 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
             if not self._wait_for_request():
                 return
             framing = self.parse_request()
+            self.in_flight = True
+            self.server.book.request_began()
             self._read_body(framing)
             self._answer(self._route())
+            if not self.close_connection:
+                self.in_flight = False
+                self.server.book.request_ended()
         except ProtocolError as exc:
             self.send_error(exc.status, explain=exc.detail)
         except TimeoutError:
@@ -175,9 +202,14 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         else:
             self.reader.deadline = self.response_done_at + self.policy.timeout_s + IDLE_GRACE_S
             self._timeout_reason = CloseReason.IDLE_TIMEOUT
-        if not self.rfile.peek(1):
-            self.close_reason = CloseReason.CLIENT_CLOSED
-            return False
+        self.waiting = True
+        try:
+            if not self.rfile.peek(1):
+                stopping = self.server.book.stopping  # end_if_waiting() shut our read side
+                self.close_reason = CloseReason.SHUTDOWN if stopping else CloseReason.CLIENT_CLOSED
+                return False
+        finally:
+            self.waiting = False
         if not first:
             self.reader.deadline = time.monotonic() + self.header_timeout_s
         self._timeout_reason = CloseReason.HEADER_TIMEOUT
@@ -194,6 +226,7 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
             raise ProtocolError(400, f"bad request line {self.requestline[:60]!r}")
         self.command, self.path, self.request_version = words
         self.version = parse_version(self.request_version)
+        check_target(self.command, self.path)
         fields = self._read_header_fields()
         self.headers = self.MessageClass()
         for name, value in fields:
@@ -209,7 +242,7 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         too_long = ProtocolError(414, "request line too long")
         for _ in range(MAX_LEADING_EMPTY_LINES + 1):
             line = read_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2, too_long)
-            if line not in _LINE_ENDS:
+            if line != _LINE_END:
                 return line
         raise ProtocolError(400, "too many empty lines before the request line")
 
@@ -221,7 +254,7 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         while True:
             line = read_line(self.rfile, MAX_HEADER_BYTES - total, too_large)
             total += len(line)
-            if line in _LINE_ENDS:
+            if line == _LINE_END:
                 return fields
             name, colon, value = line.partition(b":")
             if not colon:
@@ -251,6 +284,20 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
 
     # -- answering -------------------------------------------------------------------------
 
+    def end_if_waiting(self) -> None:
+        """Server stop (another thread): a connection that waits for a request ends now.
+
+        Shutting the socket wakes the blocked read with EOF; nothing is owed to the client.
+        The plain socket's shutdown, also under TLS (`SSLSocket.shutdown` would drop its SSL
+        object under the reading thread). Under TLS both directions are shut and no
+        close_notify follows: after the read side is gone OpenSSL can only answer with an
+        alert, so the client sees the same bare EOF as when a process exits."""
+        if self.waiting:
+            self.ended_by_stop = True
+            how = socket.SHUT_RDWR if isinstance(self.connection, ssl.SSLSocket) else socket.SHUT_RD
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.connection, how)
+
     def _route(self) -> tuple[RequestContext, Reply]:
         """Ask the shared endpoints; a delay is slept in this connection's thread (rule 6:
         nothing is reading, so no timer can cut it)."""
@@ -264,9 +311,12 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
 
     def _answer(self, routed: tuple[RequestContext, Reply]) -> None:
         ctx, reply = routed
-        decision = self.policy.decide(
-            ctx.request_number, self.version, self.tokens, handler_close=reply.close
-        )
+        if self.server.book.stopping:
+            decision = shutdown_decision()
+        else:
+            decision = self.policy.decide(
+                ctx.request_number, self.version, self.tokens, handler_close=reply.close
+            )
         self.send_response(reply.status)
         body = reply.body
         if reply.status in STATUSES_WITHOUT_BODY:
@@ -338,6 +388,7 @@ class KeepAliveHTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = str(address[0]), int(address[1])
         self.runtime = runtime
         self.policy: KeepAlivePolicy = runtime.policy
+        self.book = StopBook()
 
     def get_request(self) -> tuple[Any, Any]:
         """accept() plus TCP_NODELAY (rule 10); TLS is left to the connection's thread."""
@@ -351,7 +402,9 @@ class KeepAliveHTTPServer(ThreadingHTTPServer):
 
 
 def serve(runtime: Runtime) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting and return (exit status 0)."""
+    """Serve until SIGTERM or SIGINT, then stop accepting, let requests being handled be
+    answered (with `Connection: close`, up to SHUTDOWN_GRACE_S) and return (exit status 0).
+    Idle keep-alive connections end with the process: their threads are daemons."""
     server = KeepAliveHTTPServer(runtime)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -361,5 +414,6 @@ def serve(runtime: Runtime) -> None:
     runtime.announce_ready()
     while not stop.wait(1.0):
         pass
-    server.shutdown()  # waits for serve_forever to return
+    server.shutdown()  # stop accepting; waits for serve_forever to return
+    server.book.stop(SHUTDOWN_GRACE_S)
     server.server_close()

@@ -5,7 +5,7 @@ close), with its request-head callbacks in `uvloop_parsing` and its lazy deadlin
 `uvloop_timers`; `uvloop_wire` holds the server-lifetime state and the response bytes. This
 module runs the loop (from a factory, never a global `uvloop.install()`), serves until SIGTERM
 or SIGINT, then closes every open connection (counted as `shutdown` unless a close was already
-decided) and returns.
+decided; a request being handled is answered first, with `Connection: close`) and returns.
 
 Spec deviations (shared/spec/keepalive.md): none. httptools exposes everything the spec needs:
 versions are checked by `framing.parse_version` (llhttp's own version check is relaxed so that
@@ -29,12 +29,11 @@ import signal
 
 import uvloop
 
-from servers.runtime import LISTEN_BACKLOG, Runtime
+from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
 from servers.uvloop_protocol import HttpProtocol
 from servers.uvloop_wire import ServerState
 
 DEVIATIONS: dict[str, str] = {}
-SHUTDOWN_GRACE_S = 1.0  # wait for closing connections to flush before aborting them
 
 
 def serve(runtime: Runtime) -> None:
@@ -66,7 +65,8 @@ async def _serve_until_signal(runtime: Runtime) -> None:
 
 
 async def _close_connections(state: ServerState) -> None:
-    """Close every connection (flushing), abort stragglers, let connection_lost count them."""
+    """Close idle connections (flushing), let in-flight requests be answered, abort what is
+    left after SHUTDOWN_GRACE_S, and let connection_lost count them."""
     for protocol in list(state.connections):
         protocol.shutdown()
     deadline = state.loop.time() + SHUTDOWN_GRACE_S

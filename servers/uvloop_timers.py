@@ -10,6 +10,12 @@ its old time, sees that the deadline moved, and files it once more for the real 
 deadline earlier than the pending slot moves the connection to another set (two set
 operations). A slot never fires before its deadline, and at most TICK_S after it (plus loop
 latency), which the spec's tolerances (0.5 s on T and H) leave room for.
+
+This departs on purpose from uvicorn's httptools_impl, which arms `loop.call_later` per
+connection and cancels it on data: with `Connection: close` that pattern creates and destroys
+two libuv timers per request. Measured when the wheel replaced it (commit a76a80a, together
+with dropping a redundant TCP_NODELAY call): server CPU per request with `Connection: close`
+from 60 to 44 us. The semantics are uvicorn's: armed after a response, stopped by the first byte.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servers.counters import Counters
-from servers.endpoints import Reply, RequestContext, route
+from servers.endpoints import STATUSES_WITHOUT_BODY, Reply, RequestContext, route
 from servers.policy import CloseReason, KeepAlivePolicy, connection_tokens, error_decision
 from servers.runtime import Runtime
 from servers.uvloop_timers import DeadlineWheel
@@ -23,7 +23,6 @@ from servers.uvloop_timers import DeadlineWheel
 SERVER_NAME = b"keepalive-bench/uvloop"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Responses that never carry a body, hence no Content-Length either (RFC 9110 §6.4.1, §8.6).
-NO_BODY_STATUSES = frozenset({*range(100, 200), 204, 304})
 # Above this, a body is written after its head rather than copied into one buffer.
 COPY_LIMIT = 64 * 1024
 # Memo sizes: when one grows past this it is dropped (large N has one key per request number).
@@ -109,7 +108,7 @@ class ResponseEncoder:
     ) -> tuple[bytes, bytes]:
         """(head, body-to-send); the body is b"" for HEAD, 1xx, 204 and 304."""
         head = STATUS_HEADS.get(status) or _status_head(status)
-        if status in NO_BODY_STATUSES:
+        if status in STATUSES_WITHOUT_BODY:
             return head + block, b""
         head = b"".join(
             (
@@ -133,10 +132,10 @@ class ResponseEncoder:
 class ReplyMemo:
     """`route()` results, and their response bytes, for targets that do not depend on the peer.
 
-    The first time a (method, target) is seen, `route()` is asked twice, with the real context
-    and with a probe that differs in every field; an identical (pure) reply is remembered, so
-    later requests for it skip the RequestContext and Reply allocations and the join. Replies
-    that use the context (/peer) are routed every time. Bounded: long targets and large bodies
+    A reply that does not depend on the connection (`Reply.per_connection` false: everything
+    but /peer) is remembered the first time its (method, target) is seen, so later requests
+    for it skip the RequestContext and Reply allocations and the join; /peer is routed every
+    time. Bounded: long targets and large bodies
     are never remembered, and the memo is dropped when it holds MEMO_ENTRIES targets.
     """
 
@@ -150,13 +149,15 @@ class ReplyMemo:
             reply = route(method, target, ctx)
         except Exception:  # a bug in an endpoint must not leave the client waiting
             return INTERNAL_ERROR
-        if len(target) <= MEMO_TARGET_BYTES and len(reply.body) <= COPY_LIMIT:
-            probe = RequestContext("probe", ctx.client_port + 1, -ctx.connection_id, 0)
-            if route(method, target, probe) == reply:
-                if len(self.entries) >= MEMO_ENTRIES:
-                    self.entries.clear()
-                key = (method.encode("ascii"), target.encode("latin-1"))
-                self.entries[key] = (reply, {})
+        if (
+            not reply.per_connection
+            and len(target) <= MEMO_TARGET_BYTES
+            and len(reply.body) <= COPY_LIMIT
+        ):
+            if len(self.entries) >= MEMO_ENTRIES:
+                self.entries.clear()
+            key = (method.encode("ascii"), target.encode("latin-1"))
+            self.entries[key] = (reply, {})
         return reply
 
     def response(

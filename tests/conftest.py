@@ -5,7 +5,8 @@ together and each `pool` (stdlib, then aiohttp, then uvloop) is stopped before t
 Module scope, not session: when a module ends, none of its server processes is left running
 (other tests in this directory check that the test process has no stray children).
 A conformance test whose case id a server lists in its `DEVIATIONS` is marked xfail (strict) with
-the server's reason; nothing is skipped.
+the server's reason; a key `CASE[subcase]` marks only the test parametrised with that `subcase`.
+Nothing is skipped.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         case = case_id_of(getattr(item, "originalname", item.name))
         if name is None or case is None:
             continue
-        reason = deviations[name].get(case)
+        subcase = callspec.params.get("subcase")
+        key = case if subcase is None else f"{case}[{subcase}]"
+        reason = deviations[name].get(case) or deviations[name].get(key)
         if reason:
             item.add_marker(
-                pytest.mark.xfail(reason=f"{name} deviation {case}: {reason}", strict=True)
+                pytest.mark.xfail(reason=f"{name} deviation {key}: {reason}", strict=True)
             )
 
 

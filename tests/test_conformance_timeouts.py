@@ -71,7 +71,10 @@ def test_idle03_slow_handler_not_cut_then_idle_t(server: Server, connect: Connec
 
 
 def test_idle04_silent_connection_closed_after_h(server: Server, connect: Connect) -> None:
-    conn = connect(server)
+    idle04_check(server, connect(server))
+
+
+def idle04_check(server: Server, conn: RawConnection) -> None:
     ending = conn.wait_end(server.close_limit_s(SUITE_H) + 1.0)
     assert ending.data == b"" or ending.data.startswith(b"HTTP/1.1 408 "), (
         f"expected silence or a 408, got {ending.data[:200]!r}"

@@ -39,7 +39,7 @@ ROUND_TRIP = [
     ServerOptions(ServerName.UVLOOP, keepalive_timeout_s=2.5, header_timeout_s=0.25),
     ServerOptions(ServerName.STDLIB, host="::1", keepalive_max=1, tls=True, log_connections=True),
     # More significant digits than `:g` keeps (6): the round trip must not round them.
-    ServerOptions(ServerName.STDLIB, keepalive_timeout_s=1234567.0, header_timeout_s=0.1234567),
+    ServerOptions(ServerName.STDLIB, keepalive_timeout_s=12345.678, header_timeout_s=0.1234567),
 ]
 
 
@@ -109,6 +109,8 @@ BAD_ARGV = [
     pytest.param(["uvloop", "--keepalive-timeout", "inf"], "--keepalive-timeout", id="infinite-t"),
     pytest.param(["uvloop", "--keepalive-timeout", "nan"], "--keepalive-timeout", id="nan-t"),
     pytest.param(["aiohttp", "--header-timeout", "inf"], "--header-timeout", id="infinite-h"),
+    pytest.param(["stdlib", "--keepalive-timeout", "1e300"], "at most 86400", id="huge-t"),
+    pytest.param(["uvloop", "--header-timeout", "86401"], "at most 86400", id="huge-h"),
     pytest.param(["stdlib", "--port", "70000"], "--port", id="port-range"),
     pytest.param(["nginx"], "invalid choice", id="unknown-server"),
     pytest.param([], "required", id="no-server"),
@@ -270,3 +272,43 @@ def test_signal_exits_0_without_traceback(name: str, sig: int) -> None:
     assert "Traceback" not in err, err[-2000:]
     assert out == "", f"stdout after READY: {out[:200]!r}"
     assert elapsed < 5.0, f"shutdown took {elapsed:.1f} s with an idle connection open"
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.parametrize("name", SERVER_NAMES)
+def test_ipv6_host_serves_and_reports(name: str) -> None:
+    """`--host ::1`: the server and its control listener both bind IPv6 (no AF_INET crash)."""
+    proc = _start(ServerOptions(ServerName(name), host="::1"))
+    try:
+        line = _first_line(proc)
+        assert line.startswith("READY http://[::1]:"), line
+        assert "control=http://[::1]:" in line, line
+        info = parse_ready_line(line)
+        with socket.create_connection(("::1", info.port), timeout=5) as sock:
+            sock.sendall(b"GET /peer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            reply = _read_all(sock)
+        assert reply.startswith(b"HTTP/1.1 200 ") and b'"client_host": "::1"' in reply, reply
+        control_port = int(line.split("control=http://[::1]:")[1].split()[0])
+        with socket.create_connection(("::1", control_port), timeout=5) as sock:
+            sock.sendall(b"GET /counters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            counters = _read_all(sock)
+        assert b'"connections_accepted": 1' in counters, counters
+    finally:
+        code, _, err = _stop(proc)
+    assert code == 0, f"exit status {code}; stderr: {err[-800:]}"
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

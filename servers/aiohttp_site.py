@@ -1,0 +1,103 @@
+"""How the aiohttp server meets its socket and its handler: the app's router and the site.
+
+Two gaps in aiohttp's stock wiring that the spec does not allow:
+
+- The router only matches request-targets that start with `/`. `OPTIONS *` (or an
+  authority-form target) would get aiohttp's own 404, without our `Connection`/`Keep-Alive`
+  headers and uncounted toward N. `EveryTarget` is a resource that matches any target, so every
+  request reaches `_handle`, which routes with `servers.endpoints.route` like the other servers.
+- `SockSite` cannot pass `ssl_handshake_timeout`, so asyncio's 60 s default would let a client
+  that connects and sends nothing hold a TLS connection for a minute (IDLE-04 says H).
+  `DeadlineSockSite` starts the server itself with the handshake under H.
+
+Private aiohttp API relied on (checked against aiohttp 3.14): `BaseSite.start` registers the
+site with its runner; `SockSite`'s `_runner`, `_sock`, `_ssl_context`, `_backlog` and `_server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class EveryTarget(AbstractResource):
+    """A resource that answers any method on any request-target with one handler.
+
+    Indexed under `/`, the bucket the router visits last for every target, so a plain `/`
+    resource registered before it still takes the hot path.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        super().__init__(name=None)
+        self._route = ResourceRoute("*", handler, self)
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo, set[str]]:
+        # A fresh match info per request: aiohttp stores the app chain on it.
+        return UrlMappingMatchInfo({}, self._route), {self._route.method}
+
+    def raw_match(self, path: str) -> bool:
+        return True
+
+    def get_info(self) -> dict[str, Any]:
+        return {"path": "*"}
+
+    def url_for(self, **kwargs: str) -> Any:
+        raise NotImplementedError("EveryTarget has no URL of its own")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("EveryTarget cannot be mounted under a prefix")
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[ResourceRoute]:
+        return iter((self._route,))
+
+
+def build_app(handler: Handler) -> web.Application:
+    """An aiohttp.web application whose every request goes to `handler`."""
+    app = web.Application()
+    app.router.add_route("*", "/", handler)  # a plain resource: the benchmarks' hot path
+    app.router.register_resource(EveryTarget(handler))
+    return app
+
+
+class DeadlineSockSite(web.SockSite):
+    """`SockSite` with the TLS handshake bounded by `handshake_timeout_s`."""
+
+    __slots__ = ("_handshake_timeout_s",)
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        backlog: int,
+        handshake_timeout_s: float,
+    ) -> None:
+        super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
+        self._handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; SockSite.start would also listen
+        server = self._runner.server
+        assert server is not None
+        tls = {}
+        if self._ssl_context is not None:
+            tls["ssl_handshake_timeout"] = self._handshake_timeout_s
+        self._server = await asyncio.get_running_loop().create_server(
+            server, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog, **tls
+        )
