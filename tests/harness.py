@@ -154,10 +154,6 @@ class Server:
     def ca_path(self) -> Path | None:
         return self.ready.ca_path
 
-    @property
-    def is_thread_server(self) -> bool:
-        return self.name in THREAD_SERVERS
-
     def close_limit_s(self, timeout_s: float | None = None) -> float:
         return close_limit_s(
             self.name, self.options.keepalive_timeout_s if timeout_s is None else timeout_s

@@ -89,10 +89,6 @@ class Response:
             t.strip().lower() for v in self.values("Connection") for t in v.split(",") if t.strip()
         )
 
-    @property
-    def closes(self) -> bool:
-        return "close" in self.connection_tokens
-
     def __str__(self) -> str:
         return f"<{self.status} {self.headers} body={self.body[:80]!r}>"
 

@@ -77,7 +77,6 @@ def test_parser_exposes_headers_in_order() -> None:
     assert r.header("keep-alive") == "timeout=1, max=2"
     assert r.values("SET-COOKIE") == ["a", "b"]
     assert r.connection_tokens == {"keep-alive"}
-    assert not r.closes
     with pytest.raises(ProtocolViolation):
         r.header("Set-Cookie")
     assert r.header("X-Missing") is None
