@@ -4,41 +4,50 @@ The rule is asv's and pyperf's two-part test, per cell and metric:
 
 1. practical: the median moved by more than a threshold in the bad (or good) direction
    (defaults: throughput 10%, server CPU per request 10%, p50 10%, p99 20%; p99 is a tail and
-   moves more between identical runs);
-2. beyond noise: with enough repetitions on both sides (>= 3 each and enough that the exact
-   two-sided Mann-Whitney U can reach p < alpha at all: 4+4, 3+5, ...), the rank test rejects at
-   alpha = 0.05; with fewer, every candidate value lies outside the baseline's min-max range.
+   moves more between identical runs), raised to this machine's measured A/A noise floor per
+   metric when a matching `results/<host_id>/noise-*.json` exists (`--noise`);
+2. beyond noise: with enough repetitions that the exact two-sided Mann-Whitney U can reach
+   p < alpha at all (4+4, 3+5, 2+8, ...), the rank test rejects at alpha = 0.05; with fewer,
+   every candidate value lies outside the baseline's min-max range.
 
-alpha = 0.05 rather than asv's 0.002: repetitions here cost seconds each, and with 4-5 a side
-0.002 is unreachable, so the test would never speak. False positives are held down by the
-practical threshold, which must also be crossed; `python -m benchmarks noise` measures the
-combined false-positive rate on this machine. Both parts must hold; a change that crosses the
-threshold but not the noise test is "inconclusive", not "no change", because a noisy cell cannot
-vouch for the absence of a regression. Rows that are client-bound, invalid or failed, and cells
-whose machine fingerprint differs, are inconclusive too: never a silent pass.
+Fewer than two repetitions on either side is inconclusive whatever the ratio: with one value the
+spread is unknown, so neither "regression" nor "no change" can be claimed honestly. alpha = 0.05
+rather than asv's 0.002: repetitions cost seconds each here, and with 4-5 a side 0.002 is
+unreachable. A change that crosses the threshold but not the noise test is "inconclusive", not
+"no change": a noisy cell cannot vouch for the absence of a regression. Rows that are
+client-bound, invalid or failed, cells whose machine fingerprint differs and cells measured over
+windows of different length are inconclusive too: never a silent pass.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from scipy.stats import mannwhitneyu
 
 from benchmarks.cells import (
-    FINGERPRINT_FIELDS,
     METRICS,
     CellKey,
     Metric,
     fingerprint_diff,
     group_by_cell,
     row_problem,
+)
+from benchmarks.ruleconfig import (
+    NoiseFloor,
+    Rule,
+    add_noise_arguments,
+    add_rule_arguments,
+    resolve_floor,
+    rule_from_args,
+    thresholds_line,
+    with_noise_floor,
 )
 from benchmarks.schema import ResultRow, SchemaError, read_rows
 from servers.options import OneLineParser
@@ -49,23 +58,14 @@ NO_CHANGE = "no change"
 INCONCLUSIVE = "inconclusive"
 VERDICT_ORDER = (REGRESSION, IMPROVEMENT, INCONCLUSIVE, NO_CHANGE)
 
-DEFAULT_ALPHA = 0.05
-MIN_REPS_FOR_RANK_TEST = 3
+MIN_REPS = 2  # below this a side has no spread, so no verdict at all
 # "No change" is a claim too: when repetitions on one side spread over more than this many
 # thresholds ((max - min) / median), a threshold-sized shift would be buried in them, so the
 # cell cannot vouch for itself and the verdict is inconclusive instead.
 NOISY_SPREAD_FACTOR = 2.0
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Settings of the decision rule; thresholds are fractions keyed by metric column."""
-
-    thresholds: dict[str, float] = field(
-        default_factory=lambda: {m.column: m.default_threshold for m in METRICS}
-    )
-    alpha: float = DEFAULT_ALPHA
-    ignore_fingerprint: tuple[str, ...] = ()
+# Median windows further apart than this (max / min - 1) measure differently: a 1 s window is
+# dominated by start-up and tick-based CPU accounting, a 5 s one is not.
+WINDOW_TOLERANCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,15 @@ class Decision:
 
     verdict: str
     ratio: float | None  # median(new) / median(base)
-    test: str  # "U p=0.029", "range", or "" when no noise test was needed or possible
+    test: str  # "U p=0.029", "range p=0.33", or "" when no noise test was needed or possible
     p_value: float | None
     reason: str
 
 
 @dataclass(frozen=True)
 class MetricVerdict:
+    """A decision together with the values it was made on, for the table and the JSON."""
+
     cell: CellKey
     metric: str
     base: tuple[float, ...]
@@ -90,12 +92,20 @@ class MetricVerdict:
 
 @dataclass
 class Comparison:
+    """Every verdict, plus the cells that only one side measured (they are never a pass)."""
+
     verdicts: list[MetricVerdict]
     only_base: list[CellKey]
     only_new: list[CellKey]
 
     def count(self, verdict: str) -> int:
+        """How many metric verdicts are `verdict`."""
         return sum(v.decision.verdict == verdict for v in self.verdicts)
+
+
+def finite(values: Iterable[float]) -> list[float]:
+    """NaN and infinities carry no measurement: a failed cell's NaN must not count as a rep."""
+    return [v for v in values if math.isfinite(v)]
 
 
 def min_exact_p(n_base: int, n_new: int) -> float:
@@ -105,7 +115,7 @@ def min_exact_p(n_base: int, n_new: int) -> float:
 
 def rank_test_usable(n_base: int, n_new: int, alpha: float) -> bool:
     """A rank test that cannot reach alpha whatever the data would only ever say "no change"."""
-    return min(n_base, n_new) >= MIN_REPS_FOR_RANK_TEST and min_exact_p(n_base, n_new) < alpha
+    return min(n_base, n_new) >= MIN_REPS and min_exact_p(n_base, n_new) < alpha
 
 
 def relative_spread(values: Sequence[float]) -> float:
@@ -116,29 +126,44 @@ def relative_spread(values: Sequence[float]) -> float:
     return (max(values) - min(values)) / abs(med) if med else 0.0
 
 
+def _too_few(n_base: int, n_new: int) -> str | None:
+    """The reason a side is too small to have a spread, or None."""
+    short = [f"{n} {side} repetition" for side, n in (("baseline", n_base), ("new", n_new))]
+    short = [s for s, n in zip(short, (n_base, n_new), strict=True) if n < MIN_REPS]
+    return " and ".join(short) + ": spread unknown" if short else None
+
+
 def decide(
     base: Sequence[float], new: Sequence[float], metric: Metric, threshold: float, alpha: float
 ) -> Decision:
     """The two-part rule on one metric's repetitions; pure, so tests can pin every branch."""
-    base = [v for v in base if math.isfinite(v)]
-    new = [v for v in new if math.isfinite(v)]
+    base, new = finite(base), finite(new)
     if not base or not new:
         return Decision(INCONCLUSIVE, None, "", None, "no finite values on one side")
     b, n = statistics.median(base), statistics.median(new)
-    if b == 0:
+    ratio = n / b if b else None
+    few = _too_few(len(base), len(new))
+    if few:
+        return Decision(INCONCLUSIVE, ratio, "", None, few)
+    if ratio is None:
         if n == 0:
             return Decision(NO_CHANGE, 1.0, "", None, "")
         return Decision(INCONCLUSIVE, None, "", None, "baseline median is 0")
-    ratio = n / b
     change = ratio - 1.0
-    worse = -change if metric.higher_is_better else change
     if abs(change) <= threshold:
         worst = max(relative_spread(base), relative_spread(new))
         if worst > NOISY_SPREAD_FACTOR * threshold:
             why = f"spread {worst:.0%} > {NOISY_SPREAD_FACTOR:g} x threshold: too noisy to tell"
             return Decision(INCONCLUSIVE, ratio, "", None, why)
         return Decision(NO_CHANGE, ratio, "", None, "")
-    direction = REGRESSION if worse > 0 else IMPROVEMENT
+    worse = -change if metric.higher_is_better else change
+    return _beyond_noise(base, new, ratio, REGRESSION if worse > 0 else IMPROVEMENT, alpha)
+
+
+def _beyond_noise(
+    base: list[float], new: list[float], ratio: float, direction: str, alpha: float
+) -> Decision:
+    """Part two, for a change past the threshold: the rank test, or the baseline's range."""
     if rank_test_usable(len(base), len(new), alpha):
         p = float(mannwhitneyu(base, new, alternative="two-sided").pvalue)
         if p < alpha:
@@ -146,16 +171,26 @@ def decide(
         return Decision(
             INCONCLUSIVE, ratio, f"U p={p:.3g}", p, f"beyond threshold but p >= {alpha:g}: noisy"
         )
-    if len(base) < 2:
-        return Decision(INCONCLUSIVE, ratio, "", None, "1 baseline repetition: spread unknown")
     lo, hi = min(base), max(base)
-    outside = all(v > hi for v in new) if n > b else all(v < lo for v in new)
+    outside = all(v > hi for v in new) if ratio > 1 else all(v < lo for v in new)
     # Complete separation has probability 2 / C(n+m, n) under "no change": shown as the
     # evidence's strength (0.1 at 3+3, 0.33 at 2+2), since the range rule is weak with few runs.
     test = f"range p={min_exact_p(len(base), len(new)):.2g}"
     if outside:
         return Decision(direction, ratio, test, None, "")
-    return Decision(INCONCLUSIVE, ratio, test, None, "beyond threshold but within spread")
+    why = "beyond threshold but a new value is within the baseline's range"
+    return Decision(INCONCLUSIVE, ratio, test, None, why)
+
+
+def window_of(rows: Sequence[ResultRow]) -> float | None:
+    """Median measured window of the rows that ran (a failed row's 0 is no window)."""
+    vals = [r.duration_s for r in rows if r.status == "ok" and r.duration_s > 0]
+    return statistics.median(vals) if vals else None
+
+
+def windows_differ(a: float, b: float) -> bool:
+    """True when two windows are too far apart for their numbers to be compared as equals."""
+    return max(a, b) > (1 + WINDOW_TOLERANCE) * min(a, b)
 
 
 def _cell_problem(base: list[ResultRow], new: list[ResultRow], rule: Rule) -> str | None:
@@ -169,6 +204,9 @@ def _cell_problem(base: list[ResultRow], new: list[ResultRow], rule: Rule) -> st
     differing = fingerprint_diff(base, new, rule.ignore_fingerprint)
     if differing:
         problems.append(f"machine differs: {', '.join(differing)}")
+    wb, wn = window_of(base), window_of(new)
+    if wb and wn and windows_differ(wb, wn):
+        problems.append(f"window differs: {wb:.1f} s vs {wn:.1f} s")
     return "; ".join(problems) or None
 
 
@@ -185,12 +223,12 @@ def compare_rows(base: Sequence[ResultRow], new: Sequence[ResultRow], rule: Rule
             b = tuple(float(getattr(r, metric.column)) for r in base_rows)
             n = tuple(float(getattr(r, metric.column)) for r in new_rows)
             threshold = rule.thresholds.get(metric.column, metric.default_threshold)
-            decision = decide(b, n, metric, threshold, rule.alpha)
-            if problem:
-                decision = Decision(
-                    INCONCLUSIVE, decision.ratio, decision.test, decision.p_value, problem
-                )
-            verdicts.append(MetricVerdict(key, metric.column, b, n, decision))
+            d = decide(b, n, metric, threshold, rule.alpha)
+            if problem:  # keep the rule's own doubt too: both reasons are true
+                own = d.reason if d.verdict == INCONCLUSIVE else ""
+                reason = "; ".join(filter(None, (problem, own)))
+                d = Decision(INCONCLUSIVE, d.ratio, d.test, d.p_value, reason)
+            verdicts.append(MetricVerdict(key, metric.column, b, n, d))
     return Comparison(
         verdicts=verdicts,
         only_base=[k for k in base_cells if k not in new_cells],
@@ -199,6 +237,7 @@ def compare_rows(base: Sequence[ResultRow], new: Sequence[ResultRow], rule: Rule
 
 
 def _num(value: float | None) -> str:
+    """A table figure: thousands separated, three decimals for small values, "-" for none."""
     if value is None or not math.isfinite(value):
         return "-"
     if abs(value) >= 1000:
@@ -206,10 +245,16 @@ def _num(value: float | None) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
 
 
+def _median(values: Sequence[float]) -> str:
+    """Median of the finite values, for the table."""
+    vals = finite(values)
+    return _num(statistics.median(vals)) if vals else "-"
+
+
 def _spread(values: Sequence[float]) -> str:
     """How far apart identical repetitions landed, for the table."""
-    finite = [v for v in values if math.isfinite(v)]
-    return f"{relative_spread(finite):.0%}" if len(finite) >= 2 else "-"
+    vals = finite(values)
+    return f"{relative_spread(vals):.0%}" if len(vals) >= 2 else "-"
 
 
 def format_table(comparison: Comparison) -> str:
@@ -223,19 +268,17 @@ def format_table(comparison: Comparison) -> str:
     )
     for v in ordered:
         d = v.decision
-        ratio = f"{d.ratio:.3f}" if d.ratio is not None else "-"
-        cell = v.cell.label() + (f"  [{d.reason}]" if d.reason else "")
         lines.append(
             (
                 d.verdict.upper() if d.verdict == REGRESSION else d.verdict,
                 short[v.metric],
-                _num(statistics.median(v.base)) if v.base else "-",
-                _num(statistics.median(v.new)) if v.new else "-",
-                ratio,
+                _median(v.base),
+                _median(v.new),
+                f"{d.ratio:.3f}" if d.ratio is not None else "-",
                 f"{_spread(v.base)}/{_spread(v.new)}",
-                f"{len(v.base)}/{len(v.new)}",
+                f"{len(finite(v.base))}/{len(finite(v.new))}",
                 d.test or "-",
-                cell,
+                v.cell.label() + (f"  [{d.reason}]" if d.reason else ""),
             )
         )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
@@ -254,9 +297,22 @@ def format_table(comparison: Comparison) -> str:
     return "\n".join(out)
 
 
-def to_json(comparison: Comparison, rule: Rule) -> dict[str, object]:
-    return {
+def json_safe(value: object) -> object:
+    """Strict JSON has no NaN or Infinity: undefined numbers become null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def to_json(comparison: Comparison, rule: Rule, floor: NoiseFloor | None = None) -> object:
+    """The comparison as strict-JSON-ready data: settings, counts, every verdict and its values."""
+    data = {
         "rule": asdict(rule),
+        "noise": asdict(floor) if floor else None,
         "summary": {v: comparison.count(v) for v in VERDICT_ORDER},
         "verdicts": [
             {
@@ -272,67 +328,15 @@ def to_json(comparison: Comparison, rule: Rule) -> dict[str, object]:
         "only_in_baseline": [k._asdict() for k in comparison.only_base],
         "only_in_candidate": [k._asdict() for k in comparison.only_new],
     }
+    return json_safe(data)
 
 
 def exit_code(comparison: Comparison, fail_on_inconclusive: bool = False) -> int:
+    """1 on a regression (or, when asked, on any doubt), else 0."""
     if comparison.count(REGRESSION):
         return 1
     unsure = comparison.count(INCONCLUSIVE) + len(comparison.only_base) + len(comparison.only_new)
     return 1 if fail_on_inconclusive and unsure else 0
-
-
-def _fraction(text: str) -> float:
-    """Accept 0.1 or 10%."""
-    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    if not 0 <= value < 10:
-        raise argparse.ArgumentTypeError(f"threshold out of range: {text}")
-    return value
-
-
-def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
-    """The rule's flags, shared with bench-compare and noise so the three agree."""
-    for m in METRICS:
-        parser.add_argument(
-            f"--threshold-{m.short}",
-            type=_fraction,
-            default=m.default_threshold,
-            metavar="FRAC",
-            help=f"practical threshold for {m.column} "
-            f"(default {m.default_threshold * 100:.0f}%%; '0.1' or '10%%')",  # %% for argparse
-        )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=DEFAULT_ALPHA,
-        help="significance level of the Mann-Whitney U test (default 0.05)",
-    )
-    parser.add_argument(
-        "--ignore-fingerprint",
-        default="",
-        metavar="FIELD,...",
-        help="machine fields allowed to differ, e.g. 'packages' when the change "
-        f"is a dependency upgrade; from {', '.join(FINGERPRINT_FIELDS)}",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--fail-on-inconclusive",
-        action="store_true",
-        help="exit 1 when any cell is inconclusive or on one side only",
-    )
-
-
-def rule_from_args(args: argparse.Namespace) -> Rule:
-    ignore = tuple(f for f in args.ignore_fingerprint.split(",") if f)
-    unknown = set(ignore) - set(FINGERPRINT_FIELDS)
-    if unknown:
-        raise SchemaError(f"--ignore-fingerprint: unknown field(s) {', '.join(sorted(unknown))}")
-    if not 0 < args.alpha < 1:
-        raise SchemaError(f"--alpha must be between 0 and 1, got {args.alpha:g}")
-    return Rule(
-        thresholds={m.column: getattr(args, f"threshold_{m.short}") for m in METRICS},
-        alpha=args.alpha,
-        ignore_fingerprint=ignore,
-    )
 
 
 def load(path: Path) -> list[ResultRow]:
@@ -343,16 +347,23 @@ def load(path: Path) -> list[ResultRow]:
     return rows
 
 
-def report(comparison: Comparison, rule: Rule, as_json: bool, fail_on_inconclusive: bool) -> int:
+def report(
+    comparison: Comparison,
+    rule: Rule,
+    as_json: bool,
+    fail_on_inconclusive: bool,
+    floor: NoiseFloor | None = None,
+) -> int:
     """Print the comparison (table or JSON) and return the exit code; shared with bench-compare."""
     if as_json:
-        print(json.dumps(to_json(comparison, rule), indent=1))
+        print(json.dumps(to_json(comparison, rule, floor), indent=1, allow_nan=False))
     else:
         print(format_table(comparison))
     return exit_code(comparison, fail_on_inconclusive)
 
 
 def main(argv: list[str]) -> int:
+    """The CLI: exit 1 on any regression, 0 otherwise, 2 with one line on bad input."""
     parser = OneLineParser(
         prog="python -m benchmarks compare",
         description="Compare two results CSVs cell by cell. Exit 1 on any regression, "
@@ -361,11 +372,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("baseline", type=Path)
     parser.add_argument("candidate", type=Path)
     add_rule_arguments(parser)
+    add_noise_arguments(parser)
     args = parser.parse_args(argv)
     try:
         rule = rule_from_args(args)
         base, new = load(args.baseline), load(args.candidate)
+        floor = resolve_floor(args.noise, args.results_dir, base + new, rule.ignore_fingerprint)
     except SchemaError as exc:
         sys.stderr.write(f"compare: error: {exc}\n")
         return 2
-    return report(compare_rows(base, new, rule), rule, args.json, args.fail_on_inconclusive)
+    print(thresholds_line(rule.thresholds, floor), file=sys.stderr)
+    effective = replace(rule, thresholds=with_noise_floor(rule.thresholds, floor))
+    comparison = compare_rows(base, new, effective)
+    return report(comparison, effective, args.json, args.fail_on_inconclusive, floor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ BASE = ResultRow(
 
 
 def row(**overrides: object) -> ResultRow:
+    """BASE with some fields replaced."""
     return replace(BASE, **overrides)
 
 
@@ -34,5 +36,21 @@ def reps(
 
 
 def write(path: Path, rows: list[ResultRow]) -> Path:
+    """Write `rows` with the project's writer; returns `path` for chaining."""
     write_rows(path, rows)
+    return path
+
+
+def noise_file(
+    path: Path, floors: dict[str, float], host_id: str = "host1", **extra: object
+) -> Path:
+    """A minimal noise JSON: version 0 unless `format_version` (and `fingerprint`) are given."""
+    data = {
+        "rounds": 6,
+        "host_id": host_id,
+        "false_positives": {c: {"suggested_threshold": t} for c, t in floors.items()},
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
     return path

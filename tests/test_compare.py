@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare
+from benchmarks import compare, ruleconfig
 from benchmarks.cells import METRICS, cell_key, fingerprint_diff
 from benchmarks.compare import (
     IMPROVEMENT,
@@ -20,16 +20,23 @@ from benchmarks.compare import (
     min_exact_p,
     rank_test_usable,
 )
-from tests.rowfactory import reps, row, write
+from tests.rowfactory import noise_file, reps, row, write
 
 THROUGHPUT = METRICS[0]
 CPU = next(m for m in METRICS if m.column == "server_cpu_us_per_req")
 STEADY = [100_000.0, 101_000.0, 99_000.0, 100_500.0, 99_500.0]
 LABEL = "uvloop/pyperf-concurrent-raw/pooled c=50 kt=5 km=100"
+FIXTURE = Path(__file__).parent / "fixtures" / "handwritten.csv"
+COMMITTED_NOISE = (
+    Path(__file__).parent.parent / "results" / "115bf00763b5" / "noise-20261125T183407Z.json"
+)
 
 
 def run_cli(tmp_path: Path, base: list, new: list, *flags: str) -> int:
+    """compare's CLI on two hand-made CSVs; no noise floor unless the test asks for one."""
     b, n = write(tmp_path / "base.csv", base), write(tmp_path / "new.csv", new)
+    if not any(f.startswith("--noise") or f == "--results-dir" for f in flags):
+        flags = (*flags, "--noise", "none")
     return compare.main([str(b), str(n), *flags])
 
 
@@ -126,22 +133,65 @@ def test_small_samples_fall_back_to_the_baseline_range():
     assert (d.verdict, d.test) == (REGRESSION, "range p=0.1")
     d = decide(base, [80.0, 97.0, 85.0], THROUGHPUT, 0.10, 0.05)  # one value inside the range
     assert (d.verdict, d.test) == (INCONCLUSIVE, "range p=0.1")
-    d = decide([100.0], [50.0], THROUGHPUT, 0.10, 0.05)
+    assert "within the baseline's range" in d.reason
+
+
+@pytest.mark.parametrize("new", [[50.0], [99.0], [100.0]], ids=["-50%", "-1%", "same"])
+@pytest.mark.parametrize("base", [[100.0], [100.0, 101.0]], ids=["1+1", "2+1"])
+def test_one_repetition_on_a_side_is_inconclusive_whatever_the_ratio(base, new):
+    """One value has no spread: neither "regression" nor "no change" can be claimed."""
+    d = decide(base, new, THROUGHPUT, 0.10, 0.05)
     assert d.verdict == INCONCLUSIVE and "spread unknown" in d.reason
-    assert decide([100.0], [99.0], THROUGHPUT, 0.10, 0.05).verdict == NO_CHANGE
+    assert d.ratio is not None  # still shown
+    assert decide(new, base, THROUGHPUT, 0.10, 0.05).verdict == INCONCLUSIVE
+
+
+def test_one_repetition_reasons_name_the_side():
+    assert decide([100.0, 101.0], [50.0], THROUGHPUT, 0.1, 0.05).reason == (
+        "1 new repetition: spread unknown"
+    )
+    assert decide([100.0], [50.0], THROUGHPUT, 0.1, 0.05).reason == (
+        "1 baseline repetition and 1 new repetition: spread unknown"
+    )
+
+
+def test_two_against_two_uses_the_range_with_every_new_value_outside_it():
+    base = [100.0, 102.0]
+    assert not rank_test_usable(2, 2, 0.05)
+    d = decide(base, [80.0, 81.0], THROUGHPUT, 0.10, 0.05)
+    assert (d.verdict, d.test) == (REGRESSION, "range p=0.33")
+    # the median is 15% down but one value is inside the baseline's range: no verdict
+    d = decide(base, [70.0, 101.0], THROUGHPUT, 0.10, 0.05)
+    assert (d.verdict, d.test) == (INCONCLUSIVE, "range p=0.33")
+    assert decide(base, [99.0, 100.0], THROUGHPUT, 0.10, 0.05).verdict == NO_CHANGE
+
+
+def test_committed_shape_two_reps_against_one_has_no_regression(tmp_path, capsys):
+    """The reviewer's case: 2 repetitions against 1, 10-20% apart, used to give REGRESSIONs."""
+    base = reps([79_676.0, 80_100.0])
+    new = reps([71_037.0])
+    assert run_cli(tmp_path, base, new) == 0
+    out = capsys.readouterr().out
+    assert "REGRESSION" not in out and "1 new repetition: spread unknown" in out
+    assert "0 regression, 0 improvement, 4 inconclusive, 0 no change" in out
 
 
 def test_rank_test_threshold_follows_alpha():
     assert min_exact_p(4, 4) == pytest.approx(2 / 70)
     assert rank_test_usable(4, 4, 0.05) and rank_test_usable(3, 5, 0.05)
-    assert not rank_test_usable(3, 4, 0.05) and not rank_test_usable(2, 10, 0.05)
+    assert not rank_test_usable(3, 4, 0.05) and not rank_test_usable(2, 7, 0.05)
+    assert rank_test_usable(2, 8, 0.05)  # 2 / C(10, 2) = 0.044: reachable
+    assert not rank_test_usable(1, 100, 0.05)  # one value has no spread
     assert not rank_test_usable(4, 4, 0.01) and rank_test_usable(5, 5, 0.01)
 
 
 def test_degenerate_values():
+    nan = float("nan")
     assert decide([0.0, 0.0], [0.0, 0.0], CPU, 0.1, 0.05).verdict == NO_CHANGE
     assert decide([0.0, 0.0], [1.0, 1.0], CPU, 0.1, 0.05).verdict == INCONCLUSIVE
-    assert decide([float("nan")], [1.0], CPU, 0.1, 0.05).verdict == INCONCLUSIVE
+    assert decide([nan], [1.0], CPU, 0.1, 0.05).verdict == INCONCLUSIVE
+    d = decide([1.0, nan], [2.0, 2.0], CPU, 0.1, 0.05)  # a NaN is not a repetition
+    assert d.verdict == INCONCLUSIVE and "1 baseline repetition" in d.reason
     assert decide([1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0], CPU, 0.1, 0.05).verdict == REGRESSION
 
 
@@ -155,14 +205,31 @@ def test_threshold_flag_changes_the_verdict(tmp_path):
     assert run_cli(tmp_path, reps(STEADY), reps(slower), "--threshold-throughput", "25%") == 0
 
 
-def test_cells_match_on_configuration_not_duration():
+def test_cells_match_on_configuration_and_nearby_windows_compare():
     base = reps(STEADY, duration_s=5.0)
-    new = reps([v * 0.8 for v in STEADY], duration_s=30.0) + [row(concurrency=10)]
+    new = reps([v * 0.8 for v in STEADY], duration_s=5.9) + [row(concurrency=10)]
     result = compare_rows(base + [row(mode="unpooled")], new, Rule())
-    assert result.count(REGRESSION) == 1
+    assert result.count(REGRESSION) == 1  # 5.0 s vs 5.9 s: within 25%
     assert [k.concurrency for k in result.only_new] == [10]
     assert [k.mode for k in result.only_base] == ["unpooled"]
     assert cell_key(row(duration_s=1.0)) == cell_key(row(duration_s=9.0))
+
+
+def test_different_windows_are_inconclusive(tmp_path, capsys):
+    """A QUICK run (1 s windows) against a 5 s run: matched, shown, but never judged."""
+    base = reps(STEADY, duration_s=5.0)
+    new = reps([v * 0.5 for v in STEADY], duration_s=1.0)
+    result = compare_rows(base, new, Rule())
+    assert {v.decision.verdict for v in result.verdicts} == {INCONCLUSIVE}
+    assert "window differs: 5.0 s vs 1.0 s" in result.verdicts[0].decision.reason
+    assert run_cli(tmp_path, base, new) == 0
+    assert "window differs: 5.0 s vs 1.0 s" in capsys.readouterr().out
+
+
+def test_failed_rows_do_not_count_as_a_window():
+    new = reps(STEADY, duration_s=5.0) + [row(repetition=6, status="server-died", duration_s=0.0)]
+    reason = compare_rows(reps(STEADY), new, Rule()).verdicts[0].decision.reason
+    assert "status server-died" in reason and "window" not in reason
 
 
 def test_one_sided_cells_are_listed_and_strict_mode_fails(tmp_path, capsys):
@@ -172,21 +239,45 @@ def test_one_sided_cells_are_listed_and_strict_mode_fails(tmp_path, capsys):
     assert run_cli(tmp_path, base, new, "--fail-on-inconclusive") == 1
 
 
+def _strict_json(text: str) -> object:
+    """json.loads that refuses NaN and Infinity, which Python's json accepts by default."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"invalid JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_json_output(tmp_path, capsys):
     assert run_cli(tmp_path, reps(STEADY), reps([v * 0.8 for v in STEADY]), "--json") == 1
-    data = json.loads(capsys.readouterr().out)
+    data = _strict_json(capsys.readouterr().out)
     assert data["summary"]["regression"] == 1
     hit = next(v for v in data["verdicts"] if v["verdict"] == REGRESSION)
     assert hit["label"] == LABEL and hit["metric"] == "throughput_rps"
 
 
-def _assert_one_line_error(capsys, code: int, *needles: str) -> None:
+def test_json_has_null_for_nan_and_the_table_counts_only_finite_values(tmp_path, capsys):
+    nan = float("nan")
+    base = reps(STEADY[:3], column="latency_p99_ms")
+    new = reps([1.0, nan, 1.0], column="latency_p99_ms")
+    run_cli(tmp_path, base, new, "--json")
+    data = _strict_json(capsys.readouterr().out)
+    p99 = next(v for v in data["verdicts"] if v["metric"] == "latency_p99_ms")
+    assert p99["new"] == [1.0, None, 1.0]
+    run_cli(tmp_path, base, new)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.split()[1] == "p99")
+    assert " 3/2 " in line
+
+
+def _assert_one_line_error(capsys, code: int, *needles: str) -> str:
+    """Exit 2, nothing on stdout, one line on stderr holding every needle; returns that line."""
     assert code == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     for needle in needles:
         assert needle in captured.err
+    return captured.err
 
 
 def test_missing_file(tmp_path, capsys):
@@ -199,7 +290,42 @@ def test_foreign_csv(tmp_path, capsys):
     good = write(tmp_path / "good.csv", reps(STEADY))
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
-    _assert_one_line_error(capsys, compare.main([str(other), str(good)]), "not a results CSV")
+    code = compare.main([str(other), str(good)])
+    _assert_one_line_error(
+        capsys,
+        code,
+        "other.csv: not a results CSV (no header with schema_version; found 2 columns)",
+    )
+
+
+def test_a_header_missing_columns_names_a_few_not_all(tmp_path, capsys):
+    good = write(tmp_path / "good.csv", reps(STEADY))
+    header, first = good.read_text().splitlines()[:2]
+    cut = tmp_path / "cut.csv"
+    keep = 10  # the fingerprint columns only
+    cut.write_text(",".join(header.split(",")[:keep]) + "\n" + ",".join(first.split(",")[:keep]))
+    code = compare.main([str(cut), str(good)])
+    err = _assert_one_line_error(capsys, code, "header has 10 columns, schema 1 has 42", "+29 more")
+    assert len(err) < 200
+
+
+def test_rows_with_missing_or_extra_fields_name_their_line(tmp_path, capsys):
+    good = write(tmp_path / "good.csv", reps(STEADY))
+    lines = good.read_text().splitlines()
+    for name, broken in (("short", lines[2].rsplit(",", 1)[0]), ("long", lines[2] + ",extra")):
+        bad = tmp_path / f"{name}.csv"
+        bad.write_text("\n".join([lines[0], lines[1], broken, lines[3]]) + "\n")
+        code = compare.main([str(good), str(bad)])
+        n = 41 if name == "short" else 43
+        _assert_one_line_error(capsys, code, f"{name}.csv:3: {n} fields, the header has 42")
+
+
+def test_non_utf8_file_is_a_one_line_error(tmp_path, capsys):
+    good = write(tmp_path / "good.csv", reps(STEADY))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"\xff\xfeschema_version,run_id\r\n\xe9t\xe9,1\r\n")
+    code = compare.main([str(good), str(latin)])
+    _assert_one_line_error(capsys, code, "latin.csv: not a results CSV (not UTF-8 text: byte 0xff")
 
 
 def test_corrupt_file(tmp_path, capsys):
@@ -207,7 +333,8 @@ def test_corrupt_file(tmp_path, capsys):
     lines = good.read_text().splitlines()
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([lines[0], lines[1].replace("100000", "fast", 1)]) + "\n")
-    _assert_one_line_error(capsys, compare.main([str(good), str(bad)]), "bad.csv:2", "bad value")
+    code = compare.main([str(good), str(bad)])
+    _assert_one_line_error(capsys, code, "bad.csv:2: bad value for throughput_rps: 'fast'")
 
 
 def test_binary_garbage(tmp_path, capsys):
@@ -235,3 +362,103 @@ def test_empty_results_file(tmp_path, capsys):
 def test_unknown_fingerprint_field(tmp_path, capsys):
     code = run_cli(tmp_path, reps(STEADY), reps(STEADY), "--ignore-fingerprint", "colour")
     _assert_one_line_error(capsys, code, "colour")
+
+
+def test_handwritten_fixture_is_read(capsys):
+    """A CSV typed by hand, not by write_rows: catches the reader drifting from the format."""
+    from benchmarks.schema import read_rows
+
+    rows = read_rows(FIXTURE)
+    assert [r.repetition for r in rows] == [1, 1, 2]
+    first, failed, second = rows
+    assert first.cpu_model == "Example CPU, 2 cores @ 2.0GHz"  # quoted comma
+    assert first.keepalive_timeout_s == 5.0 and first.throughput_rps == 80_000.0  # "5", "80000"
+    assert first.note == "hand-written, not by write_rows" and second.note == ""
+    assert (failed.status, failed.valid, failed.throughput_rps) == ("server-died", 0, 0.0)
+    assert compare.main([str(FIXTURE), str(FIXTURE), "--noise", "none"]) == 0
+    assert "4 no change" in capsys.readouterr().out
+
+
+# The A/A noise floor: found, matched to the machine, and raising (never lowering) thresholds.
+
+FLOORS = {"throughput_rps": 0.15, "latency_p99_ms": 0.05}
+TWELVE_DOWN = [v * 0.88 for v in STEADY]  # beyond 10%, within a 15% floor
+
+
+def test_noise_floor_raises_a_threshold(tmp_path, capsys):
+    results = tmp_path / "results"
+    noise_file(results / "host1" / "noise-20260101T000000Z.json", FLOORS)
+    flags = ("--results-dir", str(results))
+    assert run_cli(tmp_path, reps(STEADY), reps(TWELVE_DOWN), *flags) == 0
+    captured = capsys.readouterr()
+    assert "REGRESSION" not in captured.out
+    line = captured.err.strip()
+    assert line.startswith("noise: ") and "noise-20260101T000000Z.json" in line
+    assert "throughput 15% (floor)" in line
+    assert line.endswith("p99 20%")  # a 5% floor never lowers the 20% threshold
+    assert "version 0 has no fingerprint" in line
+    assert run_cli(tmp_path, reps(STEADY), reps(TWELVE_DOWN), "--noise", "none") == 1
+
+
+def test_newest_matching_noise_file_wins(tmp_path, capsys):
+    results = tmp_path / "results"
+    fp = {"host_id": "host1", "kernel": "6.1.0", "cpu_model": "Test CPU @ 3GHz"}
+    noise_file(results / "host1" / "noise-20260101T000000Z.json", {"throughput_rps": 0.15})
+    noise_file(
+        results / "host1" / "noise-20260301T000000Z.json",
+        {"throughput_rps": 0.30},
+        format_version=1,
+        fingerprint={**fp, "kernel": "6.9.0"},  # another kernel: not this machine any more
+    )
+    noise_file(
+        results / "host1" / "noise-20260201T000000Z.json",
+        {"throughput_rps": 0.20},
+        format_version=1,
+        fingerprint=fp,
+    )
+    run_cli(tmp_path, reps(STEADY), reps(STEADY), "--results-dir", str(results))
+    err = capsys.readouterr().err
+    assert "noise-20260201T000000Z.json (newest match, format 1" in err
+    assert "throughput 20% (floor)" in err
+
+
+def test_no_noise_file_says_so(tmp_path, capsys):
+    assert run_cli(tmp_path, reps(STEADY), reps(STEADY), "--results-dir", str(tmp_path)) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("noise: none (no matching noise-*.json in")
+    assert "thresholds: throughput 10%, cpu 10%, p50 10%, p99 20%" in err
+
+
+def test_explicit_noise_file_of_another_machine_is_refused(tmp_path, capsys):
+    other = noise_file(tmp_path / "n.json", FLOORS, host_id="elsewhere")
+    code = run_cli(tmp_path, reps(STEADY), reps(STEADY), "--noise", str(other))
+    _assert_one_line_error(capsys, code, "n.json: noise file of another machine (host_id differ)")
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"\xff\xfe{}", "not UTF-8 JSON"), (b"[1, 2]", "no false_positives"),
+     (b'{"format_version": 99, "false_positives": {}}', "unknown noise format_version 99")],
+    ids=["binary", "foreign", "future"],
+)  # fmt: skip
+def test_bad_noise_file_is_a_one_line_error(tmp_path, capsys, content, needle):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    code = run_cli(tmp_path, reps(STEADY), reps(STEADY), "--noise", str(bad))
+    _assert_one_line_error(capsys, code, needle)
+
+
+def test_committed_version_0_noise_file_is_read():
+    data = ruleconfig.read_noise_file(COMMITTED_NOISE)
+    floors = ruleconfig.floors_of(data)
+    assert set(floors) == {m.column for m in METRICS}
+    assert all(0.02 <= f < 1 for f in floors.values())
+
+
+def test_noise_json_in_json_output(tmp_path, capsys):
+    results = tmp_path / "results"
+    noise_file(results / "host1" / "noise-20260101T000000Z.json", FLOORS)
+    run_cli(tmp_path, reps(STEADY), reps(STEADY), "--json", "--results-dir", str(results))
+    data = _strict_json(capsys.readouterr().out)
+    assert data["noise"]["floors"] == FLOORS
+    assert data["rule"]["thresholds"]["throughput_rps"] == 0.15  # the effective rule
