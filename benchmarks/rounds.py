@@ -29,6 +29,9 @@ VALUE_FLAGS = (
 # Spellings of "write the CSV into this directory" we look for in `run --help`, most likely first.
 OUTPUT_FLAGS = ("--results-dir", "--output-dir", "--out-dir", "--outdir", "--out", "--output")
 SKIP_DIRS = {"tmp", "plots"}  # scratch and report output under results/, never run CSVs
+# `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run.
+SKIP_PREFIX = "noise-"
+BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
 
 
 class RoundError(RuntimeError):
@@ -45,6 +48,7 @@ class Side:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The harness's matrix flags, accepted as they are so they can be handed on unchanged."""
     group = parser.add_argument_group("bench flags (passed to `python -m benchmarks run`)")
     for flag in SWITCH_FLAGS:
         group.add_argument(flag, action="store_true")
@@ -65,6 +69,7 @@ def bench_args(args: argparse.Namespace) -> list[str]:
 
 
 def _dest(flag: str) -> str:
+    """argparse's attribute name for a flag."""
     return flag.lstrip("-").replace("-", "_")
 
 
@@ -82,6 +87,7 @@ def schedule(sides: Sequence[Side], rounds: int, alternate: bool = True) -> list
 
 
 def run_command(side: Side, args: Sequence[str], out_dir: Path, out_flag: str | None) -> list[str]:
+    """The argv of one round: the side's interpreter, its harness, our output directory."""
     argv = [str(side.python), "-m", "benchmarks", "run", *args]
     return argv + [out_flag, str(out_dir)] if out_flag else argv
 
@@ -110,13 +116,14 @@ def detect_output_flag(side: Side) -> str | None:
 
 def result_csvs(root: Path) -> set[Path]:
     """Run CSVs under `root`: not in scratch or plot folders, nor in a run's artifacts folder
-    (results/<host>/<stamp>-<commit>/ beside results/<host>/<stamp>-<commit>.csv)."""
+    (results/<host>/<stamp>-<commit>/ beside results/<host>/<stamp>-<commit>.csv), nor the
+    rows `noise` keeps beside its JSON (noise-<stamp>.csv: several runs, not one)."""
     if not root.is_dir():
         return set()
     found = set()
     for path in root.rglob("*.csv"):
         folders = path.relative_to(root).parents
-        if SKIP_DIRS & {f.name for f in folders}:
+        if SKIP_DIRS & {f.name for f in folders} or path.name.startswith(SKIP_PREFIX):
             continue
         if any((root / f).with_name(f"{f.name}.csv").is_file() for f in folders if f.name):
             continue
@@ -144,6 +151,7 @@ def run_round(side: Side, args: Sequence[str], out_dir: Path, out_flag: str | No
 
 
 def read_all(paths: Sequence[Path]) -> list[ResultRow]:
+    """Every row of a round's CSVs; a bad CSV is a failed round (RoundError, one line)."""
     rows: list[ResultRow] = []
     for path in paths:
         try:
