@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import benchcompare, rounds
+from benchmarks import benchcompare, noise, rounds
+from benchmarks.compare import REGRESSION, Rule, compare_rows
 from benchmarks.rounds import RoundError, Side
 from tests.rowfactory import reps, write
 
 A, B = Side("base", Path("/a"), Path("/py")), Side("new", Path("/b"), Path("/py"))
+STEADY = [100_000.0, 101_000.0, 99_000.0, 100_500.0, 99_500.0]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -121,3 +123,40 @@ def test_unknown_ref_is_a_one_line_error(capsys):
     assert benchcompare.main(["--base", "no-such-ref-xyz", "--rounds", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown git ref 'no-such-ref-xyz'" in err
+
+
+def test_own_venv_ignores_the_packages_fingerprint_and_says_so(capsys):
+    rule = benchcompare.rule_for_venvs(Rule(), same_deps=False)
+    assert rule.ignore_fingerprint == ("packages",)
+    assert "ignoring the packages fingerprint" in capsys.readouterr().err
+    # then a dependency change no longer makes every cell inconclusive
+    slower = reps([v * 0.8 for v in STEADY], packages="uvloop=0.21")
+    assert compare_rows(reps(STEADY), slower, rule).count(REGRESSION) == 1
+
+
+def test_shared_venv_keeps_the_rule(capsys):
+    rule = Rule(ignore_fingerprint=("kernel",))
+    assert benchcompare.rule_for_venvs(rule, same_deps=True) is rule
+    already = Rule(ignore_fingerprint=("packages",))
+    assert benchcompare.rule_for_venvs(already, same_deps=False) is already
+    assert capsys.readouterr().err == ""
+
+
+def test_bad_noise_file_fails_before_any_round(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe")
+    assert benchcompare.main(["--base", "HEAD", "--noise", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a noise file" in err
+
+
+def test_noise_rows_beside_the_json_are_not_run_csvs(tmp_path):
+    write(tmp_path / "host" / "20260101T000000Z-abc.csv", reps([1.0]))
+    write(tmp_path / "host" / "noise-20260101T000000Z.csv", reps([1.0]))
+    assert rounds.result_csvs(tmp_path) == {tmp_path / "host" / "20260101T000000Z-abc.csv"}
+
+
+def test_bench_compare_default_rounds_match_the_noise_replay():
+    args = benchcompare.build_parser().parse_args(["--base", "HEAD"])
+    assert args.rounds == rounds.BENCH_COMPARE_ROUNDS
+    assert (rounds.BENCH_COMPARE_ROUNDS,) * 2 in [(a, b) for a, b, _ in noise.REPLAYS]
