@@ -5,7 +5,10 @@ percentiles, server CPU per request, connections opened and TIME_WAIT sockets. R
 drawn as the median with a min-max whisker, because that is what compare decides on. Rows that
 cannot be trusted stay visible but marked: client-bound bars hatched (throughput is a lower
 bound), invalid or failed ones faded with an "x". Trend plots follow each cell across all runs
-given, x = run start time, so a regression shows where it entered.
+given, oldest to newest (evenly spaced by run, labelled with start time and commit), so a
+regression shows where it entered. A trend series is one cell on one machine (host_id) with one
+window length (within compare's 25% tolerance): numbers from another machine, or from 1 s QUICK
+windows next to 5 s ones, start a series of their own instead of a fake step in a line.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +29,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from benchmarks.cells import CellKey, group_by_cell, row_problem  # noqa: E402
 from benchmarks.clientspec import REPO_ROOT  # noqa: E402
+from benchmarks.compare import window_of, windows_differ  # noqa: E402
 from benchmarks.rounds import result_csvs  # noqa: E402
 from benchmarks.schema import ResultRow, SchemaError, read_rows  # noqa: E402
 
@@ -44,6 +48,7 @@ TREND_METRICS = (
 
 
 def collect(paths: Sequence[Path]) -> list[ResultRow]:
+    """Every row of every file; the first bad file stops the report (SchemaError, one line)."""
     rows: list[ResultRow] = []
     for path in paths:
         rows += read_rows(path)
@@ -64,6 +69,7 @@ def runs_by_time(rows: Sequence[ResultRow]) -> dict[str, list[ResultRow]]:
 
 
 def _stats(rows: Sequence[ResultRow], column: str) -> tuple[float, float, float]:
+    """(median, min, max) of a column: the bar and its whisker."""
     vals = [float(getattr(r, column)) for r in rows]
     return statistics.median(vals), min(vals), max(vals)
 
@@ -107,13 +113,19 @@ def mode_bars(ax: plt.Axes, cells: dict[CellKey, list[ResultRow]], column: str, 
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
     if log:
         ax.set_yscale("log")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def bar_legend(fig: Figure, modes: Sequence[str], top_in: float) -> None:
+    """One legend for the whole figure, above the axes: inside an axes it covers a bar."""
     handles = [plt.Rectangle((0, 0), 1, 1, color=MODE_COLORS.get(m, "grey")) for m in modes]
     handles += [
         plt.Rectangle((0, 0), 1, 1, fill=False, hatch="//"),
         plt.Line2D([], [], color="k", marker="x", linestyle=""),
     ]
-    ax.legend(handles, [*modes, "client-bound", "invalid/failed"], fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
+    labels = [*modes, "client-bound (lower bound)", "invalid/failed"]
+    y = 1 - 0.36 / top_in  # just under the suptitle, in figure coordinates
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, y), ncols=4, fontsize=7)
 
 
 def per_client_figure(
@@ -133,8 +145,10 @@ def per_client_figure(
             mode_bars(ax, by_client[client], column, log)
             ax.set_title(f"{client}", fontsize=9)
             ax.set_ylabel(ylabel, fontsize=8)
+    height = fig.get_figheight()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    bar_legend(fig, sorted({k.mode for k in group_by_cell(rows)}), height)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.42 / height))  # room for title and legend
     return fig
 
 
@@ -177,23 +191,80 @@ def latency_figure(rows: Sequence[ResultRow], title: str) -> Figure:
     return fig
 
 
-def trend_figure(runs: dict[str, list[ResultRow]], column: str, ylabel: str) -> Figure:
-    """Each cell's median across runs, one axes per client; x = run start, ticks carry the commit.
+SeriesKey = tuple[str, float, CellKey]  # host_id, window band (s), cell
+Series = dict[SeriesKey, list[tuple[int, float, bool]]]  # (x, median, untrustworthy) points
 
-    Colour = server, line style = mode; a hollow marker is a run where the cell was client-bound,
-    invalid or failed, so a dip there is not mistaken for a regression.
+
+def window_bands(windows: Iterable[float]) -> dict[float, float]:
+    """Each window length mapped to its band's name: the median length in the band.
+
+    A band starts at a length and takes every longer one that compare would still compare with
+    it (within its window tolerance); the next length beyond that starts a new band.
+    """
+    members: dict[float, list[float]] = defaultdict(list)
+    anchor: float | None = None
+    for w in sorted(set(windows)):
+        if anchor is None or windows_differ(anchor, w):
+            anchor = w
+        members[anchor].append(w)
+    return {w: statistics.median(ws) for ws in members.values() for w in ws}
+
+
+def trend_series(runs: dict[str, list[ResultRow]], column: str) -> Series:
+    """(x, median, untrustworthy) per series: one cell on one host with one window band."""
+    points = []
+    for x, rid in enumerate(runs):
+        for key, cell_rows in group_by_cell(runs[rid]).items():
+            for host in sorted({r.host_id for r in cell_rows}):
+                mine = [r for r in cell_rows if r.host_id == host]
+                med = _stats(mine, column)[0]
+                points.append(
+                    (host, key, window_of(mine) or 0.0, (x, med, any(map(row_problem, mine))))
+                )
+    windows: dict[tuple[str, CellKey], list[float]] = defaultdict(list)
+    for host, key, window, _ in points:
+        windows[host, key].append(window)
+    bands = {hk: window_bands(ws) for hk, ws in windows.items()}
+    series: Series = defaultdict(list)
+    for host, key, window, point in points:
+        series[host, bands[host, key][window], key].append(point)
+    return dict(series)
+
+
+def _series_label(skey: SeriesKey, many_hosts: bool) -> str:
+    """Server, mode and config of the cell, its window, and the host when there are several."""
+    host, window, key = skey
+    label = key.label().split("/", 2)[2].replace(key.mode, f"{key.server} {key.mode}", 1)
+    return f"{label} {window:.2g} s" + (f" @{host[:8]}" if many_hosts else "")
+
+
+def _plot_series(ax: plt.Axes, series: Series, servers: list[str], many_hosts: bool) -> None:
+    """One client's series on one axes: colour = server, line style = mode, hollow = distrust."""
+    palette = plt.get_cmap("tab10")
+    for skey in sorted(series, key=lambda s: _series_label(s, True)):
+        key = skey[2]
+        xs, ys, bad = zip(*series[skey], strict=True)
+        color = palette(servers.index(key.server) % 10)
+        style = "-" if key.mode == "pooled" else "--"
+        ax.plot(xs, ys, style, color=color, label=_series_label(skey, many_hosts))
+        for x, y, b in zip(xs, ys, bad, strict=True):
+            ax.plot(x, y, "o", color=color, markerfacecolor="white" if b else color)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(alpha=0.3)
+
+
+def trend_figure(runs: dict[str, list[ResultRow]], column: str, ylabel: str) -> Figure:
+    """Each series' median across runs, one axes per client; ticks carry start time and commit.
+
+    A hollow marker is a run where the cell was client-bound, invalid or failed, so a dip there
+    is not mistaken for a regression. x is the run's rank, not its time: runs hours or weeks
+    apart are drawn evenly spaced, and the axis says so.
     """
     order = list(runs)
-    starts = {rid: min(r.started_utc for r in rows) for rid, rows in runs.items()}
-    commits = {rid: rows[0].git_commit for rid, rows in runs.items()}
-    series: dict[CellKey, list[tuple[int, float, bool]]] = defaultdict(list)
-    for x, rid in enumerate(order):
-        for key, cell_rows in group_by_cell(runs[rid]).items():
-            bad = any(map(row_problem, cell_rows))
-            series[key].append((x, _stats(cell_rows, column)[0], bad))
-    clients = sorted({k.client for k in series})
-    servers = sorted({k.server for k in series})
-    palette = plt.get_cmap("tab10")
+    series = trend_series(runs, column)
+    clients = sorted({k.client for _, _, k in series})
+    servers = sorted({k.server for _, _, k in series})
+    many_hosts = len({h for h, _, _ in series}) > 1
     fig, axes = plt.subplots(
         len(clients),
         1,
@@ -202,24 +273,22 @@ def trend_figure(runs: dict[str, list[ResultRow]], column: str, ylabel: str) -> 
         figsize=(max(7.0, 1.2 * len(order) + 5), 3.6 * len(clients)),
     )
     for ax, client in zip(axes[:, 0], clients, strict=True):
-        for key in sorted((k for k in series if k.client == client), key=CellKey.label):
-            xs, ys, bad = zip(*series[key], strict=True)
-            color = palette(servers.index(key.server) % 10)
-            style = "-" if key.mode == "pooled" else "--"
-            label = key.label().split("/", 2)[2].replace(f"{key.mode}", f"{key.server} {key.mode}")
-            ax.plot(xs, ys, style, color=color, label=label)
-            for x, y, b in zip(xs, ys, bad, strict=True):
-                ax.plot(x, y, "o", color=color, markerfacecolor="white" if b else color)
+        mine = {s: pts for s, pts in series.items() if s[2].client == client}
+        _plot_series(ax, mine, servers, many_hosts)
         ax.set_ylabel(ylabel, fontsize=8)
         if column == "throughput_rps" or column.startswith("latency"):
             ax.set_yscale("log")
-        ax.grid(alpha=0.3)
         ax.set_title(client, fontsize=9)
-        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ticks = [f"{starts[r][:16]}\n{commits[r]}" for r in order]
-    axes[-1][0].set_xticks(range(len(order)), ticks, fontsize=7, rotation=20, ha="right")
+    ticks = [
+        f"{min(r.started_utc for r in runs[rid])[:16]}\n{runs[rid][0].git_commit}" for rid in order
+    ]
+    bottom = axes[-1][0]
+    bottom.set_xticks(range(len(order)), ticks, fontsize=7, rotation=20, ha="right")
+    bottom.set_xlabel("run (oldest → newest, evenly spaced; start time UTC, commit)", fontsize=8)
     fig.suptitle(
-        f"{ylabel} across {len(order)} run(s); hollow = client-bound/invalid/failed", fontsize=10
+        f"{ylabel} across {len(order)} run(s); hollow = client-bound/invalid/failed; "
+        "a series = one cell, host and window length",
+        fontsize=10,
     )
     fig.tight_layout()
     return fig
@@ -263,6 +332,7 @@ def write_plots(rows: Sequence[ResultRow], out: Path, run_id: str | None = None)
 
 
 def main(argv: list[str]) -> int:
+    """The CLI: the PNG paths on stdout, exit 2 with one line on bad input."""
     parser = OneLineParser(
         prog="python -m benchmarks report", description="PNG plots from results CSVs."
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks import report
 from tests.rowfactory import row, write
 
@@ -64,3 +66,52 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert report.main([str(good), "--out", str(tmp_path / "p"), "--run", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
     assert not Path(tmp_path / "p").exists()
+
+
+def test_non_utf8_input_is_a_one_line_error(tmp_path, capsys):
+    junk = tmp_path / "junk.csv"
+    junk.write_bytes(b"\xff\xfe\x00s\x00c\x00h")
+    assert report.main([str(junk), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_window_bands_follow_compares_tolerance():
+    bands = report.window_bands([5.0, 4.9, 5.6, 1.0, 1.1, 9.0])
+    assert bands[4.9] == bands[5.0] == bands[5.6] == 5.0  # 5.6 / 4.9 = 1.14: one band
+    assert bands[1.0] == bands[1.1] == pytest.approx(1.05)
+    assert bands[9.0] == 9.0
+
+
+def _trend_rows(run: int, host: str, duration: float) -> list:
+    return [
+        row(run_id=f"run{run}-{host}", started_utc=f"2026-01-0{run + 1}T10:00:00Z",
+            host_id=host, duration_s=duration, repetition=rep)
+        for rep in (1, 2)
+    ]  # fmt: skip
+
+
+def test_trend_series_split_by_host_and_window():
+    rows = (
+        _trend_rows(0, "hostA", 5.0) + _trend_rows(1, "hostA", 5.1)  # one series
+        + _trend_rows(2, "hostA", 1.0)  # a QUICK run: a series of its own
+        + _trend_rows(3, "hostB", 5.0)  # another machine: its own series
+    )  # fmt: skip
+    series = report.trend_series(report.runs_by_time(rows), "throughput_rps")
+    by_key = {(host, band): [x for x, _, _ in points] for (host, band, _), points in series.items()}
+    assert by_key == {("hostA", 5.05): [0, 1], ("hostA", 1.0): [2], ("hostB", 5.0): [3]}
+
+
+def test_bar_legend_sits_above_the_axes_not_on_a_bar():
+    fig = report.per_client_figure(run_rows(0, 1.0), "t", [("throughput_rps", "req/s", False)])
+    assert len(fig.legends) == 1
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    fig.canvas.draw()
+    legend_box = fig.legends[0].get_window_extent()
+    top_of_axes = max(ax.get_window_extent().y1 for ax in fig.axes)
+    assert legend_box.y0 >= top_of_axes  # above every panel (and so above every bar)
+
+
+def test_trend_axis_says_what_x_is():
+    fig = report.trend_figure(report.runs_by_time(run_rows(0, 1.0)), "throughput_rps", "req/s")
+    assert "oldest → newest" in fig.axes[-1].get_xlabel()
