@@ -31,7 +31,7 @@ bench: install
 	$(PY) -m benchmarks run $(BENCH_FLAGS)
 
 compare: install
-	$(PY) -m benchmarks compare $(BASE) $(NEW)
+	$(PY) -m benchmarks compare $(BASE) $(NEW) $(COMPARE_FLAGS)
 
 bench-compare: install
 	$(PY) -m benchmarks bench-compare --base $(BASE) $(if $(ROUNDS),--rounds $(ROUNDS)) $(BENCH_FLAGS)
