@@ -2,8 +2,10 @@
 
 compare, bench-compare, noise and report all group rows by cell and check fingerprints; keeping
 the definitions here means a new configuration column is added to the key once, not four times.
-`duration_s` is deliberately not part of the key: a longer window measures the same thing with
-less noise, and comparing a 10 s baseline with a 30 s candidate is legitimate.
+`duration_s` is not part of the key, so that a window that came out a little longer (Locust's
+exit, pyperf's calibration) still meets its twin; compare calls cells whose median windows
+differ by more than 25% inconclusive instead ("window differs"): a 1 s QUICK window warms up,
+batches and samples CPU differently from a 5 s one, so their ratio is not a code change.
 """
 
 from __future__ import annotations
