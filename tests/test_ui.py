@@ -2,8 +2,9 @@
 
 One end-to-end run, as `make ui` starts it: both printed URLs answer, a test started through the
 web UI's own /swarm endpoint reaches the server and shows in the server-side rows, and SIGINT
-(the terminal's Ctrl-C) leaves no process of the lab behind. The arithmetic behind the rows is
-checked on made-up samples. The real browser test lives in tests_browser/ (`make test-browser`).
+(the terminal's Ctrl-C) leaves no process of the lab behind. Bad flags are one-line errors
+before anything starts. The arithmetic behind the rows is checked on made-up samples. The real
+browser test lives in tests_browser/ (`make test-browser`).
 """
 
 from __future__ import annotations
@@ -76,12 +77,43 @@ def test_loopback_is_local_and_a_remote_name_is_not() -> None:
     assert not is_local_host("192.0.2.1")  # TEST-NET-1: never this machine
 
 
+def _locust_argv(*flags: str) -> list[str]:
+    args = launcher.build_parser().parse_args(list(flags))
+    return launcher.locust_command(args, "http://127.0.0.1:1", "http://127.0.0.1:2", None, [])
+
+
 def test_workers_get_a_private_master_port() -> None:
-    args = launcher.build_parser().parse_args(["--workers", "2"])
-    argv = launcher.locust_command(args, "http://127.0.0.1:1", "http://127.0.0.1:2", None, [])
+    argv = _locust_argv("--workers", "2")
     assert argv[argv.index("--processes") + 1] == "2"
     assert argv[argv.index("--master-bind-host") + 1] == "127.0.0.1"
     assert argv[argv.index("--master-port") + 1] == argv[argv.index("--master-bind-port") + 1]
+
+
+@pytest.mark.parametrize("flags", [(), ("--workers", "1")])
+def test_one_worker_is_one_plain_locust_process(flags: tuple[str, ...]) -> None:
+    """As in make bench (benchmarks/harness/config.py): WORKERS=1 is not a master + 1 worker."""
+    argv = _locust_argv(*flags)
+    assert "--processes" not in argv and "--master-bind-port" not in argv
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--web-port", "99999"], "argument --web-port: must be between 0 and 65535, got 99999"),
+        (["--web-port", "-1"], "argument --web-port: must be between 0 and 65535, got -1"),
+        (["--workers", "0"], "argument --workers: must be between 1 and 64, got 0"),
+        (["--workers", "65"], "argument --workers: must be between 1 and 64, got 65"),
+        (["--workers", "two"], "argument --workers: must be an integer, got 'two'"),
+    ],
+)
+def test_bad_flags_are_one_line_errors_before_anything_starts(
+    flags: list[str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ui", *flags], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"python -m benchmarks.ui: error: {message}\n"
 
 
 def _read_banner(proc: subprocess.Popen[str]) -> dict[str, list[str]]:

@@ -1,7 +1,7 @@
 """Start a reference server and Locust's web UI pointed at it; Ctrl-C stops both.
 
     python -m benchmarks.ui [--server uvloop] [--keepalive-timeout S] [--keepalive-max N]
-                            [--tls] [--web-port 8089] [--workers N] [extra locust flags]
+                            [--tls] [--web-port 8089] [--workers 1] [extra locust flags]
 
 Both listen on 127.0.0.1. Flags this launcher does not know go to Locust unchanged (for
 example `--kab-think-time 6`), so Locust reports their mistakes itself.
@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -51,6 +52,7 @@ LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfiles" / "lab.py"
 WEB_UI_TIMEOUT_S = 60.0  # Locust imports gevent, Flask and the locustfile: slow on a busy box
 LOCUST_STOP_S = 10.0
 PR_SET_PDEATHSIG = 1
+MAX_WORKERS = 64  # the bound of make bench's --workers (benchmarks/harness/config.py)
 
 
 class Stop(Exception):
@@ -104,13 +106,33 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--tls", action="store_true", help="HTTPS server (generated CA)")
     parser.add_argument(
-        "--web-port", type=int, default=8089, help="web UI port; 0 picks a free one (default 8089)"
-    )
+        "--web-port", type=int_between(0, 65535), default=8089, metavar="P",
+        help="web UI port; 0 picks a free one (default 8089)",
+    )  # fmt: skip
     parser.add_argument(
-        "--workers", type=int, default=0, metavar="N",
-        help="Locust worker processes (--processes N); 0 = one process (default)",
+        "--workers", type=int_between(1, MAX_WORKERS), default=1, metavar="N",
+        help="load processes: 1 = one plain Locust process (default), N > 1 = a master and N "
+        f"workers (Locust's --processes N); at most {MAX_WORKERS}, as for make bench",
     )  # fmt: skip
     return parser
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a bad value is refused at parse time in one line, before anything starts.
+
+    Without it a port of 99999 reaches socket.bind() and ends in an OverflowError traceback.
+    """
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return convert
 
 
 def free_port() -> int:
@@ -139,7 +161,7 @@ def locust_command(
     ]  # fmt: skip
     if ca is not None:
         argv += ["--kab-ca", str(ca)]
-    if args.workers > 0:
+    if args.workers > 1:
         # Master and workers talk over loopback on a free port: not *:5557, which another
         # run may hold and which would be open to the network.
         port = str(free_port())
@@ -256,8 +278,6 @@ def watch(server: SessionServer, locust: subprocess.Popen[bytes]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.workers < 0:
-        parser.error(f"--workers must be >= 0, got {args.workers}")
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
