@@ -47,7 +47,7 @@ def test_rows_give_rates_now_and_totals_since_start() -> None:
     rows = {r["metric"]: (r["now"], r["total"]) for r in table_rows(latest, window, base)}
     assert rows["Connections opened /s"] == ("2.0", "8")
     assert rows["Requests /s (server)"] == ("20.0", "100")
-    assert rows["Requests per connection"] == ("10.0", "12.5")
+    assert rows["Requests per new connection"] == ("10.0", "12.5")
     assert rows["Closed by idle_timeout /s"] == ("1.0", "4")
     assert rows["TIME_WAIT on server port (server side)"][0] == "7"
     assert rows["Server CPU %"][0] == "20.0"

@@ -102,7 +102,7 @@ def test_start_from_the_ui_and_watch_the_server_side(
     first = _number(_cell(page, "Requests /s (server)", 2))
     _wait_until(lambda: _number(_cell(page, "Requests /s (server)", 2)) > first)
     # Pooled users reuse their connections: far more requests than connections.
-    assert _number(_cell(page, "Requests per connection", 2)) > 2
+    assert _number(_cell(page, "Requests per new connection", 2)) > 2
     # Only PooledUser was picked: no unpooled user sent Connection: close.
     assert _cell(page, "Closed by client_requested /s", 2) == "0"
     assert int(_cell(page, "Connections opened /s", 2)) <= 6  # 3 users, a few reconnects at most

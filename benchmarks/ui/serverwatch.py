@@ -146,7 +146,7 @@ def table_rows(latest: Sample, window: Sample, base: Sample) -> list[dict[str, s
         ("Connections opened /s", _fmt(now["conn_per_s"]), str(latest.accepted - base.accepted)),
         ("Open connections", str(latest.open), f"peak {latest.peak_open} (server lifetime)"),
         ("Requests /s (server)", _fmt(now["req_per_s"]), str(latest.requests - base.requests)),
-        ("Requests per connection", now["req_per_conn"], total["req_per_conn"]),
+        ("Requests per new connection", now["req_per_conn"], total["req_per_conn"]),
     ]
     grew = {r for r, n in latest.closed.items() if n > base.closed.get(r, 0)}
     shown = [r for r in latest.closed if r in CORE_REASONS or r in grew]
