@@ -96,9 +96,22 @@ def _validate(opts: Any) -> None:
 
 
 def _think_time(user: Any) -> float:
-    """Read at every wait, so a value changed in the web UI applies to running users."""
+    """Read at every wait, so a value changed in the web UI applies to running users.
+
+    The web UI stores any float typed into Kab Think Time (Locust checks only its own fields),
+    unlike the command line's _validate: a negative or non-finite pause counts as 0, and stderr
+    says so once per bad value rather than at every wait of every user.
+    """
     opts = _options(user.environment)
-    return float(opts.kab_think_time) if opts is not None else 0.0
+    value = float(opts.kab_think_time) if opts is not None else 0.0
+    if 0.0 <= value < float("inf"):  # False for nan too
+        return value
+    warned: set[str] = _think_time.__dict__.setdefault("warned", set())
+    if repr(value) not in warned:
+        warned.add(repr(value))
+        message = f"think time {value:g} s is negative or not finite; using 0 s"
+        sys.stderr.write(f"{PROG}: warning: {message}\n")
+    return 0.0
 
 
 class _Common:

@@ -10,6 +10,10 @@ custom frontend is built or shipped. The tab only refreshes while a test runs (t
 with the test), so `/kab/server` draws the same numbers as charts, live at all times: closes by
 idle_timeout and TIME_WAIT draining after a stop are what the lab is about.
 
+A guard on `/swarm` refuses, with a message the start and Edit forms show, what Locust would
+take and then fail on: a think time that is negative or not a number, and a switch of user
+class while the users of a test are still alive (Locust 2.47 raises KeyError and freezes).
+
 `--kab-control-url` (set by benchmarks.ui) names the server's control listener; the sampler runs
 only where the web UI runs (the master with --processes or --master), never on workers.
 """
@@ -19,15 +23,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
-from flask import Response, request
+from flask import Response, jsonify, request
 from locust import events
 from locust.env import Environment
-from locust.runners import LocalRunner, MasterRunner
+from locust.runners import STATE_INIT, STATE_STOPPED, LocalRunner, MasterRunner
 
 from benchmarks.ui import serverwatch
 from benchmarks.ui.serverwatch import ServerWatch
@@ -44,6 +51,8 @@ STATS_ROUTE = "/kab/server-stats"
 CHARTS_ROUTE = "/kab/server"
 CSV_ROUTE = "/kab/server-stats.csv"
 CHARTS_PAGE = Path(serverwatch.__file__).with_name("charts.html")
+IDLE_STATES = (STATE_INIT, STATE_STOPPED)  # "ready", "stopped": no user of an old test is left
+logger = logging.getLogger(__name__)
 TAB_TEMPLATE_ARGS = {
     "extended_tabs": [{"title": "Server side", "key": TAB_KEY}],
     "extended_tables": [
@@ -101,6 +110,71 @@ def _csv(watch: ServerWatch) -> str:
     return out.getvalue()
 
 
+def think_time_error(text: str | None) -> str:
+    """Why a think time typed in the web UI cannot run ("" if it can).
+
+    Locust converts extra fields with float() and checks nothing else: a negative pause would
+    be taken silently, "abc" would end in a 500. Refused here, the form shows the message.
+    """
+    if text is None:
+        return ""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if 0.0 <= value < math.inf:  # False for nan too
+        return ""
+    return f"Kab Think Time must be a number of seconds >= 0, got {text!r}"
+
+
+def class_change_error(wanted: Iterable[str], running: Iterable[str], state: str) -> str:
+    """Why /swarm must not switch user classes now ("" if it may).
+
+    Locust 2.47 raises KeyError and freezes (Stop answers 500) when a /swarm drops the class of
+    users still alive: during a test, or while it is stopping. Only dropping hurts: the Edit
+    dialog has no class picker and always posts every class, a superset Locust handles.
+    """
+    wanted, running = set(wanted), set(running)
+    if state in IDLE_STATES or not wanted or running <= wanted:
+        return ""
+    return (
+        f"the test is {state} with {', '.join(sorted(running))}: press Stop and wait for "
+        "STOPPED before starting another user class"
+    )
+
+
+def _live_classes(environment: Environment) -> list[str]:
+    """The classes that have users alive (on the workers, for a master): those must not go."""
+    runner = environment.runner
+    try:
+        counts = runner.user_classes_count if runner is not None else {}
+    except KeyError:  # Locust's own count breaks once classes were switched under it
+        counts = {cls.__name__: 1 for cls in environment.user_classes}
+    return [name for name, count in counts.items() if count > 0]
+
+
+def _add_swarm_guard(environment: Environment) -> None:
+    """Refuse a /swarm that Locust would accept and then fail on; the web UI shows why."""
+    web_ui = environment.web_ui
+    assert web_ui is not None
+
+    @web_ui.app.before_request
+    def refuse_bad_swarm() -> Response | None:
+        if request.method != "POST" or not request.path.endswith("/swarm"):
+            return None
+        runner = environment.runner
+        state = runner.state if runner is not None else STATE_INIT
+        running = _live_classes(environment)
+        wanted = request.form.getlist("user_classes")
+        message = think_time_error(request.form.get("kab_think_time")) or class_change_error(
+            wanted, running, state
+        )
+        if not message:
+            return None
+        logger.warning("refused /swarm: %s", message)
+        return jsonify({"success": False, "message": message, "host": environment.host})
+
+
 def _add_routes(environment: Environment, watch: ServerWatch | None) -> None:
     """The JSON, the charts page, the CSV, and the tab's rows on the UI's own stats poll."""
     web_ui = environment.web_ui
@@ -147,3 +221,4 @@ def _on_init(environment: Environment, web_ui: Any = None, **_kwargs: Any) -> No
         environment.events.test_start.add_listener(lambda **_: watch.mark_test_start())
         environment.events.reset_stats.add_listener(lambda **_: watch.mark_test_start())
     _add_routes(environment, watch)
+    _add_swarm_guard(environment)

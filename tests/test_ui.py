@@ -1,10 +1,11 @@
 """`python -m benchmarks.ui` (issue 5, `make ui`): the lab starts, serves, and stops cleanly.
 
 One end-to-end run, as `make ui` starts it: both printed URLs answer, a test started through the
-web UI's own /swarm endpoint reaches the server and shows in the server-side rows, and SIGINT
-(the terminal's Ctrl-C) leaves no process of the lab behind. Bad flags are one-line errors
-before anything starts. The arithmetic behind the rows is checked on made-up samples. The real
-browser test lives in tests_browser/ (`make test-browser`).
+web UI's own /swarm endpoint reaches the server and shows in the server-side rows, /swarm refuses
+what Locust would accept and then fail on, and SIGINT (the terminal's Ctrl-C) leaves no process
+of the lab behind. Bad flags are one-line errors before anything starts. The arithmetic behind
+the rows is checked on made-up samples. The real browser test lives in tests_browser/
+(`make test-browser`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,30 @@ def test_bad_flags_are_one_line_errors_before_anything_starts(
     assert done.stderr == f"python -m benchmarks.ui: error: {message}\n"
 
 
+THINK_TIME_PROBE = """
+import types
+from locustfiles.keepalive import _think_time
+user = types.SimpleNamespace(environment=types.SimpleNamespace(parsed_options=None))
+for value in (0.25, -1.0, -1.0, float("nan")):
+    user.environment.parsed_options = types.SimpleNamespace(kab_think_time=value)
+    print(_think_time(user))
+"""
+
+
+def test_a_bad_think_time_from_the_web_ui_counts_as_zero_with_one_warning() -> None:
+    """The web UI stores any float; the users must neither crash nor spin without a word."""
+    done = subprocess.run(
+        [sys.executable, "-c", THINK_TIME_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0.25", "0.0", "0.0", "0.0"]
+    warnings = [line for line in done.stderr.splitlines() if "warning: think time" in line]
+    assert warnings == [
+        "locustfiles/keepalive.py: warning: think time -1 s is negative or not finite; using 0 s",
+        "locustfiles/keepalive.py: warning: think time nan s is negative or not finite; using 0 s",
+    ]
+
+
 def _read_banner(proc: subprocess.Popen[str]) -> dict[str, list[str]]:
     """The launcher's lines up to 'Ctrl-C ...': label -> the words after it."""
     lines: queue.Queue[str] = queue.Queue()
@@ -211,9 +236,23 @@ def test_lab_serves_both_urls_and_sigint_stops_everything(lab: Lab) -> None:
     assert stats["control_url"] and stats["local"] is True
 
     form = {"user_count": 2, "spawn_rate": 2, "user_classes": "PooledUser"}
+    refused = json.loads(_get(web + "/swarm", {**form, "kab_think_time": "-1"}))
+    assert refused == {
+        "success": False,
+        "message": "Kab Think Time must be a number of seconds >= 0, got '-1'",
+        "host": banner["server"][0],
+    }
     assert json.loads(_get(web + "/swarm", {**form, "kab_think_time": "0.1"}))["success"]
     requests_row = _wait_for_rows(web, "Requests /s (server)")
     assert int(requests_row["total"]) > 0, requests_row
+
+    # Switching class under running users freezes Locust 2.47 (KeyError): refused with a reason.
+    switch = {**form, "user_classes": "UnpooledUser", "kab_think_time": "0.1"}
+    refused = json.loads(_get(web + "/swarm", switch))
+    assert not refused["success"]
+    assert refused["message"].endswith("with PooledUser: press Stop and wait for STOPPED before "
+                                       "starting another user class"), refused  # fmt: skip
+    assert json.loads(_get(web + "/stats/requests"))["state"] == "running"
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(STOP_TIMEOUT_S) == 0
