@@ -21,23 +21,30 @@ is what HTTP keep-alive predicts, 1 when one differs or the server fails, 2 for 
 
 from __future__ import annotations
 
-import argparse
-import logging
-import re
-import subprocess
 import sys
-import textwrap
-import threading
-import time
-import urllib.request
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-import requests
-import urllib3
+try:  # Ctrl-C while these load (requests and urllib3 take a moment): one line, no traceback
+    import argparse
+    import contextlib
+    import logging
+    import re
+    import signal
+    import subprocess
+    import textwrap
+    import threading
+    import time
+    import urllib.request
+    from collections.abc import Callable, Iterable, Iterator
+    from dataclasses import dataclass
 
-from servers.launch import ServerProcess, ServerStartError
-from servers.options import OneLineParser, ServerName, ServerOptions
+    import requests
+    import urllib3
+
+    from servers.launch import ServerProcess, ServerStartError
+    from servers.options import OneLineParser, ServerName, ServerOptions
+except KeyboardInterrupt:
+    sys.stderr.write("python -m benchmarks.demo: interrupted\n")
+    raise SystemExit(130) from None
 
 PROG = "python -m benchmarks.demo"
 LOG_LINE = re.compile(
@@ -46,6 +53,8 @@ LOG_LINE = re.compile(
 )
 LOG_WAIT_S = 3.0
 HTTP_TIMEOUT_S = 10.0
+WAITED_RATIO = 1.5  # the later of two overlapped requests took this much longer: it queued
+POOL_LOGGER = "urllib3.connectionpool"
 
 
 @dataclass(frozen=True)
@@ -113,51 +122,99 @@ def _tag(line: LogLine) -> str:
     return params.get("case", "")
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What a client saw: a description, and for the overlapped cases the evidence of the story."""
+
+    description: str
+    times_s: tuple[float, ...] = ()  # each request's duration, shortest first
+    pool_messages: tuple[str, ...] = ()  # urllib3's warnings during the case, verbatim
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def pool_warnings() -> Iterator[list[str]]:
+    """urllib3's pool warnings while the block runs, kept as evidence instead of printed.
+
+    "Connection pool is full, discarding connection" is how urllib3 says it closed a connection
+    because its pool had no room for it: the demo quotes it rather than asserting it.
+    """
+    logger = logging.getLogger(POOL_LOGGER)
+    handler, propagate = _ListHandler(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 # --- the four clients: each makes two requests to `base` with `case=<tag>` in the query ---
 
 
-def pooled(base: str, tag: str) -> str:
+def pooled(base: str, tag: str) -> Observed:
     """One Session: its pool keeps the connection after the first response for the second."""
     with requests.Session() as session:
         for n in (1, 2):
             session.get(f"{base}/peer?case={tag}&n={n}", timeout=HTTP_TIMEOUT_S).raise_for_status()
-    return "requests.Session: two sequential GETs"
+    return Observed("requests.Session: two sequential GETs")
 
 
-def unpooled(base: str, tag: str) -> str:
+def unpooled(base: str, tag: str) -> Observed:
     """urlopen has no pool: it sends `Connection: close` and connects anew for each request."""
     for n in (1, 2):
         with urllib.request.urlopen(f"{base}/peer?case={tag}&n={n}", timeout=HTTP_TIMEOUT_S) as r:
             r.read()
-    return "urllib.request.urlopen: two sequential GETs, no pool"
+    return Observed("urllib.request.urlopen: two sequential GETs, no pool")
 
 
-def overlapped(block: bool, sleep_ms: int) -> Callable[[str, str], str]:
+def overlapped(block: bool, sleep_ms: int) -> Callable[[str, str], Observed]:
     """Two threads released at once, each a GET /sleep through one urllib3 pool of maxsize 1."""
 
-    def client(base: str, tag: str) -> str:
+    def client(base: str, tag: str) -> Observed:
         host, port = base.removeprefix("http://").rsplit(":", 1)
         pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=1, block=block)
         barrier = threading.Barrier(2)
         elapsed: dict[int, float] = {}
+        errors: list[Exception] = []
 
         def one(n: int) -> None:
-            barrier.wait()
-            start = time.perf_counter()
-            pool.request("GET", f"/sleep?ms={sleep_ms}&case={tag}&n={n}", timeout=HTTP_TIMEOUT_S)
-            elapsed[n] = time.perf_counter() - start
+            """A thread's failure is handed to the main thread, never printed as a traceback."""
+            try:
+                barrier.wait()
+                start = time.perf_counter()
+                url = f"/sleep?ms={sleep_ms}&case={tag}&n={n}"
+                pool.request("GET", url, timeout=HTTP_TIMEOUT_S, retries=False)
+                elapsed[n] = time.perf_counter() - start
+            except Exception as exc:  # the server stopped under it (Ctrl-C), or failed
+                errors.append(exc)
 
-        threads = [threading.Thread(target=one, args=(n,)) for n in (1, 2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        pool.close()
-        times = " and ".join(f"{t * 1000:.0f} ms" for t in sorted(elapsed.values()))
-        return (
+        with pool_warnings() as messages:
+            # Daemons: after a Ctrl-C the main thread stops the server and exits without them.
+            threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in (1, 2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            pool.close()
+        if errors:
+            raise errors[0]
+        times = tuple(sorted(elapsed.values()))
+        took = " and ".join(f"{t * 1000:.0f} ms" for t in times)
+        description = (
             f"urllib3 HTTPConnectionPool(maxsize=1, block={block}), two GET /sleep?ms={sleep_ms} "
-            f"started together; they took {times}"
+            f"started together; they took {took}"
         )
+        return Observed(description, times, tuple(messages))
 
     return client
 
@@ -166,7 +223,7 @@ def overlapped(block: bool, sleep_ms: int) -> Callable[[str, str], str]:
 class Case:
     label: str  # the verdict line's prefix
     tag: str  # `case=` in the query string, to find this case's log lines
-    run: Callable[[str, str], str]  # (base url, tag) -> a description of what the client did
+    run: Callable[[str, str], Observed]  # (base url, tag) -> what the client did and saw
     expected_connections: int  # what keep-alive predicts; compared, never printed as the verdict
 
 
@@ -182,7 +239,7 @@ def cases(sleep_ms: int) -> list[Case]:
 @dataclass(frozen=True)
 class Outcome:
     case: Case
-    description: str
+    observed: Observed
     lines: list[LogLine]
     accepted: int  # connections the server's counters saw opened during the case
 
@@ -198,14 +255,14 @@ class Outcome:
 def run_case(case: Case, server: ServerProcess, log: ServerLog) -> Outcome:
     assert server.ready is not None
     before = server.counters()["connections_accepted"]
-    description = case.run(server.ready.url, case.tag)
+    observed = case.run(server.ready.url, case.tag)
     lines = log.requests_tagged(case.tag, 2)
     accepted = server.counters()["connections_accepted"] - before
-    return Outcome(case, description, lines, accepted)
+    return Outcome(case, observed, lines, accepted)
 
 
 def report_case(outcome: Outcome) -> None:
-    print(f"== {outcome.case.label}: {outcome.description}")
+    print(f"== {outcome.case.label}: {outcome.observed.description}")
     for line in outcome.lines:
         print(f"   server log: {line.text}")
     ports = sorted({line.port for line in outcome.lines})
@@ -222,16 +279,38 @@ def report_case(outcome: Outcome) -> None:
 
 
 def overlap_story(outcome: Outcome) -> str:
-    """What the pool did with the second of two overlapping requests, read from the log."""
+    """What the pool did with the second of two overlapping requests, read from what was seen.
+
+    The connection count comes from the server's log, the waiting from the measured times, the
+    discarded connection from urllib3's own warning; a claim without its evidence is left out.
+    """
+    times = outcome.observed.times_s
+    ratio = times[-1] / times[0] if len(times) == 2 and times[0] > 0 else None
+    waited = ratio is not None and ratio >= WAITED_RATIO
+    if ratio is None:
+        timing = "no timing"
+    elif waited:
+        timing = f"the later took {ratio:.1f} times as long as the earlier"
+    else:
+        timing = "both took about as long"
     if outcome.connections == 1:
-        return (
-            "the second request waited for the pool's only connection (hence about twice the "
-            "delay) and then reused it"
-        )
-    return (
-        "the second request did not wait: the pool opened another connection for it, and "
-        "closed that one afterwards because the pool holds one (urllib3: 'pool is full')"
+        if waited:
+            return (
+                f"one connection for both, and {timing}: the second request waited for the "
+                "pool's only connection, then reused it"
+            )
+        return f"one connection for both, and {timing}"
+    if outcome.connections != 2:
+        return f"{outcome.connections} connections for 2 requests, and {timing}"
+    story = f"two connections, and {timing}: " + (
+        "the second request queued, yet on a connection of its own"
+        if waited
+        else "the second request did not wait, the pool opened another connection for it"
     )
+    full = [m for m in outcome.observed.pool_messages if "pool is full" in m]
+    if full:
+        story += f"; urllib3 then closed one, its pool holding only one: {full[0]!r}"
+    return story
 
 
 def explanation(outcomes: list[Outcome]) -> str:
@@ -285,17 +364,15 @@ def demo(server_name: ServerName, sleep_ms: int) -> int:
     server = ServerProcess(options, stderr=subprocess.PIPE)
     try:
         ready = server.start()
-    except ServerStartError as exc:
-        server.stop()
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 1
-    try:
         assert server.proc is not None
         log = ServerLog(server.proc.stderr)
         print(f"server: python -m servers {server_name} --log-connections, at {ready.url}\n")
         outcomes = [run_case(case, server, log) for case in cases(sleep_ms)]
+    except ServerStartError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 1
     finally:
-        server.stop()
+        stop_server(server)  # on success, error and Ctrl-C alike, even one during start()
     for outcome in outcomes:
         report_case(outcome)
     for outcome in outcomes:
@@ -309,13 +386,21 @@ def demo(server_name: ServerName, sleep_ms: int) -> int:
     return 0
 
 
+def stop_server(server: ServerProcess) -> None:
+    """Stop it with SIGINT ignored: a second Ctrl-C must not cut the stop short and leave it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        server.stop()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    logging.getLogger("urllib3").setLevel(logging.ERROR)  # the "pool is full" warning is expected
     try:
         return demo(ServerName(ns.server), ns.sleep_ms)
     except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted; the server was stopped\n")
+        sys.stderr.write(f"{PROG}: interrupted\n")  # the server is stopped by then
         return 130
     except (OSError, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         sys.stderr.write(f"{PROG}: error: {' '.join(str(exc).split())}\n")
