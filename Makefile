@@ -51,12 +51,14 @@ servers-perf: install
 demo: install
 	$(PY) -m benchmarks.demo $(if $(SERVER),--server $(SERVER))
 
-# Locust web UI on a reference server, with a server-side tab; Ctrl-C stops both.
+# Locust web UI on a reference server, with a server-side tab; Ctrl-C stops both. The flags are
+# a variable (its line breaks become spaces) so make echoes one tidy command line.
+ui: UI_FLAGS = $(if $(SERVER),--server $(SERVER)) \
+	$(if $(KEEPALIVE_TIMEOUT),--keepalive-timeout $(KEEPALIVE_TIMEOUT)) \
+	$(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) $(if $(TLS),--tls) \
+	$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) $(LOCUST_ARGS)
 ui: install
-	$(PY) -m benchmarks.ui $(if $(SERVER),--server $(SERVER)) \
-	  $(if $(KEEPALIVE_TIMEOUT),--keepalive-timeout $(KEEPALIVE_TIMEOUT)) \
-	  $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) $(if $(TLS),--tls) \
-	  $(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) $(LOCUST_ARGS)
+	$(PY) -m benchmarks.ui $(strip $(UI_FLAGS))
 
 # Headless-browser test of the lab, kept out of `make test`: installs Debian's chromium and the
 # playwright package (never a browser download) when missing, then runs tests_browser/.

@@ -5,8 +5,9 @@ playwright Python package, which `make test-browser` installs. Playwright drives
 chromium (`executable_path`); its own browser download (`playwright install`) is never used.
 
 The test does what a person does: open the web UI, pick PooledUser in the class picker, set
-users, spawn rate and a think time, press Start, see Locust count requests, then open the
-Server side tab and watch its numbers move, and the charts page draw them.
+users, spawn rate and a think time (a negative one first: the form must show why it is
+refused), press Start, see Locust count requests, then open the Server side tab and watch its
+numbers move, and the charts page draw them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
 TIMEOUT_MS = 20_000
+REFUSED_THINK_TIME = "Kab Think Time must be a number of seconds >= 0, got '-1'"
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -68,7 +70,7 @@ def _number(text: str) -> float:
 
 
 def _start_pooled_test(page: Page) -> None:
-    """The start form: PooledUser only, 3 users at 3/s, think time 0.2 s."""
+    """The start form: PooledUser only, 3 users at 3/s, think time 0.2 s (after a refused -1)."""
     page.get_by_role("button", name=re.compile("start", re.I)).wait_for(timeout=TIMEOUT_MS)
     picker = page.get_by_role("row")
     for name in ("PooledRequestsUser", "UnpooledRequestsUser", "UnpooledUser"):
@@ -78,8 +80,13 @@ def _start_pooled_test(page: Page) -> None:
     page.locator("input[name=userCount]").fill("3")
     page.locator("input[name=spawnRate]").fill("3")
     page.get_by_text("Custom parameters").click()
-    page.locator("input[name=kabThinkTime]").fill("0.2")
-    page.get_by_role("button", name=re.compile("^start$", re.I)).click()
+    think_time = page.locator("input[name=kabThinkTime]")
+    start = page.get_by_role("button", name=re.compile("^start$", re.I))
+    think_time.fill("-1")
+    start.click()  # refused by the lab's /swarm guard, and the form says why
+    expect(page.get_by_text(REFUSED_THINK_TIME)).to_be_visible()
+    think_time.fill("0.2")
+    start.click()
 
 
 def test_start_from_the_ui_and_watch_the_server_side(
