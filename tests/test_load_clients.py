@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from benchmarks.clientspec import ClientConfig, ClientKind, ClientResult, Mode
+from benchmarks.clientspec import REPO_ROOT, ClientConfig, ClientKind, ClientResult, Mode
 from servers.launch import ServerProcess
 from servers.options import ServerName, ServerOptions
 
@@ -169,3 +170,32 @@ def test_connect_errors_are_counted_by_kind_not_raised() -> None:
         finally:
             client.close()
         assert batch.latencies_ns == [] and batch.errors == {"ECONNREFUSED": 10}
+
+
+def test_fasthttp_tls_factory_loads_no_bundle_per_connection(tmp_path: Path) -> None:
+    """geventhttpclient builds a TLS context per client (one per request when unpooled): ours
+    must hand back the one context, without the default bundle loaded into it each time."""
+    code = """
+import sys
+import trustme
+from geventhttpclient.connectionpool import init_ssl_context
+from locustfiles import keepalive
+
+path = sys.argv[1]
+trustme.CA().cert_pem.write_to_path(path)
+factory = keepalive.tls_context_factory(path)
+first = init_ssl_context(factory, "/nonexistent/default-bundle.pem")
+second = init_ssl_context(factory, "/nonexistent/default-bundle.pem")
+print(first is second, len(first.get_ca_certs()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ca.pem")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    # The same context both times, trusting our one CA: a load of the default bundle would
+    # have raised (the path does not exist) or added its certificates.
+    assert done.stdout.split() == ["True", "1"], done.stdout
