@@ -147,6 +147,13 @@ class ClientResult:
         return cls(**data)
 
 
+def check_writable(folder: Path) -> None:
+    """OSError if `folder` cannot hold a new file, so a bad output path fails before a run
+    spends minutes measuring. A real probe: permission bits say nothing for root or on /proc."""
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

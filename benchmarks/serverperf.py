@@ -22,14 +22,13 @@ import os
 import platform
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from benchmarks.clientspec import write_atomic
+from benchmarks.clientspec import check_writable, write_atomic
 from benchmarks.perfchecks import CLOSE, KEEP_ALIVE, SEQUENTIAL, Check, Row, evaluate, find
 from benchmarks.perftargets import ALL_TARGETS, NGINX, KeepAlive, TargetError, running
 from benchmarks.wrk import WrkError, find_wrk, run_wrk, wrk_command
@@ -95,19 +94,19 @@ def parse_config(argv: Sequence[str]) -> Config:
     if ns.keepalive_max < 0:
         raise UsageError(f"--keepalive-max must be >= 0, got {ns.keepalive_max}")
     if ns.json is not None:
-        check_writable(ns.json)
+        check_json_path(ns.json)
     keepalive = KeepAlive(timeout_s=5.0, max_requests=ns.keepalive_max)
     return Config(ns.duration, ns.connections, parse_targets(ns.servers), keepalive, ns.json)
 
 
-def check_writable(path: Path) -> None:
-    """Fail before a minute of measuring, not after it, when the JSON cannot be written."""
+def check_json_path(path: Path) -> None:
+    """Fail before a minute of measuring, not after it, when the JSON cannot be written: the
+    nearest existing folder is probed, since write_atomic creates the missing ones."""
     if path.is_dir():
         raise UsageError(f"--json: {path} is a directory")
     parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
-    try:  # a real probe: permission bits say nothing for root or on /proc
-        with tempfile.TemporaryFile(dir=parent):
-            pass
+    try:
+        check_writable(parent)
     except OSError as exc:
         raise UsageError(f"--json: cannot write in {parent}: {exc.strerror}") from None
 

@@ -33,6 +33,7 @@ from benchmarks.clientspec import (
     ClientKind,
     ClientResult,
     Mode,
+    check_writable,
     write_atomic,
 )
 from benchmarks.harness.fingerprint import Fingerprint, collect
@@ -45,7 +46,7 @@ from benchmarks.harness.procs import (
     pinned_self,
     signals_as_interrupt,
 )
-from benchmarks.harness.results import check_writable, utc_stamp
+from benchmarks.harness.results import utc_stamp
 from benchmarks.wrk import WrkError, find_wrk, run_wrk, wrk_command
 from servers.launch import ServerProcess, ServerStartError
 from servers.options import OneLineParser, ServerName, ServerOptions

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.clientspec import check_writable
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
 from benchmarks.harness.config import FULL, QUICK, Cell, ConfigError, RunConfig
@@ -22,7 +23,6 @@ from benchmarks.harness.procs import choose_cores, pinned_self, signals_as_inter
 from benchmarks.harness.report import Progress, fmt_duration, summary_table
 from benchmarks.harness.results import (
     RunWriter,
-    check_writable,
     discard_run_folder,
     new_run_paths,
     utc_stamp,

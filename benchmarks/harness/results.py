@@ -12,7 +12,6 @@ everything measured so far.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,13 +41,6 @@ def new_run_paths(results_dir: Path, host_id: str, stamp: str, commit: str) -> t
                 continue
             return csv_path, folder
     raise FileExistsError(f"{base}: no free file name for {stem}")
-
-
-def check_writable(folder: Path) -> None:
-    """A real probe (permission bits say nothing for root or on /proc): OSError if `folder`
-    cannot hold a new file, so a bad --results-dir fails before any cell runs."""
-    with tempfile.TemporaryFile(dir=folder):
-        pass
 
 
 class RunWriter:
