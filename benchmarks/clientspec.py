@@ -21,6 +21,7 @@ RESULT_FORMAT = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "keepalive.py"
 MAX_CONCURRENCY = 10_000  # connections one client holds at once (file descriptors, ports)
+MAX_WORKERS = 64  # Locust worker processes of one client: make bench's and the lab's --workers
 RESULT_FILE_MODE = 0o644  # results are shared and committed; mkstemp's 0600 is for secrets
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks.clientspec import MAX_CONCURRENCY, ClientKind, Mode
+from benchmarks.clientspec import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
 from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S, ServerName
 
 T = TypeVar("T")
@@ -110,8 +110,8 @@ class RunConfig:
         timeout = self.client_timeout_s
         if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
             raise ConfigError(f"--client-timeout must be a finite number > 0, got {timeout:g}")
-        if not 1 <= self.workers <= 64:
-            raise ConfigError(f"--workers must be between 1 and 64, got {self.workers}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
 
     def _check_client_limits(self) -> None:
         """What a client would refuse must fail here, once, not as a failed row per cell."""

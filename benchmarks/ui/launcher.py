@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from benchmarks.clientspec import MAX_WORKERS
 from servers.launch import (
     ReadyInfo,
     ServerProcess,
@@ -52,7 +53,6 @@ LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfiles" / "lab.py"
 WEB_UI_TIMEOUT_S = 60.0  # Locust imports gevent, Flask and the locustfile: slow on a busy box
 LOCUST_STOP_S = 10.0
 PR_SET_PDEATHSIG = 1
-MAX_WORKERS = 64  # the bound of make bench's --workers (benchmarks/harness/config.py)
 
 
 class Stop(Exception):
