@@ -95,9 +95,10 @@ class DeadlineSockSite(web.SockSite):
         await web.BaseSite.start(self)  # registers the site; SockSite.start would also listen
         server = self._runner.server
         assert server is not None
-        tls = {}
-        if self._ssl_context is not None:
-            tls["ssl_handshake_timeout"] = self._handshake_timeout_s
         self._server = await asyncio.get_running_loop().create_server(
-            server, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog, **tls
+            server,
+            sock=self._sock,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
         )

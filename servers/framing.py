@@ -116,10 +116,11 @@ def _chunked_framing(
 def _length_framing(lengths: list[str]) -> BodyFraming:
     if not all(v.isascii() and v.isdigit() and len(v) <= 18 for v in lengths):
         raise ProtocolError(400, "invalid Content-Length")
-    if len({int(v) for v in lengths}) != 1:
-        raise ProtocolError(400, "conflicting Content-Length values")
     if len(lengths) != 1:
         # RFC 9112 §6.3 lets a recipient accept `5, 5`; llhttp rejects it, and so do we.
-        raise ProtocolError(400, "Content-Length must be a single value")
+        same = len({int(v) for v in lengths}) == 1
+        raise ProtocolError(
+            400, "Content-Length must be a single value" if same else "conflicting Content-Length"
+        )
     length = int(lengths[0])
     return BodyFraming(BodyKind.LENGTH, length) if length else NO_BODY

@@ -36,7 +36,6 @@ import contextlib
 import io
 import re
 import signal
-import socket
 import ssl
 import threading
 import time
@@ -72,7 +71,7 @@ from servers.stdlib_io import (
     graceful_close,
     read_line,
 )
-from servers.stdlib_stop import StopBook
+from servers.stdlib_stop import StopAware, StopBook
 
 DEVIATIONS: dict[str, str] = {}
 
@@ -88,7 +87,7 @@ _LINE_END = b"\r\n"
 _BAD_VALUE_BYTES = re.compile(rb"[\x00\r\n]")
 
 
-class KeepAliveHandler(BaseHTTPRequestHandler):
+class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
     """One connection: requests are read, answered and drained one at a time (so pipelining
     is in order and bounded by the read buffer), until the policy or the client ends it."""
 
@@ -109,9 +108,6 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         self.header_timeout_s = self.runtime.options.effective_header_timeout_s
         self.connection_id = self.runtime.counters.connection_opened()
         self.close_reason = CloseReason.ERROR
-        self.in_flight = False  # a request is being handled: shutdown waits for its answer
-        self.waiting = False  # blocked until a request's first byte: shutdown ends it
-        self.ended_by_stop = False  # end_if_waiting() shut the socket: close it plainly
         self.requests_on_connection = 0
         self.response_done_at = self.accepted_at
         self.connection = self.request
@@ -160,8 +156,6 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         finally:
             self.runtime.counters.connection_closed(self.close_reason)
             self.server.book.closed(self)
-            if self.in_flight:  # answered during shutdown: the close is part of the answer
-                self.server.book.request_ended()
 
     # -- one request -----------------------------------------------------------------------
 
@@ -177,13 +171,10 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
             if not self._wait_for_request():
                 return
             framing = self.parse_request()
-            self.in_flight = True
-            self.server.book.request_began()
+            self.in_flight = True  # until answered, or at a stop until the connection closes
             self._read_body(framing)
             self._answer(self._route())
-            if not self.close_connection:
-                self.in_flight = False
-                self.server.book.request_ended()
+            self.in_flight = self.close_connection
         except ProtocolError as exc:
             self.send_error(exc.status, explain=exc.detail)
         except TimeoutError:
@@ -284,20 +275,6 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
 
     # -- answering -------------------------------------------------------------------------
 
-    def end_if_waiting(self) -> None:
-        """Server stop (another thread): a connection that waits for a request ends now.
-
-        Shutting the socket wakes the blocked read with EOF; nothing is owed to the client.
-        The plain socket's shutdown, also under TLS (`SSLSocket.shutdown` would drop its SSL
-        object under the reading thread). Under TLS both directions are shut and no
-        close_notify follows: after the read side is gone OpenSSL can only answer with an
-        alert, so the client sees the same bare EOF as when a process exits."""
-        if self.waiting:
-            self.ended_by_stop = True
-            how = socket.SHUT_RDWR if isinstance(self.connection, ssl.SSLSocket) else socket.SHUT_RD
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(self.connection, how)
-
     def _route(self) -> tuple[RequestContext, Reply]:
         """Ask the shared endpoints; a delay is slept in this connection's thread (rule 6:
         nothing is reading, so no timer can cut it)."""
@@ -305,6 +282,8 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         host, port = self.client_address[:2]
         ctx = RequestContext(host, port, self.connection_id, self.requests_on_connection)
         reply = route(self.command, self.path, ctx)
+        # Logged at dispatch, as the other servers do: before a delayed reply, not after it.
+        self.runtime.log_request(ctx, self.command, self.path, ", ".join(self.connection_values))
         if reply.delay_s:
             time.sleep(reply.delay_s)
         return ctx, reply
@@ -332,7 +311,6 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         if decision.close_reason is not None:
             self.close_reason = decision.close_reason
         self.runtime.counters.request_served()
-        self.runtime.log_request(ctx, self.command, self.path, ", ".join(self.connection_values))
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's send_error, but a short text body, `Connection: close` from the

@@ -3,53 +3,75 @@
 One thread per connection, so the stop (in the main thread) cannot simply close sockets: a
 connection whose handler is answering a request must be let finish, with `Connection: close`
 (as aiohttp and the uvloop server do), and one that waits for its next request must be woken
-and ended. `StopBook` is the shared, locked bookkeeping for both.
+and ended. Each handler keeps plain flags (`StopAware`, no lock per request); `StopBook` holds
+the open connections, and the stop reads their flags.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import threading
-from typing import Protocol
+import time
+
+POLL_S = 0.05  # how often the stop looks again for requests still being answered
 
 
-class Waiter(Protocol):
+class StopAware:
+    """The handler's side: what it is doing, as the stopping thread needs to know it."""
+
+    connection: socket.socket
+    in_flight = False  # a request is being handled (until its connection closes, at a stop)
+    waiting = False  # blocked until a request's first byte
+    ended_by_stop = False  # end_if_waiting() shut the socket: close it plainly, owe nothing
+
     def end_if_waiting(self) -> None:
-        """End the connection now if its handler is blocked waiting for a request."""
+        """Server stop (another thread): a connection that waits for a request ends now.
+
+        Shutting the socket wakes the blocked read with EOF; nothing is owed to the client.
+        The plain socket's shutdown, also under TLS (`SSLSocket.shutdown` would drop its SSL
+        object under the reading thread). Under TLS both directions are shut and no
+        close_notify follows: after the read side is gone OpenSSL can only answer with an
+        alert, so the client sees the same bare EOF as when a process exits."""
+        if self.waiting:
+            self.ended_by_stop = True
+            tls = isinstance(self.connection, ssl.SSLSocket)
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.connection, socket.SHUT_RDWR if tls else socket.SHUT_RD)
 
 
 class StopBook:
-    """Open connections and requests in flight, for a stop that answers before it closes."""
+    """The open connections, for a stop that answers requests in flight before it closes."""
 
     def __init__(self) -> None:
         self.stopping = False  # set at SIGTERM: responses from now on close
-        self._in_flight = 0  # requests parsed and not yet answered (or, at stop, closed)
         self._lock = threading.Condition()
-        self._open: set[Waiter] = set()
+        self._open: set[StopAware] = set()
 
-    def opened(self, conn: Waiter) -> None:
+    def opened(self, conn: StopAware) -> None:
         with self._lock:
             self._open.add(conn)
 
-    def closed(self, conn: Waiter) -> None:
+    def closed(self, conn: StopAware) -> None:
         with self._lock:
             self._open.discard(conn)
-
-    def request_began(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-
-    def request_ended(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
             self._lock.notify_all()
 
     def stop(self, grace_s: float) -> None:
         """Let responses close from now on, end waiting connections, and wait (at most
-        `grace_s`) until no request is being handled."""
+        `grace_s`) until no open connection has a request in flight."""
         self.stopping = True
         with self._lock:
             waiting = list(self._open)
         for conn in waiting:
             conn.end_if_waiting()
+        deadline = time.monotonic() + grace_s
         with self._lock:
-            self._lock.wait_for(lambda: self._in_flight == 0, grace_s)
+            # Polled as well as notified: a request answered with keep-alive just before
+            # `stopping` was set clears its flag without telling anyone.
+            while any(conn.in_flight for conn in self._open):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._lock.wait(min(remaining, POLL_S))

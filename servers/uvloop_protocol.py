@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import replace
 from typing import Any
 
 import httptools
@@ -29,7 +28,7 @@ from servers.framing import MAX_HEADER_BYTES, MAX_REQUEST_LINE_BYTES, ProtocolEr
 from servers.policy import LINGER_S, CloseReason
 from servers.uvloop_parsing import BODY, HEAD, HEAD_SLOTS, HTTP_11, IDLE, NO_TOKENS, RequestHead
 from servers.uvloop_timers import DEADLINE_SLOTS, LazyDeadline
-from servers.uvloop_wire import CONTINUE_100, COPY_LIMIT, ServerState
+from servers.uvloop_wire import CONTINUE_100, COPY_LIMIT, Decided, ServerState
 
 SEND_TIMEOUT_S = 60.0  # a client that reads nothing for this long while we wait to write
 PAUSE_QUEUE = 64  # unanswered pipelined requests that pause reading
@@ -43,7 +42,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         "_s", "_memo", "_limit", "_transport", "_parser", "_id", "_half_close",
         "_served", "_parsed", "_queue", "_busy", "_delay", "_write_paused", "_read_paused",
         "_closing", "_input_done", "_dead", "_eof", "_lost", "_reason", "_phase", "_responded",
-        "_continue_due", "_raw_head", "_plain", "_count", "_idle_s", "_stopping",
+        "_continue_due", "_raw_head", "_plain", "_count", "_idle_s",
         *DEADLINE_SLOTS, *HEAD_SLOTS,
     )  # fmt: skip
 
@@ -64,7 +63,6 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._delay: asyncio.TimerHandle | None = None
         self._write_paused = self._read_paused = False
         self._closing = False  # a close was decided: input is discarded from now on
-        self._stopping = False  # the server stops: the delayed reply in hand closes
         self._input_done = False  # no request after the current one will be parsed
         self._dead = False  # the parser stopped (error or last request): input is discarded
         self._eof = self._lost = False
@@ -118,14 +116,10 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
             self._arm_timer()
 
     def shutdown(self) -> None:
-        """Server stop: count the connection as closed by shutdown unless already decided.
-
-        Idle, it closes now; with a delayed reply in hand, that reply is still sent (with
-        `Connection: close`, like aiohttp's shutdown) and the connection closes after it.
-        """
+        """Server stop (counted as shutdown unless decided): idle, close now; with a delayed
+        reply in hand, _finish_delayed still sends it, with the shutdown decision."""
         self._reason = self._reason or CloseReason.SHUTDOWN
         if self._busy and not (self._closing or self._lost):
-            self._stopping = True
             return
         self._closing = True
         if not self._lost:
@@ -286,10 +280,15 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         tokens: frozenset[str],
         reply: Reply,
         cached: dict[bytes, bytes] | None,
+        decided: Decided | None = None,
     ) -> bytes | None:
-        """Write the response; return its bytes when they are cached and the connection stays."""
+        """Write the response; return its bytes when they are cached and the connection stays.
+
+        `decided` overrides the policy (the server's shutdown decision)."""
         s = self._s
-        keep, block, reason = s.encoder.decide(self._served, version, tokens, reply.close)
+        keep, block, reason = decided or s.encoder.decide(
+            self._served, version, tokens, reply.close
+        )
         data = cached.get(block) if cached is not None else None
         if data is None:
             data = self._encode(method, reply, cached, block)
@@ -313,20 +312,15 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
             return body
         return self._s.memo.response(reply, cached, block, head_only)
 
-    def _finish_delayed(
-        self,
-        method: bytes,
-        version: tuple[int, int],
-        tokens: frozenset[str],
-        reply: Reply,
-        cached: dict[bytes, bytes] | None,
+    def _finish_delayed(  # the arguments of _respond
+        self, method: bytes, version: Any, tokens: frozenset[str], reply: Reply, cached: Any
     ) -> None:
         self._delay = None
         self._busy = False
         if self._lost or self._closing:
             return
-        if self._stopping:  # the close reason SHUTDOWN is already recorded
-            self._respond(method, version, tokens, replace(reply, close=True), None)
+        if self._s.stopping:  # answered, then closed (the close reason is already SHUTDOWN)
+            self._respond(method, version, tokens, reply, None, self._s.encoder.shutdown)
             return
         self._respond(method, version, tokens, reply, cached)
         if self._closing:

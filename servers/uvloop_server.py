@@ -67,6 +67,7 @@ async def _serve_until_signal(runtime: Runtime) -> None:
 async def _close_connections(state: ServerState) -> None:
     """Close idle connections (flushing), let in-flight requests be answered, abort what is
     left after SHUTDOWN_GRACE_S, and let connection_lost count them."""
+    state.stopping = True
     for protocol in list(state.connections):
         protocol.shutdown()
     deadline = state.loop.time() + SHUTDOWN_GRACE_S

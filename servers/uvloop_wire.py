@@ -16,7 +16,13 @@ from typing import Any
 
 from servers.counters import Counters
 from servers.endpoints import STATUSES_WITHOUT_BODY, Reply, RequestContext, route
-from servers.policy import CloseReason, KeepAlivePolicy, connection_tokens, error_decision
+from servers.policy import (
+    CloseReason,
+    KeepAlivePolicy,
+    connection_tokens,
+    error_decision,
+    shutdown_decision,
+)
 from servers.runtime import Runtime
 from servers.uvloop_timers import DeadlineWheel
 
@@ -67,6 +73,8 @@ class ResponseEncoder:
         self._content_types: dict[str, bytes] = {}
         error = error_decision()
         self._error_block = header_block(error.headers)
+        stop = shutdown_decision()  # the server is stopping: what a delayed reply then carries
+        self.shutdown: Decided = (stop.keep_alive, header_block(stop.headers), stop.close_reason)
 
     def decide(
         self,
@@ -196,6 +204,7 @@ class ServerState:
         max_requests = self.policy.max_requests if self.policy.enabled else 1
         self.request_limit = max_requests or float("inf")
         self.log = options.log_connections
+        self.stopping = False  # set at SIGTERM, before every connection is told to shut down
         # Whole responses to plain requests (HTTP/1.1, no Connection field) for pure, prompt
         # replies that keep the connection, by (method, target): the keep-alive fast path.
         # Only when the decision does not depend on the request number (N unlimited); None
