@@ -559,7 +559,7 @@ def test_progress_estimates_from_measured_cells() -> None:
     cells = build(quick=True, servers="uvloop").cells()
     now = [100.0]
     stream = io.StringIO()
-    progress = Progress(cells, lambda c: 10.0, stream=stream, clock=lambda: now[0])
+    progress = Progress(cells, 10.0, stream=stream, clock=lambda: now[0])
     assert progress.seconds_left() == 40.0
     progress.started(cells[0])
     now[0] += 4.0

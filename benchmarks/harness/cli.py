@@ -240,7 +240,7 @@ def main(argv: list[str]) -> int:
     ctx, csv_path = prepared
     announce(ctx, cells, estimate)
     writer = RunWriter(csv_path)
-    progress = Progress(cells, lambda c: cfgmod.estimate_cell_s(config))
+    progress = Progress(cells, cfgmod.estimate_cell_s(config))
     with pinned_self(ctx.cores.client):
         hists, stopped = run_cells(cells, ctx, writer, progress)
     return finish(ctx, writer, hists, stopped, progress.clock() - progress.start)

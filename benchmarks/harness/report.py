@@ -42,12 +42,12 @@ class Progress:
     def __init__(
         self,
         cells: Sequence[Cell],
-        estimate: Callable[[Cell], float],
+        estimate_s: float,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cells = list(cells)
-        self.estimate = estimate
+        self.estimate_s = estimate_s  # a cell whose client has not run yet (config's guess)
         self.stream = stream or sys.stderr  # resolved now, not at import (tests swap it)
         self.clock = clock
         self.start = clock()
@@ -58,7 +58,7 @@ class Progress:
         left = 0.0
         for cell in self.cells[self.done :]:
             seen = self.walls.get(cell.client.value)
-            left += statistics.fmean(seen) if seen else self.estimate(cell)
+            left += statistics.fmean(seen) if seen else self.estimate_s
         return left
 
     def _prefix(self, k: int) -> str:
@@ -173,9 +173,8 @@ def summary_table(rows: Sequence[ResultRow], hists: Sequence[str | None] | None 
         pooled, unpooled = stats.get(Mode.POOLED.value), stats.get(Mode.UNPOOLED.value)
         all_rows = [rows[i] for idx in by_mode.values() for i in idx]
         ratio = f"{pooled.rps / unpooled.rps:.2f}x" if pooled and unpooled and unpooled.rps else "-"
-        ka = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
         table.append([
-            key.server, key.client, str(key.concurrency), ka,
+            key.server, key.client, str(key.concurrency), _ka(key),
             f"{pooled.rps:,.0f}" if pooled else "-",
             f"{unpooled.rps:,.0f}" if unpooled else "-",
             ratio,
@@ -200,12 +199,16 @@ def sequential_headline(key: CellKey, pooled: ModeStats, unpooled: ModeStats) ->
     p50 = ""
     if pooled.p50_ms is not None and unpooled.p50_ms is not None:
         p50 = f"; p50 {pooled.p50_ms * 1000:.0f} vs {unpooled.p50_ms * 1000:.0f} us"
-    ka = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
     return (
-        f"{SEQUENTIAL} {key.server} {ka}: {reused:.1f} us per request reused, {fresh:.1f} us "
+        f"{SEQUENTIAL} {key.server} {_ka(key)}: {reused:.1f} us per request reused, {fresh:.1f} us "
         f"with a new connection each: reuse saves {fresh - reused:.1f} us per request "
         f"(mean = 1e6 / req/s{p50})"
     )
+
+
+def _ka(key: CellKey) -> str:
+    """The keep-alive policy as the table and the headline both show it: timeout/max [tls]."""
+    return f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
 
 
 def _num(stats: ModeStats | None) -> str:
