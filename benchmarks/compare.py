@@ -128,8 +128,8 @@ def relative_spread(values: Sequence[float]) -> float:
 
 def _too_few(n_base: int, n_new: int) -> str | None:
     """The reason a side is too small to have a spread, or None."""
-    short = [f"{n} {side} repetition" for side, n in (("baseline", n_base), ("new", n_new))]
-    short = [s for s, n in zip(short, (n_base, n_new), strict=True) if n < MIN_REPS]
+    sides = (("baseline", n_base), ("new", n_new))
+    short = [f"{n} {side} repetition" for side, n in sides if n < MIN_REPS]
     return " and ".join(short) + ": spread unknown" if short else None
 
 
