@@ -37,6 +37,7 @@ from benchmarks.compare import (
     REGRESSION,
     compare_rows,
     json_safe,
+    window_of,
 )
 from benchmarks.harness.config import FULL
 from benchmarks.rounds import RoundError, Side
@@ -144,9 +145,9 @@ def replay(
 ) -> dict[str, object]:  # fmt: skip
     """Compare's rule on A/A splits: per-metric false-positive rates and suggested thresholds,
     and the share of splits with any regression (what one comparison of a run would show)."""
-    chosen = splits(len(per_round), n_base, n_new)
-    a = n_base or len(per_round) // 2
-    b = n_new or len(per_round) - a
+    a = len(per_round) // 2 if n_base is None else n_base
+    b = len(per_round) - a if n_new is None else n_new
+    chosen = splits(len(per_round), a, b)
     head: dict[str, object] = {"base_reps": a, "new_reps": b, "used_by": used_by}
     if not chosen:
         return {**head, "splits": 0, "skipped": f"needs {a + b} rounds, have {len(per_round)}"}
@@ -190,7 +191,6 @@ def summarize(
 ) -> dict[str, object]:
     """Everything the JSON file holds (format FORMAT_VERSION); undefined statistics are None."""
     rows = [r for rs in per_round for r in rs]
-    ok = [r.duration_s for r in rows if r.status == "ok" and r.duration_s > 0]
     summary = {
         "format_version": FORMAT_VERSION,
         "rounds": len(per_round),
@@ -201,7 +201,7 @@ def summarize(
             "argv": list(bench_argv) if bench_argv is not None else None,
             "rounds": len(per_round),
             "cells": sorted({k.label() for k in group_by_cell(rows)}),
-            "window_s": statistics.median(ok) if ok else None,
+            "window_s": window_of(rows),
         },
         "run_ids": sorted({r.run_id for r in rows}),
         "rule": asdict(rule),
