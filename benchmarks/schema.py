@@ -169,10 +169,10 @@ def read_rows(path: Path) -> list[ResultRow]:
                 f"{path}: not a results CSV (no header with schema_version; "
                 f"found {len(header)} columns)"
             )
-        rows = [_parse_row(path, reader.line_num, header, raw) for raw in reader if raw]
+        problem = _header_problem(header)
+        rows = [_parse_row(path, reader.line_num, header, problem, raw) for raw in reader if raw]
     except csv.Error as exc:
         raise SchemaError(f"{path}:{reader.line_num}: not a results CSV ({exc})") from None
-    problem = _header_problem(header)
     if problem:  # reached only without rows: with rows, _parse_row reported it
         raise SchemaError(f"{path}: {problem}")
     return rows
@@ -217,14 +217,16 @@ def _some(names: Sequence[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _parse_row(path: Path, lineno: int, header: Sequence[str], raw: Sequence[str]) -> ResultRow:
-    """One data record; the version is checked before the columns so a newer file says so."""
+def _parse_row(
+    path: Path, lineno: int, header: Sequence[str], problem: str | None, raw: Sequence[str]
+) -> ResultRow:
+    """One data record; the version is checked before the header's `problem` (computed once
+    per file by read_rows) so a newer file says so."""
     if len(raw) != len(header):
         raise SchemaError(f"{path}:{lineno}: {len(raw)} fields, the header has {len(header)}")
     values = dict(zip(header, raw, strict=True))
     if values["schema_version"] != str(SCHEMA_VERSION):
         raise SchemaError(f"{path}:{lineno}: unknown schema_version {values['schema_version']!r}")
-    problem = _header_problem(header)
     if problem:
         raise SchemaError(f"{path}: {problem}")
     cast = {}
