@@ -82,6 +82,18 @@ def _exit(message: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
+def valid_seconds(value: float | str) -> float | None:
+    """`value` as a number of seconds that can be waited (finite, >= 0), else None.
+
+    The one rule for --kab-warmup, --kab-duration and the think time, whether it comes from
+    the command line, from a running user's options or as text from the lab's web-UI form."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
 def _validate(opts: Any) -> None:
     """One line and exit 2 for what cannot run; checked once, before any user starts."""
     for flag, value in (
@@ -89,7 +101,7 @@ def _validate(opts: Any) -> None:
         ("--kab-duration", opts.kab_duration),
         ("--kab-think-time", opts.kab_think_time),
     ):
-        if not (math.isfinite(value) and value >= 0):
+        if valid_seconds(value) is None:
             _exit(f"{flag} must be a finite number >= 0, got {value:g}", 2)
     if not opts.kab_path.startswith("/"):
         _exit(f"--kab-path must start with '/', got {opts.kab_path!r}", 2)
@@ -100,20 +112,23 @@ def _validate(opts: Any) -> None:
 def _think_time(user: Any) -> float:
     """Read at every wait, so a value changed in the web UI applies to running users.
 
-    The web UI stores any float typed into Kab Think Time (Locust checks only its own fields),
-    unlike the command line's _validate: a negative or non-finite pause counts as 0, and stderr
-    says so once per bad value rather than at every wait of every user.
+    lab.py's /swarm guard refuses a bad value typed into its web UI, but this file's own web
+    UI (`locust -f locustfiles/keepalive.py`) has no guard and Locust checks only its own
+    fields: a bad pause is 0, never a negative or endless sleep, and stderr says so once per
+    value rather than at every wait of every user.
     """
     opts = _options(user.environment)
     value = float(opts.kab_think_time) if opts is not None else 0.0
-    if 0.0 <= value < float("inf"):  # False for nan too
-        return value
-    warned: set[str] = _think_time.__dict__.setdefault("warned", set())
-    if repr(value) not in warned:
-        warned.add(repr(value))
-        message = f"think time {value:g} s is negative or not finite; using 0 s"
-        sys.stderr.write(f"{PROG}: warning: {message}\n")
-    return 0.0
+    seconds = valid_seconds(value)
+    if seconds is None:
+        _warn_once(f"think time {value:g} s is negative or not finite; using 0 s")
+    return seconds or 0.0
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Cached on the text: every user hits the same bad value at every wait."""
+    sys.stderr.write(f"{PROG}: warning: {message}\n")
 
 
 class _Common:

@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import logging
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from locustfiles.keepalive import (  # noqa: F401 (Locust collects the user clas
     PooledUser,
     UnpooledRequestsUser,
     UnpooledUser,
+    valid_seconds,
 )
 
 TAB_KEY = "server"
@@ -116,13 +116,7 @@ def think_time_error(text: str | None) -> str:
     Locust converts extra fields with float() and checks nothing else: a negative pause would
     be taken silently, "abc" would end in a 500. Refused here, the form shows the message.
     """
-    if text is None:
-        return ""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if 0.0 <= value < math.inf:  # False for nan too
+    if text is None or valid_seconds(text) is not None:
         return ""
     return f"Kab Think Time must be a number of seconds >= 0, got {text!r}"
 
