@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from benchmarks.schema import ResultRow, SchemaError, read_rows
 
@@ -32,6 +33,7 @@ SKIP_DIRS = {"tmp", "plots"}  # scratch and report output under results/, never 
 # `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run.
 SKIP_PREFIX = "noise-"
 BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
+T = TypeVar("T")  # what is scheduled: a Side here, a client's name in harness.ceiling
 
 
 class RoundError(RuntimeError):
@@ -73,17 +75,18 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def schedule(sides: Sequence[Side], rounds: int, alternate: bool = True) -> list[tuple[int, Side]]:
+def schedule(sides: Sequence[T], rounds: int, alternate: bool = True) -> list[tuple[int, T]]:
     """The run order: interleaved round by round so slow drift (thermal, other load) hits both.
 
     With `alternate`, every other round reverses the order (A B, B A, A B, ...): with a fixed
     order the second side always runs just after the first and a linear drift would bias it.
     """
-    order = []
-    for r in range(1, rounds + 1):
-        seq = list(sides) if not alternate or r % 2 else list(reversed(sides))
-        order += [(r, side) for side in seq]
-    return order
+    return [(r, side) for r in range(1, rounds + 1) for side in round_order(sides, r, alternate)]
+
+
+def round_order(sides: Sequence[T], r: int, alternate: bool = True) -> list[T]:
+    """The order of round `r` (from 1) in `schedule`: as given, reversed in even rounds."""
+    return list(sides) if not alternate or r % 2 else list(reversed(sides))
 
 
 def run_command(side: Side, args: Sequence[str], out_dir: Path, out_flag: str | None) -> list[str]:

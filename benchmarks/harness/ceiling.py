@@ -31,22 +31,23 @@ from benchmarks.clientspec import (
     MAX_CONCURRENCY,
     ClientConfig,
     ClientKind,
-    ClientResult,
     Mode,
     check_writable,
     write_atomic,
 )
 from benchmarks.harness.fingerprint import Fingerprint, collect
 from benchmarks.harness.procs import (
-    ClientProcess,
     Cores,
     choose_cores,
     deferred_signals,
-    last_line,
     pinned_self,
+    read_result,
+    run_client,
     signals_as_interrupt,
 )
 from benchmarks.harness.results import utc_stamp
+from benchmarks.rounds import round_order
+from benchmarks.serverperf import progress
 from benchmarks.wrk import WrkError, find_wrk, run_wrk, wrk_command
 from servers.launch import ServerProcess, ServerStartError
 from servers.options import OneLineParser, ServerName, ServerOptions
@@ -55,6 +56,7 @@ PROG = "python -m benchmarks.harness.ceiling"
 TARGET_RATIO = 0.9
 JSON_SCHEMA = "keepalive-bench/ceiling/1"
 RAW = ClientKind.PYPERF_CONCURRENT_RAW
+CLIENTS = ("wrk", RAW.value)  # the order of odd rounds; even rounds reverse it
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,14 @@ class Round:
     """One wrk run and one raw-client run, back to back; an error instead of a figure."""
 
     index: int
-    first: str  # "wrk" or RAW's name
     wrk_rps: float | None
     raw_rps: float | None
     errors: str  # failed requests or runs, empty when none
+
+    @property
+    def first(self) -> str:
+        """The client that ran first in this round: "wrk" or RAW's name."""
+        return round_order(CLIENTS, self.index)[0]
 
     @property
     def ratio(self) -> float | None:
@@ -141,26 +147,19 @@ def run_raw_once(url: str, config: Config, core: int, scratch: Path, n: int) -> 
     ).command()  # fmt: skip
     log_path = scratch / f"raw-{n}.log"
     with log_path.open("wb") as log:
-        with deferred_signals():  # Ctrl-C cannot fall between the fork and the assignment
-            client = ClientProcess(command, core=core, log=log)
-        try:
-            status = client.wait(60.0 + 4 * (config.duration_s + config.warmup_s))
-        finally:
-            with deferred_signals():
-                client.kill_tree()
-    try:
-        result = ClientResult.read(output)
-    except (OSError, ValueError, TypeError):
-        raise RuntimeError(f"{RAW} failed (status {status}): {last_line(log_path)}") from None
+        timeout_s = 60.0 + 4 * (config.duration_s + config.warmup_s)
+        status = run_client(command, core=core, log=log, timeout_s=timeout_s)
+    result = read_result(output, log_path)
+    if isinstance(result, str):
+        raise RuntimeError(f"{RAW} failed (status {status}): {result}")
     return result.throughput_rps, (f"{RAW} {result.errors} errors" if result.errors else "")
 
 
 def measure_round(url: str, config: Config, cores: Cores, scratch: Path, n: int) -> Round:
     """wrk and the raw client one after the other, the order alternating between rounds."""
-    first = "wrk" if n % 2 == 1 else RAW.value
     figures: dict[str, float | None] = {}
     errors: list[str] = []
-    for name in ("wrk", RAW.value) if first == "wrk" else (RAW.value, "wrk"):
+    for name in round_order(CLIENTS, n):
         progress(f"round {n}/{config.rounds}: {name} {config.duration_s:g} s ...")
         try:
             if name == "wrk":
@@ -171,12 +170,7 @@ def measure_round(url: str, config: Config, cores: Cores, scratch: Path, n: int)
             rps, err = None, " ".join(str(exc).split())
         figures[name] = rps
         errors += [err] if err else []
-    return Round(n, first, figures["wrk"], figures[RAW.value], "; ".join(errors))
-
-
-def progress(message: str) -> None:
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
+    return Round(n, figures["wrk"], figures[RAW.value], "; ".join(errors))
 
 
 def medians(rounds: list[Round]) -> tuple[float | None, float | None, float | None]:
@@ -224,7 +218,8 @@ def to_json(config: Config, fp: Fingerprint, cores: Cores, rounds: list[Round]) 
                    "server": "uvloop", "mode": "pooled", "keepalive_timeout_s": 5.0},
         "fingerprint": asdict(fp),
         "cores": {"server": cores.server, "client": cores.client},
-        "rounds": [{**asdict(r), "ratio": r.ratio} for r in rounds],
+        "rounds": [{"index": r.index, "first": r.first, **asdict(r), "ratio": r.ratio}
+                   for r in rounds],
         "median": {"wrk_rps": wrk, "raw_rps": raw, "ratio": ratio},
         "target_ratio": TARGET_RATIO,
     }  # fmt: skip

@@ -20,7 +20,14 @@ import psutil
 from benchmarks.clientspec import ClientConfig, ClientResult
 from benchmarks.harness.config import Cell
 from benchmarks.harness.monitor import ControlClient, ControlError, Monitor
-from benchmarks.harness.procs import ClientProcess, deferred_signals, last_line, own_cpu_s
+from benchmarks.harness.procs import (
+    ClientProcess,
+    deferred_signals,
+    last_line,
+    own_cpu_s,
+    read_result,
+    start_client,
+)
 from benchmarks.harness.results import keep_artifacts, remove_client_leftovers, utc_iso
 from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
 from benchmarks.harness.sockets import counters_delta, kernel_counters, socket_counts
@@ -165,24 +172,27 @@ class _Session:
         )  # fmt: skip
         t_start = time.monotonic()
         try:
-            with deferred_signals():  # Ctrl-C cannot fall between the fork and the assignment
-                self.client = ClientProcess(
-                    client_cfg.command(), core=self.ctx.cores.client, log=self.client_log
-                )
+            start_client(
+                client_cfg.command(), core=self.ctx.cores.client, log=self.client_log,
+                started=self._adopt,
+            )  # fmt: skip
         except OSError as exc:
             raise CellFailure("client-crashed", f"{cell.client} did not start: {exc}") from None
+        assert self.client is not None
         self.monitor = Monitor(
             server_pid=self.server.proc.pid, client=self.client, control=self.control,
             port=ready.port, snapshot_after_s=cfg.warmup_s + 0.8 * cfg.duration_s,
             server_alive=self.server.alive,
         )  # fmt: skip
         self.monitor.start()
-        status = self.client.wait(cfg.timeout_s)
-        if status is None:
-            self.client.kill_tree()
+        status = self.client.wait_or_kill(cfg.timeout_s)
         wall = time.monotonic() - t_start
         self.monitor.stop()
         return status, wall, self.monitor
+
+    def _adopt(self, client: ClientProcess) -> None:
+        """Called with signals held, right after the fork: from now on stop() kills it."""
+        self.client = client
 
     def _check_server_survived(self, monitor: Monitor) -> None:
         if monitor.server_died or not self.server.alive():
@@ -198,13 +208,12 @@ class _Session:
             raise CellFailure(
                 "client-timeout", f"{cell.client} still running after {timeout_s:g} s: killed"
             )
-        try:
-            return ClientResult.read(self.files.output)
-        except (OSError, ValueError, TypeError) as exc:
-            why = last_line(self.files.client_log) or f"no result file ({type(exc).__name__})"
+        result = read_result(self.files.output, self.files.client_log)
+        if isinstance(result, str):
             raise CellFailure(
-                "client-crashed", f"{cell.client} exited with status {status}: {why}"
-            ) from None
+                "client-crashed", f"{cell.client} exited with status {status}: {result}"
+            )
+        return result
 
     def stop(self) -> None:
         if self.monitor is not None:

@@ -14,12 +14,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
+
+from benchmarks.clientspec import ClientResult
 
 TERM_GRACE_S = 3.0
 
@@ -111,6 +113,14 @@ class ClientProcess:
         except subprocess.TimeoutExpired:
             return None
 
+    def wait_or_kill(self, timeout_s: float) -> int | None:
+        """Exit status, or None for a client that hung: then its tree is killed, no longer
+        loading the server while the caller reads counters."""
+        status = self.wait(timeout_s)
+        if status is None:
+            self.kill_tree()
+        return status
+
     def kill_tree(self) -> None:
         """TERM the group and every process seen, KILL what remains after a grace period."""
         self.remember_tree()
@@ -134,6 +144,41 @@ class ClientProcess:
                 if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
                     out.append(p)
         return out
+
+
+def start_client(
+    command: Sequence[str], *, core: int, log: IO[bytes],
+    started: Callable[[ClientProcess], object],
+) -> None:  # fmt: skip
+    """Fork the client and hand it to `started` with signals held: Ctrl-C cannot fall between
+    the fork and the caller knowing what to kill. OSError if it cannot be started."""
+    with deferred_signals():
+        started(ClientProcess(command, core=core, log=log))
+
+
+def run_client(
+    command: Sequence[str], *, core: int, log: IO[bytes], timeout_s: float
+) -> int | None:
+    """The whole life of a client that nothing else watches: start it, wait, and kill its tree
+    on the way out whatever happens (a hang, stragglers that left the group, Ctrl-C), with
+    signals held. Its exit status, None if it hung."""
+    clients: list[ClientProcess] = []
+    try:
+        start_client(command, core=core, log=log, started=clients.append)
+        return clients[0].wait_or_kill(timeout_s)
+    finally:
+        with deferred_signals():
+            for client in clients:
+                client.kill_tree()
+
+
+def read_result(output: Path, log_path: Path) -> ClientResult | str:
+    """The result a client wrote, or the one-line reason there is none: the last line of its
+    log (a traceback's last line says why it died), else what was wrong with the file."""
+    try:
+        return ClientResult.read(output)
+    except (OSError, ValueError, TypeError) as exc:
+        return last_line(log_path) or f"no result file ({type(exc).__name__})"
 
 
 def _signal_group(pgid: int, sig: int) -> None:
