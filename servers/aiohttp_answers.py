@@ -13,7 +13,7 @@ import functools
 from aiohttp import hdrs
 from multidict import CIMultiDict
 
-from servers.endpoints import Reply, RequestContext, route
+from servers.endpoints import Reply, RequestContext, replayable, route
 from servers.policy import CLOSE_HEADERS, CloseReason, KeepAlivePolicy, connection_tokens
 from servers.runtime import Runtime
 
@@ -82,11 +82,7 @@ class Shared:
         reply = route(method, target, ctx)
         reason, headers = self.plan(number, version, tokens, reply.close, reply.content_type)
         answer = (reply, reason, headers)
-        if (
-            not reply.per_connection
-            and len(target) <= MEMO_TARGET_MAX
-            and len(reply.body) <= MEMO_BODY_MAX
-        ):
+        if replayable(reply, target, MEMO_TARGET_MAX, MEMO_BODY_MAX):
             if len(self.answers) >= MEMO_ENTRIES:
                 self.answers.clear()
             self.answers[key] = answer

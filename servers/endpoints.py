@@ -77,6 +77,14 @@ def route(method: str, target: str, ctx: RequestContext) -> Reply:
     return _NOT_FOUND
 
 
+def replayable(reply: Reply, target: str, max_target: int, max_body: int) -> bool:
+    """May a server remember `reply` for its (method, target) and send it again?
+
+    Only when it does not depend on the connection (`per_connection`), and only for short
+    targets and small bodies, so that a memo of replies stays small whatever clients send."""
+    return not reply.per_connection and len(target) <= max_target and len(reply.body) <= max_body
+
+
 def _int_or_none(text: str) -> int | None:
     """ASCII digits only: `str.isdigit()` alone accepts '²', which `int()` then rejects."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servers.counters import Counters
-from servers.endpoints import STATUSES_WITHOUT_BODY, Reply, RequestContext, route
+from servers.endpoints import STATUSES_WITHOUT_BODY, Reply, RequestContext, replayable, route
 from servers.policy import (
     CloseReason,
     KeepAlivePolicy,
@@ -157,11 +157,7 @@ class ReplyMemo:
             reply = route(method, target, ctx)
         except Exception:  # a bug in an endpoint must not leave the client waiting
             return INTERNAL_ERROR
-        if (
-            not reply.per_connection
-            and len(target) <= MEMO_TARGET_BYTES
-            and len(reply.body) <= COPY_LIMIT
-        ):
+        if replayable(reply, target, MEMO_TARGET_BYTES, COPY_LIMIT):
             if len(self.entries) >= MEMO_ENTRIES:
                 self.entries.clear()
             key = (method.encode("ascii"), target.encode("latin-1"))

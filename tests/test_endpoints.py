@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from servers.endpoints import HELLO, MAX_BYTES, RequestContext, route
+from servers.endpoints import HELLO, MAX_BYTES, RequestContext, replayable, route
 
 CTX = RequestContext("127.0.0.1", 40000, connection_id=7, request_number=3)
 
@@ -61,3 +61,16 @@ def test_absolute_form_keeps_the_query() -> None:
 
 def test_close_asks_to_close() -> None:
     assert route("GET", "/close", CTX).close
+
+
+@pytest.mark.parametrize(
+    ("target", "max_target", "max_body", "expected"),
+    [
+        ("/", 256, 4096, True),
+        ("/peer", 256, 4096, False),  # depends on the connection
+        ("/bytes/5000", 256, 4096, False),  # body over the limit
+        ("/" + "a" * 300, 256, 4096, False),  # target over the limit (a 404 body is small)
+    ],
+)
+def test_replayable(target: str, max_target: int, max_body: int, expected: bool) -> None:
+    assert replayable(route("GET", target, CTX), target, max_target, max_body) is expected
