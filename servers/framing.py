@@ -3,6 +3,15 @@
 The stdlib and uvloop servers feed their parsed request line and header fields through here, so
 both reject the same malformed requests with the same status and agree on how long a body is.
 aiohttp has its own parser; its differences are documented in its module.
+
+The rules follow llhttp (the parser of the other two servers) byte for byte where llhttp is
+stricter than RFC 9112 allows a recipient to be: a front end and this server must never disagree
+on where a request ends. So the request line splits on SP only (not TAB, VT or NBSP, as
+`str.split()` would), the method is one llhttp knows, field values carry no control character,
+and chunk-size lines are parsed strictly (`CHUNK_LINE`). `BodyReader` frames a body without a
+socket: the stdlib server drains every body through it, and the uvloop and aiohttp servers use it
+for the bodies llhttp leaves unframed (after an Upgrade or a CONNECT head), so no body is ever
+parsed as a request.
 """
 
 from __future__ import annotations
@@ -10,10 +19,21 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_HEADER_BYTES = 8 * 1024  # header section (431 beyond)
 MAX_REQUEST_LINE_BYTES = 8 * 1024  # request line (414 beyond)
+MAX_CHUNK_LINE_BYTES = 4096  # chunk-size line with its extensions (400 beyond)
+MAX_CHUNK_SIZE = 2**64 - 1  # llhttp keeps sizes in a uint64: larger is "Chunk size overflow"
+
+# The request methods llhttp accepts (HTTP mode; RTSP's and PRI are 400), checked against
+# httptools 0.9 and aiohttp 3.14. Case-sensitive: `get` is not a method.
+METHODS = frozenset((
+    "DELETE", "GET", "HEAD", "POST", "PUT", "CONNECT", "OPTIONS", "TRACE", "COPY", "LOCK",
+    "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND",
+    "ACL", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE",
+    "UNSUBSCRIBE", "PATCH", "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
+))  # fmt: skip
 
 # fullmatch and explicit ASCII classes: `$` would accept a trailing newline and `\d` Unicode digits.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -22,6 +42,21 @@ _VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
 _ORIGIN_FORM = re.compile(r"/[!-~]*")
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[!-~]+")
 _AUTHORITY_FORM = re.compile(r"[!-~]+:[0-9]+")  # host:port (or [v6]:port), CONNECT only
+# Words separated by runs of SP, nothing before the first or after the last (llhttp accepts
+# `GET  /`, rejects ` GET /` and `GET / HTTP/1.1 `). A TAB, VT or NBSP stays inside a word,
+# where the method, target or version check rejects it.
+_REQUEST_LINE = re.compile(rb"([^ ]+) +([^ ]+)(?: +([^ ]+))?")
+# Field value: HTAB, SP, visible ASCII, obs-text; no other control character (`\x01`, `\x7f`,
+# a bare CR), as llhttp rejects them.
+_BAD_VALUE_BYTE = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_QDTEXT = rb"[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff]"
+# chunk-size [ ;name[=value] ]... with no whitespace anywhere (llhttp's strict mode): the size is
+# hex digits only (`5 `, ` 5`, `0x5` are 400), an extension value is a token or a quoted string,
+# and the line does not end with `;`. An empty name (`5;;a`, `5;=b`) is llhttp's, kept as is.
+CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)(?:;" + _TCHAR + rb"*(?:=(?:" + _TCHAR + rb'*|"(?:' + _QDTEXT + rb')*"))?)*'
+)
 
 
 class ProtocolError(Exception):
@@ -59,6 +94,32 @@ def parse_version(text: str) -> tuple[int, int]:
     return version
 
 
+def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
+    """`GET /x HTTP/1.1` (no CRLF) -> method, target, version, or ProtocolError: 400 for a line
+    that is not three SP-separated words, an unknown method or target (checked in this order);
+    505 for a version other than 1.x, and for `GET /x` (HTTP/0.9 syntax: llhttp reads it as
+    version 0.9)."""
+    match = _REQUEST_LINE.fullmatch(line)
+    if match is None:
+        raise ProtocolError(400, f"bad request line {line[:60]!r}")
+    method, target, version = (w.decode("latin-1") if w else "" for w in match.groups())
+    if method not in METHODS:
+        raise ProtocolError(400, f"unknown method {method[:20]!r}")
+    check_target(method, target)  # before the version, as llhttp reads left to right
+    if not version:
+        raise ProtocolError(505, "HTTP/0.9 request (no version) not supported")
+    return method, target, parse_version(version)
+
+
+def request_line_too_long(prefix: bytes) -> ProtocolError:
+    """A request line over MAX_REQUEST_LINE_BYTES: 414, unless its method (the bytes before the
+    first SP, or all of them) is already unknown, which llhttp rejects first with 400."""
+    method = prefix.split(b" ", 1)[0]
+    if method.decode("latin-1") not in METHODS:
+        return ProtocolError(400, f"unknown method {method[:20]!r}")
+    return ProtocolError(414, "request line too long")
+
+
 def check_target(method: str, target: str) -> None:
     """Origin or absolute form; asterisk form for OPTIONS and authority form for CONNECT only
     (RFC 9112 §3.2); 400 otherwise (`GET foo`, `GET *`, a raw non-ASCII byte). llhttp decides
@@ -76,6 +137,31 @@ def check_field_name(name: bytes) -> None:
     """Field names are tokens: whitespace before the colon is a 400 (RFC 9112 §5.1)."""
     if not _TOKEN.fullmatch(name):
         raise ProtocolError(400, f"invalid header field name {name[:40]!r}")
+
+
+def parse_field_line(line: bytes) -> tuple[bytes, bytes]:
+    """`Name: value` (no CRLF) -> name, value without surrounding SP/HTAB; 400 for a line without
+    a colon, a name that is not a token (obs-fold, space before the colon) or a control
+    character in the value. Header and trailer fields alike."""
+    name, colon, value = line.partition(b":")
+    if not colon:
+        raise ProtocolError(400, f"field line without a colon {line[:40]!r}")
+    check_field_name(name)
+    value = value.strip(b" \t")
+    if _BAD_VALUE_BYTE.search(value):
+        raise ProtocolError(400, f"invalid byte in the value of {name[:40]!r}")
+    return name, value
+
+
+def parse_chunk_line(line: bytes) -> int:
+    """The size of a chunk from its chunk-size line (no CRLF), extensions checked and ignored."""
+    match = CHUNK_LINE.fullmatch(line)
+    if match is None or line.endswith(b";"):
+        raise ProtocolError(400, f"invalid chunk-size line {line[:40]!r}")
+    size = int(match[1], 16)
+    if size > MAX_CHUNK_SIZE:
+        raise ProtocolError(400, "chunk size overflow")
+    return size
 
 
 def body_framing(version: tuple[int, int], fields: Sequence[tuple[str, str]]) -> BodyFraming:
@@ -124,3 +210,101 @@ def _length_framing(lengths: list[str]) -> BodyFraming:
         )
     length = int(lengths[0])
     return BodyFraming(BodyKind.LENGTH, length) if length else NO_BODY
+
+
+class _Stage(enum.Enum):
+    SIZE = "chunk-size line"
+    DATA = "chunk data"
+    DATA_END = "CRLF after chunk data"
+    TRAILER = "trailer section"
+    DONE = "done"
+
+
+@dataclass
+class BodyReader:
+    """Frames one request body without a socket: `feed(data)` returns how many bytes of `data`
+    complete the body, or None when all of `data` belonged to it and more is needed; a malformed
+    chunked body raises ProtocolError (400, 431 for a trailer section over the header limit).
+
+    Lines end in CRLF only (a bare LF is 400, as in `stdlib_io.read_line`); a chunk-size line is
+    checked by `parse_chunk_line`, trailer fields by `parse_field_line`.
+    """
+
+    framing: BodyFraming
+    _left: int = 0  # bytes of Content-Length body or of the current chunk still to come
+    _stage: _Stage = _Stage.SIZE
+    _line: bytearray = field(default_factory=bytearray)
+    _trailer_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.framing.kind is BodyKind.LENGTH:
+            self._left = self.framing.length
+            self._stage = _Stage.DATA
+        elif self.framing.kind is BodyKind.NONE:
+            self._stage = _Stage.DONE
+
+    @property
+    def done(self) -> bool:
+        return self._stage is _Stage.DONE
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int | None:
+        view = memoryview(data)
+        used = 0
+        while self._stage is not _Stage.DONE:
+            if used == len(view):
+                return None
+            used += self._step(view[used:])
+        return used
+
+    def _step(self, data: memoryview) -> int:
+        """Consume the start of `data` for the current stage; return how much was used."""
+        if self._stage is _Stage.DATA:
+            take = min(self._left, len(data))
+            self._left -= take
+            if self._left == 0:
+                chunked = self.framing.kind is BodyKind.CHUNKED
+                self._stage = _Stage.DATA_END if chunked else _Stage.DONE
+            return take
+        limit = self._line_limit()
+        end = bytes(data[: limit + 1 - len(self._line)]).find(b"\n")
+        if end < 0:
+            self._line += data[: limit + 1 - len(self._line)]
+            if len(self._line) > limit or not self._line_may_continue():
+                raise self._too_long()
+            return len(data)
+        self._line += data[: end + 1]
+        line, self._line = bytes(self._line), bytearray()
+        if not line.endswith(b"\r\n"):
+            raise ProtocolError(400, f"{self._stage.value} ended by a bare LF")
+        self._line_done(line[:-2])
+        return end + 1
+
+    def _line_limit(self) -> int:
+        if self._stage is _Stage.TRAILER:
+            return MAX_HEADER_BYTES - self._trailer_bytes
+        return 2 if self._stage is _Stage.DATA_END else MAX_CHUNK_LINE_BYTES
+
+    def _line_may_continue(self) -> bool:
+        """After chunk data only CRLF may follow: reject anything else at once."""
+        return self._stage is not _Stage.DATA_END or b"\r\n".startswith(self._line)
+
+    def _too_long(self) -> ProtocolError:
+        if self._stage is _Stage.TRAILER:
+            return ProtocolError(431, "trailer section too large")
+        if self._stage is _Stage.DATA_END:
+            return ProtocolError(400, "chunk data not followed by CRLF")
+        return ProtocolError(400, "chunk-size line too long")
+
+    def _line_done(self, line: bytes) -> None:
+        if self._stage is _Stage.DATA_END:
+            if line:
+                raise ProtocolError(400, "chunk data not followed by CRLF")
+            self._stage = _Stage.SIZE
+        elif self._stage is _Stage.SIZE:
+            self._left = parse_chunk_line(line)
+            self._stage = _Stage.DATA if self._left else _Stage.TRAILER
+        elif not line:  # the empty line that ends the trailer section
+            self._stage = _Stage.DONE
+        else:
+            self._trailer_bytes += len(line) + 2
+            parse_field_line(line)

@@ -7,27 +7,24 @@ absolute deadline ahead of every `recv()`, so the header deadline H is a deadlin
 allowance. Bytes already buffered (pipelined requests) are served without any `recv()`, so an idle
 deadline can never fire while the next request is waiting in the buffer.
 
-The body readers here drain what a handler ignores (spec rule 8), so the next request on a
-keep-alive connection starts where it should: BODY-01's body that looks like a request line is
-never parsed as one.
+`discard_body` drains what a handler ignores (spec rule 8), framed by `framing.BodyReader`, so
+the next request on a keep-alive connection starts where it should: BODY-01's body that looks
+like a request line is never parsed as one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
-from servers.framing import MAX_HEADER_BYTES, ProtocolError
+from servers.framing import BodyReader, ProtocolError
 from servers.policy import LINGER_S
 
 DRAIN_CHUNK = 64 * 1024
-MAX_CHUNK_LINE = 4096  # chunk-size line with extensions
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
-_LINE_ENDS = (b"\r\n", b"\n")
 
 
 class ClientGone(Exception):
@@ -77,15 +74,18 @@ class SendallWriter(io.BufferedIOBase):
         return len(memoryview(data))
 
 
-def read_line(rfile: io.BufferedReader, limit: int, too_long: ProtocolError) -> bytes:
-    """A line of at most `limit` bytes, CRLF included; `too_long` beyond, ClientGone at EOF.
+def read_line(
+    rfile: io.BufferedReader, limit: int, too_long: Callable[[bytes], ProtocolError]
+) -> bytes:
+    """A line of at most `limit` bytes, CRLF included; `too_long(start of the line)` beyond,
+    ClientGone at EOF.
 
     A bare LF is a 400, as llhttp (the uvloop and aiohttp servers) answers it: RFC 9112 §2.2
     lets a recipient accept it, but two servers of this suite must not disagree on framing.
     """
     line = rfile.readline(limit + 1)
     if len(line) > limit:
-        raise too_long
+        raise too_long(line)
     if not line.endswith(b"\n"):
         raise ClientGone
     if not line.endswith(b"\r\n"):
@@ -102,33 +102,17 @@ def discard_exact(rfile: io.BufferedReader, length: int) -> None:
         length -= len(chunk)
 
 
-def discard_chunked(rfile: io.BufferedReader) -> None:
-    """Read and drop a chunked body: sizes with extensions, data, and the trailer section."""
-    bad_line = ProtocolError(400, "chunk-size line too long")
+def discard_body(rfile: io.BufferedReader, reader: BodyReader) -> None:
+    """Read and drop a body as `reader` frames it (Content-Length or chunked, with extensions
+    and trailers), leaving the bytes after it (the next pipelined request) in `rfile`."""
     while True:
-        size_field = read_line(rfile, MAX_CHUNK_LINE, bad_line).split(b";", 1)[0].strip()
-        if not _CHUNK_SIZE.fullmatch(size_field):
-            raise ProtocolError(400, f"invalid chunk size {size_field[:20]!r}")
-        size = int(size_field, 16)
-        if size == 0:
-            break
-        discard_exact(rfile, size)
-        if read_line(rfile, 2, ProtocolError(400, "chunk longer than its size")) not in _LINE_ENDS:
-            raise ProtocolError(400, "chunk data not followed by CRLF")
-    _discard_trailers(rfile)
-
-
-def _discard_trailers(rfile: io.BufferedReader) -> None:
-    """The trailer section after the last chunk, bounded like a header section."""
-    too_large = ProtocolError(431, "trailer section too large")
-    total = 0
-    while True:
-        line = read_line(rfile, MAX_HEADER_BYTES - total, too_large)
-        total += len(line)
-        if line in _LINE_ENDS:
+        data = rfile.peek(DRAIN_CHUNK)  # what is buffered, or one recv() when nothing is
+        if not data:
+            raise ClientGone
+        used = reader.feed(data)
+        rfile.read(len(data) if used is None else used)  # buffered: never blocks
+        if used is not None:
             return
-        if b":" not in line:
-            raise ProtocolError(400, "malformed trailer field")
 
 
 def graceful_close(sock: socket.socket, linger_s: float = LINGER_S) -> None:

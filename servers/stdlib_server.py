@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import signal
 import ssl
 import threading
@@ -48,11 +47,12 @@ from servers.framing import (
     MAX_REQUEST_LINE_BYTES,
     BodyFraming,
     BodyKind,
+    BodyReader,
     ProtocolError,
     body_framing,
-    check_field_name,
-    check_target,
-    parse_version,
+    parse_field_line,
+    parse_request_line,
+    request_line_too_long,
 )
 from servers.policy import (
     CloseReason,
@@ -66,8 +66,7 @@ from servers.stdlib_io import (
     ClientGone,
     DeadlineSocketIO,
     SendallWriter,
-    discard_chunked,
-    discard_exact,
+    discard_body,
     graceful_close,
     read_line,
 )
@@ -82,9 +81,7 @@ WRITE_TIMEOUT_S = 60.0  # a client that stops reading a response does not hold a
 # this much longer to make "not before T" hold from the client's side too.
 IDLE_GRACE_S = 0.05
 MAX_LEADING_EMPTY_LINES = 8  # RFC 9112 §2.2: ignore at least one CRLF before a request line
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _LINE_END = b"\r\n"
-_BAD_VALUE_BYTES = re.compile(rb"[\x00\r\n]")
 
 
 class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
@@ -211,13 +208,9 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         `servers.framing`. Sets http.server's attributes (command, path, request_version,
         headers) and returns how the body is delimited; raises ProtocolError to reject."""
         self.raw_requestline = self._read_request_line()
-        self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
-        words = self.requestline.split()
-        if len(words) != 3 or not _METHOD.fullmatch(words[0]):
-            raise ProtocolError(400, f"bad request line {self.requestline[:60]!r}")
-        self.command, self.path, self.request_version = words
-        self.version = parse_version(self.request_version)
-        check_target(self.command, self.path)
+        self.requestline = self.raw_requestline[:-2].decode("latin-1")
+        self.command, self.path, self.version = parse_request_line(self.raw_requestline[:-2])
+        self.request_version = self.requestline.rsplit(" ", 1)[1]
         fields = self._read_header_fields()
         self.headers = self.MessageClass()
         for name, value in fields:
@@ -229,10 +222,9 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
 
     def _read_request_line(self) -> bytes:
         """The request line, skipping a few empty lines before it (ROB-01); 414 beyond the
-        limit."""
-        too_long = ProtocolError(414, "request line too long")
+        limit (400 when its method is already unknown, as llhttp decides)."""
         for _ in range(MAX_LEADING_EMPTY_LINES + 1):
-            line = read_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2, too_long)
+            line = read_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2, request_line_too_long)
             if line != _LINE_END:
                 return line
         raise ProtocolError(400, "too many empty lines before the request line")
@@ -243,17 +235,11 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         fields: list[tuple[str, str]] = []
         total = 0
         while True:
-            line = read_line(self.rfile, MAX_HEADER_BYTES - total, too_large)
+            line = read_line(self.rfile, MAX_HEADER_BYTES - total, lambda _: too_large)
             total += len(line)
             if line == _LINE_END:
                 return fields
-            name, colon, value = line.partition(b":")
-            if not colon:
-                raise ProtocolError(400, f"header line without a colon {line[:40]!r}")
-            check_field_name(name)  # also rejects obs-fold (leading whitespace)
-            value = value.strip(b" \t\r\n")
-            if _BAD_VALUE_BYTES.search(value):
-                raise ProtocolError(400, f"invalid byte in the value of {name[:40]!r}")
+            name, value = parse_field_line(line[:-2])  # also rejects obs-fold and `\r\r\n`
             fields.append((name.decode("ascii"), value.decode("latin-1")))
 
     def _read_body(self, framing: BodyFraming) -> None:
@@ -268,10 +254,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         expect = self.headers.get("Expect", "").strip().lower()
         if expect == "100-continue" and self.version >= (1, 1):
             self.handle_expect_100()  # http.server's own: "HTTP/1.1 100 Continue"
-        if framing.kind == BodyKind.LENGTH:
-            discard_exact(self.rfile, framing.length)
-        else:
-            discard_chunked(self.rfile)
+        discard_body(self.rfile, BodyReader(framing))
 
     # -- answering -------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ A mixin of `uvloop_protocol.HttpProtocol`, kept apart so that each module reads 
 request-target (414) and the header section (431) are counted here; versions go through
 `framing.parse_version` (505), and Host/Content-Length/Transfer-Encoding through
 `framing.body_framing` (400/501) only when a request has something to check, which keeps the
-common GET cheap. The host class provides `_s` (ServerState), `_parser`, `_phase`, `_parsed`,
-`_limit`, `_input_done`, `_closing`, `_kind`, `_continue_due`, `_clear_deadline()` and
-`_send_continue()`.
+common GET cheap. A body that llhttp will not frame (an Upgrade or CONNECT request: httptools
+makes llhttp skip it) is noted in `_r_unframed` for the protocol to frame itself. The host
+class provides `_s` (ServerState), `_parser`, `_phase`, `_parsed`, `_limit`, `_input_done`,
+`_closing`, `_kind`, `_continue_due`, `_clear_deadline()` and `_send_continue()`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from servers.framing import (
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
+    BodyFraming,
     BodyKind,
     ProtocolError,
     body_framing,
@@ -39,7 +41,7 @@ class StopParsing(Exception):
 # Declared by the concrete class (see uvloop_timers.DEADLINE_SLOTS).
 HEAD_SLOTS = (
     "_r_url", "_r_size", "_r_conn", "_r_framing", "_r_hosts", "_r_expect", "_r_version",
-    "_r_tokens",
+    "_r_tokens", "_r_unframed",
 )  # fmt: skip
 
 
@@ -101,7 +103,11 @@ class RequestHead:
             return
         version = _VERSIONS.get(raw) or parse_version("HTTP/" + raw)
         if self._r_framing is not None or (self._r_hosts != 1 and version >= (1, 1)):
-            self._check_framing(version)
+            framing = self._check_framing(version)
+            if framing.kind is not BodyKind.NONE and self._parser.should_upgrade():
+                # Upgrade or CONNECT: httptools has llhttp skip this body and pause after the
+                # head. We switch no protocol, so the body is ours to frame (BodyReader).
+                self._r_unframed = framing
         conn = self._r_conn
         if conn is None:
             tokens, last = NO_TOKENS, version < (1, 1)
@@ -113,10 +119,11 @@ class RequestHead:
         if last or self._parsed >= self._limit:
             self._input_done = True  # the last request this connection will read
 
-    def _check_framing(self, version: tuple[int, int]) -> None:
+    def _check_framing(self, version: tuple[int, int]) -> BodyFraming:
         """Host, Content-Length, Transfer-Encoding (400/501); 100 Continue if a body follows."""
         fields = [("host", "")] * self._r_hosts + (self._r_framing or [])
-        kind = body_framing(version, fields).kind
-        if self._r_expect and kind is not BodyKind.NONE and version >= (1, 1):
+        framing = body_framing(version, fields)
+        if self._r_expect and framing.kind is not BodyKind.NONE and version >= (1, 1):
             self._continue_due = True
             self._send_continue()
+        return framing

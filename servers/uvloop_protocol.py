@@ -24,7 +24,13 @@ from typing import Any
 import httptools
 
 from servers.endpoints import Reply, RequestContext
-from servers.framing import MAX_HEADER_BYTES, MAX_REQUEST_LINE_BYTES, ProtocolError
+from servers.framing import (
+    MAX_HEADER_BYTES,
+    MAX_REQUEST_LINE_BYTES,
+    BodyFraming,
+    BodyReader,
+    ProtocolError,
+)
 from servers.policy import LINGER_S, CloseReason
 from servers.uvloop_parsing import BODY, HEAD, HEAD_SLOTS, HTTP_11, IDLE, NO_TOKENS, RequestHead
 from servers.uvloop_timers import DEADLINE_SLOTS, LazyDeadline
@@ -42,7 +48,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         "_s", "_memo", "_limit", "_transport", "_parser", "_id", "_half_close",
         "_served", "_parsed", "_queue", "_busy", "_delay", "_write_paused", "_read_paused",
         "_closing", "_input_done", "_dead", "_eof", "_lost", "_reason", "_phase", "_responded",
-        "_continue_due", "_raw_head", "_plain", "_count", "_idle_s",
+        "_continue_due", "_raw_head", "_plain", "_count", "_idle_s", "_body", "_held",
         *DEADLINE_SLOTS, *HEAD_SLOTS,
     )  # fmt: skip
 
@@ -71,6 +77,9 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._responded = False  # a response was written since the idle deadline was set
         self._continue_due = False  # a 100 Continue waits for earlier responses
         self._raw_head = 0  # bytes received in whole reads during the current header section
+        self._r_unframed: BodyFraming | None = None  # see uvloop_parsing.on_headers_complete
+        self._body: BodyReader | None = None  # frames a body llhttp skipped (Upgrade, CONNECT)
+        self._held: tuple[Any, ...] = ()  # ... and the request it belongs to, answered after it
 
     # -- connection lifetime ------------------------------------------------------------------
 
@@ -134,6 +143,11 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self._dead:
             return  # lingering, or the parser stopped: read and discard
+        if self._body is not None:
+            data = self._frame_body(data)
+            if not data or self._closing or self._dead:
+                self._arm_timer()
+                return
         # The same header section still unfinished after a whole read: count that read.
         same_head = self._parsed if self._phase == HEAD else -1
         try:
@@ -149,9 +163,12 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._arm_timer()
 
     def _after_upgrade(self, rest: bytes) -> None:
-        """No protocol switch: the request was answered as an ordinary one, and httptools
-        resumed its parser, so the bytes after it are parsed as the next requests."""
+        """No protocol switch: httptools resumed its parser after the head, so its body (framed
+        here, as for any request) and then the next requests follow."""
         while rest and not (self._closing or self._dead):
+            if self._body is not None:
+                rest = self._frame_body(rest)
+                continue
             try:
                 self._parser.feed_data(rest)
                 return
@@ -159,6 +176,29 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
                 rest = rest[exc.args[0] :]
             except httptools.HttpParserError as exc:
                 self._parse_error(exc)
+
+    def _frame_body(self, data: bytes) -> bytes:
+        """Feed the body llhttp skipped; once it is complete, answer its request (in turn) and
+        return the bytes after it. A malformed chunked body is answered with its error."""
+        body = self._body
+        assert body is not None
+        try:
+            used = body.feed(data)
+        except ProtocolError as exc:
+            self._body, self._held = None, ()
+            self._dead = self._input_done = True
+            self._phase = IDLE
+            self._enqueue((None, exc.status, exc.detail, None, ""))
+            return b""
+        if used is None:
+            return b""
+        held, self._body, self._held = self._held, None, ()
+        self._phase = IDLE
+        if self._busy or self._queue or self._write_paused:
+            self._enqueue(held)
+        else:
+            self._serve(*held)
+        return data[used:]
 
     def _parse_error(self, exc: httptools.HttpParserError) -> None:
         """Answer a malformed request with its status in turn; stop reading requests."""
@@ -186,6 +226,12 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
     # -- parser callbacks ---------------------------------------------------------------------
 
     def on_message_complete(self) -> None:
+        if self._r_unframed is not None:  # llhttp skipped the body: hold the request until
+            self._body = BodyReader(self._r_unframed)  # _frame_body has read it
+            self._r_unframed = None
+            item = (self._parser.get_method(), self._r_url, self._r_version, self._r_tokens)
+            self._held = (*item, self._r_conn)
+            return  # still in the BODY phase: the body stall limit and 100 Continue apply
         self._phase = IDLE
         self._continue_due = False
         method = self._parser.get_method()
