@@ -11,8 +11,12 @@ this module adds what aiohttp lacks, with as little code on the request path as 
   checked lazily (aiohttp's own accept timer doubles as the first check when H >= T; ours is
   re-armed only when it fires early) and disarmed when the handler is entered; H also bounds
   each stall while a request body is read (IDLE-06);
-- rejections aiohttp's parser lets through: major version other than 1 (505), a transfer coding
-  other than chunked (501);
+- rejections aiohttp's parser lets through: major version other than 1 (505, on an HTTP/1.1
+  status line), a transfer coding other than chunked (501); a line over its limit is 414 or 431
+  (aiohttp says 400);
+- CONNECT without a tunnel: llhttp treats every byte after a CONNECT head as tunnel data and
+  aiohttp feeds it back to its parser as requests; here the body is framed by Content-Length
+  or chunks (`framing.BodyReader`) and the request answered like any other, as on stdlib;
 - answers to requests received before a client half-close (aiohttp drops them; ROB-02);
 - exact counters: a `web.RequestHandler` subclass sees every connection's start and end and
   records why it ended (first reason wins).
@@ -22,7 +26,10 @@ Private aiohttp API relied on (checked against aiohttp 3.14):
   `web.Server` subclass whose `__call__` builds `_Connection`);
 - `RequestHandler._process_keepalive` is overridden to record `idle_timeout` and to ignore the
   idle timer once a new request has begun (rule 5: its first byte stops the idle timer);
-- `RequestHandler._messages` and `._waiter` are read (never written) in `eof_received`.
+- `RequestHandler._messages` and `._waiter` are read (never written) in `eof_received`;
+- `RequestHandler._handle_request` is wrapped (a plain function returning its coroutine) to
+  send CONNECT to our handler, which reads `._upgraded` and takes the body out of
+  `._message_tail`; `BaseRequest._cache["version"]` is set for the 505 status line.
 Everything else is public: `keep_alive()`, `close()`, `force_close()`, `handle_error()`,
 `peername`, `ssl_context`, `data_received()`, `eof_received()`, `connection_made()`,
 `connection_lost()`, `request.protocol`.
@@ -31,10 +38,17 @@ Deviations (the same text as DEVIATIONS below; the conformance suite marks these
 - PIPE-02: aiohttp's llhttp parser raises 'Data after Connection: close' when bytes follow a
   request that said close, and RequestHandler.data_received then replaces every request parsed
   from that read with a single 400: the requests before the close are not answered.
-- ERR-08[HTTP/2.0]: aiohttp's llhttp parser accepts HTTP/2.0; we answer 505, but aiohttp writes
-  the status line with the request's version ('HTTP/2.0 505').
 - ERR-08[HTTP/1.2]: aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it
   as 1.1. (ERR-08's third subcase, `HTTP/1` -> 400, conforms.)
+
+Beyond the spec's cases (tests/test_smuggling.py marks them xfail by name, `AIOHTTP_DEVIATIONS`):
+- PIPELINE-AFTER-UPGRADE: requests in the same read after a GET with `Connection: Upgrade` and
+  an Upgrade other than websocket are dropped: aiohttp's parser pauses after it and returns no
+  tail unless it accepts the upgrade (a later read is parsed normally).
+- PIPELINE-BEFORE-ERROR: a malformed request answers with one 400 every request parsed from
+  the same read, valid ones before it included (the cause of PIPE-02).
+- HEADER-SECTION: aiohttp limits each header field to 8 KiB, not the whole section, so a
+  section of several smaller fields over 8 KiB is served where the others answer 431.
 
 Not a listed case but worth knowing: aiohttp closes with `transport.close()`, never a half-close
 followed by draining input (rule 4). It passes the plain-TCP cases because aiohttp reads eagerly,
@@ -51,7 +65,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
@@ -65,6 +80,15 @@ from servers.aiohttp_answers import (
 )
 from servers.aiohttp_site import DeadlineSockSite, build_app
 from servers.endpoints import TEXT, RequestContext
+from servers.framing import (
+    MAX_HEADER_BYTES,
+    MAX_REQUEST_LINE_BYTES,
+    BodyKind,
+    BodyReader,
+    ProtocolError,
+    body_framing,
+    check_target,
+)
 from servers.policy import CloseReason, connection_tokens
 from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
 
@@ -73,10 +97,6 @@ DEVIATIONS: dict[str, str] = {
         "aiohttp's llhttp parser raises 'Data after Connection: close' when bytes follow a "
         "request that said close, and RequestHandler.data_received then replaces every request "
         "parsed from that read with a single 400: the requests before the close are not answered"
-    ),
-    "ERR-08[HTTP/2.0]": (
-        "aiohttp's llhttp parser accepts HTTP/2.0; we answer 505, but aiohttp writes the status "
-        "line with the request's version ('HTTP/2.0 505')"
     ),
     "ERR-08[HTTP/1.2]": (
         "aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it as 1.1"
@@ -88,6 +108,11 @@ _QUIET_LOGGER = logging.getLogger("servers.aiohttp_server.quiet")
 _QUIET_LOGGER.addHandler(logging.NullHandler())
 _QUIET_LOGGER.propagate = False
 _BASE_DATA_RECEIVED = web.RequestHandler.data_received  # per chunk: no super() object
+_BASE_HANDLE_REQUEST = web.RequestHandler._handle_request  # per request: likewise
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding"})
+# aiohttp limits each field (name + value), not the section: one field alone hits 431 where it
+# does on uvloop (name + value + 4 bytes of ": " and CRLF over MAX_HEADER_BYTES).
+MAX_FIELD_BYTES = MAX_HEADER_BYTES - 4
 
 
 class _Connection(web.RequestHandler):
@@ -105,6 +130,9 @@ class _Connection(web.RequestHandler):
     _header_handle: asyncio.TimerHandle | None = None
     _counted = False
     _peer_eof = False  # the client half-closed while requests were pending
+    _body: BodyReader | None = None  # frames a CONNECT body llhttp leaves unframed
+    _body_wake: asyncio.Future[None] | None = None  # _read_connect_body waits on it
+    _body_error: ProtocolError | None = None
 
     # -- connection lifetime ------------------------------------------------------------------
 
@@ -174,7 +202,67 @@ class _Connection(web.RequestHandler):
                 self._header_handle = shared.loop.call_at(
                     self._header_deadline, self._on_header_timer
                 )
+        if self._body is not None:
+            data = self._frame_body(data)
         _BASE_DATA_RECEIVED(self, data)
+
+    def _frame_body(self, data: bytes) -> bytes:
+        """Bytes of a CONNECT body go to its BodyReader, not to aiohttp (which would keep them
+        as the tail it later parses as requests); what follows the body goes on to aiohttp."""
+        body = self._body
+        assert body is not None
+        try:
+            used = body.feed(data)
+        except ProtocolError as exc:
+            self._body_error, used = exc, len(data)
+        if self._body_wake is not None and not self._body_wake.done():
+            self._body_wake.set_result(None)
+        if used is None:
+            return b""
+        self._body = None
+        return data[used:]
+
+    def _handle_request(  # type: ignore[override]
+        self, request: web.BaseRequest, start_time: float | None, request_handler: Any
+    ) -> Any:
+        """Private aiohttp hook (a coroutine function; this returns its coroutine): a CONNECT
+        goes to `_handle_connect`, since aiohttp's router answers an authority-form target
+        with its own 404. `_upgraded` (aiohttp's) is set only after a CONNECT or an upgrade."""
+        if self._upgraded and request.method == hdrs.METH_CONNECT:
+            request_handler = _handle_connect
+        return _BASE_HANDLE_REQUEST(self, request, start_time, request_handler)
+
+    async def _read_connect_body(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """Frame a CONNECT body by its Content-Length or chunks (RFC 9112 §6.3), as stdlib does:
+        llhttp treats every byte after a CONNECT head as tunnel data, and aiohttp feeds what its
+        handler leaves (`_message_tail`, private) back to the parser as requests. A stall
+        longer than H closes, as in _drain_body."""
+        fields = [(k.lower(), v) for k, v in request.headers.items() if k.lower() in _FRAMING]
+        try:
+            framing = body_framing(request.version, fields)
+            check_target(request.method, request.raw_path)
+        except ProtocolError as exc:
+            return self._error_response(exc.status, exc.detail + "\n")
+        if framing.kind is BodyKind.NONE:
+            return None
+        self._body = BodyReader(framing)
+        tail, self._message_tail = self._message_tail, b""
+        self._message_tail = self._frame_body(tail)
+        loop = self._shared.loop
+        while self._body is not None and self._body_error is None:
+            self._body_wake = loop.create_future()
+            try:
+                async with asyncio.timeout(self._shared.header_timeout_s):
+                    await self._body_wake
+            except TimeoutError:
+                self._set_reason(CloseReason.HEADER_TIMEOUT)
+                self.force_close()
+                return web.Response(status=408)  # never written: the transport is closed
+            finally:
+                self._body_wake = None
+        if self._body_error is not None:
+            return self._error_response(self._body_error.status, self._body_error.detail + "\n")
+        return None
 
     # -- timers ---------------------------------------------------------------------------------
 
@@ -214,8 +302,13 @@ class _Connection(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        """aiohttp's parser errors (always 400) and handler exceptions: close, and say so."""
+        """aiohttp's parser errors (always 400) and handler exceptions: close, and say so.
+        A line over its limit is 414 (request-target) or 431 (header field), as on the others:
+        LineTooLong carries the limit it exceeded, and the two limits differ (see _serve)."""
         self._set_reason(CloseReason.ERROR)
+        if status == 400 and isinstance(exc, LineTooLong):
+            status = 414 if exc.args[1] == MAX_REQUEST_LINE_BYTES else 431
+            message = None
         if status >= 500 and exc is not None:
             sys.stderr.write(f"aiohttp server: {status} for {request.path_qs}: {exc!r}\n")
         response = super().handle_error(request, status, exc, message)
@@ -247,10 +340,16 @@ class _Connection(web.RequestHandler):
         return None, headers
 
     def _reject(self, request: web.BaseRequest) -> web.StreamResponse | None:
-        """What aiohttp's parser lets through but rule 9 rejects: 505 and 501."""
+        """What aiohttp's parser lets through but rule 9 rejects: 505, 501, and chunked in
+        HTTP/1.0 (400, as framing.body_framing decides for the other two)."""
         if request.version[0] != 1:
+            # aiohttp writes the status line with the request's version: say HTTP/1.1, not
+            # `HTTP/2.0 505` or `HTTP/0.9 505` (`version` is a reify: private `_cache`).
+            request._cache["version"] = HttpVersion11  # type: ignore[attr-defined]
             return self._error_response(505, "HTTP version not supported\n")
         coding = request.headers.get(hdrs.TRANSFER_ENCODING)
+        if coding is not None and request.version < HttpVersion11:
+            return self._error_response(400, "Transfer-Encoding in an HTTP/1.0 request\n")
         if coding is not None and coding.strip().lower() != "chunked":
             return self._error_response(501, "unsupported transfer coding\n")
         return None
@@ -278,6 +377,14 @@ class _Connection(web.RequestHandler):
         )
         response.force_close()
         return response
+
+
+async def _handle_connect(request: web.BaseRequest) -> web.StreamResponse:
+    """CONNECT: no tunnel. Its body is framed, then it is answered as any request (a 404)."""
+    conn: _Connection = request.protocol  # type: ignore[assignment]  # our protocol factory
+    conn._awaiting_header = False
+    rejected = await conn._read_connect_body(request)
+    return rejected if rejected is not None else await _handle(request)  # type: ignore[arg-type]
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
@@ -363,6 +470,8 @@ async def _serve(runtime: Runtime) -> None:
         build_app(_handle),
         shared,
         keepalive_timeout=runtime.options.keepalive_timeout_s,
+        max_line_size=MAX_REQUEST_LINE_BYTES,  # the request-target, as uvloop counts it
+        max_field_size=MAX_FIELD_BYTES,
         access_log=None,
         logger=_QUIET_LOGGER,
     )
