@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 
 from servers.framing import (
+    MAX_CHUNK_SIZE,
     NO_BODY,
     BodyFraming,
     BodyKind,
+    BodyReader,
     ProtocolError,
     body_framing,
     check_field_name,
     check_target,
+    parse_chunk_line,
+    parse_field_line,
+    parse_request_line,
     parse_version,
+    request_line_too_long,
 )
 
 H11 = (1, 1)
@@ -221,3 +227,199 @@ def test_limits_are_8_kib() -> None:
 
     assert framing.MAX_HEADER_BYTES == 8192
     assert framing.MAX_REQUEST_LINE_BYTES == 8192
+
+
+# -- the request line, field lines and chunk-size lines, as llhttp splits and rejects them --------
+
+
+@pytest.mark.parametrize(
+    ("line", "parsed"),
+    [
+        (b"GET / HTTP/1.1", ("GET", "/", (1, 1))),
+        (b"GET  /  HTTP/1.0", ("GET", "/", (1, 0))),  # runs of SP: llhttp accepts them
+        (b"M-SEARCH /x HTTP/1.1", ("M-SEARCH", "/x", (1, 1))),
+        (b"OPTIONS * HTTP/1.1", ("OPTIONS", "*", (1, 1))),
+        (b"CONNECT t:443 HTTP/1.1", ("CONNECT", "t:443", (1, 1))),
+        (b"QUERY /q HTTP/1.1", ("QUERY", "/q", (1, 1))),
+    ],
+)
+def test_parse_request_line(line: bytes, parsed: tuple[str, str, tuple[int, int]]) -> None:
+    assert parse_request_line(line) == parsed
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"get / HTTP/1.1", 400),  # methods are case-sensitive
+        (b"FOO / HTTP/1.1", 400),  # not a method llhttp knows
+        (b"PRI * HTTP/2.0", 400),
+        (b"GET\t/ HTTP/1.1", 400),  # TAB, VT, NBSP are not separators (str.split() says they are)
+        (b"GET\x0b/ HTTP/1.1", 400),
+        (b"GET\xa0/ HTTP/1.1", 400),
+        (b"GET /\tHTTP/1.1", 400),  # two words, but the target is bad: 400 before 505
+        (b" GET / HTTP/1.1", 400),
+        (b"GET / HTTP/1.1 ", 400),
+        (b"GET / HTTP/1.1\r", 400),
+        (b"GET / HTTP/1.1 x", 400),
+        (b"GET", 400),
+        (b"", 400),
+        (b"GET /x", 505),  # HTTP/0.9 syntax, which llhttp reads as version 0.9
+        (b"GET / HTTP/2.0", 505),
+    ],
+)
+def test_parse_request_line_rejects(line: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_request_line(line)
+    assert info.value.status == status
+
+
+@pytest.mark.parametrize(
+    ("prefix", "status"),
+    [(b"GET /aaaa", 414), (b"A" * 9000, 400), (b"GETX /a", 400), (b"get /a", 400)],
+)
+def test_request_line_too_long(prefix: bytes, status: int) -> None:
+    assert request_line_too_long(prefix).status == status
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (b"Host: t", (b"Host", b"t")),
+        (b"Host:t", (b"Host", b"t")),
+        (b"X: \ta b\t ", (b"X", b"a b")),
+        (b"X: caf\xe9", (b"X", b"caf\xe9")),  # obs-text
+        (b"X:", (b"X", b"")),
+    ],
+)
+def test_parse_field_line(line: bytes, field: tuple[bytes, bytes]) -> None:
+    assert parse_field_line(line) == field
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"X: a\x01b",
+        b"X: a\x7fb",
+        b"X: a\x00b",
+        b"X: a\rb",  # a bare CR, and `\r\r\n` once the CRLF is taken off
+        b"X: a\r",
+        b"X: a\x1f",
+        b" X: y",  # obs-fold, or a trailer line starting with a space
+        b"X : y",
+        b": y",
+        b"no colon",
+    ],
+)
+def test_parse_field_line_rejects(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_field_line(line)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("line", "size"),
+    [
+        (b"5", 5),
+        (b"A", 10),
+        (b"00000000000000005", 5),  # any number of leading zeros, as llhttp
+        (b"f" * 16, MAX_CHUNK_SIZE),
+        (b"5;a", 5),
+        (b"5;a=b", 5),
+        (b"5;a=", 5),
+        (b'5;a="q r"', 5),
+        (b'5;a="q\\"r"', 5),
+        (b'5;a="\t\x80"', 5),
+        (b"5;a=b;c=d", 5),
+        (b"5;;a", 5),
+        (b"5;=b", 5),
+        (b"0;a=b", 0),
+    ],
+)
+def test_parse_chunk_line(line: bytes, size: int) -> None:
+    assert parse_chunk_line(line) == size
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"5 ",
+        b" 5",
+        b"5\t",
+        b"0x5",
+        b"",
+        b"5 ;a",
+        b"5; a",
+        b"5;a =b",
+        b"5;a= b",
+        b"5;",
+        b"5;a=b;",
+        b"5;a\rb",  # a bare CR in an extension
+        b"5;a\tb",
+        b"5;a=b c",
+        b"5;a==b",
+        b'5;a=b"c',
+        b'5;a="q"x',
+        b'5;a="q',
+        b'5;a="\x7f"',
+        b"5;a=\x80",
+        b"1" + b"0" * 16,  # 2**64: llhttp's "Chunk size overflow"
+    ],
+)
+def test_parse_chunk_line_rejects(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_chunk_line(line)
+    assert info.value.status == 400
+
+
+CHUNKED = BodyFraming(BodyKind.CHUNKED)
+NEXT = b"GET / HTTP/1.1\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (BodyFraming(BodyKind.LENGTH, 5), b"hello"),
+        (CHUNKED, b"5\r\nhello\r\n0\r\n\r\n"),
+        (CHUNKED, b"5;a=b\r\nhello\r\n3\r\nabc\r\n0\r\nX: y\r\nZ:\r\n\r\n"),
+        (CHUNKED, b"0\r\n\r\n"),
+    ],
+)
+def test_body_reader_stops_at_the_end_of_the_body(framing: BodyFraming, body: bytes) -> None:
+    """Fed at once or byte by byte, the reader takes exactly the body, never what follows."""
+    assert BodyReader(framing).feed(body + NEXT) == len(body)
+    reader = BodyReader(framing)
+    for i in range(len(body) - 1):
+        assert reader.feed(body[i : i + 1]) is None, i
+    assert reader.feed(body[-1:] + NEXT) == 1
+    assert reader.done
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"5 \r\nhello\r\n0\r\n\r\n", 400),
+        (b"5\nhello\r\n0\r\n\r\n", 400),  # bare LF
+        (b"5\r\nhelloX\r\n0\r\n\r\n", 400),  # chunk longer than its size
+        (b"5\r\nhello\n0\r\n\r\n", 400),
+        (b"0\r\n X: y\r\n\r\n", 400),  # trailer line starting with a space
+        (b"0\r\nX: a\x01\r\n\r\n", 400),
+        (b"5;" + b"a" * 5000 + b"\r\n", 400),  # chunk-size line over its limit
+        (b"0\r\n" + b"X: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_body_reader_rejects(body: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        BodyReader(CHUNKED).feed(body)
+    assert info.value.status == status
+
+
+def test_body_reader_rejects_bad_bytes_after_chunk_data_at_once() -> None:
+    """After chunk data only CRLF may follow: `X` is an error without waiting for a line."""
+    reader = BodyReader(CHUNKED)
+    assert reader.feed(b"1\r\nx") is None
+    with pytest.raises(ProtocolError):
+        reader.feed(b"X")
+
+
+def test_body_reader_without_a_body_takes_nothing() -> None:
+    assert BodyReader(NO_BODY).feed(NEXT) == 0
