@@ -10,6 +10,7 @@ server). Each case runs on its own connection; all failing cases are reported to
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -221,3 +222,29 @@ def test_valid_requests_before_a_malformed_one_are_answered(
     assert [(r.status, r.body) for r in (first, second)] == [(200, b"x"), (200, b"xx")]
     assert error.status == 400, error
     expect_close(error)
+
+
+SPLIT_CASES = {
+    "Upgrade with CL": cl(*UPGRADE),
+    "Upgrade with a chunked body": te(*UPGRADE, "Transfer-Encoding: chunked"),
+    "CONNECT with CL": cl(start=CONNECT),
+    "CONNECT with a chunked body": te("Transfer-Encoding: chunked", start=CONNECT),
+}
+
+
+@pytest.mark.parametrize("case", list(SPLIT_CASES))
+def test_body_after_the_head_in_later_reads_is_framed(
+    server: Server, connect: Connect, case: str
+) -> None:
+    """The head, then the body in two later writes: a server that frames the body itself
+    (uvloop and aiohttp after Upgrade or CONNECT) keeps framing across reads."""
+    request = SPLIT_CASES[case]
+    body_at = request.index(b"\r\n\r\n") + 4
+    conn = connect(server)
+    for piece in (request[:body_at], request[body_at : body_at + 20], request[body_at + 20 :]):
+        conn.send(piece)
+        time.sleep(0.05)  # each piece its own read (a lower bound, never a speed target)
+    conn.send(G("/bytes/3"))
+    first, after = conn.responses(2)
+    assert first.status in (200, 404), first
+    assert (after.status, after.body) == (200, b"xxx"), after
