@@ -35,11 +35,14 @@ Deviations (the same text as DEVIATIONS below; the conformance suite marks these
   the status line with the request's version ('HTTP/2.0 505').
 - ERR-08[HTTP/1.2]: aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it
   as 1.1. (ERR-08's third subcase, `HTTP/1` -> 400, conforms.)
+- KA-07[decided]: aiohttp never half-closes: every close is transport.close(), so after a close
+  the server decided (the N-th response) a byte the client still sends gets a reset instead of
+  being read and discarded during a linger (rule 4).
 
-Not a listed case but worth knowing: aiohttp closes with `transport.close()`, never a half-close
-followed by draining input (rule 4). It passes the plain-TCP cases because aiohttp reads eagerly,
-so little is left unread; over TLS a client still writing a large request (a 70 KB request line)
-when the 400 is sent can see a reset instead.
+aiohttp's `transport.close()` is what rule 4 asks for when the client itself asked to close
+(KA-07[asked] conforms). The other cases pass because aiohttp reads eagerly, so little is left
+unread; over TLS a client still writing a large request (a 70 KB request line) when the 400 is
+sent can see a reset instead.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ DEVIATIONS: dict[str, str] = {
     ),
     "ERR-08[HTTP/1.2]": (
         "aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it as 1.1"
+    ),
+    "KA-07[decided]": (
+        "aiohttp never half-closes: every close is transport.close(), so after a close the "
+        "server decided (the N-th response) a byte the client still sends gets a reset instead "
+        "of being read and discarded during a linger (rule 4)"
     ),
 }
 
