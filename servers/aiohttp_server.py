@@ -40,6 +40,9 @@ Deviations (the same text as DEVIATIONS below; the conformance suite marks these
   from that read with a single 400: the requests before the close are not answered.
 - ERR-08[HTTP/1.2]: aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it
   as 1.1. (ERR-08's third subcase, `HTTP/1` -> 400, conforms.)
+- KA-07[decided]: aiohttp never half-closes: every close is transport.close(), so after a close
+  the server decided (the N-th response) a byte the client still sends gets a reset instead of
+  being read and discarded during a linger (rule 4).
 
 Beyond the spec's cases (tests/test_smuggling.py marks them xfail by name, `AIOHTTP_DEVIATIONS`):
 - PIPELINE-AFTER-UPGRADE: requests in the same read after a GET with `Connection: Upgrade` and
@@ -51,7 +54,8 @@ Beyond the spec's cases (tests/test_smuggling.py marks them xfail by name, `AIOH
   section of several smaller fields over 8 KiB is served where the others answer 431.
 
 Not a listed case but worth knowing: aiohttp closes with `transport.close()`, never a half-close
-followed by draining input (rule 4). It passes the plain-TCP cases because aiohttp reads eagerly,
+followed by draining input (rule 4), which is what rule 4 asks for when the client itself asked to
+close (KA-07[asked] conforms). It passes the plain-TCP cases because aiohttp reads eagerly,
 so little is left unread; over TLS a client still writing a large request (a 70 KB request line)
 when the 400 is sent can see a reset instead.
 """
@@ -100,6 +104,11 @@ DEVIATIONS: dict[str, str] = {
     ),
     "ERR-08[HTTP/1.2]": (
         "aiohttp's llhttp parser rejects HTTP/1.2 with 400 instead of serving it as 1.1"
+    ),
+    "KA-07[decided]": (
+        "aiohttp never half-closes: every close is transport.close(), so after a close the "
+        "server decided (the N-th response) a byte the client still sends gets a reset instead "
+        "of being read and discarded during a linger (rule 4)"
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Socket plumbing for the stdlib server: deadline-aware reads, one-send writes, graceful close.
+"""Socket plumbing for the stdlib server: deadline-aware reads, one-send writes, the closes.
 
 http.server reads through `socket.makefile()`, whose timeout restarts on every `recv()`: a client
 that trickles one header byte every 0.3 s never times out (slowloris, IDLE-05). `DeadlineSocketIO`
@@ -131,6 +131,18 @@ def graceful_close(sock: socket.socket, linger_s: float = LINGER_S) -> None:
             socket.socket.settimeout(sock, remaining)
             if not socket.socket.recv(sock, DRAIN_CHUNK):
                 break
+    sock.close()
+
+
+def close_at_once(sock: socket.socket) -> None:
+    """Rule 4 when the client asked to close and sent nothing more: no half-close, no linger.
+
+    The response is already written (sendall returned), so the FIN follows it; a byte the
+    client still sends after that gets a reset, which the client announced it would not do.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        if isinstance(sock, ssl.SSLSocket):
+            _send_close_notify(sock)
     sock.close()
 
 

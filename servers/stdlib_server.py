@@ -21,8 +21,9 @@ CPython 3.11's http.server gets the skeleton right (a thread per connection, buf
 - Nagle on, and headers and body written separately: TCP_NODELAY on every accepted socket and
   one `sendall()` per response.
 - Connections are closed gracefully (half-close, drain, close) so the last response survives
-  unread pipelined input; TLS handshakes happen in the connection's thread, under the header
-  deadline, never in the accept loop.
+  unread pipelined input, except when the client asked to close and sent nothing after that
+  request: then at once, as nginx does (rule 4 as amended); TLS handshakes happen in the
+  connection's thread, under the header deadline, never in the accept loop.
 - Stopping drops every connection with the process: at SIGTERM a request being handled is
   answered (with `Connection: close`) and connections that wait for a request end at once
   (`servers.stdlib_stop`), as on the other two servers.
@@ -66,6 +67,7 @@ from servers.stdlib_io import (
     ClientGone,
     DeadlineSocketIO,
     SendallWriter,
+    close_at_once,
     discard_body,
     graceful_close,
     read_line,
@@ -143,16 +145,29 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             super().handle()  # handle_one_request() until close_connection
 
     def finish(self) -> None:
-        """Graceful close (rule 4) and the close counter, whatever ended the connection."""
+        """The close rule 4 calls for, and the close counter, whatever ended the connection."""
         try:
+            asked = self.close_reason is CloseReason.CLIENT_REQUESTED
+            at_once = asked and not self._input_waiting()
             self.rfile.close()
             if self.ended_by_stop:
                 self.connection.close()  # nothing owed; a TLS close_notify cannot be sent now
+            elif at_once:
+                close_at_once(self.connection)  # rule 4: the client said it sends no more
             else:
                 graceful_close(self.connection)
         finally:
             self.runtime.counters.connection_closed(self.close_reason)
             self.server.book.closed(self)
+
+    def _input_waiting(self) -> bool:
+        """Bytes after the last request, buffered here or in the kernel (read without waiting:
+        a deadline in the past makes the next recv() non-blocking)."""
+        self.reader.deadline = 0.0
+        try:
+            return bool(self.rfile.peek(1))
+        except (OSError, ValueError):  # TimeoutError: nothing there; or the socket is gone
+            return False
 
     # -- one request -----------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         "_served", "_parsed", "_queue", "_busy", "_delay", "_write_paused", "_read_paused",
         "_closing", "_input_done", "_dead", "_eof", "_lost", "_reason", "_phase", "_responded",
         "_continue_due", "_raw_head", "_plain", "_count", "_idle_s", "_body", "_held",
+        "_feeding", "_surplus", "_close_asked",
         *DEADLINE_SLOTS, *HEAD_SLOTS,
     )  # fmt: skip
 
@@ -80,6 +81,9 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._r_unframed: BodyFraming | None = None  # see uvloop_parsing.on_headers_complete
         self._body: BodyReader | None = None  # frames a body llhttp skipped (Upgrade, CONNECT)
         self._held: tuple[Any, ...] = ()  # ... and the request it belongs to, answered after it
+        self._feeding = False  # inside feed_data: the rest of this read is not parsed yet
+        self._surplus = False  # input after the last request was received (rule 4: linger)
+        self._close_asked = False  # a close the client asked for waits for the end of the read
 
     # -- connection lifetime ------------------------------------------------------------------
 
@@ -142,11 +146,17 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self._dead:
+            self._surplus = True
             return  # lingering, or the parser stopped: read and discard
+        self._feeding = True
         if self._body is not None:
             data = self._frame_body(data)
+            if self._closing and data:
+                self._surplus = True  # bytes after the framed body: rule 4 lingers for them
             if not data or self._closing or self._dead:
-                self._arm_timer()
+                self._feeding = False
+                if not self._end_of_read():
+                    self._arm_timer()
                 return
         # The same header section still unfinished after a whole read: count that read.
         same_head = self._parsed if self._phase == HEAD else -1
@@ -156,11 +166,22 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
             self._after_upgrade(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
             self._parse_error(exc)
-        if self._closing:
+        self._feeding = False
+        if self._end_of_read():
             return
         if self._phase == HEAD and same_head == self._parsed:
             self._check_raw_head(len(data))
         self._arm_timer()
+
+    def _end_of_read(self) -> bool:
+        """After a whole read: a close the client asked for happens now (at once, or lingering
+        when more input came). True if the connection is closing."""
+        if self._closing:
+            if self._close_asked:  # the whole read is parsed: was anything after the request?
+                self._close_asked = False
+                self._close_or_linger(True)
+            return True
+        return False
 
     def _after_upgrade(self, rest: bytes) -> None:
         """No protocol switch: httptools resumed its parser after the head, so its body (framed
@@ -204,6 +225,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         """Answer a malformed request with its status in turn; stop reading requests."""
         between_requests = self._phase == IDLE
         ended = self._input_done
+        self._surplus = True  # bytes the parser would not take: input that rule 4 lingers for
         self._dead = self._input_done = True
         self._phase = IDLE
         if self._closing or (ended and between_requests):
@@ -388,18 +410,32 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
     # -- closing ------------------------------------------------------------------------------
 
     def _begin_close(self, reason: CloseReason | None) -> None:
-        """Rule 4: FIN after the last response, read and discard until EOF or the linger."""
+        """Rule 4: after a close the client asked for, with no input after its request, close
+        as soon as the response is written (nginx's `lingering_close auto`); otherwise FIN
+        after the last response, read and discard until EOF or the linger."""
         self._closing = True
         self._reason = self._reason or reason or CloseReason.ERROR
         self._queue.clear()
-        if self._half_close and not self._eof:
-            self._transport.write_eof()
+        asked = reason is CloseReason.CLIENT_REQUESTED
+        if asked and self._feeding:
+            self._close_asked = True  # data_received decides once the whole read is parsed
+        else:
+            self._close_or_linger(asked)
+
+    def _close_or_linger(self, asked: bool) -> None:
+        transport = self._transport
+        if asked and not self._surplus:  # the client sends nothing more: no FIN to wait for
+            transport.close()  # flushes what is buffered, then closes
+            if not self._half_close or transport.get_write_buffer_size():
+                self._set_deadline("abort", LINGER_S)  # TLS, or a client that reads nothing
+        elif self._half_close and not self._eof:
+            transport.write_eof()
             if self._read_paused:
                 self._read_paused = False
-                self._transport.resume_reading()
+                transport.resume_reading()
             self._set_deadline("linger", LINGER_S)
         else:  # TLS cannot half-close; or the client already did
-            self._transport.close()
+            transport.close()
             self._set_deadline("abort", LINGER_S)
 
     # -- timers -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _FIELD_VALUE = re.compile(rb"^[\t !-~\x80-\xff]*$")
 _CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]+)(;.*)?$")
 NO_BODY_STATUSES = frozenset({204, 304})
+TCP_CLOSE = 7  # tcpi_state after a reset (include/net/tcp_states.h)
 
 
 def G(path: str, *headers: str, version: str = "1.1", method: str = "GET") -> bytes:  # noqa: N802
@@ -352,6 +353,21 @@ class RawConnection:
         ending = self.wait_end(timeout_s)
         assert ending.data == b"", f"unexpected bytes before the close: {ending.data[:200]!r}"
         assert ending.kind is End.EOF, f"expected a graceful close, got {ending.kind.value}"
+
+    def poke_after_close(self, wait_s: float) -> bool:
+        """After the server's FIN: send one byte; True once the server answers it with a reset
+        (its socket is closed), False when `wait_s` passes without one (it read and discarded
+        the byte: it lingers). Reads the kernel's TCP state (Linux TCP_INFO): our side sits in
+        CLOSE_WAIT until a reset moves it to CLOSE."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            raise NotImplementedError("a poke after the close is not tested over TLS")
+        self.sock.sendall(b"x")
+        deadline = time.monotonic() + wait_s
+        while self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def expect_open(self, for_s: float) -> None:
         """Nothing arrives and the connection stays open for `for_s` seconds."""

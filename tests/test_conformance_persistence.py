@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
 from servers.endpoints import HELLO
 from tests.harness import Server, ServerPool, expect_close, expect_keep, peer, run_subcases
 from tests.rawhttp import End, G, RawConnection
@@ -97,6 +99,33 @@ def test_ka06_handler_closes_pipelined_request_ignored(server: Server, connect: 
     expect_close(resp)
     conn.expect_graceful_close()
     assert server.dispatched(conn_id) == ["/peer", "/close"]
+
+
+@pytest.mark.parametrize("subcase", ["asked", "decided"])
+def test_ka07_asked_close_is_at_once_decided_close_lingers(
+    server: Server, connect: Connect, subcase: str
+) -> None:
+    """Rule 4 as amended: `Connection: close` alone in its write closes at once (a byte sent
+    after the FIN gets a reset); after the N-th response (MAX-01) the server lingers and reads
+    and discards that byte."""
+    if subcase == "asked":
+        conn = connect(server)
+        conn.send(G("/", "Connection: close"))
+        resp = conn.response()
+        assert (resp.status, resp.body) == (200, HELLO), resp
+        expect_close(resp)
+        conn.expect_graceful_close()
+        assert conn.poke_after_close(3.0), "no reset: the server lingered after an asked close"
+        return
+    conn = connect(server)
+    for remaining in (2, 1):
+        conn.send(G("/"))
+        expect_keep(conn.response(), server, remaining)
+    conn.send(G("/"))
+    expect_close(conn.response())
+    conn.expect_graceful_close()
+    assert not conn.poke_after_close(0.5), "reset: the server did not linger after the N-th"
+    conn.shutdown_write()  # the linger ends at our EOF
 
 
 # -- B. Max requests -----------------------------------------------------------------------------
