@@ -271,6 +271,7 @@ class MaxRequests:
     announced: bool | None  # the last response said `Connection: close` (None when no limit)
     close_after: str  # how the connection ended after the last response
     advertised_max_first: int | None = None  # `max=` on the first response
+    close_after_s: float | None = None  # seconds from the last response to the close
 
 
 def count_max_requests(target: Target, cap: int, reporter: Reporter | None = None) -> MaxRequests:
@@ -302,7 +303,8 @@ def count_max_requests(target: Target, cap: int, reporter: Reporter | None = Non
                     if event.after_s is not None
                     else f"left open for {CLOSE_WAIT_S:g} s"
                 )
-                return MaxRequests(n, n, True, after, first_max)
+                close_s = None if event.after_s is None else round(event.after_s, 4)
+                return MaxRequests(n, n, True, after, first_max, close_s)
         return MaxRequests(None, cap + 1, None, "still open", first_max)
     finally:
         conn.close()

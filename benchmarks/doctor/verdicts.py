@@ -190,6 +190,11 @@ def notes(findings: Findings) -> list[str]:
             f"After {mr.limit} requests the connection ended without `Connection: close` "
             f"({mr.close_after}): every client's request {mr.limit + 1} on it fails."
         )
+    if mr is not None and mr.announced and (mr.close_after_s is None or mr.close_after_s > 1.0):
+        out.append(
+            f"After `Connection: close` on response {mr.limit} the server did not close at once "
+            f"({mr.close_after}): the client has to close it."
+        )
     # max= counts the requests left after this one (Apache) or all of them (Node): both fit
     first_max = mr.advertised_max_first if mr is not None else None
     limit = mr.limit if mr is not None else None
