@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from typing import Any
 
 from benchmarks.doctor.probes import Findings
@@ -82,7 +83,7 @@ def _idle_lines(report: Report) -> list[str]:
     if not idle.kept_alive:
         return [_row("idle timeout", "n/a: every response closed the connection")]
     samples = ", ".join(
-        f"{s.after_s:.3f} s ({s.close})" if s.after_s is not None else f"open ({s.close})"
+        f"{s.after_s:.3f} s ({s.close})" if s.after_s is not None else "still open"
         for s in idle.samples
     )
     if idle.timeout_s is not None:
@@ -114,7 +115,12 @@ def _probe_lines(report: Report) -> list[str]:
             _row("max requests/connection", f"not measured ({f.errors.get('max_requests')})")
         )
     elif mr.limit is None:
-        lines.append(_row("max requests/connection", f"no limit up to {mr.sent - 1} (+1 sent)"))
+        lines.append(
+            _row(
+                "max requests/connection",
+                f"none seen: all {mr.sent} requests answered on one connection",
+            )
+        )
     else:
         said = "said Connection: close" if mr.announced else "no Connection: close"
         lines.append(_row("max requests/connection", f"{mr.limit} ({said}; then {mr.close_after})"))
@@ -157,8 +163,17 @@ def _tls_lines(report: Report) -> list[str]:
     ]
 
 
+WIDTH = 100
+
+
+def _wrapped(text: str, indent: str, later: str | None = None) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=later or indent)
+
+
 def _verdict_lines(report: Report) -> list[str]:
     server = report.server
+    if not server.kept_alive:
+        return ["", "Clients and load balancers: n/a, the server keeps no connection alive"]
     if server.timeout_s is not None:
         against = f"the server's measured {server.timeout_s:.2f} s"
     elif server.at_least_s is not None:
@@ -167,9 +182,11 @@ def _verdict_lines(report: Report) -> list[str]:
         against = "an unknown server idle timeout"
     lines = ["", f"Clients and load balancers (default idle limit vs {against})"]
     for v in report.verdicts:
-        lines.append(f"  {v.status.value:<8} {v.peer} ({v.kind}): {v.why}")
+        default = "no idle limit" if v.default_idle_s is None else f"{v.default_idle_s:g} s"
+        lines.append(f"  {v.status.value:<8} {v.peer} ({v.kind}, {default})")
+        lines += _wrapped(v.why, "           ")
         if v.fix:
-            lines.append(f"  {'':<8} -> {v.fix}")
+            lines += _wrapped(f"-> {v.fix}", "           ", "              ")
     return lines
 
 
@@ -194,5 +211,7 @@ def render_human(report: Report) -> str:
         *_verdict_lines(report),
     ]
     if report.notes:
-        lines += ["", "Notes", *(f"  - {n}" for n in report.notes)]
+        lines += ["", "Notes"]
+        for note in report.notes:
+            lines += _wrapped(f"- {note}", "  ", "    ")
     return "\n".join(lines)

@@ -74,7 +74,7 @@ def effective_idle(peer: Peer, advertised_timeout_s: float | None) -> tuple[floa
 
 
 def _fix(peer: Peer, idle_s: float | None, server_s: float) -> str:
-    below = math.floor(server_s - SAFETY_MARGIN_S)
+    below = math.floor(round(server_s, 1) - SAFETY_MARGIN_S)  # 14.999 s measured is 15 s
     above = math.ceil((idle_s or 0) + SAFETY_MARGIN_S)
     raise_server = f"raise the server's idle timeout to {above} s or more" if idle_s else None
     lower_peer = f"set {peer.setting} to at most {below} s" if below > 0 else None
