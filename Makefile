@@ -13,7 +13,8 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(DURATION),--duration $(DURATION)) $(if $(REPEAT),--repeat $(REPEAT)) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: install test lint bench compare bench-compare noise report servers-perf demo ui test-browser clean
+.PHONY: install test lint bench compare bench-compare noise report servers-perf demo ui test-browser clean \
+	doctor
 
 install: $(STAMP)
 
@@ -50,6 +51,13 @@ report: install
 servers-perf: install
 	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION)) \
 	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX))
+
+# Real keep-alive behaviour of any server: make doctor URL=http://127.0.0.1:8080/ [MAX_IDLE=30]
+doctor: DOCTOR_FLAGS = $(if $(CA),--ca $(CA)) $(if $(INSECURE),--insecure) \
+	$(if $(MAX_IDLE),--max-idle $(MAX_IDLE)) $(if $(MAX_REQUESTS),--max-requests $(MAX_REQUESTS)) \
+	$(if $(MAX_HEADER_WAIT),--max-header-wait $(MAX_HEADER_WAIT)) $(if $(JSON),--json)
+doctor: install
+	$(PY) -m benchmarks doctor '$(URL)' $(strip $(DOCTOR_FLAGS))
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install
