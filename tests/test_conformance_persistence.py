@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 
 from servers.endpoints import HELLO
-from tests.harness import Server, ServerPool, expect_close, expect_keep, peer, run_subcases
-from tests.rawhttp import End, G, RawConnection
+from tests.server_pool import Server, ServerPool, expect_close, expect_keep, peer, run_subcases
+from tests.wire_client import End, G, RawConnection
 
 Connect = Callable[..., RawConnection]
 
