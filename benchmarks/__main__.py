@@ -11,11 +11,14 @@ import sys
 
 COMMANDS = {
     "run": ("benchmarks.harness.cli", "run the benchmark matrix and write a results CSV"),
-    "compare": ("benchmarks.compare", "compare two results CSVs, noise-aware"),
-    "bench-compare": ("benchmarks.benchcompare", "bench a git ref and the work tree, interleaved"),
-    "noise": ("benchmarks.noise", "A/A runs: this machine's noise floor per metric"),
-    "report": ("benchmarks.report", "PNG plots from results CSVs"),
-    "serverperf": ("benchmarks.serverperf", "wrk against each server, nginx and bare apps"),
+    "compare": ("benchmarks.analysis.compare", "compare two results CSVs, noise-aware"),
+    "bench-compare": (
+        "benchmarks.analysis.bench_compare",
+        "bench a git ref and the work tree, interleaved",
+    ),
+    "noise": ("benchmarks.analysis.noise", "A/A runs: this machine's noise floor per metric"),
+    "report": ("benchmarks.analysis.plots", "PNG plots from results CSVs"),
+    "serverperf": ("benchmarks.serverperf.command", "wrk against each server, nginx and bare apps"),
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
 }
 

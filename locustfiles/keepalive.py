@@ -34,8 +34,8 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from benchmarks import latency
-from benchmarks.clientspec import LOCUST_USER_CLASSES, ClientResult, Mode
-from benchmarks.clientutil import Target, error_kind
+from benchmarks.clients.contract import LOCUST_USER_CLASSES, ClientResult, Mode
+from benchmarks.clients.shared import Target, error_kind
 
 PROG = "locustfiles/keepalive.py"
 REPORT_KEY = "keepalive_bench"  # our part of a worker's report to the master

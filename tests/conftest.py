@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.harness import SERVER_NAMES, Server, ServerPool, case_id_of, load_deviations
-from tests.rawhttp import RawConnection
+from tests.server_pool import SERVER_NAMES, Server, ServerPool, case_id_of, load_deviations
+from tests.wire_client import RawConnection
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.schema import SCHEMA_VERSION, ResultRow, write_rows
+from benchmarks.records.schema import SCHEMA_VERSION, ResultRow, write_rows
 
 BASE = ResultRow(
     schema_version=SCHEMA_VERSION, run_id="20260101T000000Z-test",

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import benchcompare, noise, rounds
-from benchmarks.compare import REGRESSION, Rule, compare_rows
-from benchmarks.rounds import RoundError, Side
+from benchmarks.analysis import bench_compare as benchcompare
+from benchmarks.analysis import noise, rounds
+from benchmarks.analysis.compare import REGRESSION, Rule, compare_rows
+from benchmarks.analysis.rounds import RoundError, Side
 from tests.rowfactory import reps, write
 
 A, B = Side("base", Path("/a"), Path("/py")), Side("new", Path("/b"), Path("/py"))

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 import requests
 
-from tests.harness import Server, ServerPool
-from tests.rawhttp import G
+from tests.server_pool import Server, ServerPool
+from tests.wire_client import G
 
 CLOSE = {"Connection": "close"}
 

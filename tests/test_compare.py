@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare, ruleconfig
-from benchmarks.cells import METRICS, cell_key, fingerprint_diff
-from benchmarks.compare import (
+from benchmarks.analysis import compare
+from benchmarks.analysis import rule as ruleconfig
+from benchmarks.analysis.compare import (
     IMPROVEMENT,
     INCONCLUSIVE,
     NO_CHANGE,
@@ -20,6 +20,7 @@ from benchmarks.compare import (
     min_exact_p,
     rank_test_usable,
 )
+from benchmarks.records.keys import METRICS, cell_key, fingerprint_diff
 from tests.rowfactory import noise_file, reps, row, write
 
 THROUGHPUT = METRICS[0]
@@ -366,7 +367,7 @@ def test_unknown_fingerprint_field(tmp_path, capsys):
 
 def test_handwritten_fixture_is_read(capsys):
     """A CSV typed by hand, not by write_rows: catches the reader drifting from the format."""
-    from benchmarks.schema import read_rows
+    from benchmarks.records.schema import read_rows
 
     rows = read_rows(FIXTURE)
     assert [r.repetition for r in rows] == [1, 1, 2]

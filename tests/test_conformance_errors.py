@@ -13,8 +13,8 @@ from collections.abc import Callable, Collection
 import pytest
 
 from servers.endpoints import HELLO
-from tests.harness import Server, expect_close, expect_keep, peer, run_subcases
-from tests.rawhttp import End, G, RawConnection
+from tests.server_pool import Server, expect_close, expect_keep, peer, run_subcases
+from tests.wire_client import End, G, RawConnection
 
 Connect = Callable[..., RawConnection]
 

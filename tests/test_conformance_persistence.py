@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from servers.endpoints import HELLO
-from tests.harness import Server, ServerPool, expect_close, expect_keep, peer, run_subcases
-from tests.rawhttp import End, G, RawConnection
+from tests.server_pool import Server, ServerPool, expect_close, expect_keep, peer, run_subcases
+from tests.wire_client import End, G, RawConnection
 
 Connect = Callable[..., RawConnection]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import psutil
 
 from servers.endpoints import HELLO
-from tests.harness import Server, ServerPool, expect_close, expect_keep, peer
-from tests.rawhttp import G, RawConnection, post
+from tests.server_pool import Server, ServerPool, expect_close, expect_keep, peer
+from tests.wire_client import G, RawConnection, post
 
 Connect = Callable[..., RawConnection]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.harness import EARLY_SLACK_S, SUITE_H, SUITE_T, Server, expect_keep, peer
-from tests.rawhttp import End, Ending, G, RawConnection
+from tests.server_pool import EARLY_SLACK_S, SUITE_H, SUITE_T, Server, expect_keep, peer
+from tests.wire_client import End, Ending, G, RawConnection
 
 Connect = Callable[..., RawConnection]
 

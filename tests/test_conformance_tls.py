@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.harness import Server
-from tests.rawhttp import RawConnection
+from tests.server_pool import Server
 from tests.test_conformance_errors import err04_check
 from tests.test_conformance_persistence import ka01_check, ka02_check, max01_check, max02_check
 from tests.test_conformance_pipelining import pipe02_check
 from tests.test_conformance_timeouts import idle01_check, idle04_check
+from tests.wire_client import RawConnection
 
 Connect = Callable[..., RawConnection]
 

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from benchmarks import demo
+import benchmarks.demo.__main__ as demo
 from servers.options import ServerName
 
 EXPECTED_VERDICTS = [

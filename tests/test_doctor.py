@@ -5,7 +5,7 @@ Every doctor run is a subprocess started at once by one module fixture, so the i
 all targets overlap: the module takes about one idle timeout plus one active check, not one
 per target. The measured idle timeout may read a millisecond or so under T: the server starts
 its timer when it hands the last byte to the kernel, the client starts its clock when it has
-read it (tests/harness.py EARLY_SLACK_S).
+read it (tests/server_pool.py EARLY_SLACK_S).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from benchmarks.doctor.headers import (
 )
 from benchmarks.doctor.target import TargetError, parse_url
 from benchmarks.doctor.verdicts import ServerIdle, Status, effective_idle, judge
-from benchmarks.nginxref import NginxError, NginxProcess, find_nginx
+from benchmarks.serverperf.nginx import NginxError, NginxProcess, find_nginx
 from servers.launch import ServerProcess
 from servers.options import ServerName, ServerOptions
-from tests.harness import EARLY_SLACK_S, REPO
+from tests.server_pool import EARLY_SLACK_S, REPO
 
 T, N = 1.7, 13
 NGINX_T, NGINX_N = 2.0, 7

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from benchmarks import latency
-from benchmarks.clientspec import (
+from benchmarks.clients.contract import (
     MAX_CONCURRENCY,
     ClientConfig,
     ClientKind,
@@ -22,21 +22,15 @@ from benchmarks.clientspec import (
     Mode,
     write_atomic,
 )
-from benchmarks.harness import ceiling, cli, results, rules
+from benchmarks.harness import cli
 from benchmarks.harness import config as cfgmod
+from benchmarks.harness import validity as rules
 from benchmarks.harness.cli import main
 from benchmarks.harness.config import ConfigError, build
 from benchmarks.harness.fingerprint import Fingerprint, git_commit, package_versions
 from benchmarks.harness.monitor import Monitor, Sample, busy_intervals, load_stats
 from benchmarks.harness.procs import ClientProcess, Cores, choose_cores, pinned_self
-from benchmarks.harness.report import Progress, fmt_duration, summary_table
-from benchmarks.harness.results import (
-    RunWriter,
-    discard_run_folder,
-    keep_artifacts,
-    new_run_paths,
-    remove_client_leftovers,
-)
+from benchmarks.harness.progress import Progress, fmt_duration, summary_table
 from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
 from benchmarks.harness.sockets import (
     SocketCounts,
@@ -46,7 +40,16 @@ from benchmarks.harness.sockets import (
     parse_proto_table,
     parse_tcp_table,
 )
-from benchmarks.schema import COLUMN_DOCS, COLUMNS, read_rows, readme_with_columns
+from benchmarks.records import layout as results
+from benchmarks.records.layout import (
+    RunWriter,
+    discard_run_folder,
+    keep_artifacts,
+    new_run_paths,
+    remove_client_leftovers,
+)
+from benchmarks.records.schema import COLUMN_DOCS, COLUMNS, read_rows, readme_with_columns
+from benchmarks.serverperf import ceiling
 from servers.options import ServerName
 from tests.rowfactory import row
 
@@ -654,7 +657,7 @@ def test_fingerprint_pieces(tmp_path: Path) -> None:
 def test_results_readme_columns_match_the_schema() -> None:
     readme = (REPO / "results" / "README.md").read_text()
     assert readme_with_columns(readme) == readme, (
-        "run: python -m benchmarks.schema --update results/README.md"
+        "run: python -m benchmarks.records.schema --update results/README.md"
     )
     assert set(COLUMN_DOCS) == set(COLUMNS)
 

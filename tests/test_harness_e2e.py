@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks.clientspec import ClientConfig
-from benchmarks.harness import ceiling
+from benchmarks.clients.contract import ClientConfig
 from benchmarks.harness.cli import main
-from benchmarks.schema import read_rows
+from benchmarks.records.schema import read_rows
+from benchmarks.serverperf import ceiling
 from servers import launch
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ MODULES = [
     ["-m", "servers"],
     ["-m", "benchmarks"],
     *(["-m", "benchmarks", name] for name in COMMANDS),
-    ["-m", "benchmarks.pyperf_sequential"],
-    ["-m", "benchmarks.pyperf_concurrent"],
-    ["-m", "benchmarks.bare"],
+    ["-m", "benchmarks.clients.pyperf_sequential"],
+    ["-m", "benchmarks.clients.pyperf_concurrent"],
+    ["-m", "benchmarks.serverperf.bare"],
     ["-m", "benchmarks.demo"],
     ["-m", "benchmarks.ui"],
 ]

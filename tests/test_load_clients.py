@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.clientspec import REPO_ROOT, ClientConfig, ClientKind, ClientResult, Mode
+from benchmarks.clients.contract import REPO_ROOT, ClientConfig, ClientKind, ClientResult, Mode
 from servers.launch import ServerProcess
 from servers.options import ServerName, ServerOptions
 
@@ -159,9 +159,9 @@ def _config_for_url(
 
 def test_connect_errors_are_counted_by_kind_not_raised() -> None:
     """Refused (or EADDRNOTAVAIL) connects become errors of their errno, and every loop counts."""
-    from benchmarks.clientutil import Target
-    from benchmarks.pyperf_concurrent import AiohttpClient
-    from benchmarks.rawhttp import RawClient
+    from benchmarks.clients.pyperf_concurrent import AiohttpClient
+    from benchmarks.clients.raw_client import RawClient
+    from benchmarks.clients.shared import Target
 
     target = Target.from_url(f"http://127.0.0.1:{_free_port()}")
     for client in (RawClient(target, Mode.UNPOOLED, 3), AiohttpClient(target, Mode.POOLED, 3)):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import noise, ruleconfig
-from benchmarks.compare import Rule
-from benchmarks.schema import read_rows
+from benchmarks.analysis import noise
+from benchmarks.analysis import rule as ruleconfig
+from benchmarks.analysis.compare import Rule
+from benchmarks.records.schema import read_rows
 from tests.rowfactory import reps, row, write
 
 

@@ -21,7 +21,7 @@ from servers.options import (
     build_parser,
     parse_args,
 )
-from tests.harness import REPO, SERVER_NAMES, module_path
+from tests.server_pool import REPO, SERVER_NAMES, module_path
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
+from benchmarks.analysis import plots as report
 from tests.rowfactory import row, write
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.harness import Server, expect_keep, run_subcases
-from tests.rawhttp import G, RawConnection
+from tests.server_pool import Server, expect_keep, run_subcases
 from tests.test_conformance_errors import error_check
+from tests.wire_client import G, RawConnection
 
 Connect = Callable[..., RawConnection]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.nginxref import find_nginx, nginx_config
-from benchmarks.perfchecks import Row, evaluate
-from benchmarks.serverperf import UsageError, parse_config
-from benchmarks.wrk import WrkResult, find_wrk, parse_wrk_output, wrk_command
+from benchmarks.serverperf.checks import Row, evaluate
+from benchmarks.serverperf.command import UsageError, parse_config
+from benchmarks.serverperf.nginx import find_nginx, nginx_config
+from benchmarks.serverperf.wrk import WrkResult, find_wrk, parse_wrk_output, wrk_command
 
 WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:40000/
   1 threads and 50 connections

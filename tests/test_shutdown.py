@@ -13,8 +13,8 @@ import pytest
 
 from servers.launch import parse_ready_line
 from servers.options import ServerName, ServerOptions
-from tests.harness import REPO, SERVER_NAMES
-from tests.rawhttp import End, G, RawConnection
+from tests.server_pool import REPO, SERVER_NAMES
+from tests.wire_client import End, G, RawConnection
 
 # stdlib also over TLS: it ends an idle TLS connection by shutting the plain socket's read side.
 CASES = [pytest.param(name, False, id=name) for name in SERVER_NAMES]

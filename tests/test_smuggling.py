@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.harness import Server, expect_close, run_subcases
-from tests.rawhttp import G, RawConnection
+from tests.server_pool import Server, expect_close, run_subcases
+from tests.wire_client import G, RawConnection
 
 Connect = Callable[..., RawConnection]
 

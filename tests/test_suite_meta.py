@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests import conftest
-from tests.harness import (
+from tests.server_pool import (
     CASE_IDS,
     REPO,
     SERVER_NAMES,

@@ -7,11 +7,9 @@ One concept per module:
     sockets      /proc/net/tcp{,6} socket counts, /proc/net/snmp + netstat kernel counters
     procs        core pinning (the harness's too), client process groups, CPU, cleanup
     monitor      the sampling thread: server counters, CPU of both sides and of every core
-    rules        validity (mode achieved? server's core to itself?), client-bound; pure functions
+    validity     validity (mode achieved? server's core to itself?), client-bound; pure functions
     cell         one cell: start, verify, measure, stop; always returns a ResultRow
     rows         measurements -> a ResultRow (CPU load, verdicts, note); the row of a failure
-    results      where a run writes (CSV, artifacts folder), atomic rewrite after each cell
-    report       progress lines on stderr, the final summary table, the sequential headline
+    progress     progress lines on stderr, the final summary table, the sequential headline
     cli          argument parsing, signals, the loop over cells, exit status
-    ceiling      `python -m benchmarks.harness.ceiling`: raw pyperf client vs wrk, same pinning
 """

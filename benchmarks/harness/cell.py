@@ -17,7 +17,7 @@ from typing import IO
 
 import psutil
 
-from benchmarks.clientspec import ClientConfig, ClientResult
+from benchmarks.clients.contract import ClientConfig, ClientResult
 from benchmarks.harness.config import Cell
 from benchmarks.harness.monitor import ControlClient, ControlError, Monitor
 from benchmarks.harness.procs import (
@@ -28,10 +28,10 @@ from benchmarks.harness.procs import (
     read_result,
     start_client,
 )
-from benchmarks.harness.results import keep_artifacts, remove_client_leftovers, utc_iso
 from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
 from benchmarks.harness.sockets import counters_delta, kernel_counters, socket_counts
-from benchmarks.schema import ResultRow
+from benchmarks.records.layout import keep_artifacts, remove_client_leftovers, utc_iso
+from benchmarks.records.schema import ResultRow
 from servers.launch import ReadyInfo, ServerProcess, ServerStartError
 from servers.options import OptionsError, ServerOptions
 

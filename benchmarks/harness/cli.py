@@ -14,20 +14,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.clientspec import check_writable
+from benchmarks.clients.contract import check_writable
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
 from benchmarks.harness.config import FULL, QUICK, Cell, ConfigError, RunConfig
 from benchmarks.harness.fingerprint import collect
 from benchmarks.harness.procs import choose_cores, pinned_self, signals_as_interrupt
-from benchmarks.harness.report import Progress, fmt_duration, summary_table
-from benchmarks.harness.results import (
+from benchmarks.harness.progress import Progress, fmt_duration, summary_table
+from benchmarks.harness.sockets import private_netns
+from benchmarks.records.layout import (
     RunWriter,
     discard_run_folder,
     new_run_paths,
     utc_stamp,
 )
-from benchmarks.harness.sockets import private_netns
 from servers.options import OneLineParser
 
 PROG = "python -m benchmarks run"

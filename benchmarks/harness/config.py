@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks.clientspec import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
+from benchmarks.clients.contract import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
 from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S, ServerName
 
 T = TypeVar("T")

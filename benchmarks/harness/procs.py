@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import psutil
 
-from benchmarks.clientspec import ClientResult
+from benchmarks.clients.contract import ClientResult
 
 TERM_GRACE_S = 3.0
 

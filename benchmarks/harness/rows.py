@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clientspec import ClientResult
-from benchmarks.harness import rules
+from benchmarks.clients.contract import ClientResult
+from benchmarks.harness import validity
 from benchmarks.harness.config import Cell, RunConfig
 from benchmarks.harness.fingerprint import Fingerprint
 from benchmarks.harness.monitor import Monitor, load_stats
 from benchmarks.harness.procs import Cores
 from benchmarks.harness.sockets import SocketCounts, format_counters
-from benchmarks.schema import SCHEMA_VERSION, ResultRow
+from benchmarks.records.schema import SCHEMA_VERSION, ResultRow
 
 PORTS_EXHAUSTED = re.compile(r"EADDRNOTAVAIL|Cannot assign requested address|errno 99\b", re.I)
 
@@ -86,7 +86,7 @@ class CpuLoad:
     server_pct: float
     client_pct: float
     client_core_busy_pct: float | None  # everything on the client's core; None: not known
-    contended: str  # rules.server_contended's reason; empty when the server had its core
+    contended: str  # validity.server_contended's reason; empty when the server had its core
     note: str
 
 
@@ -105,16 +105,16 @@ def cpu_load(ctx: CellContext, m: Measurement) -> CpuLoad:
     return CpuLoad(
         stats.server_cpu_pct, stats.client_tree_pct,
         busy.get(cores.client) if cores.pinned else None,
-        rules.server_contended(cores, busy, stats.server_cpu_pct),
-        rules.core_note(
+        validity.server_contended(cores, busy, stats.server_cpu_pct),
+        validity.core_note(
             cores, busy, stats.server_cpu_pct, stats.client_tree_pct, stats.harness_cpu_pct
         ),
     )  # fmt: skip
 
 
-def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> rules.Verdict:
+def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> validity.Verdict:
     """The mode rules first; a row that passes them is still invalid if its server was crowded."""
-    verdict = rules.judge(
+    verdict = validity.judge(
         mode=cell.mode, concurrency=cell.client.connections(cell.concurrency),
         load_processes=m.result.load_processes,
         keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
@@ -125,7 +125,7 @@ def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> rules.Verdict:
         peak_open_connections=int(m.after.get("connections_peak_open", 0)),
     )  # fmt: skip
     if verdict.valid and load.contended:
-        return rules.Verdict(False, load.contended)
+        return validity.Verdict(False, load.contended)
     return verdict
 
 
@@ -134,7 +134,7 @@ def _delta(m: Measurement, counter: str) -> int:
 
 
 def status_and_notes(
-    cell: Cell, ctx: CellContext, m: Measurement, verdict: rules.Verdict, load: CpuLoad
+    cell: Cell, ctx: CellContext, m: Measurement, verdict: validity.Verdict, load: CpuLoad
 ) -> tuple[str, list[str]]:
     """`ok` or `ports-exhausted`, and the note's parts, most important first."""
     result = m.result
@@ -182,6 +182,6 @@ def measured_row(cell: Cell, ctx: CellContext, started: str, m: Measurement) -> 
         requests_per_connection=round(served / opened, 2) if opened > 0 else 0.0,
         peak_open_connections=int(m.after.get("connections_peak_open", 0)),
         open_sockets=sockets.established_server, time_wait_sockets=m.end_sockets.time_wait,
-        client_bound=int(rules.is_client_bound(load.client_pct, load.client_core_busy_pct)),
+        client_bound=int(validity.is_client_bound(load.client_pct, load.client_core_busy_pct)),
         valid=int(verdict.valid and status == "ok"), status=status, note="; ".join(notes),
     )  # fmt: skip

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from benchmarks.clientspec import MAX_WORKERS
+from benchmarks.clients.contract import MAX_WORKERS
 from servers.launch import (
     ReadyInfo,
     ServerProcess,

@@ -1,0 +1,137 @@
+"""C connections in parallel under pyperf: throughput with and without connection reuse.
+
+    python -m benchmarks.clients.pyperf_concurrent --variant raw --concurrency 50 \
+        --url http://127.0.0.1:8080 --mode pooled --duration 5 --output /tmp/conc.json
+
+`--variant raw` is the wrk-like Protocol client of `benchmarks.clients.raw_client` (fast
+enough that the server sets the ceiling); `--variant aiohttp` is what an application would use:
+a ClientSession with `TCPConnector(limit=C)` (pooled) or `force_close=True` plus
+`Connection: close` (unpooled).
+Both run on uvloop, so the difference between them is the client library, not the loop. pyperf
+reports seconds per request (the inverse of throughput); the summary line adds req/s and the
+latency percentiles from the histograms merged across workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from benchmarks.clients.contract import MAX_CONCURRENCY, ClientKind, Mode
+from benchmarks.clients.pyperf_driver import Batch, ClientSpec, LoadClient, main
+from benchmarks.clients.shared import Target, add_common_args, error_kind
+from servers.options import OneLineParser
+
+PROG = "python -m benchmarks.clients.pyperf_concurrent"
+REQUEST_TIMEOUT_S = 30.0
+KINDS = {"raw": ClientKind.PYPERF_CONCURRENT_RAW, "aiohttp": ClientKind.PYPERF_CONCURRENT_AIOHTTP}
+
+
+class AiohttpClient:
+    """aiohttp ClientSession shared by `concurrency` tasks that draw from one request budget."""
+
+    def __init__(self, target: Target, mode: Mode, concurrency: int) -> None:
+        import uvloop
+
+        self.loop = uvloop.new_event_loop()
+        self.target = target
+        self.concurrency = concurrency
+        self.url = f"{target.scheme}://{target.host_header}{target.path}"
+        self.headers = {"User-Agent": "keepalive-bench"}
+        if mode is Mode.UNPOOLED:
+            self.headers["Connection"] = "close"
+        self.session: Any = self.loop.run_until_complete(self._session(mode is Mode.UNPOOLED))
+        self.remaining = 0
+        self.latencies: list[int] = []
+        self.errors: Counter[str] = Counter()
+
+    async def _session(self, force_close: bool) -> Any:
+        import aiohttp
+
+        ssl_option: Any = self.target.ssl_context() if self.target.tls else True
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency, force_close=force_close, ssl=ssl_option
+        )
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+
+    def run(self, loops: int) -> Batch:
+        self.remaining = loops
+        self.latencies, self.errors = [], Counter()
+        t0 = time.perf_counter_ns()
+        self.loop.run_until_complete(self._batch())
+        return Batch((time.perf_counter_ns() - t0) / 1e9, self.latencies, self.errors)
+
+    async def _batch(self) -> None:
+        await asyncio.gather(*(self._task() for _ in range(self.concurrency)))
+
+    async def _task(self) -> None:
+        clock, session, url, headers = time.perf_counter_ns, self.session, self.url, self.headers
+        while self.remaining > 0:
+            self.remaining -= 1
+            start = clock()
+            try:
+                async with session.get(url, headers=headers) as response:
+                    await response.read()
+                    status = response.status
+            except Exception as exc:  # every failure is counted, by kind
+                self.errors[_aiohttp_error_kind(exc)] += 1
+                continue
+            if status >= 400:
+                self.errors[f"http-{status}"] += 1
+            else:
+                self.latencies.append(clock() - start)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.session.close())
+        self.loop.close()
+
+
+def _aiohttp_error_kind(exc: BaseException) -> str:
+    """aiohttp wraps socket errors; report the errno underneath (EADDRNOTAVAIL, ...)."""
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError):
+        return error_kind(os_error)
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    return error_kind(exc)
+
+
+def make_client(ns: argparse.Namespace, target: Target) -> LoadClient:
+    if ns.variant == "raw":
+        from benchmarks.clients.raw_client import RawClient
+
+        return RawClient(target, Mode(ns.mode), ns.concurrency)
+    return AiohttpClient(target, Mode(ns.mode), ns.concurrency)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, allow_abbrev=False, description=__doc__.split("\n")[0])
+    add_common_args(parser)
+    parser.add_argument("--variant", required=True, choices=sorted(KINDS))
+    parser.add_argument("--concurrency", type=int, required=True, help="connections in parallel")
+    return parser
+
+
+def validate(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    if not 1 <= ns.concurrency <= MAX_CONCURRENCY:
+        parser.error(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {ns.concurrency}")
+
+
+SPEC = ClientSpec(
+    prog=PROG,
+    module="benchmarks.clients.pyperf_concurrent",
+    parser=build_parser(),
+    kind=lambda ns: KINDS[ns.variant].value,
+    bench_name=lambda ns: f"concurrent-{ns.variant}-{ns.mode}-c{ns.concurrency}",
+    make_client=make_client,
+    extra_flags=lambda ns: ["--variant", ns.variant, "--concurrency", str(ns.concurrency)],
+    validate=validate,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(SPEC))

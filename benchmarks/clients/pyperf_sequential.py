@@ -1,0 +1,112 @@
+"""One request at a time over http.client: what a reused connection saves per request.
+
+This is the seed experiment: the same GET, sequentially, over one reused `HTTPConnection`
+(pooled) or over a new connection per request that asks the server to close it (unpooled). With
+no concurrency the difference per request is the connection set-up (and teardown) itself.
+
+    python -m benchmarks.clients.pyperf_sequential --url http://127.0.0.1:8080 --mode pooled \
+        --duration 5 --warmup 1 --output /tmp/seq.json
+
+Prints pyperf's mean per request and a summary line ("... us per request ...") from the merged
+histogram; pyperf's own JSON is kept beside --output as `<output>.pyperf.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import sys
+import time
+from collections import Counter
+
+from benchmarks.clients.contract import ClientKind, Mode
+from benchmarks.clients.pyperf_driver import Batch, ClientSpec, main
+from benchmarks.clients.shared import (
+    CONNECT_TIMEOUT_S,
+    Target,
+    add_common_args,
+    error_kind,
+)
+from servers.options import OneLineParser
+
+PROG = "python -m benchmarks.clients.pyperf_sequential"
+
+
+class SequentialClient:
+    """http.client, one request in flight; pooled keeps one connection for the whole worker."""
+
+    def __init__(self, target: Target, mode: Mode) -> None:
+        self.target = target
+        self.mode = mode
+        self.context = target.ssl_context()
+        self.headers = {"User-Agent": "keepalive-bench"}
+        if mode is Mode.UNPOOLED:
+            self.headers["Connection"] = "close"
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.context is not None:
+            return http.client.HTTPSConnection(
+                self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S, context=self.context
+            )
+        return http.client.HTTPConnection(
+            self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S
+        )
+
+    def _one(self, conn: http.client.HTTPConnection) -> int:
+        conn.request("GET", self.target.path, headers=self.headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+    def run(self, loops: int) -> Batch:
+        """`loops` requests; a failed pooled connection is dropped and reopened on the next one."""
+        latencies: list[int] = []
+        errors: Counter[str] = Counter()
+        pooled = self.mode is Mode.POOLED
+        clock = time.perf_counter_ns
+        t0 = clock()
+        for _ in range(loops):
+            start = clock()
+            conn = self.conn if pooled and self.conn is not None else self._connect()
+            try:
+                status = self._one(conn)
+            except (OSError, http.client.HTTPException) as exc:
+                errors[error_kind(exc)] += 1
+                conn.close()
+                self.conn = None
+                continue
+            if pooled:
+                self.conn = conn  # http.client reopens it if the server said close
+            else:
+                conn.close()
+            if status >= 400:
+                errors[f"http-{status}"] += 1
+            else:
+                latencies.append(clock() - start)
+        return Batch((clock() - t0) / 1e9, latencies, errors)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, allow_abbrev=False, description=__doc__.split("\n")[0])
+    add_common_args(parser)
+    return parser
+
+
+SPEC = ClientSpec(
+    prog=PROG,
+    module="benchmarks.clients.pyperf_sequential",
+    parser=build_parser(),
+    kind=lambda ns: ClientKind.PYPERF_SEQUENTIAL.value,
+    bench_name=lambda ns: f"sequential-{ns.mode}",
+    make_client=lambda ns, target: SequentialClient(target, Mode(ns.mode)),
+    extra_flags=lambda ns: [],
+)
+
+if __name__ == "__main__":
+    sys.exit(main(SPEC))

@@ -1,0 +1,230 @@
+"""A minimal HTTP/1.1 load client on asyncio Protocols and uvloop, in the spirit of wrk.
+
+A Python client easily becomes the bottleneck, and then it measures itself, not the server. So
+the hot path is one callback per response and no future, task or parser object per request:
+`data_received` frames the response by Content-Length (or reads to EOF when there is none),
+records the latency and, in pooled mode, writes the next request straight away. Responses that
+are byte-for-byte the previous one (the usual case: only the Date header changes, once a
+second) skip header parsing altogether. Coroutines are only used per *connection*: a slot opens
+a connection, hands it requests until the connection closes or the budget is spent.
+
+Pooled: `concurrency` connections, kept across `run()` calls; one the server closes (after its
+keep-alive max, or a reset) is replaced by a new one on the next request. Unpooled: every request
+opens a connection, sends `Connection: close` and waits for the server's EOF, so the server is
+the side that closes first and holds the TIME_WAIT. Connect errors (EADDRNOTAVAIL when ephemeral
+ports run out, ECONNREFUSED) count as errors of their kind and the slot carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+from collections import Counter
+
+from benchmarks.clients.contract import Mode
+from benchmarks.clients.pyperf_driver import Batch
+from benchmarks.clients.shared import Target, error_kind
+
+BATCH_TIMEOUT_S = 120.0  # a server that stops answering must not hang the benchmark forever
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
+_TO_EOF = -2  # `need` when the body runs to EOF (no Content-Length)
+_NO_HEAD = -1  # `need` while the header section is incomplete
+clock = time.perf_counter_ns
+
+
+class _Conn(asyncio.Protocol):
+    """One connection; carries requests one at a time (no pipelining, like wrk)."""
+
+    __slots__ = ("c", "transport", "buf", "need", "t0", "waiter", "open", "close_after",
+                 "status", "head_len", "in_flight")  # fmt: skip
+
+    def __init__(self, client: RawClient) -> None:
+        self.c = client
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.need = _NO_HEAD
+        self.t0 = 0
+        self.waiter: asyncio.Future[bool] | None = None
+        self.open = False
+        self.close_after = False
+        self.status = 0
+        self.head_len = 0
+        self.in_flight = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.open = True
+
+    def begin(self, t0: int) -> asyncio.Future[bool]:
+        """Send one request; the future says True (idle, reusable) or False (closed)."""
+        self.waiter = self.c.loop.create_future()
+        self.t0 = t0
+        self.in_flight = True
+        self.transport.write(self.c.request)  # type: ignore[union-attr]
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if self.need == _NO_HEAD and buf == self.c.last_response:
+            self.buf = b""
+            self._complete(self.c.last_status, self.c.last_close)
+            return
+        self._parse(buf)
+
+    def _parse(self, buf: bytes) -> None:
+        if self.need == _NO_HEAD:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            if not self._head(buf[:end]):
+                return
+            self.head_len = end + 4
+        if self.need == _TO_EOF or len(buf) < self.need:
+            self.buf = buf
+            return
+        if len(buf) == self.need:  # the common case: remember it for the fast path
+            self.c.last_response, self.c.last_status = buf, self.status
+            self.c.last_close = self.close_after
+        self.buf = buf[self.need :]  # anything beyond is a protocol error; kept, then ignored
+        self.need = _NO_HEAD
+        self._complete(self.status, self.close_after)
+
+    def _head(self, head: bytes) -> bool:
+        """Parse what framing needs; False (and the connection aborted) if it cannot frame."""
+        try:
+            self.status = int(head[9:12])
+        except ValueError:
+            return self._fail("bad-status-line")
+        self.close_after = _CONNECTION_CLOSE.search(head) is not None
+        match = _CONTENT_LENGTH.search(head)
+        if match is not None:
+            self.need = len(head) + 4 + int(match.group(1))
+        elif _CHUNKED.search(head) is not None:
+            return self._fail("chunked-unsupported")
+        else:
+            self.need = _TO_EOF
+        return True
+
+    def _fail(self, kind: str) -> bool:
+        self.c.errors[kind] += 1
+        self.in_flight = False
+        self.transport.abort()  # type: ignore[union-attr]
+        return False
+
+    def _complete(self, status: int, close_after: bool) -> None:
+        c = self.c
+        now = clock()
+        self.in_flight = False
+        if status < 400:
+            c.latencies.append(now - self.t0)
+        else:
+            c.errors[f"http-{status}"] += 1
+        if close_after or c.unpooled:
+            if not close_after:  # the server would keep it: we close, unpooled means one request
+                self.transport.close()  # type: ignore[union-attr]
+            return  # connection_lost wakes the slot, which opens the next connection
+        if c.remaining > 0:
+            c.remaining -= 1
+            self.t0 = now
+            self.in_flight = True
+            self.transport.write(c.request)  # type: ignore[union-attr]
+            return
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            waiter.set_result(True)
+
+    def eof_received(self) -> bool | None:
+        if self.in_flight and self.need == _TO_EOF:
+            self.need = _NO_HEAD
+            self.buf = b""
+            self._complete(self.status, True)
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self.in_flight:
+            self.in_flight = False
+            self.c.errors[error_kind(exc) if exc else "closed-before-response"] += 1
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+
+class RawClient:
+    """`concurrency` slots over uvloop; `run(loops)` sends exactly `loops` requests."""
+
+    def __init__(self, target: Target, mode: Mode, concurrency: int) -> None:
+        import uvloop
+
+        self.loop = uvloop.new_event_loop()
+        self.target = target
+        self.unpooled = mode is Mode.UNPOOLED
+        self.concurrency = concurrency
+        self.request = target.request_bytes(mode)
+        _, self.address = target.resolve()
+        self.ssl: ssl.SSLContext | None = target.ssl_context()
+        self.idle: list[_Conn] = []
+        self.remaining = 0
+        self.latencies: list[int] = []
+        self.errors: Counter[str] = Counter()
+        self.last_response = b"\0"  # never equal to a real response
+        self.last_status = 0
+        self.last_close = False
+
+    def run(self, loops: int) -> Batch:
+        self.remaining = loops
+        self.latencies, self.errors = [], Counter()
+        t0 = clock()
+        self.loop.run_until_complete(self._batch())
+        elapsed = (clock() - t0) / 1e9
+        return Batch(elapsed, self.latencies, self.errors)
+
+    async def _batch(self) -> None:
+        tasks = [self.loop.create_task(self._slot()) for _ in range(self.concurrency)]
+        _, pending = await asyncio.wait(tasks, timeout=BATCH_TIMEOUT_S)
+        if pending:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+            self.errors["batch-timeout"] += self.remaining + len(pending)
+            self.remaining = 0
+
+    async def _slot(self) -> None:
+        conn = self.idle.pop() if self.idle else None
+        while self.remaining > 0:
+            self.remaining -= 1
+            start = clock()
+            if conn is None or not conn.open:
+                conn = await self._open()
+                if conn is None:
+                    continue
+            if await conn.begin(start):  # idle: the budget is spent, keep it for the next run
+                self.idle.append(conn)
+                return
+            conn = None
+        if conn is not None and conn.open:
+            self.idle.append(conn)
+
+    async def _open(self) -> _Conn | None:
+        try:
+            _, conn = await self.loop.create_connection(
+                lambda: _Conn(self), self.address, self.target.port, ssl=self.ssl,
+                server_hostname=self.target.host if self.ssl else None,
+            )  # fmt: skip
+        except (OSError, ssl.SSLError) as exc:
+            self.errors[error_kind(exc)] += 1
+            return None
+        return conn
+
+    def close(self) -> None:
+        for conn in self.idle:
+            if conn.transport is not None:
+                conn.transport.close()
+        self.idle.clear()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()

@@ -1,0 +1,174 @@
+"""Verdicts on a measured cell: was the mode achieved (valid), was the client the bottleneck.
+
+Pure functions of numbers, so they are unit-tested exhaustively and applied the same way by
+every cell. Contention (other processes on our pinned cores) is judged here too: see
+`server_contended` and `is_client_bound`.
+
+The server's counters (connections accepted, requests served: deltas over the client's
+whole run, warm-up included) are compared with the client's own `requests_total` over the same
+span:
+
+* pooled: impossible when the server allows one request per connection (keep-alive timeout 0
+  or keep-alive max 1). Every load process keeps `concurrency` connections, and the server
+  closes one after every `keepalive_max` requests, so about `concurrency * load_processes +
+  ceil(requests_total / keepalive_max)` connections; more than 1.25x that (+2 for rounding)
+  means connections were not reused. And the server must have seen `concurrency` connections
+  open at once (at least 90% of them): fewer means the cell ran at a lower concurrency than it
+  claims (users that never spawned, a capped pool).
+* unpooled: one connection per request: requests per connection must be <= 1.1 and connections
+  >= 0.9 x requests_total. Connections are short-lived, so the peak is checked leniently: at
+  least half of `concurrency` open at once (the committed runs peak at 1.0-1.6x concurrency).
+* either: the server must have served about what the client sent (else the client measured
+  something else), the client must have accounted for about what the server served (else it
+  lost measurements, e.g. a Locust worker's report), the client must have completed requests,
+  and errors must stay under 1%.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from benchmarks.clients.contract import Mode
+from benchmarks.harness.procs import Cores
+
+CLIENT_BOUND_PCT = 85.0  # the client's own CPU, or its core's total, at this % or more
+FOREIGN_LOAD_PCT = 20.0  # CPU of other processes on the server's core that makes a row invalid
+POOLED_SLACK = 1.25
+POOLED_EXTRA = 2
+UNPOOLED_MIN_SHARE = 0.9
+UNPOOLED_MAX_REQ_PER_CONN = 1.1
+SERVED_MIN_SHARE = 0.9
+ACCOUNTED_SLACK = 1.1  # served may exceed the client's total by requests in flight at its stop
+POOLED_MIN_PEAK_SHARE = 0.9
+UNPOOLED_MIN_PEAK_SHARE = 0.5
+MAX_ERROR_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class Verdict:
+    valid: bool
+    reason: str = ""  # why not valid; empty when valid
+
+
+def expected_pooled_connections(
+    concurrency: int, load_processes: int, requests_total: int, keepalive_max: int
+) -> int:
+    recycled = math.ceil(requests_total / keepalive_max) if keepalive_max > 0 else 0
+    return concurrency * max(load_processes, 1) + recycled
+
+
+def judge(
+    *,
+    mode: Mode,
+    concurrency: int,
+    load_processes: int,
+    keepalive_timeout_s: float,
+    keepalive_max: int,
+    requests: int,
+    errors: int,
+    requests_total: int,
+    connections_opened: int,
+    requests_served: int,
+    peak_open_connections: int,
+) -> Verdict:
+    """Valid when the client measured our server in the mode it claims.
+
+    `concurrency` is the connections the client holds at once (1 for a sequential client).
+    """
+    if requests <= 0:
+        return Verdict(False, "no request completed in the measured window")
+    if errors > MAX_ERROR_SHARE * (requests + errors):
+        return Verdict(False, f"{errors} errors for {requests} requests (> {MAX_ERROR_SHARE:.0%})")
+    if requests_served < SERVED_MIN_SHARE * requests_total:
+        return Verdict(
+            False,
+            f"server served {requests_served} requests but the client sent {requests_total}: "
+            "the client did not measure this server",
+        )
+    in_flight = concurrency * max(load_processes, 1) + POOLED_EXTRA
+    if requests_served > ACCOUNTED_SLACK * requests_total + in_flight:
+        return Verdict(
+            False,
+            f"server served {requests_served} requests but the client accounted for only "
+            f"{requests_total}: the client lost measurements",
+        )
+    if connections_opened <= 0:
+        return Verdict(False, "the server accepted no connection")
+    if mode is Mode.POOLED:
+        if keepalive_timeout_s == 0 or keepalive_max == 1:
+            why = "timeout 0" if keepalive_timeout_s == 0 else "max 1 request per connection"
+            return Verdict(
+                False, f"keep-alive disabled on the server ({why}): pooled mode impossible"
+            )
+        expected = expected_pooled_connections(
+            concurrency, load_processes, requests_total, keepalive_max
+        )
+        limit = POOLED_SLACK * expected + POOLED_EXTRA
+        if connections_opened > limit:
+            return Verdict(
+                False,
+                f"pooled but {connections_opened} connections opened for {requests_total} requests "
+                f"(expected about {expected}): connections were not reused",
+            )
+        if peak_open_connections < POOLED_MIN_PEAK_SHARE * concurrency:
+            return Verdict(
+                False,
+                f"pooled at concurrency {concurrency} but at most {peak_open_connections} "
+                "connections were open at once",
+            )
+        return Verdict(True)
+    per_conn = requests_served / connections_opened
+    if (
+        per_conn > UNPOOLED_MAX_REQ_PER_CONN
+        or connections_opened < UNPOOLED_MIN_SHARE * requests_total
+    ):
+        return Verdict(
+            False,
+            f"unpooled but {connections_opened} connections for {requests_total} requests "
+            f"({per_conn:.2f} requests per connection): connections were reused",
+        )
+    if peak_open_connections < UNPOOLED_MIN_PEAK_SHARE * concurrency:
+        return Verdict(
+            False,
+            f"unpooled at concurrency {concurrency} but at most {peak_open_connections} "
+            "connections were open at once",
+        )
+    return Verdict(True)
+
+
+def is_client_bound(client_pct: float, client_core_busy_pct: float | None = None) -> bool:
+    """The client used 85% of its core, or its core was 85% busy with anything (ours and
+    others'): either way the client could not go faster, so its throughput is a lower bound.
+
+    A client at 30% of its core looks idle, but if the core was 100% busy it was starved."""
+    busy = client_core_busy_pct if client_core_busy_pct is not None else 0.0
+    return max(client_pct, busy) >= CLIENT_BOUND_PCT
+
+
+def server_contended(cores: Cores, core_busy_pct: dict[int, float], server_pct: float) -> str:
+    """`contended: ...` (the row's invalid reason) when other processes used >= 20% of the
+    server's core, else empty: the row then measures the machine's other tenants as much as
+    the server. The harness is pinned to the client's core, so none of this is ours."""
+    busy = core_busy_pct.get(cores.server)
+    if not cores.pinned or busy is None or busy - server_pct < FOREIGN_LOAD_PCT:
+        return ""
+    return (
+        f"contended: server core {cores.server} {busy:.0f}% busy, {server_pct:.0f}% by the "
+        f"server: {busy - server_pct:.0f}% was other processes'"
+    )
+
+
+def core_note(
+    cores: Cores, core_busy_pct: dict[int, float], server_pct: float, client_pct: float,
+    harness_pct: float,
+) -> str:  # fmt: skip
+    """Both cores' total load beside our share of it, for the note column."""
+    server, client = core_busy_pct.get(cores.server), core_busy_pct.get(cores.client)
+    if not cores.pinned or server is None or client is None:
+        return ""
+    return (
+        f"cores: server {cores.server} {server:.0f}% busy ({server_pct:.0f}% server), "
+        f"client {cores.client} {client:.0f}% busy ({client_pct:.0f}% client, "
+        f"{harness_pct:.0f}% harness)"
+    )

@@ -1,0 +1,289 @@
+"""The results CSV: one row per cell and repetition; the columns are documented here only.
+
+The column table of `results/README.md` is generated from `COLUMN_DOCS`
+(`python -m benchmarks.records.schema --update results/README.md`; a test fails when they
+differ), so the doc and the code cannot drift. Readers refuse a file whose `schema_version` they
+do not know.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from benchmarks.clients.contract import write_atomic
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """Not a results CSV this code understands; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured cell and repetition. Field order is column order."""
+
+    # Run and machine fingerprint
+    schema_version: int
+    run_id: str
+    started_utc: str
+    git_commit: str
+    host_id: str
+    cpu_model: str
+    cpu_count: int
+    kernel: str
+    python_version: str
+    packages: str
+    # Cell configuration
+    server: str
+    client: str
+    mode: str
+    tls: int
+    concurrency: int
+    keepalive_timeout_s: float
+    keepalive_max: int
+    duration_s: float
+    repetition: int
+    server_core: int
+    client_core: int
+    # Client-side results
+    requests: int
+    errors: int
+    throughput_rps: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    latency_p999_ms: float
+    latency_max_ms: float
+    client_cpu_pct: float
+    # Server-side results
+    server_cpu_s: float
+    server_cpu_us_per_req: float
+    server_cpu_pct: float
+    connections_opened: int
+    requests_per_connection: float
+    peak_open_connections: int
+    open_sockets: int
+    time_wait_sockets: int
+    # Verdicts
+    client_bound: int
+    valid: int
+    status: str
+    note: str
+
+
+COLUMN_DOCS: dict[str, str] = {
+    "schema_version": f"format of this file; currently {SCHEMA_VERSION}",
+    "run_id": "one id per `python -m benchmarks run` (UTC timestamp plus host)",
+    "started_utc": "when the cell started, ISO 8601 UTC",
+    "git_commit": "commit of the benchmarked code (`-dirty` when the tree had changes)",
+    "host_id": "stable id of the machine (hash of hostname and machine-id)",
+    "cpu_model": "from /proc/cpuinfo",
+    "cpu_count": "logical CPUs",
+    "kernel": "`uname -r`",
+    "python_version": "interpreter of servers and clients",
+    "packages": "versions of aiohttp, uvloop, httptools, locust, pyperf (`name=ver;...`)",
+    "server": "`stdlib`, `aiohttp` or `uvloop`",
+    "client": "client and variant, e.g. `locust-fasthttp`, `pyperf-concurrent-raw`",
+    "mode": "`pooled` (connections reused) or `unpooled` (new connection per request)",
+    "tls": "1 for HTTPS",
+    "concurrency": "simultaneous connections (Locust users, pyperf connections)",
+    "keepalive_timeout_s": "server's --keepalive-timeout",
+    "keepalive_max": "server's --keepalive-max (0 = unlimited)",
+    "duration_s": "measured window in seconds, client-reported (pyperf: total measured time)",
+    "repetition": "1-based repetition of this cell in the run",
+    "server_core": "CPU the server was pinned to (-1: not pinned)",
+    "client_core": "CPU the client was pinned to (-1: not pinned)",
+    "requests": "requests completed in the measured window",
+    "errors": "failed requests in the measured window",
+    "throughput_rps": "requests / window seconds",
+    "latency_p50_ms": "median latency, ms with microsecond precision, from the merged histogram",
+    "latency_p90_ms": "90th percentile latency, ms",
+    "latency_p99_ms": "99th percentile latency, ms",
+    "latency_p999_ms": "99.9th percentile latency, ms",
+    "latency_max_ms": "slowest request, ms",
+    "client_cpu_pct": "client CPU (all its processes, pinned to one core) as % of that core, over "
+    "the 0.2 s intervals in which the server served requests; the note's `cores:` part gives "
+    "each pinned core's total load beside it",
+    "server_cpu_s": "server CPU seconds (user + system) over the client's whole run",
+    "server_cpu_us_per_req": "server CPU microseconds per request served",
+    "server_cpu_pct": "server CPU as % of one core, over the same intervals as client_cpu_pct",
+    "connections_opened": "connections the server accepted over the client's run, warm-up included",
+    "requests_per_connection": "requests served / connections opened (server counters)",
+    "peak_open_connections": "most connections open at once on the server",
+    "open_sockets": "ESTABLISHED server-side sockets on the server port near the end of the window "
+    "(/proc/net/tcp{,6})",
+    "time_wait_sockets": "TIME_WAIT sockets with the server port at either end, right after the "
+    "client exited (/proc; the note splits server/client side)",
+    "client_bound": "1 when the client used >= 85% of its core, or its core was >= 85% busy in "
+    "total (the client, the harness pinned beside it, and other processes: a starved client); "
+    "throughput is then a lower bound",
+    "valid": "1 when the cell ran and its mode was achieved (pooled reused connections at its "
+    "concurrency, unpooled opened one per request) on a server core of its own: other processes "
+    "using >= 20% of the server's core make it 0 with a note starting `contended:`",
+    "status": "`ok`, or what failed (server-start, server-died, client-crashed, ...)",
+    "note": "free text: why a row is invalid or failed, extra kernel counters, ...",
+}
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
+_TYPES = {f.name: f.type for f in fields(ResultRow)}
+_CASTS = {"int": int, "float": float, "str": str}
+
+
+def format_rows(rows: Iterable[ResultRow]) -> str:
+    """The CSV text of `rows`, header first; the one writer, so every file has one shape."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({name: _format_value(getattr(row, name)) for name in COLUMNS})
+    return buf.getvalue()
+
+
+def _format_value(value: object) -> str:
+    """Floats keep microsecond precision for ms columns and 6 significant digits elsewhere."""
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.1f}"
+    return str(value)
+
+
+def write_rows(path: Path, rows: Sequence[ResultRow]) -> None:
+    """Write the whole file atomically (temporary file, fsync, rename)."""
+    write_atomic(path, format_rows(rows))
+
+
+def read_rows(path: Path) -> list[ResultRow]:
+    """Parse a results CSV; SchemaError (one line) if it is missing, foreign or corrupt.
+
+    Strict on shape, because a silently padded or truncated row would be measured data made up:
+    every row must have exactly the header's fields, and the header exactly this schema's columns.
+    """
+    reader = csv.reader(io.StringIO(_read_text(path)))
+    try:
+        header = next(reader, [])
+        if "schema_version" not in header:
+            raise SchemaError(
+                f"{path}: not a results CSV (no header with schema_version; "
+                f"found {len(header)} columns)"
+            )
+        problem = _header_problem(header)
+        rows = [_parse_row(path, reader.line_num, header, problem, raw) for raw in reader if raw]
+    except csv.Error as exc:
+        raise SchemaError(f"{path}:{reader.line_num}: not a results CSV ({exc})") from None
+    if problem:  # reached only without rows: with rows, _parse_row reported it
+        raise SchemaError(f"{path}: {problem}")
+    return rows
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; UTF-8 (a BOM from a spreadsheet is tolerated), anything else refused."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(
+            f"{path}: not a results CSV (not UTF-8 text: byte 0x{data[exc.start]:02x} "
+            f"at offset {exc.start})"
+        ) from None
+
+
+def _header_problem(header: Sequence[str]) -> str | None:
+    """Why a header is not exactly this schema's columns (in any order), or None."""
+    if sorted(header) == sorted(COLUMNS):
+        return None
+    missing = [c for c in COLUMNS if c not in header]
+    extra = [c for c in header if c not in _TYPES]
+    dup = sorted({c for c in header if header.count(c) > 1})
+    parts = [
+        f"{label}: {_some(names)}"
+        for label, names in (("missing", missing), ("unexpected", extra), ("duplicated", dup))
+        if names
+    ]
+    return (
+        f"header has {len(header)} columns, schema {SCHEMA_VERSION} has {len(COLUMNS)} "
+        f"({'; '.join(parts)})"
+    )
+
+
+def _some(names: Sequence[str], limit: int = 3) -> str:
+    """A few names, not forty: the message must stay one readable line."""
+    more = f", +{len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _parse_row(
+    path: Path, lineno: int, header: Sequence[str], problem: str | None, raw: Sequence[str]
+) -> ResultRow:
+    """One data record; the version is checked before the header's `problem` (computed once
+    per file by read_rows) so a newer file says so."""
+    if len(raw) != len(header):
+        raise SchemaError(f"{path}:{lineno}: {len(raw)} fields, the header has {len(header)}")
+    values = dict(zip(header, raw, strict=True))
+    if values["schema_version"] != str(SCHEMA_VERSION):
+        raise SchemaError(f"{path}:{lineno}: unknown schema_version {values['schema_version']!r}")
+    if problem:
+        raise SchemaError(f"{path}: {problem}")
+    cast = {}
+    for name in COLUMNS:
+        try:
+            cast[name] = _CASTS[str(_TYPES[name])](values[name])
+        except ValueError:
+            raise SchemaError(f"{path}:{lineno}: bad value for {name}: {values[name]!r}") from None
+    return ResultRow(**cast)
+
+
+README_BEGIN = (
+    "<!-- columns: generated by `python -m benchmarks.records.schema --update`; do not edit -->"
+)
+README_END = "<!-- end of generated columns -->"
+
+
+def column_table() -> str:
+    """The Markdown table of every column, in CSV order, from COLUMN_DOCS and ResultRow's types."""
+    lines = ["| column | type | meaning |", "| --- | --- | --- |"]
+    for name in COLUMNS:
+        doc = COLUMN_DOCS[name].replace("|", "\\|")
+        lines.append(f"| `{name}` | {_TYPES[name]} | {doc} |")
+    return "\n".join(lines)
+
+
+def readme_with_columns(readme: str) -> str:
+    """`readme` with the text between the two markers replaced by the current column table."""
+    head, sep, rest = readme.partition(README_BEGIN)
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        raise SchemaError(f"README has no {README_BEGIN!r} ... {README_END!r} section")
+    return f"{head}{README_BEGIN}\n{column_table()}\n{README_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the column table, or `--update README` to rewrite its generated section."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--update":
+        path = Path(args[1])
+        try:
+            write_atomic(path, readme_with_columns(path.read_text()))
+        except (OSError, SchemaError) as exc:
+            sys.stderr.write(f"python -m benchmarks.records.schema: error: {exc}\n")
+            return 2
+        return 0
+    if args:
+        sys.stderr.write(
+            "usage: python -m benchmarks.records.schema [--update results/README.md]\n"
+        )
+        return 2
+    print(column_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
