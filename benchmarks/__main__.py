@@ -16,6 +16,7 @@ COMMANDS = {
     "noise": ("benchmarks.noise", "A/A runs: this machine's noise floor per metric"),
     "report": ("benchmarks.report", "PNG plots from results CSVs"),
     "serverperf": ("benchmarks.serverperf", "wrk against each server, nginx and bare apps"),
+    "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
 }
 
 
