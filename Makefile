@@ -13,7 +13,7 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(DURATION),--duration $(DURATION)) $(if $(REPEAT),--repeat $(REPEAT)) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: install test lint bench compare bench-compare noise report servers-perf demo ui test-browser clean
+.PHONY: install test lint bench compare bench-compare noise report servers-perf fuzz demo ui test-browser clean
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ report: install
 servers-perf: install
 	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION)) \
 	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX))
+
+# Mutated requests against every reference server (issue 8): crashes, hangs, unrequested 500s,
+# framing disagreements. SECONDS is per server; COUNT runs the first N cases of SEED instead.
+fuzz: install
+	$(PY) -m benchmarks fuzz $(if $(SECONDS),--seconds $(SECONDS)) $(if $(COUNT),--count $(COUNT)) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(SERVERS),--servers $(SERVERS)) $(if $(JSON),--json $(JSON))
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install
