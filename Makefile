@@ -14,7 +14,7 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: install test lint bench compare bench-compare noise report servers-perf demo ui test-browser clean \
-	doctor
+	doctor fuzz
 
 install: $(STAMP)
 
@@ -58,6 +58,11 @@ doctor: DOCTOR_FLAGS = $(if $(CA),--ca $(CA)) $(if $(INSECURE),--insecure) \
 	$(if $(MAX_HEADER_WAIT),--max-header-wait $(MAX_HEADER_WAIT)) $(if $(JSON),--json)
 doctor: install
 	$(PY) -m benchmarks doctor '$(URL)' $(strip $(DOCTOR_FLAGS))
+# Mutated requests against every reference server (issue 8): crashes, hangs, unrequested 500s,
+# framing disagreements. SECONDS is per server; COUNT runs the first N cases of SEED instead.
+fuzz: install
+	$(PY) -m benchmarks fuzz $(if $(SECONDS),--seconds $(SECONDS)) $(if $(COUNT),--count $(COUNT)) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(SERVERS),--servers $(SERVERS)) $(if $(JSON),--json $(JSON))
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install

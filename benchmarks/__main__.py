@@ -20,6 +20,7 @@ COMMANDS = {
     "report": ("benchmarks.analysis.plots", "PNG plots from results CSVs"),
     "serverperf": ("benchmarks.serverperf.command", "wrk against each server, nginx and bare apps"),
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
+    "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
 }
 
 
