@@ -301,7 +301,12 @@ class Targets:
         script.write_text(NODE_SERVER)
         proc = subprocess.Popen(["node", str(script), str(NODE_T_MS), str(NODE_N)],
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
-        self.stoppers.append(lambda: (proc.terminate(), proc.wait(10)))
+
+        def stop() -> None:
+            proc.terminate()
+            proc.wait(10)
+
+        self.stoppers.append(stop)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("READY "):

@@ -11,6 +11,7 @@ import math
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -55,8 +56,10 @@ examples:
 """
 
 
-def positive(kind: type) -> object:
-    def parse(text: str) -> float | int:
+def positive(kind: type[float] | type[int]) -> Callable[[str], float]:
+    """An argparse type: a finite number > 0 of `kind`."""
+
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:

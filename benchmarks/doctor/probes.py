@@ -31,6 +31,7 @@ from benchmarks.doctor.wire import (
 DEFAULT_IDLE_CONNECTIONS = 3
 CLOSE_WAIT_S = 3.0  # how long we watch for the close after a final response
 TRICKLE_INTERVAL_S = 0.25  # one header byte this often
+PROGRESS_EVERY_S = 5.0
 
 
 class Reporter(Protocol):
@@ -280,10 +281,12 @@ def count_max_requests(target: Target, cap: int, reporter: Reporter | None = Non
     conn = Conn.open(target)
     first_max = None
     answered = 0
+    last_note = clock()
     try:
         for n in range(1, cap + 2):
-            if n % 100 == 0:
-                reporter.note(f"max requests: {n} answered on one connection so far")
+            if clock() - last_note >= PROGRESS_EVERY_S:
+                reporter.note(f"max requests: {answered} answered on one connection so far")
+                last_note = clock()
             try:
                 conn.send(request(target))
                 resp = conn.read_response()
@@ -493,6 +496,6 @@ def run_probes(
         thread.start()
     for thread in threads:
         thread.join()
-    idle = findings.idle
-    if idle is not None and idle.timeout_s is not None:
-        _guarded(findings, "active", lambda: active_check(target, idle.timeout_s, reporter))
+    measured = findings.idle.timeout_s if findings.idle is not None else None
+    if measured is not None:
+        _guarded(findings, "active", lambda: active_check(target, measured, reporter))

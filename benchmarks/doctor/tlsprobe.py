@@ -65,7 +65,7 @@ def probe_tls(target: Target) -> TlsFacts:
     resumed, resumed_ms = False, None
     if session is not None:
         again, resumed_ms = _handshake(target, context, session)
-        resumed = again.session_reused
+        resumed = bool(again.session_reused)
         again.close()
     return TlsFacts(
         version, cipher, offered, alpn, round(full_ms, 2), ticket, lifetime, resumed,
