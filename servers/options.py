@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import enum
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.common import OneLineParser, UsageError
 
 
 class ServerName(enum.StrEnum):
@@ -31,8 +32,9 @@ FALLBACK_HEADER_TIMEOUT_S = 5.0
 MAX_TIMEOUT_S = 86_400.0
 
 
-class OptionsError(ValueError):
-    """A configuration that cannot run; its message is shown to the user as one line."""
+class OptionsError(UsageError):
+    """A server configuration that cannot run (one line, exit 2); callers that start servers
+    catch it apart from other bad input."""
 
 
 @dataclass(frozen=True)
@@ -107,17 +109,6 @@ def seconds_text(value: float) -> str:
     """
     value = float(value)
     return str(int(value)) if value.is_integer() else repr(value)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error; every command here prints one line, then exits 2.
-
-    Shared by the servers, the harness, the clients and the other commands.
-    """
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.common import UsageError
 from benchmarks.doctor.defaults import Peer, PeerKind, load_peers
 from benchmarks.doctor.headers import (
     KeepAliveHint,
@@ -33,7 +34,7 @@ from benchmarks.doctor.headers import (
     parse_head,
     parse_keep_alive,
 )
-from benchmarks.doctor.target import TargetError, parse_url
+from benchmarks.doctor.target import parse_url
 from benchmarks.doctor.verdicts import ServerIdle, Status, effective_idle, judge
 from benchmarks.serverperf.nginx import NginxError, NginxProcess, find_nginx
 from servers.launch import ServerProcess
@@ -130,7 +131,7 @@ def test_parse_url(url: str, parsed: tuple[str, str, int, str]) -> None:
             "http://h/a b", "http://h:port/"],
 )  # fmt: skip
 def test_parse_url_rejects(url: str) -> None:
-    with pytest.raises(TargetError):
+    with pytest.raises(UsageError):
         parse_url(url)
 
 

@@ -20,13 +20,13 @@ from benchmarks.clients.contract import (
     ClientKind,
     ClientResult,
     Mode,
-    write_atomic,
 )
+from benchmarks.common import UsageError, write_atomic
 from benchmarks.harness import cli
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness import validity as rules
 from benchmarks.harness.cli import main
-from benchmarks.harness.config import ConfigError, build
+from benchmarks.harness.config import build
 from benchmarks.harness.fingerprint import Fingerprint, git_commit, package_versions
 from benchmarks.harness.monitor import Monitor, Sample, busy_intervals, load_stats
 from benchmarks.harness.procs import ClientProcess, Cores, choose_cores, pinned_self
@@ -127,7 +127,7 @@ def test_sequential_client_ignores_concurrency_and_collapses_duplicates() -> Non
     ],
 )
 def test_bad_input_is_one_config_error(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(UsageError) as info:
         build(quick=True, **kwargs)  # type: ignore[arg-type]
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)

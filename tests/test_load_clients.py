@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.clients.contract import REPO_ROOT, ClientConfig, ClientKind, ClientResult, Mode
+from benchmarks.clients.contract import ClientConfig, ClientKind, ClientResult, Mode
+from benchmarks.common import REPO_ROOT
 from servers.launch import ServerProcess
 from servers.options import ServerName, ServerOptions
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import UsageError
 from benchmarks.serverperf.checks import Row, evaluate
-from benchmarks.serverperf.command import UsageError, parse_config
+from benchmarks.serverperf.command import parse_config
 from benchmarks.serverperf.nginx import find_nginx, nginx_config
 from benchmarks.serverperf.wrk import WrkResult, find_wrk, parse_wrk_output, wrk_command
 

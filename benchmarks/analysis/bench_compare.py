@@ -36,9 +36,8 @@ from benchmarks.analysis.rule import (
     thresholds_line,
     with_noise_floor,
 )
-from benchmarks.clients.contract import REPO_ROOT
-from benchmarks.records.schema import ResultRow, SchemaError, write_rows
-from servers.options import OneLineParser
+from benchmarks.common import REPO_ROOT, OneLineParser, UsageError, print_error
+from benchmarks.records.schema import ResultRow, write_rows
 
 
 def git(repo: Path, *args: str) -> str:
@@ -206,9 +205,8 @@ def main(argv: list[str]) -> int:
             write_rows(args.save / "base.csv", base)
             write_rows(args.save / "new.csv", new)
         return judge(args, base, new, rule_for_venvs(rule, same_deps))
-    except (RoundError, SchemaError) as exc:
-        sys.stderr.write(f"bench-compare: error: {exc}\n")
-        return 2
+    except (RoundError, UsageError) as exc:
+        return print_error("bench-compare", exc)
     except KeyboardInterrupt:
         sys.stderr.write("bench-compare: interrupted; the worktree was removed\n")
         return 130

@@ -41,6 +41,7 @@ from benchmarks.analysis.rule import (
     thresholds_line,
     with_noise_floor,
 )
+from benchmarks.common import OneLineParser, UsageError, print_error
 from benchmarks.records.keys import (
     METRICS,
     CellKey,
@@ -50,7 +51,6 @@ from benchmarks.records.keys import (
     row_problem,
 )
 from benchmarks.records.schema import ResultRow, SchemaError, read_rows
-from servers.options import OneLineParser
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -378,9 +378,8 @@ def main(argv: list[str]) -> int:
         rule = rule_from_args(args)
         base, new = load(args.baseline), load(args.candidate)
         floor = resolve_floor(args.noise, args.results_dir, base + new, rule.ignore_fingerprint)
-    except SchemaError as exc:
-        sys.stderr.write(f"compare: error: {exc}\n")
-        return 2
+    except UsageError as exc:
+        return print_error("compare", exc)
     print(thresholds_line(rule.thresholds, floor), file=sys.stderr)
     effective = replace(rule, thresholds=with_noise_floor(rule.thresholds, floor))
     comparison = compare_rows(base, new, effective)

@@ -39,11 +39,10 @@ from benchmarks.analysis.compare import (
 )
 from benchmarks.analysis.rounds import RoundError, Side
 from benchmarks.analysis.rule import FORMAT_VERSION, Rule, add_rule_arguments, rule_from_args
-from benchmarks.clients.contract import REPO_ROOT, write_atomic
+from benchmarks.common import REPO_ROOT, OneLineParser, UsageError, print_error, write_atomic
 from benchmarks.harness.config import FULL
 from benchmarks.records.keys import FINGERPRINT_FIELDS, METRICS, group_by_cell
 from benchmarks.records.schema import ResultRow, SchemaError, read_rows, write_rows
-from servers.options import OneLineParser
 
 MAX_SPLITS = 200
 ENUMERATE_UP_TO = 50_000  # more possible splits than this: sample them instead of listing all
@@ -335,9 +334,8 @@ def main(argv: list[str]) -> int:
     try:
         rule = rule_from_args(args)
         per_round = rounds_from_csv(args.from_csv) if args.from_csv else measure(args)
-    except (RoundError, SchemaError) as exc:
-        sys.stderr.write(f"noise: error: {exc}\n")
-        return 2
+    except (RoundError, UsageError) as exc:
+        return print_error("noise", exc)
     except KeyboardInterrupt:
         sys.stderr.write("noise: interrupted\n")
         return 130

@@ -14,14 +14,13 @@ windows next to 5 s ones, start a series of their own instead of a fake step in 
 from __future__ import annotations
 
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
 
-from servers.options import OneLineParser
+from benchmarks.common import OneLineParser, UsageError, print_error
 
 matplotlib.use("Agg")  # before pyplot: no display on CI or over ssh
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,9 +28,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from benchmarks.analysis.compare import window_of, windows_differ  # noqa: E402
 from benchmarks.analysis.rounds import result_csvs  # noqa: E402
-from benchmarks.clients.contract import REPO_ROOT  # noqa: E402
+from benchmarks.common import REPO_ROOT  # noqa: E402
 from benchmarks.records.keys import CellKey, group_by_cell, row_problem  # noqa: E402
-from benchmarks.records.schema import ResultRow, SchemaError, read_rows  # noqa: E402
+from benchmarks.records.schema import ResultRow, read_rows  # noqa: E402
 
 MODE_COLORS = {"pooled": "tab:blue", "unpooled": "tab:orange"}
 PERCENTILES = (
@@ -301,7 +300,7 @@ def write_plots(rows: Sequence[ResultRow], out: Path, run_id: str | None = None)
         return []
     chosen = run_id or next(reversed(runs))
     if chosen not in runs:
-        raise SchemaError(f"no run {chosen!r} in the input")
+        raise UsageError(f"no run {chosen!r} in the input")
     snap = runs[chosen]
     title = f"run {chosen} ({snap[0].git_commit}, {snap[0].cpu_model}, {snap[0].kernel})"
     figures = {
@@ -355,14 +354,12 @@ def main(argv: list[str]) -> int:
     paths = args.csv or default_inputs(REPO_ROOT / "results")
     try:
         if not paths:
-            raise SchemaError("no results CSVs found under results/; pass files explicitly")
+            raise UsageError("no results CSVs found under results/; pass files explicitly")
         written = write_plots(collect(paths), args.out, args.run)
-    except SchemaError as exc:
-        sys.stderr.write(f"report: error: {exc}\n")
-        return 2
+    except UsageError as exc:
+        return print_error("report", exc)
     if not written:
-        sys.stderr.write("report: error: the input has no result rows\n")
-        return 2
+        return print_error("report", "the input has no result rows")
     for path in written:
         print(path)
     return 0

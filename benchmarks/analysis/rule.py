@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clients.contract import REPO_ROOT
+from benchmarks.common import REPO_ROOT, UsageError
 from benchmarks.records.keys import FINGERPRINT_FIELDS, METRICS, fingerprint
 from benchmarks.records.schema import ResultRow, SchemaError
 
@@ -111,13 +111,13 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rule_from_args(args: argparse.Namespace) -> Rule:
-    """The validated Rule from parsed flags; SchemaError (one line) on a bad value."""
+    """The validated Rule from parsed flags; UsageError (one line) on a bad value."""
     ignore = tuple(f for f in args.ignore_fingerprint.split(",") if f)
     unknown = set(ignore) - set(FINGERPRINT_FIELDS)
     if unknown:
-        raise SchemaError(f"--ignore-fingerprint: unknown field(s) {', '.join(sorted(unknown))}")
+        raise UsageError(f"--ignore-fingerprint: unknown field(s) {', '.join(sorted(unknown))}")
     if not 0 < args.alpha < 1:
-        raise SchemaError(f"--alpha must be between 0 and 1, got {args.alpha:g}")
+        raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha:g}")
     return Rule(
         thresholds={m.column: getattr(args, f"threshold_{m.short}") for m in METRICS},
         alpha=args.alpha,

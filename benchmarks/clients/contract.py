@@ -10,19 +10,17 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import REPO_ROOT, write_atomic
+
 RESULT_FORMAT = 1
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "keepalive.py"
 MAX_CONCURRENCY = 10_000  # connections one client holds at once (file descriptors, ports)
 MAX_WORKERS = 64  # Locust worker processes of one client: make bench's and the lab's --workers
-RESULT_FILE_MODE = 0o644  # results are shared and committed; mkstemp's 0600 is for secrets
 
 
 class Mode(enum.StrEnum):
@@ -146,26 +144,3 @@ class ClientResult:
         if data.get("format") != RESULT_FORMAT:
             raise ValueError(f"{path}: unknown client result format {data.get('format')!r}")
         return cls(**data)
-
-
-def check_writable(folder: Path) -> None:
-    """OSError if `folder` cannot hold a new file, so a bad output path fails before a run
-    spends minutes measuring. A real probe: permission bits say nothing for root or on /proc."""
-    with tempfile.TemporaryFile(dir=folder):
-        pass
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, RESULT_FILE_MODE)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.clients.contract import MAX_CONCURRENCY, ClientKind, Mode
 from benchmarks.clients.pyperf_driver import Batch, ClientSpec, LoadClient, main
 from benchmarks.clients.shared import Target, add_common_args, error_kind
-from servers.options import OneLineParser
+from benchmarks.common import OneLineParser
 
 PROG = "python -m benchmarks.clients.pyperf_concurrent"
 REQUEST_TIMEOUT_S = 30.0

@@ -27,7 +27,7 @@ from benchmarks.clients.shared import (
     add_common_args,
     error_kind,
 )
-from servers.options import OneLineParser
+from benchmarks.common import OneLineParser
 
 PROG = "python -m benchmarks.clients.pyperf_sequential"
 

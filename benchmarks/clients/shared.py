@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from benchmarks import latency
 from benchmarks.clients.contract import Mode
+from benchmarks.common import write_atomic
 
 CONNECT_TIMEOUT_S = 5.0
 EXIT_BAD_FLAGS = 2
@@ -194,8 +195,6 @@ class Tally:
 
 def dump_part(parts_dir: Path, tally: Tally) -> None:
     """A worker's tally, one file per process; written whole or not at all."""
-    from benchmarks.clients.contract import write_atomic
-
     write_atomic(parts_dir / f"worker-{os.getpid()}.json", json.dumps(tally.to_json()))
 
 

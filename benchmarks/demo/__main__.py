@@ -36,10 +36,11 @@ try:  # Ctrl-C while these load (requests and urllib3 take a moment): one line, 
     import requests
     import urllib3
 
+    from benchmarks.common import OneLineParser
     from benchmarks.demo.traffic import Observed, overlapped, pooled, unpooled
     from benchmarks.harness.procs import deferred_signals
     from servers.launch import ServerProcess, ServerStartError
-    from servers.options import OneLineParser, ServerName, ServerOptions
+    from servers.options import ServerName, ServerOptions
 except KeyboardInterrupt:
     sys.stderr.write("python -m benchmarks.demo: interrupted\n")
     raise SystemExit(130) from None

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from benchmarks.doctor.defaults import DefaultsError, load_peers
+from benchmarks.common import OneLineParser, UsageError, print_error
+from benchmarks.doctor.defaults import load_peers
 from benchmarks.doctor.headers import MalformedResponse
 from benchmarks.doctor.probes import (
     DEFAULT_IDLE_CONNECTIONS,
@@ -24,7 +25,7 @@ from benchmarks.doctor.probes import (
     run_probes,
 )
 from benchmarks.doctor.render import Report, render_human, render_json
-from benchmarks.doctor.target import Target, TargetError, resolve
+from benchmarks.doctor.target import Target, resolve
 from benchmarks.doctor.tlsprobe import TlsFacts, probe_tls
 from benchmarks.doctor.verdicts import judge_all, notes, server_idle
 from benchmarks.doctor.wire import ConnectionEnded, ReadTimeout, clock
@@ -72,7 +73,7 @@ def positive(kind: type[float] | type[int]) -> Callable[[str], float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
@@ -206,15 +207,13 @@ def main(argv: list[str]) -> int:
     try:
         target = resolve(ns.url, ns.ca, ns.insecure)
         load_peers()  # a broken data file is reported before minutes of probing
-    except (TargetError, DefaultsError) as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return EXIT_BAD_TARGET
+    except UsageError as exc:
+        return print_error(PROG, exc, EXIT_BAD_TARGET)
     try:
         with Progress(sys.stderr, not ns.quiet) as progress:
             report = _examine(target, ns, progress)
     except (OSError, ConnectionEnded, ReadTimeout, MalformedResponse) as exc:
-        sys.stderr.write(f"{PROG}: error: {_unreachable(target, exc)}\n")
-        return EXIT_BAD_TARGET
+        return print_error(PROG, _unreachable(target, exc), EXIT_BAD_TARGET)
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130

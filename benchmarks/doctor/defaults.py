@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import UsageError
+
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 
 
@@ -38,27 +40,26 @@ class Peer:
         return self.kind is not PeerKind.CLIENT
 
 
-class DefaultsError(ValueError):
-    pass
-
-
 _KNOWN = {"name", "kind", "idle_s", "setting", "source", "hint_aware_buffer_s", "note"}
 
 
 def load_peers(path: Path = DEFAULTS_FILE) -> list[Peer]:
-    """Every [[peer]] of the file; DefaultsError naming the entry that is wrong."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    """Every [[peer]] of the file; UsageError naming the entry that is wrong."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path.name}: cannot read: {exc}") from None
     peers = []
     for i, entry in enumerate(data.get("peer", [])):
         unknown = set(entry) - _KNOWN
         missing = {"name", "kind", "setting", "source"} - set(entry)
         if unknown or missing:
-            raise DefaultsError(
+            raise UsageError(
                 f"{path.name} peer {i}: unknown {unknown or '-'}, missing {missing or '-'}"
             )
         idle = entry.get("idle_s")
         if idle is not None and not (isinstance(idle, int | float) and idle > 0):
-            raise DefaultsError(f"{path.name} peer {entry['name']!r}: idle_s must be > 0")
+            raise UsageError(f"{path.name} peer {entry['name']!r}: idle_s must be > 0")
         peers.append(
             Peer(
                 entry["name"],

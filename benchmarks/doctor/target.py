@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from benchmarks.common import UsageError
+
 CONNECT_TIMEOUT_S = 5.0
-
-
-class TargetError(ValueError):
-    """A URL that cannot be probed (malformed, unresolvable, unreachable); one line."""
 
 
 @dataclass(frozen=True)
@@ -75,20 +73,20 @@ class Target:
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:
-    """(scheme, host, port, request target); TargetError for anything but http(s)://host."""
+    """(scheme, host, port, request target); UsageError for anything but http(s)://host."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise TargetError(f"malformed URL {url!r}: {exc}") from exc
+        raise UsageError(f"malformed URL {url!r}: {exc}") from exc
     if parts.scheme not in ("http", "https"):
-        raise TargetError(f"URL must start with http:// or https://, got {url!r}")
+        raise UsageError(f"URL must start with http:// or https://, got {url!r}")
     if not parts.hostname:
-        raise TargetError(f"URL has no host: {url!r}")
+        raise UsageError(f"URL has no host: {url!r}")
     if parts.username is not None or parts.password is not None:
-        raise TargetError(f"URL with user info is not supported: {url!r}")
+        raise UsageError(f"URL with user info is not supported: {url!r}")
     if any(c in url for c in " \r\n\t"):
-        raise TargetError(f"URL contains whitespace: {url!r}")
+        raise UsageError(f"URL contains whitespace: {url!r}")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -96,11 +94,11 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
 
 
 def resolve(url: str, ca: Path | None = None, insecure: bool = False) -> Target:
-    """Parse and resolve once; TargetError (one line) if the host does not resolve."""
+    """Parse and resolve once; UsageError (one line) if the host does not resolve."""
     scheme, host, port, path = parse_url(url)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise TargetError(f"cannot resolve {host!r}: {getattr(exc, 'strerror', exc)}") from exc
+        raise UsageError(f"cannot resolve {host!r}: {getattr(exc, 'strerror', exc)}") from exc
     family, _, _, _, sockaddr = infos[0]
     return Target(scheme, host, port, path, family, str(sockaddr[0]), ca, insecure)

@@ -15,16 +15,21 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
-from benchmarks.clients.contract import check_writable, write_atomic
+from benchmarks.common import (
+    OneLineParser,
+    UsageError,
+    check_output_file,
+    choose_subset,
+    print_error,
+    sigterm_as_interrupt,
+    write_atomic,
+)
 from benchmarks.fuzz.corpus import SEEDS
 from benchmarks.fuzz.deviations import DEVIATIONS
 from benchmarks.fuzz.mutator import Case, make_case
@@ -37,10 +42,6 @@ JSON_SCHEMA = "keepalive-bench/fuzz/1"
 ALL_SERVERS = tuple(n.value for n in ServerName)
 DEFAULT_SECONDS = 10.0
 MAX_FINDINGS_IN_JSON = 500  # per kind: a systematic difference must not make a 100 MB file
-
-
-class UsageError(ValueError):
-    """Bad input; shown as one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,8 @@ class Config:
             yield make_case(self.seed, index)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description=__doc__.split("\n\n")[0].replace("\n", " "),
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
@@ -110,11 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_servers(text: str) -> tuple[str, ...]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_SERVERS]
-    if unknown or not names:
-        raise UsageError(f"--servers: unknown {unknown or text!r}; choose from {ALL_SERVERS}")
-    return tuple(n for n in ALL_SERVERS if n in names)
+    """The chosen servers in their usual order, each once."""
+    return choose_subset([text], ALL_SERVERS, "--servers")
 
 
 def parse_config(argv: Sequence[str]) -> Config:
@@ -130,22 +123,12 @@ def parse_config(argv: Sequence[str]) -> Config:
     if ns.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {ns.seed}")
     if ns.json is not None:
-        check_json_path(ns.json)
+        check_output_file(ns.json, "--json")
     seconds = ns.seconds
     if seconds is None and ns.count is None and ns.case is None:
         seconds = DEFAULT_SECONDS
     return Config(ns.seed, ns.count, seconds, ns.case, parse_servers(ns.servers), ns.deadline,
                   ns.json)  # fmt: skip
-
-
-def check_json_path(path: Path) -> None:
-    if path.is_dir():
-        raise UsageError(f"--json: {path} is a directory")
-    parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
-    try:
-        check_writable(parent)
-    except OSError as exc:
-        raise UsageError(f"--json: cannot write in {parent}: {exc.strerror}") from None
 
 
 def failed(results: Results) -> bool:
@@ -254,21 +237,12 @@ def _replay_report(results: Results, case: Case) -> str:
     return "\n".join(lines)
 
 
-def _interrupt_on_sigterm() -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: list[str]) -> int:
     try:
         config = parse_config(argv)
     except UsageError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2
-    if threading.current_thread() is threading.main_thread():
-        _interrupt_on_sigterm()
+        return print_error(PROG, exc)
+    sigterm_as_interrupt()
     try:
         results = fuzz(config.cases(), config.servers, config.deadline_s, stderr_progress)
     except ServerStartError as exc:

@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.clients.contract import check_writable
+from benchmarks.common import OneLineParser, UsageError, check_writable, print_error
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
-from benchmarks.harness.config import FULL, QUICK, Cell, ConfigError, RunConfig
+from benchmarks.harness.config import FULL, QUICK, Cell, RunConfig
 from benchmarks.harness.fingerprint import collect
 from benchmarks.harness.procs import choose_cores, pinned_self, signals_as_interrupt
 from benchmarks.harness.progress import Progress, fmt_duration, summary_table
@@ -28,7 +28,6 @@ from benchmarks.records.layout import (
     new_run_paths,
     utc_stamp,
 )
-from servers.options import OneLineParser
 
 PROG = "python -m benchmarks run"
 
@@ -112,7 +111,7 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
             repeat=args.repeat, tls=args.tls, results_dir=args.results_dir,
             client_timeout=args.client_timeout, workers=args.workers,
         )  # fmt: skip
-    except ConfigError as exc:
+    except UsageError as exc:
         parser.error(str(exc))
         raise  # unreachable
     return args, config
@@ -124,11 +123,11 @@ IN_NETNS_FLAG = "--in-netns"
 def reexec_in_netns(argv: list[str]) -> int:
     """Replace this process by itself inside `unshare --net`, loopback up."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return error("--netns needs unshare and ip")
+        return print_error(PROG, "--netns needs unshare and ip")
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         why = (probe.stderr.strip().splitlines() or ["not permitted"])[-1]
-        return error(f"--netns: unshare --net failed: {why}")
+        return print_error(PROG, f"--netns: unshare --net failed: {why}")
     inner = [sys.executable, "-m", "benchmarks", "run", *argv, IN_NETNS_FLAG]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -137,12 +136,6 @@ def reexec_in_netns(argv: list[str]) -> int:
         ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *inner],
     )
     return 2  # unreachable
-
-
-def error(message: str) -> int:
-    """One line on stderr; the exit status for bad input."""
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    return 2
 
 
 def prepare(config: RunConfig) -> tuple[CellContext, Path] | str:
@@ -236,7 +229,7 @@ def main(argv: list[str]) -> int:
         return 0
     prepared = prepare(config)
     if isinstance(prepared, str):
-        return error(prepared)
+        return print_error(PROG, prepared)
     ctx, csv_path = prepared
     announce(ctx, cells, estimate)
     writer = RunWriter(csv_path)

@@ -1,6 +1,6 @@
 """The run configuration and its matrix: typed, validated once at the edge, then trusted.
 
-The CLI turns comma-separated flags into a frozen `RunConfig` (a `ConfigError` with a one-line
+The CLI turns comma-separated flags into a frozen `RunConfig` (a `UsageError` with a one-line
 message otherwise); `expand()` turns it into the ordered list of `Cell`s. Repetitions are the
 outer loop and the two modes of one configuration are adjacent, so slow drift of the machine
 (thermal, other tenants) spreads over every cell instead of biasing one, and each pooled figure
@@ -16,13 +16,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from benchmarks.clients.contract import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
+from benchmarks.common import UsageError
 from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S, ServerName
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; shown to the user as one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -90,35 +87,35 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in ("servers", "clients", "modes", "concurrency"):
             if not getattr(self, name):
-                raise ConfigError(f"--{name} needs at least one value")
+                raise UsageError(f"--{name} needs at least one value")
         if any(c < 1 for c in self.concurrency):
-            raise ConfigError(f"--concurrency must be >= 1, got {_join(self.concurrency)}")
+            raise UsageError(f"--concurrency must be >= 1, got {_join(self.concurrency)}")
         self._check_client_limits()
         if any(not (math.isfinite(t) and t >= 0) for t in self.keepalive_timeouts_s):
-            raise ConfigError(
+            raise UsageError(
                 "--keepalive-timeout must be a finite number >= 0, "
                 f"got {_join(self.keepalive_timeouts_s)}"
             )
         if any(m < 0 for m in self.keepalive_maxes):
-            raise ConfigError(f"--keepalive-max must be >= 0, got {_join(self.keepalive_maxes)}")
+            raise UsageError(f"--keepalive-max must be >= 0, got {_join(self.keepalive_maxes)}")
         if not 0 < self.duration_s <= 3600:
-            raise ConfigError(f"--duration must be in (0, 3600] seconds, got {self.duration_s:g}")
+            raise UsageError(f"--duration must be in (0, 3600] seconds, got {self.duration_s:g}")
         if not 0 <= self.warmup_s <= 600:
-            raise ConfigError(f"--warmup must be in [0, 600] seconds, got {self.warmup_s:g}")
+            raise UsageError(f"--warmup must be in [0, 600] seconds, got {self.warmup_s:g}")
         if self.repeat < 1:
-            raise ConfigError(f"--repeat must be >= 1, got {self.repeat}")
+            raise UsageError(f"--repeat must be >= 1, got {self.repeat}")
         timeout = self.client_timeout_s
         if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-            raise ConfigError(f"--client-timeout must be a finite number > 0, got {timeout:g}")
+            raise UsageError(f"--client-timeout must be a finite number > 0, got {timeout:g}")
         if not 1 <= self.workers <= MAX_WORKERS:
-            raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
+            raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
 
     def _check_client_limits(self) -> None:
         """What a client would refuse must fail here, once, not as a failed row per cell."""
         for client in self.clients:
             for conc in self.concurrency:
                 if effective_concurrency(client, conc) > MAX_CONCURRENCY:
-                    raise ConfigError(
+                    raise UsageError(
                         f"--concurrency {conc} is above {client}'s maximum of {MAX_CONCURRENCY}"
                     )
 
@@ -194,18 +191,18 @@ def estimate_cell_s(config: RunConfig) -> float:
 
 
 def parse_list(text: str, flag: str, convert: Callable[[str], T]) -> tuple[T, ...]:
-    """`a,b,c` -> converted, de-duplicated tuple in given order; ConfigError names the bad item."""
+    """`a,b,c` -> converted, de-duplicated tuple in given order; UsageError names the bad item."""
     items = [item.strip() for item in text.split(",")]
     if not text.strip() or any(not item for item in items):
-        raise ConfigError(f"{flag}: empty value in {text!r} (use a comma-separated list)")
+        raise UsageError(f"{flag}: empty value in {text!r} (use a comma-separated list)")
     out: list[T] = []
     for item in items:
         try:
             value = convert(item)
-        except ConfigError:
+        except UsageError:
             raise
         except ValueError:
-            raise ConfigError(f"{flag}: bad value {item!r}") from None
+            raise UsageError(f"{flag}: bad value {item!r}") from None
         if value not in out:
             out.append(value)
     return tuple(out)
@@ -219,9 +216,7 @@ def enum_converter(enum_type: type[T], flag: str) -> Callable[[str], T]:
         try:
             return enum_type(item.lower())  # type: ignore[call-arg]
         except ValueError:
-            raise ConfigError(
-                f"{flag}: unknown {item!r} (choose from {', '.join(names)})"
-            ) from None
+            raise UsageError(f"{flag}: unknown {item!r} (choose from {', '.join(names)})") from None
 
     return convert
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.clients.contract import REPO_ROOT
+from benchmarks.common import REPO_ROOT
 
 PACKAGES = ("aiohttp", "uvloop", "httptools", "locust", "pyperf")
 

@@ -14,13 +14,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from benchmarks.clients.contract import write_atomic
+from benchmarks.common import UsageError, write_atomic
 
 SCHEMA_VERSION = 1
 
 
-class SchemaError(ValueError):
-    """Not a results CSV this code understands; the message is one line."""
+class SchemaError(UsageError):
+    """Not a results CSV (or noise file) this code understands; one line, exit 2. Apart from
+    other bad input because a round that wrote one is a failed round, not a usage mistake."""
 
 
 @dataclass(frozen=True)

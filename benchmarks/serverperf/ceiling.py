@@ -33,9 +33,8 @@ from benchmarks.clients.contract import (
     ClientConfig,
     ClientKind,
     Mode,
-    check_writable,
-    write_atomic,
 )
+from benchmarks.common import OneLineParser, check_writable, write_atomic
 from benchmarks.harness.fingerprint import Fingerprint, collect
 from benchmarks.harness.procs import (
     Cores,
@@ -50,7 +49,7 @@ from benchmarks.records.layout import utc_stamp
 from benchmarks.serverperf.command import progress
 from benchmarks.serverperf.wrk import WrkError, find_wrk, run_wrk, wrk_command
 from servers.launch import ServerProcess, ServerStartError
-from servers.options import OneLineParser, ServerName, ServerOptions
+from servers.options import ServerName, ServerOptions
 
 PROG = "python -m benchmarks.serverperf.ceiling"
 TARGET_RATIO = 0.9

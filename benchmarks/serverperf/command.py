@@ -20,15 +20,20 @@ import argparse
 import json
 import os
 import platform
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
-from benchmarks.clients.contract import check_writable, write_atomic
+from benchmarks.common import (
+    OneLineParser,
+    UsageError,
+    check_output_file,
+    choose_subset,
+    print_error,
+    sigterm_as_interrupt,
+    write_atomic,
+)
 from benchmarks.serverperf.checks import CLOSE, KEEP_ALIVE, SEQUENTIAL, Check, Row, evaluate, find
 from benchmarks.serverperf.targets import ALL_TARGETS, NGINX, KeepAlive, TargetError, running
 from benchmarks.serverperf.wrk import WrkError, find_wrk, run_wrk, wrk_command
@@ -40,10 +45,6 @@ SEQUENTIAL_TARGETS = ("stdlib", "bare-stdlib")  # wrk -c1: reused-connection lat
 JSON_SCHEMA = "keepalive-bench/serverperf/1"
 
 
-class UsageError(ValueError):
-    """Bad input; shown as one line, exit status 2."""
-
-
 @dataclass(frozen=True)
 class Config:
     duration_s: float
@@ -53,13 +54,8 @@ class Config:
     json_path: Path | None
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, metavar="SECONDS",
                         help="length of each wrk run (default %(default)g)")  # fmt: skip
     parser.add_argument("--connections", type=int, default=50, metavar="N",
@@ -76,13 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_targets(values: Sequence[str] | None) -> tuple[str, ...]:
-    if not values:
-        return ALL_TARGETS
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_TARGETS]
-    if unknown or not names:
-        raise UsageError(f"--servers: unknown {unknown or values!r}; choose from {ALL_TARGETS}")
-    return tuple(t for t in ALL_TARGETS if t in names)  # run order, no duplicates
+    """The chosen targets in run order, each once (all of them by default)."""
+    return choose_subset(values, ALL_TARGETS, "--servers") if values else ALL_TARGETS
 
 
 def parse_config(argv: Sequence[str]) -> Config:
@@ -94,21 +85,9 @@ def parse_config(argv: Sequence[str]) -> Config:
     if ns.keepalive_max < 0:
         raise UsageError(f"--keepalive-max must be >= 0, got {ns.keepalive_max}")
     if ns.json is not None:
-        check_json_path(ns.json)
+        check_output_file(ns.json, "--json")
     keepalive = KeepAlive(timeout_s=5.0, max_requests=ns.keepalive_max)
     return Config(ns.duration, ns.connections, parse_targets(ns.servers), keepalive, ns.json)
-
-
-def check_json_path(path: Path) -> None:
-    """Fail before a minute of measuring, not after it, when the JSON cannot be written: the
-    nearest existing folder is probed, since write_atomic creates the missing ones."""
-    if path.is_dir():
-        raise UsageError(f"--json: {path} is a directory")
-    parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
-    try:
-        check_writable(parent)
-    except OSError as exc:
-        raise UsageError(f"--json: cannot write in {parent}: {exc.strerror}") from None
 
 
 def modes_for(target: str, connections: int) -> list[tuple[str, int]]:
@@ -210,15 +189,6 @@ def to_json(config: Config, rows: Sequence[Row], checks: Sequence[Check]) -> str
     return json.dumps(payload, indent=2) + "\n"
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (make or CI stopping us) unwinds like Ctrl-C, so every child is stopped."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def preflight() -> None:
     if find_wrk() is None:
         raise UsageError("wrk not found; install it with `apt-get install wrk`")
@@ -251,10 +221,8 @@ def main(argv: list[str]) -> int:
         config = parse_config(argv)
         preflight()
     except UsageError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2
-    if threading.current_thread() is threading.main_thread():
-        _interrupt_on_sigterm()
+        return print_error(PROG, exc)
+    sigterm_as_interrupt()
     try:
         return run(config)
     except KeyboardInterrupt:

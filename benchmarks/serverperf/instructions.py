@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from benchmarks.common import OneLineParser, UsageError, print_error
 from benchmarks.serverperf.targets import BARE_PREFIX
 from servers.launch import parse_ready_line, terminate
-from servers.options import OneLineParser
 
 PROG = "python -m benchmarks.serverperf.instructions"
 TARGETS = ("uvloop", "bare-uvloop", "aiohttp", "bare-aiohttp", "stdlib", "bare-stdlib")
@@ -42,10 +42,6 @@ MODES = ("keep-alive", "close")
 READY_TIMEOUT_S = 180.0  # Python starts about 50x slower under callgrind
 IO_TIMEOUT_S = 30.0
 _TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
-
-
-class UsageError(ValueError):
-    """Bad input or a missing tool; one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -336,8 +332,7 @@ def main(argv: list[str]) -> int:
     try:
         config = parse_config(argv)
     except UsageError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2
+        return print_error(PROG, exc)
     results: dict[str, dict[str, float]] = {}
     failed = False
     for target in config.targets:

@@ -13,8 +13,8 @@ import os
 import socket
 import sys
 
+from benchmarks.common import OneLineParser
 from benchmarks.serverperf.bare import BARE_NAMES, BareSettings
-from servers.options import OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
