@@ -11,19 +11,24 @@ the few cases a caller catches apart), and `print_error` writes the line.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE_MODE = 0o644  # results are shared and committed; mkstemp's 0600 is for secrets
 EXIT_USAGE = 2
+N = TypeVar("N", int, float)
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class UsageError(ValueError):
@@ -36,6 +41,40 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def number_type(
+    kind: Callable[[str], N],
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: bool = False,
+) -> Callable[[str], N]:
+    """An argparse `type`: a finite `kind` (int or float) in [low, high], or above `low` with
+    `above=True`. A bad value is refused at parse time, in one line, before anything starts."""
+    noun = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        bounds = f"between {low:g} and {high:g}"
+    elif low is not None:
+        bounds = f"{'>' if above else '>='} {low:g}"
+    else:
+        bounds = f"<= {high:g}" if high is not None else "finite"
+
+    def convert(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+        number = float(value)
+        if (
+            not math.isfinite(number)
+            or (low is not None and (number <= low if above else number < low))
+            or (high is not None and number > high)
+        ):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    return convert
 
 
 def print_error(prog: str, message: object, status: int = EXIT_USAGE) -> int:
@@ -69,6 +108,55 @@ def choose_subset(values: Iterable[str], choices: Sequence[str], flag: str) -> t
             f"{flag}: unknown {unknown or ' '.join(given)!r}; choose from {', '.join(choices)}"
         )
     return tuple(c for c in choices if c in names)
+
+
+def split_http_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, request target) of an http:// or https:// URL; UsageError if it is
+    anything else. The port defaults to the scheme's, the target (path and query) to `/`;
+    the host is as written (brackets of an IPv6 literal removed): it names the TLS server and
+    goes in the Host header (`HttpTarget.host_header`)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"malformed URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"URL must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise UsageError(f"URL has no host: {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(f"URL with user info is not supported: {url!r}")
+    if any(c in url for c in " \r\n\t"):
+        raise UsageError(f"URL contains whitespace: {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme], target
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """Where requests go: scheme, host (as written), port and request target. The clients and
+    the doctor extend it with what they need (a CA; the resolved address)."""
+
+    scheme: str
+    host: str  # as written in the URL: Host header and TLS server name
+    port: int
+    path: str  # request target: path and query
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def host_header(self) -> str:
+        """The Host field: brackets around an IPv6 literal, no default port."""
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        return name if self.port == DEFAULT_PORTS[self.scheme] else f"{name}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host_header}{self.path}"
 
 
 def check_writable(folder: Path) -> None:

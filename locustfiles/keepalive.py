@@ -349,9 +349,9 @@ def _run_kind(environment: Environment) -> tuple[str, Mode]:
 def _check_reachable(host: str) -> None:
     """Harness runs fail fast, in one line, instead of recording a run of connect errors."""
     try:
-        target = Target.from_url(host)
+        target = Target.from_url(host, flag="--host")
     except ValueError as exc:
-        _exit(str(exc).replace("--url", "--host"), 2)
+        _exit(str(exc), 2)
     reason = target.check_reachable()
     if reason is not None:
         _exit(reason, 1)

@@ -2,23 +2,29 @@
 
 Used by the tests and by the benchmark harness, which never import a server in-process (each
 process is one thing: the harness must not load uvloop). `ServerProcess` is a context manager
-that always stops the child, on success, on error and on Ctrl-C.
+that always stops the child, on success, on error and on Ctrl-C. The pieces it is made of are
+the ones every launcher here uses: `read_ready` (the READY wait), `terminate` (TERM, then KILL,
+of a process or its group) and `ControlClient` (the `/counters` reader).
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from benchmarks.common import UsageError, split_http_url
 from servers.options import ServerOptions
 
 READY_TIMEOUT_S = 20.0
@@ -68,88 +74,165 @@ def parse_ready_line(line: str) -> ReadyInfo:
         raise ServerStartError(detail) from None
 
 
-def terminate(proc: subprocess.Popen[str], grace_s: float = STOP_TIMEOUT_S) -> int:
-    """Stop a child politely (SIGTERM), forcefully after `grace_s` (SIGKILL); close its stdout.
+def read_ready(
+    proc: subprocess.Popen[str], label: str, timeout_s: float = READY_TIMEOUT_S
+) -> ReadyInfo:
+    """The READY line of a child started with `stdout=PIPE, text=True`, parsed.
 
-    Every launcher of a server-like child (ours, bare apps) stops it this way.
+    ServerStartError (one line) if the child exits or stays silent for `timeout_s`. Every
+    launcher of a server-like child (ours, the bare apps, a server under callgrind) waits this
+    way; `label` names the child in the message.
+    """
+    assert proc.stdout is not None, "start the child with stdout=subprocess.PIPE"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            line = proc.stdout.readline()
+            if line:
+                return parse_ready_line(line)
+        if proc.poll() is not None:
+            raise ServerStartError(f"{label} exited with status {proc.returncode} before READY")
+    raise ServerStartError(f"{label} printed no READY line in {timeout_s:g} s")
+
+
+def terminate(
+    proc: subprocess.Popen[Any],
+    grace_s: float = STOP_TIMEOUT_S,
+    *,
+    group: bool = False,
+    first: signal.Signals = signal.SIGTERM,
+) -> int:
+    """Stop a child politely (`first`, SIGTERM by default), forcefully after `grace_s`
+    (SIGKILL), and close its stdout; its exit status.
+
+    With `group` (a child started with `start_new_session=True`) the signals go to its whole
+    process group, and the members that outlive the leader (forked workers) get up to `grace_s`
+    more before the group is killed. Every launcher of a child here stops it this way.
     """
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        _send(proc.pid, first, group)
         try:
             proc.wait(grace_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _send(proc.pid, signal.SIGKILL, group)
             proc.wait()
+    if group:
+        deadline = time.monotonic() + grace_s
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _send(proc.pid, signal.SIGKILL, group=True)
     if proc.stdout is not None:
         proc.stdout.close()
     return proc.returncode
+
+
+def _send(pid: int, sig: signal.Signals, group: bool) -> None:
+    """`sig` to the process, or to its process group; one that is gone already is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _host_port(url: str) -> tuple[str, int] | None:
+    """(host, port) of an http:// control URL, None for anything else (a bare app's `-`)."""
+    try:
+        scheme, host, port, _ = split_http_url(url)
+    except UsageError:
+        return None
+    return (host, port) if scheme == "http" else None
+
+
+class ControlError(RuntimeError):
+    """The control listener did not answer; the message is one line."""
+
+
+class ControlClient:
+    """`GET /counters` from a server's control listener: its live counters as a dict.
+
+    The listener serves one connection at a time, so a client keeps its connection only when
+    it is the one poller (`keep_alive=True`, the harness's monitor, whose polling must add no
+    TCP opens to what the kernel counters see); otherwise each read opens and closes one, and
+    anyone else (curl, the lab's charts) can read them too. A dropped kept connection is
+    reopened once. Thread-safe.
+    """
+
+    def __init__(self, control_url: str, timeout_s: float = 5.0, keep_alive: bool = False) -> None:
+        self.url = control_url.rstrip("/") + "/counters"
+        self._address = _host_port(control_url)  # None: not a control URL (said on first use)
+        self._timeout = timeout_s
+        self._keep = keep_alive
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def counters(self) -> dict[str, Any]:
+        """The counters; ControlError (one line) when the listener does not answer twice."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    return self._get()
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    self._close()
+                    if attempt == 2 or not self._keep:
+                        raise ControlError(f"control listener {self.url}: {exc}") from None
+                finally:
+                    if not self._keep:
+                        self._close()
+            raise AssertionError("unreachable")
+
+    def _get(self) -> dict[str, Any]:
+        if self._address is None:
+            raise ValueError("not an http://HOST:PORT control URL")
+        if self._conn is None:
+            host, port = self._address
+            self._conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        headers = {} if self._keep else {"Connection": "close"}
+        self._conn.request("GET", "/counters", headers=headers)
+        response = self._conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise ValueError(f"answered {response.status}")
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError("answered something other than a JSON object")
+        return data
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
 
 
 def server_command(options: ServerOptions) -> list[str]:
     return [sys.executable, "-m", "servers", *options.to_argv()]
 
 
-class ServerProcess:
-    """A running reference server: `with ServerProcess(options) as server: server.ready.url`."""
+class StartStop:
+    """`with thing as t:` starts it and always stops it, also when start() fails half-way
+    (a process may be running already by then)."""
 
-    def __init__(
-        self,
-        options: ServerOptions,
-        *,
-        stderr: Any = subprocess.DEVNULL,
-        cpu: int | None = None,
-    ) -> None:
-        self.options = options
-        self._stderr = stderr
-        self._cpu = cpu
-        self.proc: subprocess.Popen[str] | None = None
-        self.ready: ReadyInfo | None = None
+    def start(self) -> object:
+        raise NotImplementedError
 
-    def start(self) -> ReadyInfo:
-        preexec = (lambda: os.sched_setaffinity(0, {self._cpu})) if self._cpu is not None else None
-        self.proc = subprocess.Popen(
-            server_command(self.options),
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            preexec_fn=preexec,
-        )
-        self.ready = parse_ready_line(self._read_first_line())
-        return self.ready
+    def stop(self) -> object:
+        raise NotImplementedError
 
-    def _read_first_line(self) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([self.proc.stdout], [], [], 0.1)
-            if readable:
-                line = self.proc.stdout.readline()
-                if line:
-                    return line
-            if self.proc.poll() is not None:
-                raise ServerStartError(
-                    f"{self.options.name} server exited with status {self.proc.returncode} "
-                    "before READY"
-                )
-        raise ServerStartError(
-            f"{self.options.name} server printed no READY line in {READY_TIMEOUT_S:g} s"
-        )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        """The server's live counters from its control listener."""
-        assert self.ready is not None
-        with urllib.request.urlopen(self.ready.control_url + "/counters", timeout=timeout_s) as r:
-            return json.load(r)
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after a grace period; returns the exit status."""
-        return terminate(self.proc) if self.proc is not None else None
-
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -159,3 +242,89 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ChildServer(StartStop):
+    """A server-like child (ours, a bare app, one under callgrind): started from `command`,
+    READY awaited, stopped with `terminate` on success, error and Ctrl-C alike.
+
+    `session=True` starts it in a process group of its own (a terminal's Ctrl-C does not reach
+    it; it is stopped as a group); `preexec` runs in the child before exec, after the pin to
+    `cpu`.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        label: str,
+        *,
+        stderr: Any = subprocess.DEVNULL,
+        cpu: int | None = None,
+        session: bool = False,
+        preexec: Callable[[], object] | None = None,
+        cwd: Path | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        stop_grace_s: float = STOP_TIMEOUT_S,
+    ) -> None:
+        self.command, self.label = command, label
+        self._stderr, self._cpu, self._session, self._preexec = stderr, cpu, session, preexec
+        self._cwd, self._ready_timeout_s, self._stop_grace_s = cwd, ready_timeout_s, stop_grace_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready: ReadyInfo | None = None
+
+    def start(self) -> ReadyInfo:
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=self._cwd,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=self._session,
+            preexec_fn=self._child_setup if self._cpu is not None or self._preexec else None,
+        )
+        self.ready = self._read_ready()
+        return self.ready
+
+    def _read_ready(self) -> ReadyInfo:
+        assert self.proc is not None
+        return read_ready(self.proc, self.label, self._ready_timeout_s)
+
+    def _child_setup(self) -> None:
+        if self._cpu is not None:
+            os.sched_setaffinity(0, {self._cpu})
+        if self._preexec is not None:
+            self._preexec()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The server's live counters from its control listener (one connection per call)."""
+        assert self.ready is not None
+        return ControlClient(self.ready.control_url, timeout_s).counters()
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after a grace period; returns the exit status."""
+        if self.proc is None:
+            return None
+        return terminate(self.proc, self._stop_grace_s, group=self._session)
+
+
+class ServerProcess(ChildServer):
+    """A running reference server: `with ServerProcess(options) as server: server.ready.url`."""
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        *,
+        stderr: Any = subprocess.DEVNULL,
+        cpu: int | None = None,
+        session: bool = False,
+        preexec: Callable[[], object] | None = None,
+    ) -> None:
+        super().__init__(
+            server_command(options), f"{options.name} server",
+            stderr=stderr, cpu=cpu, session=session, preexec=preexec,
+        )  # fmt: skip
+        self.options = options

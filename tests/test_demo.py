@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import benchmarks.demo.__main__ as demo
+from servers import launch
 from servers.options import ServerName
 
 EXPECTED_VERDICTS = [
@@ -103,9 +104,9 @@ def test_ctrl_c_while_the_server_starts_stops_it(
     started: list[demo.ServerProcess] = []
 
     class InterruptedStart(demo.ServerProcess):
-        def _read_first_line(self) -> str:
+        def _read_ready(self) -> launch.ReadyInfo:
             started.append(self)  # the process exists; READY is being awaited
-            super()._read_first_line()
+            super()._read_ready()
             raise KeyboardInterrupt
 
     monkeypatch.setattr(demo, "ServerProcess", InterruptedStart)

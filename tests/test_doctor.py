@@ -39,6 +39,7 @@ from benchmarks.doctor.verdicts import ServerIdle, Status, effective_idle, judge
 from benchmarks.serverperf.nginx import NginxError, NginxProcess, find_nginx
 from servers.launch import ServerProcess
 from servers.options import ServerName, ServerOptions
+from servers.policy import KeepAlivePolicy
 from tests.server_pool import EARLY_SLACK_S, REPO
 
 T, N = 1.7, 13
@@ -293,7 +294,7 @@ class Targets:
         return ready.url + "/", extra
 
     def nginx(self) -> tuple[str, list[str]]:
-        ng = NginxProcess(keepalive_timeout_s=NGINX_T, keepalive_max=NGINX_N)
+        ng = NginxProcess(KeepAlivePolicy(NGINX_T, NGINX_N))
         self.stoppers.append(ng.stop)
         return ng.start() + "/", []
 

@@ -18,6 +18,7 @@ from benchmarks.serverperf.checks import Row, evaluate
 from benchmarks.serverperf.command import parse_config
 from benchmarks.serverperf.nginx import find_nginx, nginx_config
 from benchmarks.serverperf.wrk import WrkResult, find_wrk, parse_wrk_output, wrk_command
+from servers.policy import KeepAlivePolicy
 
 WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:40000/
   1 threads and 50 connections
@@ -59,13 +60,13 @@ def test_wrk_command_pins_and_closes() -> None:
 
 
 def test_nginx_config_mirrors_our_policy(tmp_path: Path) -> None:
-    conf = nginx_config(tmp_path, 4321, 5.0, 0)
+    conf = nginx_config(tmp_path, 4321, KeepAlivePolicy(5.0, 0))
     assert "daemon off;" in conf and "worker_processes 1;" in conf
     assert "listen 127.0.0.1:4321" in conf
     assert "keepalive_timeout 5s 5s;" in conf
     assert "keepalive_requests 1000000000;" in conf
     assert 'return 200 "Hello, keep-alive!\\n";' in conf
-    assert "keepalive_requests 7;" in nginx_config(tmp_path, 1, 5.0, 7)
+    assert "keepalive_requests 7;" in nginx_config(tmp_path, 1, KeepAlivePolicy(5.0, 7))
 
 
 def _row(target: str, mode: str, rps: float, p50_us: float = 500.0) -> Row:

@@ -28,8 +28,9 @@ from typing import Any
 import psutil
 import pytest
 
+from benchmarks.harness.sockets import socket_counts
 from benchmarks.ui import launcher
-from benchmarks.ui.serverwatch import Sample, count_time_wait, derive, is_local_host, table_rows
+from benchmarks.ui.serverwatch import Sample, derive, is_local_host, table_rows
 
 START_TIMEOUT_S = 60.0  # Locust's import is slow on a loaded 2-core machine
 STOP_TIMEOUT_S = 20.0
@@ -61,7 +62,7 @@ def test_requests_without_new_connections_are_all_reused() -> None:
 
 
 def test_time_wait_counted_per_side_of_the_port(tmp_path: Path) -> None:
-    proc = tmp_path / "tcp"
+    proc = tmp_path / "tcp"  # and no tcp6: a missing table counts nothing
     header = "  sl  local_address rem_address   st tx_queue rx_queue\n"
     lines = [
         "0: 0100007F:1F90 0100007F:D431 06 0",  # server side of port 8080, TIME_WAIT
@@ -70,7 +71,8 @@ def test_time_wait_counted_per_side_of_the_port(tmp_path: Path) -> None:
         "3: 0100007F:1F91 0100007F:D434 06 0",  # another port
     ]
     proc.write_text(header + "\n".join(lines) + "\n")
-    assert count_time_wait(8080, [proc, tmp_path / "missing"]) == (1, 1)
+    counts = socket_counts(8080, tmp_path)
+    assert (counts.time_wait_server, counts.time_wait_client) == (1, 1)
 
 
 def test_loopback_is_local_and_a_remote_name_is_not() -> None:

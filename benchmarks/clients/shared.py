@@ -22,11 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 from benchmarks import latency
 from benchmarks.clients.contract import Mode
-from benchmarks.common import write_atomic
+from benchmarks.common import HttpTarget, UsageError, split_http_url, write_atomic
 
 CONNECT_TIMEOUT_S = 5.0
 EXIT_BAD_FLAGS = 2
@@ -68,35 +67,22 @@ def validate_common(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> 
 
 
 @dataclass(frozen=True)
-class Target:
-    """Where requests go, resolved once so that no request pays for DNS."""
+class Target(HttpTarget):
+    """Where a client's requests go, and the CA that verifies an https server."""
 
-    scheme: str
-    host: str  # as written in the URL (Host header, TLS server name)
-    port: int
-    path: str
     ca: Path | None = None
 
     @classmethod
-    def from_url(cls, url: str, path: str = "/", ca: Path | None = None) -> Target:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"--url must be http://HOST:PORT or https://HOST:PORT, got {url!r}")
+    def from_url(
+        cls, url: str, path: str = "/", ca: Path | None = None, flag: str = "--url"
+    ) -> Target:
+        """The base URL's scheme, host and port (its own path is not used: `path` is);
+        UsageError naming `flag` when it is not http(s)://HOST[:PORT]."""
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as exc:
-            raise ValueError(f"--url has a bad port: {url!r}") from exc
-        return cls(parts.scheme, parts.hostname, port, path, ca)
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "https"
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.tls else 80
-        return host if self.port == default else f"{host}:{self.port}"
+            scheme, host, port, _ = split_http_url(url)
+        except UsageError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
+        return cls(scheme, host, port, path, ca)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """Verifying context: the given CA, or the system store when none was given."""

@@ -247,16 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
-    parser.error = _one_line_error  # type: ignore[method-assign]
     ns = parser.parse_args(argv)
     if not 50 <= ns.sleep_ms <= 5000:
-        _one_line_error(f"--sleep-ms must be between 50 and 5000, got {ns.sleep_ms}")
+        parser.error(f"--sleep-ms must be between 50 and 5000, got {ns.sleep_ms}")
     return ns
-
-
-def _one_line_error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    raise SystemExit(2)
 
 
 def demo(server_name: ServerName, sleep_ms: int) -> int:

@@ -11,11 +11,10 @@ import math
 import ssl
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from benchmarks.common import OneLineParser, UsageError, print_error
+from benchmarks.common import OneLineParser, UsageError, number_type, print_error
 from benchmarks.doctor.defaults import load_peers
 from benchmarks.doctor.headers import MalformedResponse
 from benchmarks.doctor.probes import (
@@ -57,21 +56,6 @@ examples:
 """
 
 
-def positive(kind: type[float] | type[int]) -> Callable[[str], float]:
-    """An argparse type: a finite number > 0 of `kind`."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG,
@@ -81,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ca", type=Path, metavar="FILE", help="CA PEM to verify https with")
     parser.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     parser.add_argument(
-        "--max-idle", type=positive(float), default=120.0, metavar="S",
+        "--max-idle", type=number_type(float, 0, above=True), default=120.0, metavar="S",
         help="longest idle wait; beyond it the timeout is 'at least S' (default %(default)g)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-requests", type=positive(int), default=1000, metavar="N",
+        "--max-requests", type=number_type(int, 0, above=True), default=1000, metavar="N",
         help="requests counted on one connection; N + 1 are sent (default %(default)d)",
     )  # fmt: skip
     parser.add_argument(

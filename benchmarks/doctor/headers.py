@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from servers.policy import connection_tokens
+
 _STATUS_LINE = re.compile(rb"^HTTP/(\d)\.(\d) (\d{3})(?: (.*))?$")
 _TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -65,13 +67,6 @@ def parse_head(raw: bytes) -> Head:
         fields.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
     reason = (match[4] or b"").decode("latin-1")
     return Head(f"1.{match[2].decode()}", int(match[3]), reason, tuple(fields))
-
-
-def connection_tokens(values: list[str]) -> frozenset[str]:
-    """Lower-cased tokens of every `Connection` line."""
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(",") if token.strip()
-    )
 
 
 @dataclass(frozen=True)

@@ -10,39 +10,20 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from benchmarks.common import UsageError
+from benchmarks.common import HttpTarget, UsageError, split_http_url
 
 CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(HttpTarget):
     """Scheme, host, port and request target of the URL, plus the one resolved address."""
 
-    scheme: str
-    host: str  # as written in the URL: Host header and TLS server name
-    port: int
-    path: str  # request target: path and query
     family: int
     address: str
     ca: Path | None = None
     insecure: bool = False
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "https"
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.tls else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host_header}{self.path}"
 
     @property
     def peer(self) -> str:
@@ -74,23 +55,7 @@ class Target:
 
 def parse_url(url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, request target); UsageError for anything but http(s)://host."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"malformed URL {url!r}: {exc}") from exc
-    if parts.scheme not in ("http", "https"):
-        raise UsageError(f"URL must start with http:// or https://, got {url!r}")
-    if not parts.hostname:
-        raise UsageError(f"URL has no host: {url!r}")
-    if parts.username is not None or parts.password is not None:
-        raise UsageError(f"URL with user info is not supported: {url!r}")
-    if any(c in url for c in " \r\n\t"):
-        raise UsageError(f"URL contains whitespace: {url!r}")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80), path
+    return split_http_url(url)
 
 
 def resolve(url: str, ca: Path | None = None, insecure: bool = False) -> Target:

@@ -19,7 +19,7 @@ import psutil
 
 from benchmarks.clients.contract import ClientConfig, ClientResult
 from benchmarks.harness.config import Cell
-from benchmarks.harness.monitor import ControlClient, ControlError, Monitor
+from benchmarks.harness.monitor import Monitor
 from benchmarks.harness.procs import (
     ClientProcess,
     deferred_signals,
@@ -32,7 +32,7 @@ from benchmarks.harness.rows import CellContext, Measurement, failed_row, measur
 from benchmarks.harness.sockets import counters_delta, kernel_counters, socket_counts
 from benchmarks.records.layout import keep_artifacts, remove_client_leftovers, utc_iso
 from benchmarks.records.schema import ResultRow
-from servers.launch import ReadyInfo, ServerProcess, ServerStartError
+from servers.launch import ControlClient, ControlError, ReadyInfo, ServerProcess, ServerStartError
 from servers.options import OptionsError, ServerOptions
 
 
@@ -149,7 +149,7 @@ class _Session:
         except (ServerStartError, OSError) as exc:
             detail = last_line(self.files.server_log)
             raise CellFailure("server-start", _with_detail(str(exc), detail)) from None
-        self.control = ControlClient(ready.control_url)
+        self.control = ControlClient(ready.control_url, keep_alive=True)
         verify_identity(self.server, self.control, ready.url, ready.ca_path, self.cell.server.value)
         return ready
 

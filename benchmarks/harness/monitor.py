@@ -11,67 +11,19 @@ notices a server that died and stops the client at once instead of waiting for i
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import psutil
 
 from benchmarks.harness.procs import ClientProcess, own_cpu_s, tree_cpu_s
 from benchmarks.harness.sockets import SocketCounts, socket_counts
+from servers.launch import ControlClient, ControlError
 
 INTERVAL_S = 0.2
 MIN_INTERIOR = 5  # busy intervals (1 s) needed before edge intervals are dropped
-
-
-class ControlError(RuntimeError):
-    """The control listener did not answer; the message is one line."""
-
-
-class ControlClient:
-    """GET /counters over one keep-alive connection (reconnects once if it was dropped)."""
-
-    def __init__(self, control_url: str, timeout_s: float = 5.0) -> None:
-        hostport = control_url.split("://", 1)[1].rstrip("/")
-        host, _, port = hostport.rpartition(":")
-        self._host, self._port, self._timeout = host.strip("[]"), int(port), timeout_s
-        self._conn: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
-
-    def counters(self) -> dict[str, Any]:
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._conn is None:
-                        self._conn = http.client.HTTPConnection(
-                            self._host, self._port, timeout=self._timeout
-                        )
-                    self._conn.request("GET", "/counters")
-                    resp = self._conn.getresponse()
-                    body = resp.read()
-                    if resp.status != 200:
-                        raise ControlError(f"control listener answered {resp.status}")
-                    return json.loads(body)
-                except (OSError, http.client.HTTPException, ValueError) as exc:
-                    self._close()
-                    if attempt == 2:
-                        raise ControlError(
-                            f"control listener {self._host}:{self._port}: {exc}"
-                        ) from None
-            raise AssertionError("unreachable")
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close()
 
 
 @dataclass(frozen=True)

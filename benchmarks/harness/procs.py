@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import IO, Any
 import psutil
 
 from benchmarks.clients.contract import ClientResult
+from servers.launch import terminate
 
 TERM_GRACE_S = 3.0
 
@@ -122,20 +122,16 @@ class ClientProcess:
         return status
 
     def kill_tree(self) -> None:
-        """TERM the group and every process seen, KILL what remains after a grace period."""
+        """TERM the group and every process seen (some may have left the group), KILL what
+        remains after a grace period."""
         self.remember_tree()
-        _signal_group(self.pid, signal.SIGTERM)
         for p in self._seen.values():
             with contextlib.suppress(psutil.Error):
                 p.terminate()
-        deadline = time.monotonic() + TERM_GRACE_S
-        while time.monotonic() < deadline and (self.proc.poll() is None or self._alive()):
-            time.sleep(0.05)
-        _signal_group(self.pid, signal.SIGKILL)
+        terminate(self.proc, TERM_GRACE_S, group=True)
         for p in self._alive():
             with contextlib.suppress(psutil.Error):
                 p.kill()
-        self.proc.wait()
 
     def _alive(self) -> list[psutil.Process]:
         out = []
@@ -179,11 +175,6 @@ def read_result(output: Path, log_path: Path) -> ClientResult | str:
         return ClientResult.read(output)
     except (OSError, ValueError, TypeError) as exc:
         return last_line(log_path) or f"no result file ({type(exc).__name__})"
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def own_cpu_s(proc: psutil.Process) -> float:

@@ -35,9 +35,10 @@ from benchmarks.common import (
     write_atomic,
 )
 from benchmarks.serverperf.checks import CLOSE, KEEP_ALIVE, SEQUENTIAL, Check, Row, evaluate, find
-from benchmarks.serverperf.targets import ALL_TARGETS, NGINX, KeepAlive, TargetError, running
+from benchmarks.serverperf.targets import ALL_TARGETS, NGINX, TargetError, running
 from benchmarks.serverperf.wrk import WrkError, find_wrk, run_wrk, wrk_command
 from servers.launch import ServerStartError
+from servers.policy import KeepAlivePolicy
 
 PROG = "python -m benchmarks serverperf"
 SERVER_CPU, CLIENT_CPU = 0, 1
@@ -50,7 +51,7 @@ class Config:
     duration_s: float
     connections: int
     targets: tuple[str, ...]
-    keepalive: KeepAlive
+    keepalive: KeepAlivePolicy
     json_path: Path | None
 
 
@@ -86,7 +87,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         raise UsageError(f"--keepalive-max must be >= 0, got {ns.keepalive_max}")
     if ns.json is not None:
         check_output_file(ns.json, "--json")
-    keepalive = KeepAlive(timeout_s=5.0, max_requests=ns.keepalive_max)
+    keepalive = KeepAlivePolicy(timeout_s=5.0, max_requests=ns.keepalive_max)
     return Config(ns.duration, ns.connections, parse_targets(ns.servers), keepalive, ns.json)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import select
 import shutil
 import socket
 import subprocess
@@ -33,8 +32,11 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks.common import OneLineParser, UsageError, print_error
+from benchmarks.serverperf import bare
 from benchmarks.serverperf.targets import BARE_PREFIX
-from servers.launch import parse_ready_line, terminate
+from servers.launch import ChildServer, server_command
+from servers.options import ServerName, ServerOptions
+from servers.policy import KeepAlivePolicy
 
 PROG = "python -m benchmarks.serverperf.instructions"
 TARGETS = ("uvloop", "bare-uvloop", "aiohttp", "bare-aiohttp", "stdlib", "bare-stdlib")
@@ -137,16 +139,13 @@ def parse_config(argv: Sequence[str]) -> Config:
 
 
 def target_command(target: str, keepalive_max: int) -> list[str]:
-    knobs = ["--keepalive-timeout", "5", "--keepalive-max", str(keepalive_max)]
+    """The target's own argv (valgrind's goes in front), T = 5 s as in serverperf."""
     if target.startswith(BARE_PREFIX):
-        return [
-            sys.executable,
-            "-m",
-            "benchmarks.serverperf.bare",
-            target.removeprefix(BARE_PREFIX),
-            *knobs,
-        ]
-    return [sys.executable, "-m", "servers", target, *knobs]
+        return bare.command(target.removeprefix(BARE_PREFIX), KeepAlivePolicy(5.0, keepalive_max))
+    options = ServerOptions(
+        ServerName(target), keepalive_timeout_s=5.0, keepalive_max=keepalive_max
+    )
+    return server_command(options)
 
 
 def request_bytes(host: str, port: int, close: bool) -> bytes:
@@ -213,34 +212,16 @@ class Callgrind:
             f"--callgrind-out-file={self.out}",
             *target_command(target, keepalive_max),
         ]
-        self.proc: subprocess.Popen[str] | None = None
+        self.server = ChildServer(
+            self.command, target, cwd=tree, ready_timeout_s=READY_TIMEOUT_S, stop_grace_s=30.0
+        )
         self.pid = 0
         self.dumps = 0
 
     def start(self) -> tuple[str, int]:
-        self.proc = subprocess.Popen(
-            self.command,
-            cwd=self.tree,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        ready = parse_ready_line(self._first_line())
+        ready = self.server.start()
         self.pid = ready.pid
         return ready.host, ready.port
-
-    def _first_line(self) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if select.select([self.proc.stdout], [], [], 0.2)[0]:
-                line = self.proc.stdout.readline()
-                if line:
-                    return line
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target} exited with status {self.proc.returncode}")
-        raise RuntimeError(f"{self.target} printed no READY line in {READY_TIMEOUT_S:g} s")
 
     def control(self, flag: str) -> None:
         subprocess.run(
@@ -257,9 +238,7 @@ class Callgrind:
         return read_total(Path(f"{self.out}.{self.dumps}"))
 
     def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc, grace_s=30.0)
-            self.proc = None
+        self.server.stop()
 
 
 def read_total(path: Path) -> int:

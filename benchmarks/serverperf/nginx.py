@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -18,11 +17,14 @@ import time
 from pathlib import Path
 
 from servers.endpoints import HELLO, TEXT
+from servers.launch import StartStop, terminate
+from servers.policy import KeepAlivePolicy
 
 START_ATTEMPTS = 5
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 UNLIMITED_REQUESTS = 1_000_000_000  # nginx has no "unlimited": large enough for any run
+DEFAULT_POLICY = KeepAlivePolicy(timeout_s=5.0, max_requests=0)  # our servers' T, unlimited N
 
 
 class NginxError(RuntimeError):
@@ -35,10 +37,10 @@ def nginx_string(text: str) -> str:
     return f'"{escaped}"'
 
 
-def nginx_config(prefix: Path, port: int, keepalive_timeout_s: float, keepalive_max: int) -> str:
+def nginx_config(prefix: Path, port: int, keepalive: KeepAlivePolicy) -> str:
     """`daemon off`, one worker, no access log, `GET /` answered with our HELLO body."""
-    timeout = f"{keepalive_timeout_s:g}s"
-    requests = keepalive_max or UNLIMITED_REQUESTS
+    timeout = f"{keepalive.timeout_s:g}s"
+    requests = keepalive.max_requests or UNLIMITED_REQUESTS
     temp_paths = "\n".join(
         f"    {kind}_temp_path {prefix / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -85,14 +87,11 @@ def find_nginx() -> str | None:
     return found or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
 
-class NginxProcess:
+class NginxProcess(StartStop):
     """`with NginxProcess(...) as nginx: nginx.url`; stopped on success, error and Ctrl-C."""
 
-    def __init__(
-        self, keepalive_timeout_s: float = 5.0, keepalive_max: int = 0, cpu: int | None = None
-    ) -> None:
-        self.keepalive_timeout_s = keepalive_timeout_s
-        self.keepalive_max = keepalive_max
+    def __init__(self, keepalive: KeepAlivePolicy = DEFAULT_POLICY, cpu: int | None = None) -> None:
+        self.keepalive = keepalive
         self.cpu = cpu
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -122,9 +121,7 @@ class NginxProcess:
         """Start on `self.port`; '' once it accepts connections, else nginx's error line."""
         assert self._prefix is not None
         conf = self._prefix / "nginx.conf"
-        conf.write_text(
-            nginx_config(self._prefix, self.port, self.keepalive_timeout_s, self.keepalive_max)
-        )
+        conf.write_text(nginx_config(self._prefix, self.port, self.keepalive))
         cpu = self.cpu
         log = self._prefix / "stderr.log"  # a file, not a pipe: a full pipe would block nginx
         with log.open("wb") as stderr:
@@ -152,29 +149,11 @@ class NginxProcess:
     def _stop_process(self) -> None:
         """SIGTERM (nginx's fast shutdown) to the group, SIGKILL after a grace period."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            terminate(proc, STOP_TIMEOUT_S, group=True)
 
     def stop(self) -> None:
         self._stop_process()
         if self._prefix is not None:
             shutil.rmtree(self._prefix, ignore_errors=True)
             self._prefix = None
-
-    def __enter__(self) -> NginxProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -10,30 +10,19 @@ is measured, so no row compares a 404 page with a hello.
 from __future__ import annotations
 
 import http.client
-import os
-import select
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import IO
 from urllib.parse import urlsplit
 
+from benchmarks.serverperf import bare
 from benchmarks.serverperf.nginx import NginxProcess
 from servers.endpoints import HELLO
-from servers.launch import (
-    ReadyInfo,
-    ServerProcess,
-    ServerStartError,
-    parse_ready_line,
-    terminate,
-)
+from servers.launch import ChildServer, ServerProcess, ServerStartError
 from servers.options import ServerName, ServerOptions
+from servers.policy import KeepAlivePolicy
 
-OUR_SERVERS = tuple(n.value for n in ServerName)  # stdlib, aiohttp, uvloop
 BARE_PREFIX = "bare-"
 NGINX = "nginx"
 ALL_TARGETS = (
@@ -45,62 +34,15 @@ ALL_TARGETS = (
     "stdlib",
     "bare-stdlib",
 )  # run order: each server next to the reference it is compared with
-READY_TIMEOUT_S = 20.0
 
 
 class TargetError(RuntimeError):
     """A target would not start or answered `/` wrongly; one-line message."""
 
 
-@dataclass(frozen=True)
-class KeepAlive:
-    """The keep-alive policy every target gets, so no row wins by a different setting."""
-
-    timeout_s: float = 5.0
-    max_requests: int = 0  # 0 = unlimited
-
-
-class BareProcess:
-    """A bare app as a child process, stopped like a `ServerProcess`."""
-
-    def __init__(self, name: str, keepalive: KeepAlive, cpu: int | None) -> None:
-        self.name = name
-        self.command = [
-            sys.executable, "-m", "benchmarks.serverperf.bare", name,
-            "--keepalive-timeout", f"{keepalive.timeout_s:g}",
-            "--keepalive-max", str(keepalive.max_requests),
-        ]  # fmt: skip
-        self.cpu = cpu
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> ReadyInfo:
-        cpu = self.cpu
-        self.proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
-        )
-        return parse_ready_line(self._first_line())
-
-    def _first_line(self) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if select.select([self.proc.stdout], [], [], 0.1)[0]:
-                line = self.proc.stdout.readline()
-                if line:
-                    return line
-            if self.proc.poll() is not None:
-                raise TargetError(f"bare-{self.name} exited with status {self.proc.returncode}")
-        raise TargetError(f"bare-{self.name} printed no READY line in {READY_TIMEOUT_S:g} s")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            terminate(proc)
+def bare_process(name: str, keepalive: KeepAlivePolicy, cpu: int | None) -> ChildServer:
+    """A bare app as a child process, started and stopped like a `ServerProcess`."""
+    return ChildServer(bare.command(name, keepalive), f"{BARE_PREFIX}{name}", cpu=cpu)
 
 
 def check_hello(url: str) -> None:
@@ -120,21 +62,21 @@ def check_hello(url: str) -> None:
 
 
 @contextmanager
-def running(target: str, keepalive: KeepAlive, cpu: int | None) -> Iterator[str]:
+def running(target: str, keepalive: KeepAlivePolicy, cpu: int | None) -> Iterator[str]:
     """Start `target` pinned to `cpu`, check its `/`, yield its base URL, always stop it."""
     if target == NGINX:
-        with NginxProcess(keepalive.timeout_s, keepalive.max_requests, cpu=cpu) as nginx:
+        with NginxProcess(keepalive, cpu=cpu) as nginx:
             check_hello(nginx.url)
             yield nginx.url
         return
     if target.startswith(BARE_PREFIX):
-        bare = BareProcess(target.removeprefix(BARE_PREFIX), keepalive, cpu)
+        app = bare_process(target.removeprefix(BARE_PREFIX), keepalive, cpu)
         try:
-            url = bare.start().url
+            url = app.start().url
             check_hello(url)
             yield url
         finally:
-            bare.stop()
+            app.stop()
         return
     options = ServerOptions(
         ServerName(target),

@@ -16,9 +16,7 @@ cleaning up (PR_SET_PDEATHSIG), so nothing outlives it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
-import os
 import signal
 import socket
 import subprocess
@@ -26,22 +24,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from benchmarks.clients.contract import MAX_WORKERS
-from servers.launch import (
-    ReadyInfo,
-    ServerProcess,
-    ServerStartError,
-    parse_ready_line,
-    server_command,
-)
+from benchmarks.common import REPO_ROOT, OneLineParser, number_type, print_error
+from servers.launch import ServerProcess, ServerStartError, terminate
 from servers.options import (
     DEFAULT_KEEPALIVE_MAX,
     DEFAULT_KEEPALIVE_TIMEOUT_S,
-    OneLineParser,
     OptionsError,
     ServerName,
     ServerOptions,
@@ -49,7 +40,7 @@ from servers.options import (
 
 PROG = "python -m benchmarks.ui"
 HOST = "127.0.0.1"
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfiles" / "lab.py"
+LOCUSTFILE = REPO_ROOT / "locustfiles" / "lab.py"
 WEB_UI_TIMEOUT_S = 60.0  # Locust imports gevent, Flask and the locustfile: slow on a busy box
 LOCUST_STOP_S = 10.0
 PR_SET_PDEATHSIG = 1
@@ -72,22 +63,6 @@ def _die_with_parent() -> None:
         pass  # not Linux: the launcher's own cleanup still applies
 
 
-class SessionServer(ServerProcess):
-    """A ServerProcess in a session of its own, so a terminal Ctrl-C does not reach it."""
-
-    def start(self) -> ReadyInfo:
-        self.proc = subprocess.Popen(
-            server_command(self.options),
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        self.ready = parse_ready_line(self._read_first_line())
-        return self.ready
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
@@ -106,33 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--tls", action="store_true", help="HTTPS server (generated CA)")
     parser.add_argument(
-        "--web-port", type=int_between(0, 65535), default=8089, metavar="P",
+        "--web-port", type=number_type(int, 0, 65535), default=8089, metavar="P",
         help="web UI port; 0 picks a free one (default 8089)",
     )  # fmt: skip
     parser.add_argument(
-        "--workers", type=int_between(1, MAX_WORKERS), default=1, metavar="N",
+        "--workers", type=number_type(int, 1, MAX_WORKERS), default=1, metavar="N",
         help="load processes: 1 = one plain Locust process (default), N > 1 = a master and N "
         f"workers (Locust's --processes N); at most {MAX_WORKERS}, as for make bench",
     )  # fmt: skip
     return parser
-
-
-def int_between(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: a bad value is refused at parse time in one line, before anything starts.
-
-    Without it a port of 99999 reaches socket.bind() and ends in an OverflowError traceback.
-    """
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return convert
 
 
 def free_port() -> int:
@@ -190,36 +147,6 @@ def wait_for_web_ui(url: str, locust: subprocess.Popen[bytes]) -> None:
     raise LaunchError(f"locust's web UI did not answer at {url} in {WEB_UI_TIMEOUT_S:g} s")
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_group(proc: subprocess.Popen[bytes], first: signal.Signals, grace_s: float) -> None:
-    """Signal the child's whole process group, wait, then SIGKILL what is left of it."""
-    if proc.poll() is None:
-        _killpg(proc.pid, first)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            _killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    deadline = time.monotonic() + 2.0  # forked workers may outlive their master briefly
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    _killpg(proc.pid, signal.SIGKILL)
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise Stop(signal.Signals(signum).name)
 
@@ -237,7 +164,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         keepalive_max=args.keepalive_max,
         tls=args.tls,
     )
-    server = SessionServer(options)
+    # A session of its own: a terminal's Ctrl-C reaches only this launcher, which stops it.
+    server = ServerProcess(options, stderr=None, session=True, preexec=_die_with_parent)
     locust: subprocess.Popen[bytes] | None = None
     try:
         ready = server.start()
@@ -256,14 +184,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # cleanup is not interrupted by a second Ctrl-C
-        if locust is not None:
-            stop_group(locust, signal.SIGINT, LOCUST_STOP_S)
+        if locust is not None:  # SIGINT: Locust stops its users and workers itself
+            terminate(locust, LOCUST_STOP_S, group=True, first=signal.SIGINT)
         server.stop()
-        if server.proc is not None:
-            _killpg(server.proc.pid, signal.SIGKILL)
 
 
-def watch(server: SessionServer, locust: subprocess.Popen[bytes]) -> int:
+def watch(server: ServerProcess, locust: subprocess.Popen[bytes]) -> int:
     """Until Ctrl-C (Stop), or until either child exits on its own, which is an error."""
     while True:
         if locust.poll() is not None:
@@ -286,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         check_port_free(args.web_port)
         return run(args, extra)
     except (LaunchError, ServerStartError, OptionsError) as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2 if isinstance(exc, OptionsError) else 1
+        return print_error(PROG, exc, 2 if isinstance(exc, OptionsError) else 1)
     except Stop:
         return 0

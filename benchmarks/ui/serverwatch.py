@@ -14,22 +14,19 @@ a port seen from another host would describe some unrelated local process.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import threading
 import time
-import urllib.request
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
-PROC_TCP_FILES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-TCP_TIME_WAIT = "06"
+from benchmarks.harness.sockets import socket_counts
+from servers.launch import ControlClient, ControlError
+
 HISTORY = 900  # samples kept: 15 minutes at one a second
 WINDOW_S = 3.0  # the "now" column: rates over the last few seconds, not one jittery interval
 CONTROL_TIMEOUT_S = 2.0
@@ -62,29 +59,6 @@ class Sample:
             closed={str(k): int(v) for k, v in counters.get("closed", {}).items()},
             **local,
         )
-
-
-def count_time_wait(port: int, files: Iterable[Path] = PROC_TCP_FILES) -> tuple[int, int]:
-    """(server side, client side) TIME_WAIT sockets of `port`, from /proc/net/tcp{,6}.
-
-    Whoever closes first keeps TIME_WAIT: the server side when the server ends connections
-    (idle timeout, max requests, Connection: close answered), the client side otherwise.
-    """
-    server = client = 0
-    for path in files:
-        try:
-            lines = path.read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != TCP_TIME_WAIT:
-                continue
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                server += 1
-            elif int(fields[2].rsplit(":", 1)[1], 16) == port:
-                client += 1
-    return server, client
 
 
 def is_local_host(host: str) -> bool:
@@ -179,11 +153,9 @@ class ServerWatch:
         self._lock = threading.Lock()
         self.local = is_local_host(urlsplit(self.control_url).hostname or "")
         self._process: psutil.Process | None = None
-
-    def _counters(self) -> dict[str, Any]:
-        url = self.control_url.rstrip("/") + "/counters"
-        with urllib.request.urlopen(url, timeout=CONTROL_TIMEOUT_S) as response:
-            return json.load(response)
+        # One connection per reading: the listener serves one connection at a time, and the
+        # URL the launcher prints must stay readable (curl) while the lab polls it.
+        self._control = ControlClient(self.control_url, CONTROL_TIMEOUT_S)
 
     def _cpu_s(self, pid: int) -> float | None:
         try:
@@ -197,13 +169,15 @@ class ServerWatch:
     def sample(self) -> Sample | None:
         """Take one reading; on failure keep the history and remember the error for the UI."""
         try:
-            counters = self._counters()
-        except (OSError, ValueError, KeyError) as exc:
-            self.error = f"control URL {self.control_url}: {exc}"
+            counters = self._control.counters()
+        except ControlError as exc:
+            self.error = str(exc)
             return None
         local: dict[str, Any] = {}
         if self.local:
-            local["time_wait_server"], local["time_wait_client"] = count_time_wait(self.server_port)
+            sockets = socket_counts(self.server_port)
+            local["time_wait_server"] = sockets.time_wait_server
+            local["time_wait_client"] = sockets.time_wait_client
             local["cpu_s"] = self._cpu_s(int(counters.get("pid", 0)))
         sample = Sample.from_counters(time.time(), counters, **local)
         with self._lock:

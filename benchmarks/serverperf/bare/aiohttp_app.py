@@ -14,19 +14,19 @@ import weakref
 
 from aiohttp import web
 
-from benchmarks.serverperf.bare import BareSettings
 from servers.endpoints import HELLO, TEXT
+from servers.policy import KeepAlivePolicy
 
 
-def make_app(settings: BareSettings) -> web.Application:
+def make_app(settings: KeepAlivePolicy) -> web.Application:
     served: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
     async def hello(request: web.Request) -> web.Response:
         response = web.Response(body=HELLO, headers={"Content-Type": TEXT})
-        if settings.keepalive_max and request.transport is not None:
+        if settings.max_requests and request.transport is not None:
             count = served.get(request.transport, 0) + 1
             served[request.transport] = count
-            if count >= settings.keepalive_max:
+            if count >= settings.max_requests:
                 response.force_close()
         return response
 
@@ -35,9 +35,9 @@ def make_app(settings: BareSettings) -> web.Application:
     return app
 
 
-async def _serve(sock: socket.socket, settings: BareSettings, ready: str) -> None:
+async def _serve(sock: socket.socket, settings: KeepAlivePolicy, ready: str) -> None:
     runner = web.AppRunner(
-        make_app(settings), access_log=None, keepalive_timeout=settings.keepalive_timeout_s
+        make_app(settings), access_log=None, keepalive_timeout=settings.timeout_s
     )
     await runner.setup()
     await web.SockSite(runner, sock).start()
@@ -48,6 +48,6 @@ async def _serve(sock: socket.socket, settings: BareSettings, ready: str) -> Non
         await runner.cleanup()
 
 
-def serve(sock: socket.socket, settings: BareSettings, ready: str) -> None:
+def serve(sock: socket.socket, settings: KeepAlivePolicy, ready: str) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(sock, settings, ready))

@@ -11,25 +11,25 @@ import contextlib
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from benchmarks.serverperf.bare import BareSettings
 from servers.endpoints import HELLO, TEXT
+from servers.policy import KeepAlivePolicy
 
 
-def make_handler(settings: BareSettings) -> type[BaseHTTPRequestHandler]:
+def make_handler(settings: KeepAlivePolicy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
-        timeout = settings.keepalive_timeout_s or None
+        timeout = settings.timeout_s or None
         served = 0
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             self.served += 1
-            last = settings.keepalive_max and self.served >= settings.keepalive_max
+            last = settings.max_requests and self.served >= settings.max_requests
             self.send_response(200)
             self.send_header("Content-Type", TEXT)
             self.send_header("Content-Length", str(len(HELLO)))
             # close_connection is already True when the request said `Connection: close`.
-            if self.close_connection or last or settings.keepalive_timeout_s == 0:
+            if self.close_connection or last or settings.timeout_s == 0:
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
@@ -41,7 +41,7 @@ def make_handler(settings: BareSettings) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(sock: socket.socket, settings: BareSettings, ready: str) -> None:
+def serve(sock: socket.socket, settings: KeepAlivePolicy, ready: str) -> None:
     server = ThreadingHTTPServer(sock.getsockname()[:2], make_handler(settings), False)
     server.socket.close()
     server.socket = sock

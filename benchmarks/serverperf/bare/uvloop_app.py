@@ -15,16 +15,16 @@ from typing import cast
 import httptools
 import uvloop
 
-from benchmarks.serverperf.bare import BareSettings
 from servers.endpoints import HELLO, TEXT
+from servers.policy import KeepAlivePolicy
 
 
-def _response(settings: BareSettings, close: bool) -> bytes:
-    if close or settings.keepalive_timeout_s == 0:
+def _response(settings: KeepAlivePolicy, close: bool) -> bytes:
+    if close or settings.timeout_s == 0:
         connection = b"Connection: close\r\n"
     else:
         connection = b"Connection: keep-alive\r\nKeep-Alive: timeout=%d\r\n" % int(
-            settings.keepalive_timeout_s
+            settings.timeout_s
         )
     head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
         TEXT.encode(),
@@ -36,7 +36,7 @@ def _response(settings: BareSettings, close: bool) -> bytes:
 class HelloProtocol(asyncio.Protocol):
     """One connection: parse with httptools, answer each complete message at once."""
 
-    def __init__(self, settings: BareSettings, keep: bytes, close: bytes) -> None:
+    def __init__(self, settings: KeepAlivePolicy, keep: bytes, close: bytes) -> None:
         self.settings = settings
         self.keep, self.close = keep, close
         self.parser = httptools.HttpRequestParser(self)
@@ -64,16 +64,16 @@ class HelloProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         assert self.transport is not None
         self.served += 1
-        limit = self.settings.keepalive_max
+        limit = self.settings.max_requests
         persist = (
             self.parser.should_keep_alive()
-            and self.settings.keepalive_timeout_s > 0
+            and self.settings.timeout_s > 0
             and not (limit and self.served >= limit)
         )
         if persist:
             self.transport.write(self.keep)
             loop = asyncio.get_running_loop()
-            self.idle = loop.call_later(self.settings.keepalive_timeout_s, self.transport.close)
+            self.idle = loop.call_later(self.settings.timeout_s, self.transport.close)
         else:
             self.transport.write(self.close)
             self.transport.close()
@@ -83,7 +83,7 @@ class HelloProtocol(asyncio.Protocol):
             self.idle.cancel()
 
 
-async def _serve(sock: socket.socket, settings: BareSettings, ready: str) -> None:
+async def _serve(sock: socket.socket, settings: KeepAlivePolicy, ready: str) -> None:
     keep, close = _response(settings, False), _response(settings, True)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HelloProtocol(settings, keep, close), sock=sock)
@@ -92,6 +92,6 @@ async def _serve(sock: socket.socket, settings: BareSettings, ready: str) -> Non
         await server.serve_forever()
 
 
-def serve(sock: socket.socket, settings: BareSettings, ready: str) -> None:
+def serve(sock: socket.socket, settings: KeepAlivePolicy, ready: str) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_serve(sock, settings, ready))
