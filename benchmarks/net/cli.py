@@ -241,7 +241,8 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
         return ServerInfo(ready.url, ready.ca_path)
     argv = [w.replace("{host}", host).replace("{port}", str(port)) for w in words]
     try:
-        proc = line.spawn(line.server, argv, stdin=subprocess.DEVNULL)
+        # its stdout goes to our stderr: the client's stdout stays the client's alone
+        proc = line.spawn(line.server, argv, stdin=subprocess.DEVNULL, stdout=sys.stderr)
     except OSError as exc:
         raise NetError(f"cannot start the server: {exc.strerror}") from None
     _wait_listening(line, proc, (host, port), words[0])
