@@ -8,6 +8,7 @@ machine can be too fast for them); a slow machine only makes them pass by a wide
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import random
@@ -26,7 +27,7 @@ import pytest
 from benchmarks.net import DelayLine, LinkSpec, NetError, netns
 from benchmarks.net.line import LinkStats
 from benchmarks.net.relay import Histogram
-from servers.launch import ServerProcess, parse_ready_line
+from servers.launch import ReadyInfo, ServerProcess, parse_ready_line
 from servers.options import ServerName, ServerOptions
 from servers.runtime import certificate_names
 from tests.wire_client import G, RawConnection
@@ -159,7 +160,7 @@ def line() -> Iterator[DelayLine]:
 
 
 @pytest.fixture(scope="module")
-def uvloop_port(line: DelayLine) -> int:
+def uvloop(line: DelayLine) -> ReadyInfo:
     argv = [sys.executable, "-m", "servers", "uvloop", "--host", line.server.address]
     proc = line.spawn(
         line.server, argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
@@ -167,7 +168,7 @@ def uvloop_port(line: DelayLine) -> int:
     assert proc.stdout is not None
     ready = parse_ready_line(proc.stdout.readline())
     assert ready.host == line.server.address
-    return ready.port
+    return ready
 
 
 def _get(conn: RawConnection) -> None:
@@ -177,9 +178,10 @@ def _get(conn: RawConnection) -> None:
 
 @needs_line
 def test_a_new_connection_takes_two_round_trips_a_reused_one_one(
-    line: DelayLine, uvloop_port: int
+    line: DelayLine, uvloop: ReadyInfo
 ) -> None:
     rtt_s = RTT_MS / 1e3
+    uvloop_port = uvloop.port
     for _ in range(3):
         start = time.monotonic()
         with RawConnection(
@@ -195,6 +197,18 @@ def test_a_new_connection_takes_two_round_trips_a_reused_one_one(
         assert fresh >= 2 * rtt_s, f"new connection in {fresh * 1e3:.2f} ms < two RTTs"
     stats = line.stats()
     assert stats.packets > 0 and stats.drops == 0 and stats.lateness_p50_us is not None
+
+
+@needs_line
+def test_the_root_namespace_reads_the_servers_counters(line: DelayLine, uvloop: ReadyInfo) -> None:
+    """The control listener binds 198.18.0.2 too; `fetch` reads it from the server namespace."""
+    before = line.stats().received
+    with RawConnection(line.connect(line.clients[0], (uvloop.host, uvloop.port))) as conn:
+        _get(conn)
+    counters = json.loads(line.fetch(line.server, uvloop.control_url + "/counters"))
+    assert counters["pid"] == uvloop.pid and counters["connections_accepted"] >= 1
+    time.sleep(0.1)  # the FIN exchange of the connection above
+    assert line.stats().received - before < 20  # the control fetch did not cross the relay
 
 
 def _serve_sha256(listener: socket.socket, result: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ namespaces are deleted, and their devices vanish with the relay's fds.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import select
@@ -29,6 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from benchmarks.net import netns
 from benchmarks.net.netns import NetError
@@ -299,6 +301,30 @@ class DelayLine:
             sock.close()
             raise
         return sock
+
+    def fetch(self, ep: Endpoint, url: str, timeout_s: float = 5.0) -> bytes:
+        """GET `url` from inside `ep`'s namespace; the body (an error status raises NetError).
+
+        This is how the root namespace reads a reference server's control listener (`control=`
+        in its READY line: 198.18.0.2, unreachable from outside): fetched from the server's own
+        namespace, it never crosses the relay, so it neither waits a round trip nor shows up in
+        the link's packet counts.
+        """
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+        try:
+            with self.inside(ep):
+                conn.connect()
+            conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+            response = conn.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise NetError(f"GET {url} from {ep.name}: {exc}") from None
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise NetError(f"GET {url} from {ep.name}: status {response.status}")
+        return body
 
     def sysctl(self, ep: Endpoint, key: str, value: str) -> None:
         """A per-namespace kernel setting, e.g. `net.ipv4.tcp_slow_start_after_idle`."""
