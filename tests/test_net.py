@@ -46,14 +46,13 @@ def _why_not() -> str | None:
 needs_line = pytest.mark.skipif(_why_not() is not None, reason=f"{_why_not()}")
 
 
-def net(*args: str, **popen: object) -> subprocess.Popen[str]:
+def net(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "benchmarks", "net", *args],
         cwd=ROOT,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        **popen,  # type: ignore[call-overload]
     )
 
 
