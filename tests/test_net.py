@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -107,6 +108,21 @@ def test_net_run_without_a_client_command_says_so() -> None:
     assert (
         err.strip()
         == "python -m benchmarks net: error: give the client command after --, e.g. -- curl {url}/"
+    )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to drop it"
+)
+def test_without_root_one_line_exit_2() -> None:
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    argv = [*nobody, sys.executable, "-m", "benchmarks", "net", "run", "--rtt", "10",
+            "--server", "uvloop", "--", "true"]  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "python -m benchmarks net: error: the delay line needs root "
+        "(network namespaces and TUN devices)\n"
     )
 
 
