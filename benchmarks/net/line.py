@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -325,6 +326,14 @@ class DelayLine:
         if response.status != 200:
             raise NetError(f"GET {url} from {ep.name}: status {response.status}")
         return body
+
+    def proc_net(self, ep: Endpoint, name: str) -> str:
+        """`/proc/net/NAME` of `ep`'s namespace (`snmp`: that namespace's own TCP counters).
+
+        /proc/self/net follows the process's namespace, /proc/thread-self/net this thread's.
+        """
+        with self.inside(ep):
+            return Path(f"/proc/thread-self/net/{name}").read_text()
 
     def sysctl(self, ep: Endpoint, key: str, value: str) -> None:
         """A per-namespace kernel setting, e.g. `net.ipv4.tcp_slow_start_after_idle`."""
