@@ -199,7 +199,11 @@ class DelayLine:
         self.relay_realtime = bool(ready.get("realtime"))
 
     def _relay_line(self, timeout_s: float) -> tuple[str, dict[str, Any]]:
-        """The relay's next stdout line, as (word, payload)."""
+        """The relay's next stdout line, as (word, payload).
+
+        select() on a buffered pipe is safe here because the relay writes one line per request
+        (READY once, then a STATS per `stats`): nothing ever waits in our buffer unseen.
+        """
         assert self.relay is not None and self.relay.stdout is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
