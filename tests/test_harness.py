@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 import sys
 import time
@@ -22,7 +23,7 @@ from benchmarks.clients.contract import (
     Mode,
     write_atomic,
 )
-from benchmarks.harness import cli
+from benchmarks.harness import cli, procs
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness import validity as rules
 from benchmarks.harness.cli import main
@@ -712,3 +713,24 @@ def test_ceiling_needs_two_cores_and_a_writable_results_dir(
     cores, path = ceiling.preflight(good, FP)  # type: ignore[misc]
     assert cores == Cores(1, 0) and path.parent == tmp_path / "host1"
     assert path.name.startswith("ceiling-") and path.name.endswith("-abc1234.json")
+
+
+def test_kill_tree_reaps_a_child_orphaned_by_its_client(tmp_path: Path) -> None:
+    """The client dies on SIGTERM at once, its child 0.3 s later (as a pyperf worker may): the
+    child is orphaned, adopted by the harness and reaped by kill_tree, so no /proc entry of it
+    (not even a zombie waiting for init) is left when kill_tree returns."""
+    script = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import signal, sys, time; "
+        "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), sys.exit(0))); "
+        "print(1, flush=True); time.sleep(60)']); time.sleep(60)"
+    )
+    with procs.adopting_orphans(), (tmp_path / "log").open("wb") as log:
+        client = ClientProcess([sys.executable, "-c", script], core=-1, log=log)
+        deadline = time.monotonic() + 10
+        while (tmp_path / "log").read_text() == "" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (root, child) = client.remember_tree()
+        client.kill_tree()
+        assert not child.is_running(), child.status()  # is_running: a zombie is running
+        assert client.proc.returncode == -signal.SIGTERM

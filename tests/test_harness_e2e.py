@@ -6,6 +6,7 @@ plausibility only. Every test also checks that no server or client process is le
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -216,3 +217,49 @@ def test_ceiling_one_short_round(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert first["wrk_rps"] > 100 and first["raw_rps"] > 100, first
     assert data["median"]["ratio"] == pytest.approx(first["raw_rps"] / first["wrk_rps"])
     assert "target >= 0.9" in out
+
+
+def _proc_entry(p: psutil.Process) -> str:
+    """'' when `p` has no /proc entry any more, else its state (a zombie too is left over)."""
+    try:
+        return p.status() if p.is_running() else ""
+    except psutil.NoSuchProcess:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_harness_pid_alone_leaves_nothing_behind(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    """Issue 8 item 10: `kill -INT <harness pid>` (not its group, unlike a terminal's Ctrl-C)
+    while a pyperf worker runs; the same for SIGTERM. The worker used to outlive the harness:
+    its manager died first, so it was orphaned to init (which reaps slowly here) instead of
+    being reaped by the harness. Every process the harness started must be gone, zombies
+    included, when it has exited."""
+    argv = [*ONE_CELL, "--duration", "4", "--modes", "pooled", "--results-dir", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "run", *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # the signal below reaches the harness only
+    )  # fmt: skip
+    harness = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    worker = False
+    deadline = time.monotonic() + 60
+    while not worker and time.monotonic() < deadline and proc.poll() is None:
+        for p in harness.children(recursive=True):
+            seen.setdefault(p.pid, p)
+            with contextlib.suppress(psutil.Error):
+                worker = worker or "--worker" in p.cmdline()
+        time.sleep(0.02)
+    assert worker, "no pyperf worker started"
+    time.sleep(0.2)  # into the worker's run
+    for p in harness.children(recursive=True):
+        seen.setdefault(p.pid, p)
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)
+    left = {p.pid: _proc_entry(p) for p in seen.values() if _proc_entry(p)}
+    assert left == {}, f"left after the harness exited (pid: state): {left}"
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1].startswith("interrupted"), err
+    assert "Traceback" not in err

@@ -19,7 +19,12 @@ from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
 from benchmarks.harness.config import FULL, QUICK, Cell, ConfigError, RunConfig
 from benchmarks.harness.fingerprint import collect
-from benchmarks.harness.procs import choose_cores, pinned_self, signals_as_interrupt
+from benchmarks.harness.procs import (
+    adopting_orphans,
+    choose_cores,
+    pinned_self,
+    signals_as_interrupt,
+)
 from benchmarks.harness.progress import Progress, fmt_duration, summary_table
 from benchmarks.harness.sockets import private_netns
 from benchmarks.records.layout import (
@@ -203,13 +208,15 @@ def finish(
     ctx: CellContext, writer: RunWriter, hists: list[str | None], stopped: str, elapsed_s: float
 ) -> int:
     """Summary, CSV path and exit status; a run that wrote nothing leaves no folder behind."""
+    lead = ""
     if stopped:
-        lead = "\ninterrupted" if stopped == "interrupted" else f"{PROG}: error: {stopped}"
-        sys.stderr.write(f"{lead}: keeping the {len(writer.rows)} row(s) written so far\n")
+        lead = "\ninterrupted: " if stopped == "interrupted" else f"{PROG}: error: {stopped}: "
     if not writer.rows:
         kept = "" if discard_run_folder(ctx.artifacts) else f" (could not remove {ctx.artifacts})"
-        sys.stderr.write(f"no cell completed; nothing written{kept}\n")
+        sys.stderr.write(f"{lead}no cell completed; nothing written{kept}\n")
         return 130 if stopped == "interrupted" else 1
+    if stopped:
+        sys.stderr.write(f"{lead}keeping the {len(writer.rows)} row(s) written so far\n")
     print(summary_table(writer.rows, hists))
     failed = [r for r in writer.rows if r.status != "ok"]
     invalid = sum(1 for r in writer.rows if r.status == "ok" and not r.valid)
@@ -241,7 +248,7 @@ def main(argv: list[str]) -> int:
     announce(ctx, cells, estimate)
     writer = RunWriter(csv_path)
     progress = Progress(cells, cfgmod.estimate_cell_s(config))
-    with pinned_self(ctx.cores.client):
+    with adopting_orphans(), pinned_self(ctx.cores.client):
         hists, stopped = run_cells(cells, ctx, writer, progress)
     return finish(ctx, writer, hists, stopped, progress.clock() - progress.start)
 
