@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -190,9 +191,54 @@ def test_a_failed_write_mid_run_keeps_the_rows_written(
     argv = ["--quick", "--servers", "uvloop", "--clients", "pyperf-concurrent-raw"]
     assert main([*argv, "--results-dir", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
-    assert "error: cannot write" in err and "No space left on device" in err
+    assert "error: results disk full: cannot write" in err and "No space left on device" in err
     (csv_path,) = tmp_path.glob("*/*.csv")
     assert len(read_rows(csv_path)) == 1 and out.strip().splitlines()[-1] == str(csv_path)
+
+
+def test_the_space_probe_says_when_the_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert results.no_space_left(tmp_path) == ""
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results.os, "fsync", fsync)
+    assert results.no_space_left(tmp_path) == "No space left on device"
+    assert list(tmp_path.iterdir()) == []  # the probe file is removed
+    monkeypatch.setattr(results.os, "fsync", lambda fd: (_ for _ in ()).throw(PermissionError()))
+    assert results.no_space_left(tmp_path) == ""  # not a full disk: not this check's business
+
+
+def test_a_log_that_says_no_space(tmp_path: Path) -> None:
+    log = tmp_path / "client.log"
+    assert results.no_space_in(log) == ""
+    log.write_text("x" * 100_000 + "\nOSError: [Errno 28] No space left on device: 'a.json'\n")
+    assert results.no_space_in(log) == "No space left on device"
+    log.write_text("OSError: [Errno 122] Disk quota exceeded\n" + "x" * 100_000)
+    assert results.no_space_in(log) == ""  # only the end of the log is read
+
+
+def test_a_harness_write_on_a_full_disk_is_disk_full_and_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ENOSPC in the harness itself (copying an artifact, opening a log): the row says the
+    results disk is full, not harness-error alone, and the outcome stops the run."""
+    from benchmarks.harness import cell as cellmod
+
+    def measure(*args: object) -> object:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "x.server.log")
+
+    monkeypatch.setattr(cellmod, "_measure", measure)
+    ctx = _ctx(tmp_path)
+    outcome = cellmod.run_cell(ctx.config.cells()[0], ctx)
+    assert outcome.row.status == "disk-full" and outcome.stop.startswith("results disk full: ")
+    assert "No space left on device" in outcome.stop and " free)" in outcome.stop
+    assert "the cell failed as harness-error: OSError: [Errno 28]" in outcome.row.note
+    monkeypatch.setattr(cellmod, "_measure", lambda *a: (_ for _ in ()).throw(ValueError("bug")))
+    outcome = cellmod.run_cell(ctx.config.cells()[0], ctx)
+    assert (outcome.row.status, outcome.stop) == ("harness-error", "")
 
 
 def test_cli_dry_run_lists_cells(capsys: pytest.CaptureFixture[str]) -> None:

@@ -263,3 +263,101 @@ def test_a_signal_to_the_harness_pid_alone_leaves_nothing_behind(
     assert proc.returncode == 130, err
     assert err.rstrip().splitlines()[-1].startswith("interrupted"), err
     assert "Traceback" not in err
+
+
+THREE_CELLS = [*ONE_CELL, "--modes", "pooled", "--repeat", "3"]
+RAISE_ENOSPC = (
+    "import errno, os, sys; raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), sys.argv[1])"
+)
+# Fill the disk the client writes to but two pages, then become the real client: its log and
+# the CSV still fit, its workers' tallies and result JSONs do not (ENOSPC).
+FILL_THEN_EXEC = """\
+import os, sys
+try:
+    with open(sys.argv[1], "wb", buffering=0) as f:
+        while True:
+            f.write(bytes(1 << 12))
+except OSError:
+    pass
+os.truncate(sys.argv[1], max(0, os.path.getsize(sys.argv[1]) - 8192))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _nth_client(monkeypatch: pytest.MonkeyPatch, n: int, wrap: object) -> list[Path]:
+    """The `n`th client's command becomes `wrap(real argv, output)`; returns the outputs of the
+    clients started, to count them."""
+    real_command = ClientConfig.command
+    started: list[Path] = []
+
+    def command(self: ClientConfig) -> list[str]:
+        started.append(self.output)
+        argv = real_command(self)
+        return wrap(argv, self.output) if len(started) == n else argv  # type: ignore[operator]
+
+    monkeypatch.setattr(ClientConfig, "command", command)
+    return started
+
+
+def test_a_client_that_finds_the_disk_full_stops_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8 item 11, injected: the second client dies of ENOSPC writing its result. Its row
+    says the results disk is full (not just client-crashed), stderr says it, the run stops
+    (the third cell never starts) with exit 1, and the first row is kept."""
+    started = _nth_client(
+        monkeypatch, 2, lambda argv, out: [sys.executable, "-c", RAISE_ENOSPC, str(out)]
+    )
+    rc, csv_path, err = _run([*THREE_CELLS, "--results-dir", str(tmp_path)], capsys)
+    assert rc == 1 and len(started) == 2, err
+    first, full = read_rows(csv_path)
+    assert first.status == "ok", first.note
+    assert full.status == "disk-full" and full.valid == 0
+    assert full.note.startswith("results disk full: No space left on device"), full.note
+    assert "the cell failed as client-crashed" in full.note
+    assert "error: results disk full: No space left on device" in err and "run stopped" in err
+    assert "[3/3" not in err
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)]
+    done = subprocess.run(mount, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_results_disk_that_fills_up_stops_the_run(
+    small_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8 item 11, for real: the disk is all but full when the first (real) client runs,
+    whose pyperf workers then cannot write their tallies (ENOSPC). The run stops there with
+    exit 1 (the second cell never starts), and stderr and the row say the results disk is full.
+    Should the disk be too full even for the row, stderr says that instead."""
+    started = _nth_client(
+        monkeypatch, 1,
+        lambda argv, out: [sys.executable, "-c", FILL_THEN_EXEC, str(out.parent / "filler"), *argv],
+    )  # fmt: skip
+    rc = main([*ONE_CELL, "--modes", "pooled", "--repeat", "2", "--results-dir", str(small_disk)])
+    out, err = capsys.readouterr()
+    assert _descendants() == [], "a server or client outlived the run"
+    assert rc == 1 and len(started) == 1, err
+    assert "error: results disk full: No space left on device" in err, err
+    assert "[2/2" not in err
+    csvs = list(small_disk.glob("*/*.csv"))
+    if not csvs:
+        assert "the row of the cell that hit it could not be written" in err
+        return
+    (full,) = read_rows(csvs[0])
+    assert full.status == "disk-full", full.note
+    assert full.note.startswith("results disk full: No space left on device"), full.note

@@ -1,8 +1,9 @@
 """`python -m benchmarks run`: parse, validate once, run every cell, write the CSV, summarize.
 
 Exit status: 0 when every cell ran (invalid or client-bound rows included: they are findings),
-1 when at least one cell failed (status != ok), 2 for bad input, 130 after Ctrl-C/SIGTERM (the
-rows measured so far are kept and summarized).
+1 when at least one cell failed (status != ok) or the results disk filled up (the run stops
+there), 2 for bad input, 130 after Ctrl-C/SIGTERM (the rows measured so far are kept and
+summarized, every process the harness started is gone).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from benchmarks.harness.sockets import private_netns
 from benchmarks.records.layout import (
     RunWriter,
     discard_run_folder,
+    is_no_space,
     new_run_paths,
     utc_stamp,
 )
@@ -59,7 +61,8 @@ for the others.
 EPILOG = """\
 Writes results/<host_id>/<UTC time>-<commit>.csv (rewritten atomically after every cell) and a
 folder of the same name with each client's JSON, pyperf JSON and logs; prints the CSV path.
-Exit status: 0 all cells ran, 1 some cell failed, 2 bad input, 130 interrupted.
+Exit status: 0 all cells ran, 1 some cell failed or the results disk filled up (the run stops,
+rows so far kept), 2 bad input, 130 interrupted.
 """
 
 
@@ -196,12 +199,22 @@ def run_cells(
                 try:
                     writer.add(outcome.row)
                 except OSError as exc:
-                    return hists, f"cannot write {writer.path}: {exc.strerror or exc}"
+                    return hists, write_failed(writer.path, exc, outcome.stop)
                 hists.append(outcome.histogram)
                 progress.finished(cell, outcome.row, outcome.wall_s)
+                if outcome.stop:  # a full results disk: every later cell would fail the same way
+                    return hists, f"{outcome.stop}: run stopped"
     except KeyboardInterrupt:
         return hists, "interrupted"
     return hists, ""
+
+
+def write_failed(path: Path, exc: OSError, disk_full: str) -> str:
+    """Why the run stops when the CSV cannot be rewritten (the previous version stays whole)."""
+    if disk_full:
+        return f"{disk_full}: run stopped; the row of the cell that hit it could not be written"
+    full = "results disk full: " if is_no_space(exc) else ""
+    return f"{full}cannot write {path}: {exc.strerror or exc}"
 
 
 def finish(
