@@ -11,6 +11,7 @@ everything measured so far.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -122,7 +123,8 @@ def no_space_left(folder: Path) -> str:
     except OSError as exc:
         return _no_space_reason(exc)
     finally:
-        Path(name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(name).unlink(missing_ok=True)
     return ""
 
 
