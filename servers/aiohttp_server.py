@@ -395,6 +395,7 @@ async def _handle_connect(request: web.BaseRequest) -> web.StreamResponse:
     conn: _Connection = request.protocol  # type: ignore[assignment]  # our protocol factory
     conn._awaiting_header = False
     rejected = await conn._read_connect_body(request)
+    # aiohttp types its hook's request BaseRequest; an Application's requests are web.Request.
     return rejected if rejected is not None else await _handle(request)  # type: ignore[arg-type]
 
 

@@ -221,6 +221,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         self._timeout_reason = CloseReason.HEADER_TIMEOUT
         return True
 
+    # http.server's returns bool; ours raises to reject, and only handle_one_request calls it.
     def parse_request(self) -> BodyFraming:  # type: ignore[override]
         """Request line and header section under the header deadline, validated by
         `servers.framing`. Sets http.server's attributes (command, path, request_version,

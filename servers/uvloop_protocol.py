@@ -90,6 +90,7 @@ class HttpProtocol(asyncio.Protocol):
         self._transport = transport
         # Rule 10 needs no call here: uvloop sets TCP_NODELAY on every accepted TCP socket
         # (TCPTransport.new -> uv_tcp_nodelay), which saves a getsockname and a setsockopt.
+        # asyncio types the argument BaseTransport; a stream server's transport is a Transport.
         self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
         self._id = self._s.counters.connection_opened()
         self._count = self._s.counters.request_served
