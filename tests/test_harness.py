@@ -9,6 +9,7 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,7 +51,13 @@ from benchmarks.records.layout import (
     new_run_paths,
     remove_client_leftovers,
 )
-from benchmarks.records.schema import COLUMN_DOCS, COLUMNS, read_rows, readme_with_columns
+from benchmarks.records.schema import (
+    COLUMN_DOCS,
+    COLUMNS,
+    ResultRow,
+    read_rows,
+    readme_with_columns,
+)
 from benchmarks.serverperf import ceiling
 from servers.options import ServerName
 from tests.rowfactory import row
@@ -181,7 +188,7 @@ def test_a_failed_write_mid_run_keeps_the_rows_written(
 
     real_write = results.write_rows
 
-    def write_rows(path: Path, rows: list[object]) -> None:
+    def write_rows(path: Path, rows: Sequence[ResultRow]) -> None:
         if len(rows) > 1:
             raise OSError(28, "No space left on device")
         real_write(path, rows)
@@ -524,7 +531,7 @@ def test_measured_row_applies_rules_and_flags_port_exhaustion(tmp_path: Path) ->
     )
 
 
-def _pooled_row(tmp_path: Path, samples: list[Sample]) -> object:
+def _pooled_row(tmp_path: Path, samples: list[Sample]) -> ResultRow:
     ctx = _ctx(tmp_path)
     cell = next(c for c in ctx.config.cells() if c.mode is Mode.POOLED)
     result = replace(_result(Mode.POOLED, 10_000), error_kinds={})
@@ -756,7 +763,9 @@ def test_ceiling_needs_two_cores_and_a_writable_results_dir(
     monkeypatch.setattr(ceiling, "choose_cores", lambda: Cores(1, 0))
     assert str(ceiling.preflight(config, FP)).startswith(f"--results-dir {a_file}:")
     good = ceiling.parse_config(["--results-dir", str(tmp_path)])
-    cores, path = ceiling.preflight(good, FP)  # type: ignore[misc]
+    checked = ceiling.preflight(good, FP)
+    assert not isinstance(checked, str), checked  # a str is the reason it cannot run
+    cores, path = checked
     assert cores == Cores(1, 0) and path.parent == tmp_path / "host1"
     assert path.name.startswith("ceiling-") and path.name.endswith("-abc1234.json")
 
