@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -109,40 +109,65 @@ def terminate(
     process group, and the members that outlive the leader (forked workers) get up to `grace_s`
     more before the group is killed. Every launcher of a child here stops it this way.
     """
+    signal_one = signal_group if group else _signal_process
     if proc.poll() is None:
-        _send(proc.pid, first, group)
+        signal_one(proc.pid, first)
         try:
             proc.wait(grace_s)
         except subprocess.TimeoutExpired:
-            _send(proc.pid, signal.SIGKILL, group)
+            signal_one(proc.pid, signal.SIGKILL)
             proc.wait()
     if group:
         deadline = time.monotonic() + grace_s
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
+        while reap_group(proc.pid, keep=proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        _send(proc.pid, signal.SIGKILL, group=True)
+        signal_group(proc.pid, signal.SIGKILL)
     if proc.stdout is not None:
         proc.stdout.close()
     return proc.returncode
 
 
-def _send(pid: int, sig: signal.Signals, group: bool) -> None:
-    """`sig` to the process, or to its process group; one that is gone already is fine."""
+def signal_group(pgid: int, sig: int) -> None:
+    """`sig` to process group `pgid`; a group that is gone already is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if group:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
+        os.killpg(pgid, sig)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _signal_process(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def reap_group(pgid: int, keep: int) -> list[int]:
+    """The live members of process group `pgid`; zombies among them that are our children
+    (orphans adopted while we are a child subreaper: benchmarks.harness.procs) are reaped on
+    the way, except `keep` (the Popen
+    child, whose status `Popen.wait` must still read). A zombie that is not ours is not
+    counted: it is dead, and only its parent can remove it."""
+    me, live = os.getpid(), []
+    for pid, state, ppid, pgrp in _proc_stats():
+        if pgrp != pgid:
+            continue
+        if state != "Z":
+            live.append(pid)
+        elif ppid == me and pid != keep:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+    return live
+
+
+def _proc_stats() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgrp) of every process, from /proc/<pid>/stat."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat.rsplit(b")", 1)[1].split()  # the command name may hold spaces and ")"
+        yield int(entry.name), fields[0].decode(), int(fields[1]), int(fields[2])
 
 
 def _host_port(url: str) -> tuple[str, int] | None:

@@ -258,7 +258,7 @@ def demo(server_name: ServerName, sleep_ms: int) -> int:
     server = ServerProcess(options, stderr=subprocess.PIPE)
     try:
         ready = server.start()
-        assert server.proc is not None
+        assert server.proc is not None and server.proc.stderr is not None  # started, stderr=PIPE
         log = ServerLog(server.proc.stderr)
         print(f"server: python -m servers {server_name} --log-connections, at {ready.url}\n")
         outcomes = [run_case(case, server, log) for case in cases(sleep_ms)]

@@ -179,8 +179,8 @@ def summary(config: Config, results: Results) -> str:
         lines.append("explained by named deviations (benchmarks/fuzz/deviations.py):")
         references = {d.name: d.reference for d in DEVIATIONS}
         for name, n in results.explained.most_common():
-            example = results.explained_examples[name]
-            lines.append(f"  {name}: {n} case(s), e.g. {example.case_id}  -- {references[name]}")
+            case = results.explained_examples[name]
+            lines.append(f"  {name}: {n} case(s), e.g. {case.case_id}  -- {references[name]}")
     lines.append("verdict: " + ("FAIL" if failed(results) else "ok"))
     return "\n".join(lines)
 
