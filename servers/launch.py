@@ -103,7 +103,7 @@ def terminate(
     first: signal.Signals = signal.SIGTERM,
 ) -> int:
     """Stop a child politely (`first`, SIGTERM by default), forcefully after `grace_s`
-    (SIGKILL), and close its stdout; its exit status.
+    (SIGKILL), and close its pipes; its exit status.
 
     With `group` (a child started with `start_new_session=True`) the signals go to its whole
     process group, and the members that outlive the leader (forked workers) get up to `grace_s`
@@ -122,8 +122,10 @@ def terminate(
         while reap_group(proc.pid, keep=proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         signal_group(proc.pid, signal.SIGKILL)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
     return proc.returncode
 
 

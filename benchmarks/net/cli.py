@@ -18,12 +18,10 @@ import argparse
 import contextlib
 import json
 import os
-import select
 import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -32,12 +30,13 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from benchmarks.common import OneLineParser, write_atomic
 from benchmarks.net import netns
 from benchmarks.net.line import DelayLine
 from benchmarks.net.netns import NetError
 from benchmarks.net.spec import PRECISE_RTT_MS, LinkSpec
-from servers.launch import ServerStartError, parse_ready_line
-from servers.options import OneLineParser, ServerName
+from servers.launch import ServerStartError, read_ready
+from servers.options import ServerName
 
 PROG = "python -m benchmarks net"
 SERVER_READY_TIMEOUT_S = 20.0
@@ -204,7 +203,8 @@ def run(spec: LinkSpec, args: argparse.Namespace, server: list[str], client: lis
             stats = line.stats()
             sys.stderr.write(f"net: link {spec.describe()}: {stats.summary()}\n")
             if args.stats_json is not None:
-                write_json_atomic(args.stats_json, {"link": spec.describe(), **stats.raw})
+                payload = {"link": spec.describe(), **stats.raw}
+                write_atomic(args.stats_json, json.dumps(payload, indent=2) + "\n")
     except Interrupted as exc:
         sys.stderr.write(f"{PROG}: interrupted, line removed\n")
         status = 128 + exc.signum
@@ -235,7 +235,7 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
         proc = line.spawn(
             line.server, argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
         )
-        ready = parse_ready_line(_first_line(proc, words[0]))
+        ready = read_ready(proc, f"the {words[0]} server", SERVER_READY_TIMEOUT_S)
         assert proc.stdout is not None
         _forward(proc.stdout, sys.stderr)  # anything after READY, so the server never blocks
         return ServerInfo(ready.url, ready.ca_path)
@@ -247,20 +247,6 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
         raise NetError(f"cannot start the server: {exc.strerror}") from None
     _wait_listening(line, proc, (host, port), words[0])
     return ServerInfo(f"http://{host}:{port}", None)
-
-
-def _first_line(proc: subprocess.Popen[str], name: str) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.05)
-        if ready:
-            line = proc.stdout.readline()
-            if line:
-                return line
-        if proc.poll() is not None:
-            raise NetError(f"the {name} server exited with status {proc.returncode} before READY")
-    raise NetError(f"the {name} server printed no READY line in {SERVER_READY_TIMEOUT_S:g} s")
 
 
 def _wait_listening(
@@ -304,11 +290,3 @@ def run_client(line: DelayLine, words: list[str], info: ServerInfo) -> int:
         raise NetError(f"cannot start the client: {exc.strerror}") from None
     status = proc.wait()
     return 128 - status if status < 0 else status
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from benchmarks.net import netns
 from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LINE_PREFIX, SERVER_ADDRESS, LinkSpec, client_address
+from servers.launch import terminate
 
 RELAY_READY_TIMEOUT_S = 10.0
 STATS_TIMEOUT_S = 5.0
@@ -237,7 +238,7 @@ class DelayLine:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
             for child in reversed(self._children):
-                _stop_group(child)
+                terminate(child, STOP_GRACE_S, group=True)  # the group `spawn` made
             self._children.clear()
             self._stop_relay()
             for name in reversed(self._created):
@@ -360,22 +361,3 @@ class DelayLine:
     @property
     def relay_pid(self) -> int | None:
         return self.relay.pid if self.relay is not None else None
-
-
-def _stop_group(proc: subprocess.Popen[Any], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the process group `spawn` made, SIGKILL after `grace_s`."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # anything of its group still left
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
