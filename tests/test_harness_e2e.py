@@ -23,6 +23,7 @@ import pytest
 
 from benchmarks.clients.contract import ClientConfig
 from benchmarks.harness.cli import main
+from benchmarks.records.layout import bundle_of, read_bundle
 from benchmarks.records.schema import read_rows
 from benchmarks.serverperf import ceiling
 from servers import launch
@@ -67,8 +68,12 @@ def test_one_cell_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert row.host_id and row.git_commit and "pyperf=" in row.packages
     if len(os.sched_getaffinity(0)) >= 2:
         assert row.server_core >= 0 and row.client_core >= 0 and row.server_core != row.client_core
-    artifacts = csv_path.with_suffix("")
-    assert any(artifacts.glob("*.json")) and any(artifacts.glob("*.pyperf.json"))
+    # Two files: the CSV and the bundle (client JSON with its histogram, pyperf's JSON; the logs
+    # only when the row is invalid); the working folder is gone.
+    members = read_bundle(bundle_of(csv_path))
+    assert {p.name for p in csv_path.parent.iterdir()} == {csv_path.name, bundle_of(csv_path).name}
+    assert sum(n.endswith(".json") for n in members) == 2 and "histogram" in str(members)
+    assert any(n.endswith(".log") for n in members) == (row.valid == 0)
     assert "[1/1 " in err and "left]" in err
 
 
