@@ -29,7 +29,7 @@ from benchmarks.records.layout import (
     run_artifacts,
     stamp_mtime,
 )
-from benchmarks.records.schema import read_rows, write_rows
+from benchmarks.records.schema import ResultRow, read_rows, write_rows
 from tests.rowfactory import row
 from tests.server_pool import REPO
 
@@ -170,10 +170,10 @@ def test_run_artifacts_reads_either_layout(tmp_path: Path) -> None:
 # --- pack: the committed runs, consolidated ----------------------------------------------------
 
 
-def _old_run(host: Path, name: str, rows: list[object]) -> Path:
+def _old_run(host: Path, name: str, rows: list[ResultRow]) -> Path:
     """A run as written before issue 9: the CSV and a folder of 4 files per cell."""
     csv_path = host / f"{name}.csv"
-    write_rows(csv_path, rows)  # type: ignore[arg-type]
+    write_rows(csv_path, rows)
     csv_path.with_suffix("").mkdir()
     for slug in SLUGS[: len(rows)]:
         _cell_leftovers(csv_path.with_suffix(""), slug)
