@@ -32,6 +32,7 @@ COMMANDS = {
     "pack": ("benchmarks.records.pack", "fold older runs' artifact folders into one bundle each"),
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
     "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
+    "net": ("benchmarks.net.cli", "any server and client behind a delay line: RTT, loss, ..."),
 }
 
 
