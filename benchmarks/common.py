@@ -178,14 +178,15 @@ def check_output_file(path: Path, flag: str) -> None:
         raise UsageError(f"{flag}: cannot write in {parent}: {exc.strerror}") from None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file
+    (a reader sees the old one or the new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, RESULT_FILE_MODE)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from benchmarks.records.layout import NOT_RUNS
 from benchmarks.records.schema import ResultRow, SchemaError, read_rows
 
 # The harness's matrix flags, passed through unchanged. Value flags take one or more tokens so
@@ -29,7 +30,6 @@ VALUE_FLAGS = (
 )  # fmt: skip
 # Spellings of "write the CSV into this directory" we look for in `run --help`, most likely first.
 OUTPUT_FLAGS = ("--results-dir", "--output-dir", "--out-dir", "--outdir", "--out", "--output")
-SKIP_DIRS = {"tmp", "plots"}  # scratch and report output under results/, never run CSVs
 # `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run.
 SKIP_PREFIX = "noise-"
 BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
@@ -119,14 +119,16 @@ def detect_output_flag(side: Side) -> str | None:
 
 def result_csvs(root: Path) -> set[Path]:
     """Run CSVs under `root`: not in scratch or plot folders, nor in a run's artifacts folder
-    (results/<host>/<stamp>-<commit>/ beside results/<host>/<stamp>-<commit>.csv), nor the
-    rows `noise` keeps beside its JSON (noise-<stamp>.csv: several runs, not one)."""
+    (results/<host>/<stamp>-<commit>/ beside results/<host>/<stamp>-<commit>.csv, as trees
+    before issue 9 write it and as a bundle unpacked by hand gives it back; today's runs write
+    one .artifacts.tar.gz instead), nor the rows `noise` keeps beside its JSON
+    (noise-<stamp>.csv: several runs, not one)."""
     if not root.is_dir():
         return set()
     found = set()
     for path in root.rglob("*.csv"):
         folders = path.relative_to(root).parents
-        if SKIP_DIRS & {f.name for f in folders} or path.name.startswith(SKIP_PREFIX):
+        if NOT_RUNS & {f.name for f in folders} or path.name.startswith(SKIP_PREFIX):
             continue
         if any((root / f).with_name(f"{f.name}.csv").is_file() for f in folders if f.name):
             continue
