@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.matrix import DIMENSION_COLUMNS, CellKey
 from benchmarks.records.schema import SCHEMA_VERSION, ResultRow, write_rows
 
 BASE = ResultRow(
@@ -14,8 +15,11 @@ BASE = ResultRow(
     started_utc="2026-01-01T00:00:00Z",
     git_commit="abc1234", host_id="host1", cpu_model="Test CPU @ 3GHz", cpu_count=2,
     kernel="6.1.0", python_version="3.11.2", packages="aiohttp=3.9;uvloop=0.19",
-    server="uvloop", client="pyperf-concurrent-raw", mode="pooled", tls=0, concurrency=50,
-    keepalive_timeout_s=5.0, keepalive_max=100, duration_s=5.0, repetition=1, server_core=0,
+    key=CellKey(
+        server="uvloop", client="pyperf-concurrent-raw", mode="pooled", tls=0, concurrency=50,
+        keepalive_timeout_s=5.0, keepalive_max=100,
+    ),
+    duration_s=5.0, repetition=1, server_core=0,
     client_core=1, requests=500_000, errors=0, throughput_rps=100_000.0, latency_p50_ms=0.4,
     latency_p90_ms=0.6, latency_p99_ms=1.0, latency_p999_ms=2.0, latency_max_ms=5.0,
     client_cpu_pct=70.0, server_cpu_s=2.5, server_cpu_us_per_req=5.0, server_cpu_pct=50.0,
@@ -25,8 +29,9 @@ BASE = ResultRow(
 
 
 def row(**overrides: Any) -> ResultRow:  # Any: each field has its own type
-    """BASE with some fields replaced."""
-    return replace(BASE, **overrides)
+    """BASE with some columns replaced (a dimension's column replaces it in the key)."""
+    dims = {k: overrides.pop(k) for k in list(overrides) if k in DIMENSION_COLUMNS}
+    return replace(BASE, key=replace(BASE.key, **dims), **overrides)
 
 
 def reps(values: list[float], column: str = "throughput_rps", **overrides: Any) -> list[ResultRow]:

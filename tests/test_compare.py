@@ -373,7 +373,7 @@ def test_handwritten_fixture_is_read(capsys):
     assert [r.repetition for r in rows] == [1, 1, 2]
     first, failed, second = rows
     assert first.cpu_model == "Example CPU, 2 cores @ 2.0GHz"  # quoted comma
-    assert first.keepalive_timeout_s == 5.0 and first.throughput_rps == 80_000.0  # "5", "80000"
+    assert first.key.keepalive_timeout_s == 5.0 and first.throughput_rps == 80_000.0  # "5", "80000"
     assert first.note == "hand-written, not by write_rows" and second.note == ""
     assert (failed.status, failed.valid, failed.throughput_rps) == ("server-died", 0, 0.0)
     assert compare.main([str(FIXTURE), str(FIXTURE), "--noise", "none"]) == 0

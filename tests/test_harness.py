@@ -90,9 +90,9 @@ def test_comma_lists_are_parsed_in_order_and_deduplicated() -> None:
     config = build(
         quick=True, servers="uvloop,aiohttp,uvloop", concurrency="1,8", keepalive_max="0"
     )
-    assert config.servers == (ServerName.UVLOOP, ServerName.AIOHTTP)
-    assert config.concurrency == (1, 8)
-    assert config.keepalive_maxes == (0,)
+    assert config.values("server") == (ServerName.UVLOOP, ServerName.AIOHTTP)
+    assert config.values("concurrency") == (1, 8)
+    assert config.values("keepalive_max") == (0,)
     assert len(config.cells()) == 2 * 2 * 2 * 2
 
 
@@ -100,7 +100,7 @@ def test_sequential_client_ignores_concurrency_and_collapses_duplicates() -> Non
     cells = build(
         quick=True, servers="stdlib", clients="pyperf-sequential", concurrency="4,16"
     ).cells()
-    assert [(c.concurrency, c.mode) for c in cells] == [(1, Mode.POOLED), (1, Mode.UNPOOLED)]
+    assert [(c.key.concurrency, c.mode) for c in cells] == [(1, Mode.POOLED), (1, Mode.UNPOOLED)]
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_bad_input_is_one_config_error(kwargs: dict[str, object], message: str) 
 def test_sequential_client_accepts_any_concurrency() -> None:
     """It always holds one connection, so the concurrent clients' maximum does not apply."""
     config = build(quick=True, clients="pyperf-sequential", concurrency=str(MAX_CONCURRENCY + 1))
-    assert {c.concurrency for c in config.cells()} == {1}
+    assert {c.key.concurrency for c in config.cells()} == {1}
 
 
 def test_cli_bad_input_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -452,7 +452,7 @@ def test_keep_artifacts_copies_outside_files_only(tmp_path: Path) -> None:
 def test_failed_row_carries_config_and_reason(tmp_path: Path) -> None:
     cell = build(quick=True).cells()[0]
     r = failed_row(cell, _ctx(tmp_path), "2026-01-01T00:00:00Z", "server-start", "exited 2")
-    assert (r.status, r.valid, r.note, r.server, r.requests) == (
+    assert (r.status, r.valid, r.note, r.key.server, r.requests) == (
         "server-start",
         0,
         "exited 2",

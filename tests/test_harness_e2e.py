@@ -56,7 +56,7 @@ def test_one_cell_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 0, err
     assert csv_path.parent.parent == tmp_path and csv_path.suffix == ".csv"
     (row,) = read_rows(csv_path)
-    assert (row.status, row.server, row.mode) == ("ok", "uvloop", "pooled"), row.note
+    assert (row.status, row.key.server, row.key.mode) == ("ok", "uvloop", "pooled"), row.note
     # other tenants of this machine may crowd the server's core: that row is honestly invalid
     assert row.valid == 1 or row.note.startswith("contended:"), row.note
     if row.valid and len(os.sched_getaffinity(0)) >= 2:
@@ -158,9 +158,9 @@ def test_a_failure_is_a_row_and_the_other_cells_still_run(
     rc, csv_path, err = _run(argv, capsys)
     assert rc == 1
     failed, ok = read_rows(csv_path)
-    assert (failed.status, failed.valid, failed.mode) == (failure, 0, "pooled")
+    assert (failed.status, failed.valid, failed.key.mode) == (failure, 0, "pooled")
     assert failed.note and "\n" not in failed.note
-    assert ok.status == "ok" and ok.mode == "unpooled" and ok.requests > 0, ok.note
+    assert ok.status == "ok" and ok.key.mode == "unpooled" and ok.requests > 0, ok.note
     assert f"FAILED {failure}" in err
     assert time.monotonic() - start < 60
     expected = {

@@ -316,7 +316,7 @@ def to_json(comparison: Comparison, rule: Rule, floor: NoiseFloor | None = None)
         "summary": {v: comparison.count(v) for v in VERDICT_ORDER},
         "verdicts": [
             {
-                "cell": v.cell._asdict(),
+                "cell": asdict(v.cell),
                 "label": v.cell.label(),
                 "metric": v.metric,
                 "base": list(v.base),
@@ -325,8 +325,8 @@ def to_json(comparison: Comparison, rule: Rule, floor: NoiseFloor | None = None)
             }
             for v in comparison.verdicts
         ],
-        "only_in_baseline": [k._asdict() for k in comparison.only_base],
-        "only_in_candidate": [k._asdict() for k in comparison.only_new],
+        "only_in_baseline": [asdict(k) for k in comparison.only_base],
+        "only_in_candidate": [asdict(k) for k in comparison.only_new],
     }
     return json_safe(data)
 

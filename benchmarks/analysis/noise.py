@@ -40,7 +40,7 @@ from benchmarks.analysis.compare import (
 from benchmarks.analysis.rounds import RoundError, Side
 from benchmarks.analysis.rule import FORMAT_VERSION, Rule, add_rule_arguments, rule_from_args
 from benchmarks.common import REPO_ROOT, OneLineParser, UsageError, print_error, write_atomic
-from benchmarks.harness.config import FULL
+from benchmarks.matrix import FULL
 from benchmarks.records.keys import FINGERPRINT_FIELDS, METRICS, group_by_cell
 from benchmarks.records.schema import ResultRow, SchemaError, read_rows, write_rows
 

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from benchmarks.analysis.compare import window_of, windows_differ  # noqa: E402
 from benchmarks.analysis.rounds import result_csvs  # noqa: E402
 from benchmarks.common import REPO_ROOT  # noqa: E402
+from benchmarks.matrix import labelled  # noqa: E402
 from benchmarks.records.keys import CellKey, group_by_cell, row_problem  # noqa: E402
 from benchmarks.records.schema import ResultRow, read_rows  # noqa: E402
 
@@ -76,15 +77,19 @@ def _stats(rows: Sequence[ResultRow], column: str) -> tuple[float, float, float]
 
 def _config_label(key: CellKey, varying: set[str]) -> str:
     """Server name plus only those config fields that vary in this run, so labels stay short."""
-    short = {"concurrency": "c", "keepalive_timeout_s": "kt", "keepalive_max": "km", "tls": "tls"}
-    extra = [f"{short[f]}={getattr(key, f):g}" for f in sorted(varying)]
-    return " ".join([key.server, *extra])
+    return " ".join(filter(None, [key.server, key.settings(only=varying)]))
+
+
+def varying_settings(cells: Iterable[CellKey]) -> set[str]:
+    """The labelled dimensions (concurrency, keep-alive, tls, ...) whose value differs between
+    `cells`: only those are worth a word in a tick label."""
+    keys = list(cells)
+    return {d.column for d in labelled() if len({getattr(k, d.column) for k in keys}) > 1}
 
 
 def mode_bars(ax: plt.Axes, cells: dict[CellKey, list[ResultRow]], column: str, log: bool) -> None:
     """Grouped bars: x = server (and varying config), one bar per mode; one axes per client."""
-    fields = ("concurrency", "keepalive_timeout_s", "keepalive_max", "tls")
-    varying = {f for f in fields if len({getattr(k, f) for k in cells}) > 1}
+    varying = varying_settings(cells)
     groups = sorted({_config_label(k, varying) for k in cells})
     modes = sorted({k.mode for k in cells})
     width = 0.8 / max(len(modes), 1)
@@ -169,7 +174,8 @@ def latency_figure(rows: Sequence[ResultRow], title: str) -> Figure:
     colors = plt.get_cmap("viridis")([0.1, 0.4, 0.7, 0.95])
     for ax, client in zip(axes[:, 0], clients, strict=True):
         cells = by_client[client]
-        keys = sorted(cells, key=lambda k: (k.server, k.mode, k.concurrency, k.tls))
+        keys = sorted(cells, key=lambda k: (k.server, k.mode, k))
+        varying = varying_settings(cells)
         for j, (name, column) in enumerate(PERCENTILES):
             meds = [_stats(cells[k], column)[0] for k in keys]
             xs = [i + (j - 1.5) * width for i in range(len(keys))]
@@ -178,7 +184,7 @@ def latency_figure(rows: Sequence[ResultRow], title: str) -> Figure:
             if any(map(row_problem, cells[key])):
                 top = max(_stats(cells[key], c)[0] for _, c in PERCENTILES)
                 ax.annotate("!", (i, top), ha="center", va="bottom", color="red", weight="bold")
-        labels = [f"{k.server}\n{k.mode} c={k.concurrency}{' tls' if k.tls else ''}" for k in keys]
+        labels = [f"{k.server}\n{k.mode} {k.settings(only=varying)}".rstrip() for k in keys]
         ax.set_xticks(range(len(keys)), labels, fontsize=7)
         ax.set_yscale("log")
         ax.margins(y=0.15)

@@ -18,16 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from benchmarks.matrix import flag_dest, forwarded
 from benchmarks.records.layout import NOT_RUNS
 from benchmarks.records.schema import ResultRow, SchemaError, read_rows
 
-# The harness's matrix flags, passed through unchanged. Value flags take one or more tokens so
-# both `--servers a,b` and `--servers a b` survive the round trip.
-SWITCH_FLAGS = ("--quick", "--tls", "--netns")
-VALUE_FLAGS = (
-    "--servers", "--clients", "--modes", "--concurrency", "--keepalive-timeout",
-    "--keepalive-max", "--duration", "--warmup", "--repeat", "--workers",
-)  # fmt: skip
+# The harness's matrix and run flags (benchmarks.matrix), passed through unchanged. Value flags
+# take one or more tokens so both `--servers a,b` and `--servers a b` survive the round trip.
+SWITCH_FLAGS = tuple(flag for flag, takes_value in forwarded() if not takes_value)
+VALUE_FLAGS = tuple(flag for flag, takes_value in forwarded() if takes_value)
 # Spellings of "write the CSV into this directory" we look for in `run --help`, most likely first.
 OUTPUT_FLAGS = ("--results-dir", "--output-dir", "--out-dir", "--outdir", "--out", "--output")
 # `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run.
@@ -60,19 +58,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_args(args: argparse.Namespace) -> list[str]:
     """Rebuild the bench flags in argv form from parsed arguments; one repetition by default."""
-    argv: list[str] = [flag for flag in SWITCH_FLAGS if getattr(args, _dest(flag))]
+    argv: list[str] = [flag for flag in SWITCH_FLAGS if getattr(args, flag_dest(flag))]
     for flag in VALUE_FLAGS:
-        values = getattr(args, _dest(flag))
+        values = getattr(args, flag_dest(flag))
         if values:
             argv += [flag, *values]
     if "--repeat" not in argv:
         argv += ["--repeat", "1"]
     return argv
-
-
-def _dest(flag: str) -> str:
-    """argparse's attribute name for a flag."""
-    return flag.lstrip("-").replace("-", "_")
 
 
 def schedule(sides: Sequence[T], rounds: int, alternate: bool = True) -> list[tuple[int, T]]:

@@ -32,6 +32,7 @@ from benchmarks.harness.procs import (
 )
 from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
 from benchmarks.harness.sockets import counters_delta, kernel_counters, socket_counts
+from benchmarks.matrix import Reach
 from benchmarks.records.layout import (
     NO_SPACE_TEXT,
     free_space,
@@ -99,10 +100,7 @@ def results_disk_full(folder: Path, files: CellFiles, message: str) -> str:
 
 def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str | None]:
     try:
-        options = ServerOptions(
-            name=cell.server, keepalive_timeout_s=cell.keepalive_timeout_s,
-            keepalive_max=cell.keepalive_max, tls=ctx.config.tls,
-        )  # fmt: skip
+        options = ServerOptions(**cell.options(Reach.SERVER))
     except OptionsError as exc:
         raise CellFailure("config", str(exc)) from None
     files = CellFiles.of(cell, ctx.artifacts)
@@ -200,9 +198,9 @@ class _Session:
         cfg, cell = self.ctx.config, self.cell
         assert self.server.proc is not None and self.control is not None
         client_cfg = ClientConfig(
-            kind=cell.client, url=ready.url, mode=cell.mode, concurrency=cell.concurrency,
-            duration_s=cfg.duration_s, output=self.files.output, warmup_s=cfg.warmup_s,
-            ca_path=ready.ca_path, workers=cfg.workers,
+            **cell.options(Reach.CLIENT), url=ready.url, duration_s=cfg.duration_s,
+            output=self.files.output, warmup_s=cfg.warmup_s, ca_path=ready.ca_path,
+            workers=cfg.workers,
         )  # fmt: skip
         t_start = time.monotonic()
         try:

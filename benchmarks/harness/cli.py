@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.common import OneLineParser, UsageError, check_writable, print_error
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
-from benchmarks.harness.config import FULL, QUICK, Cell, RunConfig
+from benchmarks.harness.config import Cell, RunConfig
 from benchmarks.harness.fingerprint import collect
 from benchmarks.harness.procs import (
     adopting_orphans,
@@ -28,6 +28,14 @@ from benchmarks.harness.procs import (
 )
 from benchmarks.harness.progress import Progress, fmt_duration, summary_table
 from benchmarks.harness.sockets import private_netns
+from benchmarks.matrix import (
+    DEFAULT_CLIENTS,
+    DEFAULT_CONCURRENCY,
+    DIMENSIONS,
+    FULL,
+    QUICK,
+    RUN_SETTINGS,
+)
 from benchmarks.records.layout import (
     RunPaths,
     RunWriter,
@@ -52,8 +60,8 @@ Run the benchmark matrix servers x clients x modes x concurrency x keep-alive se
 repetitions. Each cell starts its own server (port 0, identity checked), runs one client pinned to
 another core, and becomes one CSV row; list values are comma-separated (--servers uvloop,aiohttp).
 
-Default matrix (make bench): all servers, clients {",".join(FULL.clients)},
-both modes, concurrency {FULL.concurrency[0]}, server keep-alive defaults (5 s, 100 requests),
+Default matrix (make bench): all servers, clients {",".join(DEFAULT_CLIENTS)},
+both modes, concurrency {DEFAULT_CONCURRENCY}, server keep-alive defaults (5 s, 100 requests),
 {FULL.warmup_s:g} s warm-up + {FULL.duration_s:g} s window, {FULL.repeat} repetitions:
 {_size(False)} (budget 5 min). Why: one Locust and one pyperf client cover both
 families; pyperf-concurrent-raw is the fastest client (least often client-bound),
@@ -82,28 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="short one-repetition run (<= 60 s)")
-    p.add_argument("--servers", help="stdlib,aiohttp,uvloop (default: all)")
-    p.add_argument("--clients", help="locust-fasthttp,locust-requests,pyperf-sequential,"
-                   "pyperf-concurrent-raw,pyperf-concurrent-aiohttp")  # fmt: skip
-    p.add_argument("--modes", help="pooled,unpooled (default: both)")
-    p.add_argument("--concurrency", help=f"connections per client (default {FULL.concurrency[0]})")
-    p.add_argument("--keepalive-timeout", help="server keep-alive timeout(s), seconds (default 5)")
-    p.add_argument(
-        "--keepalive-max", help="server requests per connection(s), 0 = unlimited (default 100)"
-    )
-    p.add_argument("--duration", type=float, help="measured window, seconds")
-    p.add_argument("--warmup", type=float, help="client warm-up before the window, seconds")
-    p.add_argument("--repeat", type=int, help="repetitions of every cell")
-    p.add_argument("--tls", action="store_true", help="HTTPS (servers' self-signed certificate)")
-    p.add_argument(
-        "--workers", type=int, default=1,
-        help="Locust worker processes per client (Locust's --processes; default 1). They share "
-        "the client's core when pinned; the pyperf clients ignore it",
-    )  # fmt: skip
-    p.add_argument("--netns", action="store_true",
-                   help="re-run inside a private network namespace (root: unshare --net) so the "
-                   "kernel TCP counters in the note column are exact")  # fmt: skip
+    for d in DIMENSIONS:  # the matrix: one flag per dimension
+        if d.switch:
+            p.add_argument(d.flag, action="store_true", help=d.help)
+        else:
+            choices = ",".join(d.choices()) if d.choices else ""
+            p.add_argument(d.flag, help=d.help.format(choices=choices))
+    for setting in RUN_SETTINGS:  # what every round of bench-compare and noise is run with too
+        if setting.parse is None:
+            p.add_argument(setting.flag, action="store_true", help=setting.help)
+        else:
+            p.add_argument(setting.flag, type=setting.parse, help=setting.help)
     # Internal: marks the re-executed harness inside `unshare --net`, so it does not re-exec again.
     p.add_argument(IN_NETNS_FLAG, dest="in_netns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
@@ -123,11 +120,10 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
     args = parser.parse_args(argv)
     try:
         config = cfgmod.build(
-            quick=args.quick, servers=args.servers, clients=args.clients, modes=args.modes,
-            concurrency=args.concurrency, keepalive_timeout=args.keepalive_timeout,
-            keepalive_max=args.keepalive_max, duration=args.duration, warmup=args.warmup,
-            repeat=args.repeat, tls=args.tls, results_dir=args.results_dir,
-            client_timeout=args.client_timeout, workers=args.workers,
+            quick=args.quick, duration=args.duration, warmup=args.warmup, repeat=args.repeat,
+            results_dir=args.results_dir, client_timeout=args.client_timeout,
+            workers=1 if args.workers is None else args.workers,
+            **{d.dest: getattr(args, d.dest) for d in DIMENSIONS},
         )  # fmt: skip
     except UsageError as exc:
         parser.error(str(exc))

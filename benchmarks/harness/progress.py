@@ -17,12 +17,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 from benchmarks import latency
 from benchmarks.clients.contract import ClientKind, Mode
 from benchmarks.harness.config import Cell
+from benchmarks.matrix import DIMENSION_COLUMNS
 from benchmarks.records.keys import CellKey, cell_key
 from benchmarks.records.schema import ResultRow
 
@@ -150,8 +151,8 @@ def group_modes(rows: Sequence[ResultRow]) -> dict[CellKey, dict[str, list[int]]
     """Row indexes per configuration (the cell key without its mode), then per mode."""
     groups: dict[CellKey, dict[str, list[int]]] = {}
     for i, r in enumerate(rows):
-        key = cell_key(r)._replace(mode="")
-        groups.setdefault(key, {}).setdefault(r.mode, []).append(i)
+        key = replace(cell_key(r), mode="")
+        groups.setdefault(key, {}).setdefault(r.key.mode, []).append(i)
     return groups
 
 
@@ -206,9 +207,17 @@ def sequential_headline(key: CellKey, pooled: ModeStats, unpooled: ModeStats) ->
     )
 
 
+# Shown in columns of their own (server, client, c) or as the keep-alive policy (`5s/100 tls`);
+# any other dimension follows the policy as `name=value`.
+_SHOWN = ("server", "client", "mode", "concurrency", "keepalive_timeout_s", "keepalive_max", "tls")
+
+
 def _ka(key: CellKey) -> str:
-    """The keep-alive policy as the table and the headline both show it: timeout/max [tls]."""
-    return f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
+    """The keep-alive policy as the table and the headline both show it: timeout/max [tls],
+    then the cell's other settings."""
+    others = key.settings(only=[c for c in DIMENSION_COLUMNS if c not in _SHOWN])
+    policy = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
+    return f"{policy} {others}" if others else policy
 
 
 def _num(stats: ModeStats | None) -> str:

@@ -56,10 +56,8 @@ def base_fields(cell: Cell, ctx: CellContext, started: str) -> dict[str, Any]:
         schema_version=SCHEMA_VERSION, run_id=ctx.run_id, started_utc=started,
         git_commit=fp.git_commit, host_id=fp.host_id, cpu_model=fp.cpu_model,
         cpu_count=fp.cpu_count, kernel=fp.kernel, python_version=fp.python_version,
-        packages=fp.packages, server=cell.server.value, client=cell.client.value,
-        mode=cell.mode.value, tls=int(ctx.config.tls), concurrency=cell.concurrency,
-        keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
-        duration_s=ctx.config.duration_s, repetition=cell.repetition,
+        packages=fp.packages, key=cell.key, duration_s=ctx.config.duration_s,
+        repetition=cell.repetition,
         server_core=ctx.cores.server, client_core=ctx.cores.client,
     )  # fmt: skip
 
@@ -115,9 +113,9 @@ def cpu_load(ctx: CellContext, m: Measurement) -> CpuLoad:
 def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> validity.Verdict:
     """The mode rules first; a row that passes them is still invalid if its server was crowded."""
     verdict = validity.judge(
-        mode=cell.mode, concurrency=cell.client.connections(cell.concurrency),
+        mode=cell.mode, concurrency=cell.client.connections(cell.key.concurrency),
         load_processes=m.result.load_processes,
-        keepalive_timeout_s=cell.keepalive_timeout_s, keepalive_max=cell.keepalive_max,
+        keepalive_timeout_s=cell.key.keepalive_timeout_s, keepalive_max=cell.key.keepalive_max,
         requests=m.result.requests, errors=m.result.errors,
         requests_total=m.result.requests_total,
         connections_opened=_delta(m, "connections_accepted"),

@@ -1,7 +1,7 @@
 """What makes two result rows "the same cell" and "the same machine", in one place.
 
-compare, bench-compare, noise and report all group rows by cell and check fingerprints; keeping
-the definitions here means a new configuration column is added to the key once, not four times.
+compare, bench-compare, noise and report all group rows by cell and check fingerprints; the key
+is `benchmarks.matrix.CellKey`, the matrix's dimensions, so a new dimension is in it at once.
 `duration_s` is not part of the key, so that a window that came out a little longer (Locust's
 exit, pyperf's calibration) still meets its twin; compare calls cells whose median windows
 differ by more than 25% inconclusive instead ("window differs"): a 1 s QUICK window warms up,
@@ -13,32 +13,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
 
+from benchmarks.matrix import CellKey
 from benchmarks.records.schema import ResultRow
-
-
-class CellKey(NamedTuple):
-    """The configuration of a cell: rows with equal keys measure the same thing."""
-
-    server: str
-    client: str
-    mode: str
-    concurrency: int
-    keepalive_timeout_s: float
-    keepalive_max: int
-    tls: int
-
-    def label(self) -> str:
-        """Short, stable, human-readable name used in tables, JSON and plot legends."""
-        tls = " tls" if self.tls else ""
-        return (
-            f"{self.server}/{self.client}/{self.mode} c={self.concurrency} "
-            f"kt={self.keepalive_timeout_s:g} km={self.keepalive_max}{tls}"
-        )
-
-
-CELL_FIELDS: tuple[str, ...] = CellKey._fields
 
 # The machine: a change in any of these makes absolute numbers incomparable. cpu_count is not in
 # the issue's list but belongs with cpu_model: a container can see fewer CPUs on the same host.
@@ -71,7 +48,7 @@ METRICS: tuple[Metric, ...] = (
 
 
 def cell_key(row: ResultRow) -> CellKey:
-    return CellKey(*(getattr(row, name) for name in CELL_FIELDS))
+    return row.key
 
 
 def fingerprint(row: ResultRow) -> tuple[tuple[str, str], ...]:

@@ -63,7 +63,8 @@ def row_of(slug: str, rows: list[ResultRow]) -> ResultRow | None:
     if not index.isdigit() or not 1 <= int(index) <= len(rows):
         return None
     row = rows[int(index) - 1]
-    return row if rest.startswith(f"{row.server}-{row.client}-{row.mode}-") else None
+    key = row.key
+    return row if rest.startswith(f"{key.server}-{key.client}-{key.mode}-") else None
 
 
 def wants_logs(name: str, rows: list[ResultRow]) -> bool:

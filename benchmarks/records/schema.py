@@ -1,6 +1,7 @@
 """The results CSV: one row per cell and repetition; the columns are documented here only.
 
-The column table of `results/README.md` is generated from `COLUMN_DOCS`
+The column table of `results/README.md` is generated from `COLUMN_DOCS` (the matrix's own
+columns are documented with their dimension, in `benchmarks.matrix`)
 (`python -m benchmarks.records.schema --update results/README.md`; a test fails when they
 differ), so the doc and the code cannot drift. Readers refuse a file whose `schema_version` they
 do not know.
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import UsageError, write_atomic
+from benchmarks.matrix import DIMENSION_COLUMNS, DIMENSIONS, CellKey, by_column, key_of
 
 SCHEMA_VERSION = 1
 
@@ -26,7 +29,8 @@ class SchemaError(UsageError):
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One measured cell and repetition. Field order is column order."""
+    """One measured cell and repetition. Field order is column order; `key` stands for the
+    columns of the matrix's dimensions (benchmarks.matrix.CellKey), in its field order."""
 
     # Run and machine fingerprint
     schema_version: int
@@ -40,13 +44,7 @@ class ResultRow:
     python_version: str
     packages: str
     # Cell configuration
-    server: str
-    client: str
-    mode: str
-    tls: int
-    concurrency: int
-    keepalive_timeout_s: float
-    keepalive_max: int
+    key: CellKey
     duration_s: float
     repetition: int
     server_core: int
@@ -77,7 +75,7 @@ class ResultRow:
     note: str
 
 
-COLUMN_DOCS: dict[str, str] = {
+_ROW_DOCS: dict[str, str] = {
     "schema_version": f"format of this file; currently {SCHEMA_VERSION}",
     "run_id": "one id per `python -m benchmarks run` (UTC timestamp plus host)",
     "started_utc": "when the cell started, ISO 8601 UTC",
@@ -88,13 +86,6 @@ COLUMN_DOCS: dict[str, str] = {
     "kernel": "`uname -r`",
     "python_version": "interpreter of servers and clients",
     "packages": "versions of aiohttp, uvloop, httptools, locust, pyperf (`name=ver;...`)",
-    "server": "`stdlib`, `aiohttp` or `uvloop`",
-    "client": "client and variant, e.g. `locust-fasthttp`, `pyperf-concurrent-raw`",
-    "mode": "`pooled` (connections reused) or `unpooled` (new connection per request)",
-    "tls": "1 for HTTPS",
-    "concurrency": "simultaneous connections (Locust users, pyperf connections)",
-    "keepalive_timeout_s": "server's --keepalive-timeout",
-    "keepalive_max": "server's --keepalive-max (0 = unlimited)",
     "duration_s": "measured window in seconds, client-reported (pyperf: total measured time)",
     "repetition": "1-based repetition of this cell in the run",
     "server_core": "CPU the server was pinned to (-1: not pinned)",
@@ -130,9 +121,39 @@ COLUMN_DOCS: dict[str, str] = {
     "note": "free text: why a row is invalid or failed, extra kernel counters, ...",
 }
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
-_TYPES = {f.name: f.type for f in fields(ResultRow)}
+KEY_FIELD = "key"
+
+
+def _columns() -> tuple[str, ...]:
+    names = [f.name for f in fields(ResultRow)]
+    at = names.index(KEY_FIELD)
+    return (*names[:at], *DIMENSION_COLUMNS, *names[at + 1 :])
+
+
+COLUMNS: tuple[str, ...] = _columns()
+_TYPES = {
+    **{f.name: str(f.type) for f in fields(ResultRow) if f.name != KEY_FIELD},
+    **{d.column: d.kind for d in DIMENSIONS},
+}
+COLUMN_DOCS: dict[str, str] = {
+    name: by_column(name).doc if name in DIMENSION_COLUMNS else _ROW_DOCS[name] for name in COLUMNS
+}
 _CASTS = {"int": int, "float": float, "str": str}
+# Columns a file may lack: dimensions added after it was written, with the value they had then.
+_BEFORE: dict[str, Any] = {d.column: d.before for d in DIMENSIONS if d.before is not None}
+
+
+def row_values(row: ResultRow) -> dict[str, Any]:
+    """Column -> value, in column order: the key's fields in place of `key`."""
+    values = {f.name: getattr(row, f.name) for f in fields(ResultRow) if f.name != KEY_FIELD}
+    values.update({c: getattr(row.key, c) for c in DIMENSION_COLUMNS})
+    return {name: values[name] for name in COLUMNS}
+
+
+def row_from(values: Mapping[str, Any]) -> ResultRow:
+    """A ResultRow from column -> value (the inverse of `row_values`)."""
+    rest = {k: v for k, v in values.items() if k not in DIMENSION_COLUMNS}
+    return ResultRow(key=key_of(values), **rest)
 
 
 def format_rows(rows: Iterable[ResultRow]) -> str:
@@ -141,7 +162,7 @@ def format_rows(rows: Iterable[ResultRow]) -> str:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({name: _format_value(getattr(row, name)) for name in COLUMNS})
+        writer.writerow({name: _format_value(v) for name, v in row_values(row).items()})
     return buf.getvalue()
 
 
@@ -162,6 +183,9 @@ def read_rows(path: Path) -> list[ResultRow]:
 
     Strict on shape, because a silently padded or truncated row would be measured data made up:
     every row must have exactly the header's fields, and the header exactly this schema's columns.
+    The one exception is a dimension added after the file was written: its column may be
+    missing, and then holds the value every run had before the dimension existed
+    (`Dimension.before`: no emulated delay, say).
     """
     reader = csv.reader(io.StringIO(_read_text(path)))
     try:
@@ -197,9 +221,9 @@ def _read_text(path: Path) -> str:
 
 def _header_problem(header: Sequence[str]) -> str | None:
     """Why a header is not exactly this schema's columns (in any order), or None."""
-    if sorted(header) == sorted(COLUMNS):
+    missing = [c for c in COLUMNS if c not in header and c not in _BEFORE]
+    if sorted(header) == sorted(c for c in COLUMNS if c in header) and not missing:
         return None
-    missing = [c for c in COLUMNS if c not in header]
     extra = [c for c in header if c not in _TYPES]
     dup = sorted({c for c in header if header.count(c) > 1})
     parts = [
@@ -231,13 +255,16 @@ def _parse_row(
         raise SchemaError(f"{path}:{lineno}: unknown schema_version {values['schema_version']!r}")
     if problem:
         raise SchemaError(f"{path}: {problem}")
-    cast = {}
+    cast: dict[str, Any] = {}
     for name in COLUMNS:
+        if name not in values:  # a dimension newer than the file (_header_problem let it pass)
+            cast[name] = _BEFORE[name]
+            continue
         try:
             cast[name] = _CASTS[str(_TYPES[name])](values[name])
         except ValueError:
             raise SchemaError(f"{path}:{lineno}: bad value for {name}: {values[name]!r}") from None
-    return ResultRow(**cast)
+    return row_from(cast)
 
 
 README_BEGIN = (

@@ -1,0 +1,342 @@
+"""The benchmark matrix: each dimension defined once, as one typed field of `CellKey`.
+
+A dimension is a field of `CellKey` whose metadata (`Dimension`) says everything the rest of
+the suite needs: the `python -m benchmarks run` flag (and so the make variable of the same name
+in capitals, and what bench-compare and noise forward), how one comma-separated item of it is
+parsed and checked, its default values, its CSV column and the column's documentation, its
+short name in cell labels, and which component's option it sets (a server's, a client's). The
+harness CLI, the cell expansion, the server and client options of a cell, the CSV columns, the
+cell key that compare, noise and report group by, and the flags that rounds forward are all
+derived from `DIMENSIONS`; `RUN_SETTINGS` are the other flags that every round is run with.
+
+Imported by the analysis, which never imports `servers`: the server names and the servers'
+keep-alive defaults are loaded only when a run parses its flags (`_server_names`, `_defaults`).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.clients.contract import ClientKind, Mode
+from benchmarks.common import UsageError
+
+if TYPE_CHECKING:
+    from servers.options import ServerName
+
+DIMENSION = "dimension"  # the metadata key of a CellKey field
+
+
+class Reach(enum.StrEnum):
+    """The component whose option a dimension sets."""
+
+    SERVER = "server"  # a field of servers.options.ServerOptions
+    CLIENT = "client"  # a field of benchmarks.clients.contract.ClientConfig
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One axis of the matrix; `column` and `kind` are its CellKey field's name and type."""
+
+    flag: str  # of `python -m benchmarks run`; the make variable is the same in capitals
+    help: str  # of the flag; `{choices}` is replaced by the names it accepts
+    doc: str  # of the CSV column (results/README.md is generated from it)
+    parse: Callable[[str], Any]  # one comma-separated item -> value; ValueError/UsageError if bad
+    default: Callable[[], tuple[Any, ...]]  # the values when the flag is not given
+    reach: Reach | None = None  # which component's option it sets (None: the harness's own)
+    option: str = ""  # that option's field name
+    label: str = ""  # in cell labels: "c" gives "c=16"; "" shows the value alone (server/...)
+    switch: bool = False  # a flag without a value: 1 when given, else 0; its label when on
+    innermost: bool = False  # varies fastest in the run order (the modes of one configuration)
+    choices: Callable[[], tuple[str, ...]] | None = None  # names accepted, for the help text
+    # The value of every run measured before this dimension existed, which a CSV without its
+    # column then holds (None: every results CSV has the column). Set it on a new dimension, so
+    # that the committed runs still read: `before=0.0` for an emulated delay that was never there.
+    before: object = None
+    column: str = ""
+    kind: str = "str"  # the field's type: "str", "int" or "float"
+
+    @property
+    def make_var(self) -> str:
+        """`--keepalive-timeout` -> KEEPALIVE_TIMEOUT: the Makefile variable of the flag."""
+        return flag_make_var(self.flag)
+
+    @property
+    def dest(self) -> str:
+        """argparse's attribute name for the flag."""
+        return flag_dest(self.flag)
+
+    def text(self, value: object) -> str:
+        """A value as labels, slugs and help show it: `5` rather than `5.0`."""
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    def option_value(self, value: object) -> Any:
+        """The value as the component's option takes it: parsed again, so a key read from a CSV
+        (names as text) gives the enum member; a switch is a bool there."""
+        return bool(value) if self.switch else self.parse(str(value))
+
+
+def flag_dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def flag_make_var(flag: str) -> str:
+    return flag_dest(flag).upper()
+
+
+def dimension(**kwargs: Any) -> dict[str, Dimension]:
+    """The metadata of a CellKey field: `field(metadata=dimension(flag=..., ...))`."""
+    return {DIMENSION: Dimension(**kwargs)}
+
+
+# --- parsing one item of a flag ---------------------------------------------------------------
+
+
+def _server_names() -> type[ServerName]:
+    """Imported when a run parses its flags, never by the analysis (which must not import
+    `servers`)."""
+    from servers.options import ServerName
+
+    return ServerName
+
+
+def _defaults() -> tuple[float, int]:
+    """The servers' own keep-alive defaults (T, N): the matrix's, when none is given."""
+    from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S
+
+    return DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_KEEPALIVE_MAX
+
+
+def one_of(names: Callable[[], type[enum.StrEnum]], flag: str) -> Callable[[str], Any]:
+    """An item that names a member of an enum (any case); UsageError lists every name."""
+
+    def parse(item: str) -> Any:
+        members = names()
+        try:
+            return members(item.lower())
+        except ValueError:
+            choices = ", ".join(m.value for m in members)
+            raise UsageError(f"{flag}: unknown {item!r} (choose from {choices})") from None
+
+    return parse
+
+
+def at_least(kind: Callable[[str], Any], low: float, flag: str, what: str) -> Callable[[str], Any]:
+    """A finite number of `kind` >= `low`; `what` completes "--flag must be ..."."""
+
+    def parse(item: str) -> Any:
+        value = kind(item)
+        if not (math.isfinite(value) and value >= low):
+            raise UsageError(f"{flag} must be {what}, got {item}")
+        return value
+
+    return parse
+
+
+def _switch(item: str) -> int:
+    return int(item)
+
+
+# --- the dimensions ---------------------------------------------------------------------------
+
+DEFAULT_CLIENTS = (ClientKind.LOCUST_FASTHTTP, ClientKind.PYPERF_CONCURRENT_RAW)
+DEFAULT_CONCURRENCY = 16
+
+
+@dataclass(frozen=True, order=True)
+class CellKey:
+    """The configuration of a cell, one value per dimension, in CSV column order: rows with
+    equal keys measure the same thing. Values are as the CSV holds them (names as text, so a
+    CSV naming a client this code no longer has still reads)."""
+
+    server: str = field(
+        metadata=dimension(
+            flag="--servers", help="{choices} (default: all)",
+            doc="`stdlib`, `aiohttp` or `uvloop`",
+            parse=one_of(_server_names, "--servers"), default=lambda: tuple(_server_names()),
+            choices=lambda: tuple(_server_names()), reach=Reach.SERVER, option="name",
+        )
+    )  # fmt: skip
+    client: str = field(
+        metadata=dimension(
+            flag="--clients", help="{choices}",
+            doc="client and variant, e.g. `locust-fasthttp`, `pyperf-concurrent-raw`",
+            parse=one_of(lambda: ClientKind, "--clients"), default=lambda: DEFAULT_CLIENTS,
+            choices=lambda: tuple(ClientKind), reach=Reach.CLIENT, option="kind",
+        )
+    )  # fmt: skip
+    mode: str = field(
+        metadata=dimension(
+            flag="--modes", help="{choices} (default: both)",
+            doc="`pooled` (connections reused) or `unpooled` (new connection per request)",
+            parse=one_of(lambda: Mode, "--modes"), default=lambda: tuple(Mode),
+            choices=lambda: tuple(Mode), reach=Reach.CLIENT, option="mode", innermost=True,
+        )
+    )  # fmt: skip
+    tls: int = field(
+        metadata=dimension(
+            flag="--tls", help="HTTPS (servers' self-signed certificate)", doc="1 for HTTPS",
+            parse=_switch, default=lambda: (0,), switch=True, label="tls",
+            reach=Reach.SERVER, option="tls",
+        )
+    )  # fmt: skip
+    concurrency: int = field(
+        metadata=dimension(
+            flag="--concurrency", help=f"connections per client (default {DEFAULT_CONCURRENCY})",
+            doc="simultaneous connections (Locust users, pyperf connections)",
+            parse=at_least(int, 1, "--concurrency", ">= 1"),
+            default=lambda: (DEFAULT_CONCURRENCY,), label="c",
+            reach=Reach.CLIENT, option="concurrency",
+        )
+    )  # fmt: skip
+    keepalive_timeout_s: float = field(
+        metadata=dimension(
+            flag="--keepalive-timeout", help="server keep-alive timeout(s), seconds (default 5)",
+            doc="server's --keepalive-timeout",
+            parse=at_least(float, 0, "--keepalive-timeout", "a finite number >= 0"),
+            default=lambda: (_defaults()[0],), label="kt",
+            reach=Reach.SERVER, option="keepalive_timeout_s",
+        )
+    )  # fmt: skip
+    keepalive_max: int = field(
+        metadata=dimension(
+            flag="--keepalive-max",
+            help="server requests per connection(s), 0 = unlimited (default 100)",
+            doc="server's --keepalive-max (0 = unlimited)",
+            parse=at_least(int, 0, "--keepalive-max", ">= 0"),
+            default=lambda: (_defaults()[1],), label="km",
+            reach=Reach.SERVER, option="keepalive_max",
+        )
+    )  # fmt: skip
+
+    def label(self) -> str:
+        """Short, stable, human-readable name used in tables, JSON and plot legends:
+        `uvloop/pyperf-concurrent-raw/pooled c=16 kt=5 km=100 tls`."""
+        names = "/".join(str(getattr(self, d.column)) for d in DIMENSIONS if not d.label)
+        return " ".join(filter(None, [names, self.settings()]))
+
+    def settings(self, only: Iterable[str] | None = None) -> str:
+        """The labelled dimensions, `c=16 kt=5 km=100` (a switch by its name, when on), or only
+        those whose column is in `only`."""
+        wanted = None if only is None else set(only)
+        return " ".join(
+            "=".join(parts) for d, parts in self._labelled() if wanted is None or d.column in wanted
+        )
+
+    def slug(self) -> str:
+        """File-name-safe: `uvloop-pyperf-concurrent-raw-pooled-c16-kt5-km100[-tls]`."""
+        names = [str(getattr(self, d.column)) for d in DIMENSIONS if not d.label]
+        return "-".join(names + ["".join(parts) for _, parts in self._labelled()])
+
+    def _labelled(self) -> list[tuple[Dimension, tuple[str, ...]]]:
+        """(dimension, (label, value text)) of the labelled ones; a switch is (label,) when on
+        and left out when off."""
+        out: list[tuple[Dimension, tuple[str, ...]]] = []
+        for d in labelled():
+            value = getattr(self, d.column)
+            if not d.switch:
+                out.append((d, (d.label, d.text(value))))
+            elif value:
+                out.append((d, (d.label,)))
+        return out
+
+    def options(self, reach: Reach) -> dict[str, Any]:
+        """The options this cell sets on `reach` (ServerOptions or ClientConfig keywords)."""
+        return {
+            d.option: d.option_value(getattr(self, d.column))
+            for d in DIMENSIONS
+            if d.reach is reach
+        }
+
+
+def _dimensions() -> tuple[Dimension, ...]:
+    return tuple(
+        replace(f.metadata[DIMENSION], column=f.name, kind=str(f.type)) for f in fields(CellKey)
+    )
+
+
+DIMENSIONS: tuple[Dimension, ...] = _dimensions()
+DIMENSION_COLUMNS: tuple[str, ...] = tuple(d.column for d in DIMENSIONS)
+
+
+def labelled() -> list[Dimension]:
+    """The dimensions shown as `name=value` (or a switch's name), values first, switches last."""
+    values = [d for d in DIMENSIONS if d.label and not d.switch]
+    return values + [d for d in DIMENSIONS if d.switch]
+
+
+def by_column(column: str) -> Dimension:
+    return next(d for d in DIMENSIONS if d.column == column)
+
+
+def key_of(values: Mapping[str, Any]) -> CellKey:
+    """A CellKey from a mapping holding (at least) every dimension column."""
+    return CellKey(**{c: values[c] for c in DIMENSION_COLUMNS})
+
+
+# --- the other flags every round runs with ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSetting:
+    """A `python -m benchmarks run` flag that is not a dimension but belongs to what was
+    measured: bench-compare and noise hand it on to every round, make sets it from the
+    variable of the same name in capitals. `parse` None: a switch."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] | None = None
+
+    @property
+    def make_var(self) -> str:
+        return flag_make_var(self.flag)
+
+    @property
+    def dest(self) -> str:
+        return flag_dest(self.flag)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Defaults of one run size (full `make bench`, or `make bench QUICK=1`)."""
+
+    duration_s: float
+    warmup_s: float
+    repeat: int
+
+
+FULL = Profile(duration_s=5.0, warmup_s=1.0, repeat=2)
+QUICK = Profile(duration_s=1.0, warmup_s=0.5, repeat=1)
+
+RUN_SETTINGS: tuple[RunSetting, ...] = (
+    RunSetting("--quick", "short one-repetition run (<= 60 s)"),
+    RunSetting("--duration", "measured window, seconds", float),
+    RunSetting("--warmup", "client warm-up before the window, seconds", float),
+    RunSetting("--repeat", "repetitions of every cell", int),
+    RunSetting(
+        "--workers",
+        "Locust worker processes per client (Locust's --processes; default 1). They share the "
+        "client's core when pinned; the pyperf clients ignore it",
+        int,
+    ),
+    RunSetting(
+        "--netns",
+        "re-run inside a private network namespace (root: unshare --net) so the kernel TCP "
+        "counters in the note column are exact",
+    ),
+)
+
+
+def forwarded() -> tuple[tuple[str, bool], ...]:
+    """(flag, takes a value) of every flag a round is run with: the dimensions', then the run
+    settings'. What bench-compare and noise accept and hand on unchanged."""
+    dims = tuple((d.flag, not d.switch) for d in DIMENSIONS)
+    return dims + tuple((s.flag, s.parse is not None) for s in RUN_SETTINGS)
+
+
+def make_vars() -> tuple[str, ...]:
+    """The make variables of bench, bench-compare and noise, one per forwarded flag."""
+    return tuple(flag_make_var(flag) for flag, _ in forwarded())
