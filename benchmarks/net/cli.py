@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the link's figures here as JSON",
     )
     sub.add_parser("cleanup", help="remove namespaces and devices a crashed run left")
+    from benchmarks.net import slowstart  # it imports this module: its flags are added here
+
+    slowstart.add_arguments(
+        sub.add_parser(
+            "slowstart",
+            help="/bytes/N on new, warm and idle connections: slow start in round trips",
+            description=slowstart.__doc__.split("\n\n")[0],
+        )
+    )
     return parser
 
 
@@ -150,6 +159,10 @@ def main(argv: Sequence[str]) -> int:
     try:
         if args.command == "cleanup":
             return cleanup()
+        if args.command == "slowstart":
+            from benchmarks.net import slowstart
+
+            return slowstart.main(args, f"{PROG} slowstart")
         if not client:
             raise NetError("give the client command after --, e.g. -- curl {url}/")
         spec = LinkSpec(
@@ -183,7 +196,7 @@ def cleanup() -> int:
     return 0
 
 
-def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+def raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
@@ -194,7 +207,7 @@ def run(spec: LinkSpec, args: argparse.Namespace, server: list[str], client: lis
             f"{PROG}: note: below {PRECISE_RTT_MS:g} ms the relay's own lateness (see the "
             "figures) is a noticeable part of the round trip\n"
         )
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     line = DelayLine(spec, relay_cpu=args.relay_cpu, realtime=not args.no_realtime)
     status = 2
     try:
