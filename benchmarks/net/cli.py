@@ -58,6 +58,7 @@ class ServerInfo:
 
     url: str
     ca_path: Path | None
+    control_url: str | None = None  # a reference server's counters (read with `line.fetch`)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,13 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the link's figures here as JSON",
     )
     sub.add_parser("cleanup", help="remove namespaces and devices a crashed run left")
-    from benchmarks.net import slowstart  # it imports this module: its flags are added here
+    # These import this module: their flags are added here, their modules loaded only now.
+    from benchmarks.net import distributed, slowstart
 
     slowstart.add_arguments(
         sub.add_parser(
             "slowstart",
             help="/bytes/N on new, warm and idle connections: slow start in round trips",
             description=slowstart.__doc__.split("\n\n")[0],
+        )
+    )
+    distributed.add_arguments(
+        sub.add_parser(
+            "locust",
+            help="Locust's master and workers in namespaces of their own against the server",
+            usage=f"{PROG} locust --rtt MS [options] [-- MASTER FLAGS...]",
+            description=distributed.__doc__.split("\n\n")[0],
         )
     )
     return parser
@@ -163,6 +173,10 @@ def main(argv: Sequence[str]) -> int:
             from benchmarks.net import slowstart
 
             return slowstart.main(args, f"{PROG} slowstart")
+        if args.command == "locust":
+            from benchmarks.net import distributed
+
+            return distributed.main(args, client, f"{PROG} locust")
         if not client:
             raise NetError("give the client command after --, e.g. -- curl {url}/")
         spec = LinkSpec(
@@ -251,7 +265,7 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
         ready = parse_ready_line(_first_line(proc, words[0]))
         assert proc.stdout is not None
         _forward(proc.stdout, sys.stderr)  # anything after READY, so the server never blocks
-        return ServerInfo(ready.url, ready.ca_path)
+        return ServerInfo(ready.url, ready.ca_path, ready.control_url)
     argv = [w.replace("{host}", host).replace("{port}", str(port)) for w in words]
     try:
         # its stdout goes to our stderr: the client's stdout stays the client's alone
