@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -59,6 +59,8 @@ class ServerInfo:
     url: str
     ca_path: Path | None
     control_url: str | None = None  # a reference server's counters (read with `line.fetch`)
+    pid: int | None = None  # a reference server's own (READY's pid=)
+    proc: subprocess.Popen[Any] | None = field(default=None, compare=False, repr=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,7 +267,7 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
         ready = parse_ready_line(_first_line(proc, words[0]))
         assert proc.stdout is not None
         _forward(proc.stdout, sys.stderr)  # anything after READY, so the server never blocks
-        return ServerInfo(ready.url, ready.ca_path, ready.control_url)
+        return ServerInfo(ready.url, ready.ca_path, ready.control_url, ready.pid, proc)
     argv = [w.replace("{host}", host).replace("{port}", str(port)) for w in words]
     try:
         # its stdout goes to our stderr: the client's stdout stays the client's alone
@@ -273,7 +275,7 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
     except OSError as exc:
         raise NetError(f"cannot start the server: {exc.strerror}") from None
     _wait_listening(line, proc, (host, port), words[0])
-    return ServerInfo(f"http://{host}:{port}", None)
+    return ServerInfo(f"http://{host}:{port}", None, proc=proc)
 
 
 def _first_line(proc: subprocess.Popen[str], name: str) -> str:
