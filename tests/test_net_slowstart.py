@@ -126,3 +126,12 @@ def test_the_command_prints_the_table_and_writes_every_sample(tmp_path: Path) ->
     }
     assert all(float(r["last_byte_ms"]) >= 20.0 for r in rows)
     assert [p.name for p in tmp_path.iterdir()] == ["slowstart.csv"]  # no temporary file left
+
+
+def test_committed_slowstart_csvs_are_not_taken_for_run_csvs() -> None:
+    """`make report` reads every run CSV under results/: a slowstart file would stop it."""
+    from benchmarks.analysis.plots import default_inputs
+
+    committed = list((ROOT / "results").glob("*/slowstart-*.csv"))
+    assert committed  # the README's figures
+    assert not [p for p in default_inputs(ROOT / "results") if p.name.startswith("slowstart-")]

@@ -37,6 +37,7 @@ from benchmarks.net.line import DelayLine, LinkStats
 from benchmarks.net.netns import NetError
 from benchmarks.net.spec import MAX_CLIENTS, LinkSpec
 from servers.launch import ServerStartError
+from servers.options import ServerName
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfiles" / "keepalive.py"
 MASTER_PORT = 5557  # Locust's default; safe here, the namespace is ours alone
@@ -71,8 +72,9 @@ class DistributedConfig:
             raise NetError(f"--run-time must be 1 to 86400 s, got {self.run_time_s}")
         if self.user_class not in USER_CLASSES:
             raise NetError(f"--user-class must be one of {', '.join(USER_CLASSES)}")
-        if not self.server:
-            raise NetError("--server needs a command")
+        if not self.server or self.server[0] not in {n.value for n in ServerName}:
+            names = ", ".join(n.value for n in ServerName)
+            raise NetError(f"--server must name a reference server ({names}) and its options")
 
     def master_argv(self, address: str, info: ServerInfo) -> list[str]:
         rate = self.spawn_rate if self.spawn_rate is not None else self.users
