@@ -42,14 +42,14 @@ def _get(url: str, data: dict[str, Any] | None = None) -> Any:
 
 def test_loss_without_rtt_is_a_one_line_error() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ui", "--loss", "1"],
+        [sys.executable, "-m", "benchmarks", "ui", "--loss", "1"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (2, "")
     assert (
-        done.stderr == "python -m benchmarks.ui: error: --loss and --bandwidth need --rtt (RTT=)\n"
+        done.stderr == "python -m benchmarks ui: error: --loss and --bandwidth need --rtt (RTT=)\n"
     )
 
 
