@@ -38,10 +38,27 @@ class Reach(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Dimension:
+class Flag:
+    """A flag of `python -m benchmarks run` that make sets from the variable of the same name
+    in capitals, and that bench-compare and noise hand on to every round."""
+
+    flag: str
+
+    @property
+    def make_var(self) -> str:
+        """`--keepalive-timeout` -> KEEPALIVE_TIMEOUT: the Makefile variable of the flag."""
+        return flag_make_var(self.flag)
+
+    @property
+    def dest(self) -> str:
+        """argparse's attribute name for the flag."""
+        return flag_dest(self.flag)
+
+
+@dataclass(frozen=True)
+class Dimension(Flag):
     """One axis of the matrix; `column` and `kind` are its CellKey field's name and type."""
 
-    flag: str  # of `python -m benchmarks run`; the make variable is the same in capitals
     help: str  # of the flag; `{choices}` is replaced by the names it accepts
     doc: str  # of the CSV column (results/README.md is generated from it)
     parse: Callable[[str], Any]  # one comma-separated item -> value; ValueError/UsageError if bad
@@ -58,16 +75,6 @@ class Dimension:
     before: object = None
     column: str = ""
     kind: str = "str"  # the field's type: "str", "int" or "float"
-
-    @property
-    def make_var(self) -> str:
-        """`--keepalive-timeout` -> KEEPALIVE_TIMEOUT: the Makefile variable of the flag."""
-        return flag_make_var(self.flag)
-
-    @property
-    def dest(self) -> str:
-        """argparse's attribute name for the flag."""
-        return flag_dest(self.flag)
 
     def text(self, value: object) -> str:
         """A value as labels, slugs and help show it: `5` rather than `5.0`."""
@@ -281,22 +288,12 @@ def key_of(values: Mapping[str, Any]) -> CellKey:
 
 
 @dataclass(frozen=True)
-class RunSetting:
-    """A `python -m benchmarks run` flag that is not a dimension but belongs to what was
-    measured: bench-compare and noise hand it on to every round, make sets it from the
-    variable of the same name in capitals. `parse` None: a switch."""
+class RunSetting(Flag):
+    """A flag that is not a dimension but belongs to what was measured (the window, the
+    repetitions, ...). `parse` None: a switch."""
 
-    flag: str
     help: str
     parse: Callable[[str], Any] | None = None
-
-    @property
-    def make_var(self) -> str:
-        return flag_make_var(self.flag)
-
-    @property
-    def dest(self) -> str:
-        return flag_dest(self.flag)
 
 
 @dataclass(frozen=True)

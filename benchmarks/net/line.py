@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from benchmarks.net import netns
 from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LINE_PREFIX, SERVER_ADDRESS, LinkSpec, client_address
-from servers.launch import terminate
+from servers.launch import StartStop, terminate
 
 RELAY_READY_TIMEOUT_S = 10.0
 STATS_TIMEOUT_S = 5.0
@@ -110,7 +110,7 @@ def _pdeathsig() -> None:
     netns.parent_death_signal(signal.SIGTERM)
 
 
-class DelayLine:
+class DelayLine(StartStop):
     """A server namespace and client namespaces joined by the relay; see the module docstring.
 
     `relay_cpu` pins the relay to one core (the client's: its CPU is the client side's load).
@@ -151,15 +151,8 @@ class DelayLine:
 
     # -- lifetime ---------------------------------------------------------------------------
 
-    def __enter__(self) -> DelayLine:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """What `with line:` calls on the way out (StartStop): `close`."""
         self.close()
 
     def start(self) -> None:

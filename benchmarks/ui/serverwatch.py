@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,6 +60,21 @@ class Sample:
             closed={str(k): int(v) for k, v in counters.get("closed", {}).items()},
             **local,
         )
+
+
+def server_proc_net(pid: int) -> Path | None:
+    """/proc/PID/net when the server runs in another network namespace, else None.
+
+    Over the delay line (`make ui RTT=50`) the server lives in a namespace of its own and this
+    process in a client's: /proc/net shows only our namespace's sockets (the client side),
+    /proc/PID/net the namespace of the server process, where its side's TIME_WAIT sockets are.
+    """
+    try:
+        theirs = Path(f"/proc/{pid}/ns/net").stat().st_ino
+        ours = Path("/proc/thread-self/ns/net").stat().st_ino
+    except OSError:
+        return None
+    return None if theirs == ours else Path(f"/proc/{pid}/net")
 
 
 def is_local_host(host: str) -> bool:
@@ -166,6 +182,13 @@ class ServerWatch:
         except psutil.Error:
             return None
 
+    def _time_wait(self, pid: int) -> tuple[int, int]:
+        """(server side, client side); each from the namespace where that side's sockets are."""
+        ours = socket_counts(self.server_port)
+        theirs = server_proc_net(pid)
+        server = socket_counts(self.server_port, theirs) if theirs is not None else ours
+        return server.time_wait_server, ours.time_wait_client
+
     def sample(self) -> Sample | None:
         """Take one reading; on failure keep the history and remember the error for the UI."""
         try:
@@ -175,10 +198,9 @@ class ServerWatch:
             return None
         local: dict[str, Any] = {}
         if self.local:
-            sockets = socket_counts(self.server_port)
-            local["time_wait_server"] = sockets.time_wait_server
-            local["time_wait_client"] = sockets.time_wait_client
-            local["cpu_s"] = self._cpu_s(int(counters.get("pid", 0)))
+            pid = int(counters.get("pid", 0))
+            local["time_wait_server"], local["time_wait_client"] = self._time_wait(pid)
+            local["cpu_s"] = self._cpu_s(pid)
         sample = Sample.from_counters(time.time(), counters, **local)
         with self._lock:
             self.error = ""
