@@ -77,6 +77,15 @@ def number_type(
     return convert
 
 
+def seconds_text(value: float) -> str:
+    """`5` rather than `5.0`, and never an exponent (`:g` turns 1234567 into 1.23457e+06).
+
+    Used for argv, so that options round-trip exactly.
+    """
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def print_error(prog: str, message: object, status: int = EXIT_USAGE) -> int:
     """`PROG: error: MESSAGE` on stderr; returns `status` for `return print_error(...)`."""
     sys.stderr.write(f"{prog}: error: {message}\n")

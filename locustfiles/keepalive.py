@@ -20,12 +20,10 @@ exits 0 once the result is written: errors are in the result, not in the exit st
 from __future__ import annotations
 
 import functools
-import math
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 import gevent.ssl
@@ -34,8 +32,16 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from benchmarks import latency
-from benchmarks.clients.contract import LOCUST_USER_CLASSES, ClientResult, Mode
+from benchmarks.clients.contract import (
+    LOCUST_USER_CLASSES,
+    ClientResult,
+    LocustSettings,
+    Mode,
+    add_locust_arguments,
+    valid_seconds,
+)
 from benchmarks.clients.shared import Target, error_kind
+from benchmarks.common import UsageError
 
 PROG = "locustfiles/keepalive.py"
 REPORT_KEY = "keepalive_bench"  # our part of a worker's report to the master
@@ -44,33 +50,8 @@ _CLASS_TO_KIND = {name: (kind, mode) for (kind, mode), name in LOCUST_USER_CLASS
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
-    """Our options; Locust's web UI shows only those added with `include_in_web_ui=True`.
-
-    They must be added on the parser itself: Locust's `include_in_web_ui` keyword exists on
-    `parser.add_argument`, not on an argument group's.
-    """
-    parser.add_argument(
-        "--kab-output", default="", include_in_web_ui=False,
-        help="write a ClientResult JSON here at quit",
-    )  # fmt: skip
-    parser.add_argument(
-        "--kab-warmup", type=float, default=0.0, include_in_web_ui=False,
-        help="seconds not recorded",
-    )  # fmt: skip
-    parser.add_argument(
-        "--kab-duration", type=float, default=0.0, include_in_web_ui=False,
-        help="seconds recorded after the warm-up (default 0: until the test stops); Locust's "
-        "--run-time takes whole seconds, this closes the window exactly",
-    )  # fmt: skip
-    parser.add_argument("--kab-path", default="/", help="request path (default /)")
-    parser.add_argument(
-        "--kab-ca", default="", include_in_web_ui=False,
-        help="CA PEM that verifies https servers",
-    )  # fmt: skip
-    parser.add_argument(
-        "--kab-think-time", type=float, default=0.0,
-        help="seconds each user waits between requests (default 0: as fast as possible)",
-    )  # fmt: skip
+    """Our options, spelled in benchmarks.clients.contract (which also writes them)."""
+    add_locust_arguments(parser)
 
 
 def _options(environment: Environment) -> Any:
@@ -82,31 +63,12 @@ def _exit(message: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
-def valid_seconds(value: float | str) -> float | None:
-    """`value` as a number of seconds that can be waited (finite, >= 0), else None.
-
-    The one rule for --kab-warmup, --kab-duration and the think time, whether it comes from
-    the command line, from a running user's options or as text from the lab's web-UI form."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _validate(opts: Any) -> None:
+def _settings(opts: Any) -> LocustSettings:
     """One line and exit 2 for what cannot run; checked once, before any user starts."""
-    for flag, value in (
-        ("--kab-warmup", opts.kab_warmup),
-        ("--kab-duration", opts.kab_duration),
-        ("--kab-think-time", opts.kab_think_time),
-    ):
-        if valid_seconds(value) is None:
-            _exit(f"{flag} must be a finite number >= 0, got {value:g}", 2)
-    if not opts.kab_path.startswith("/"):
-        _exit(f"--kab-path must start with '/', got {opts.kab_path!r}", 2)
-    if opts.kab_ca and not Path(opts.kab_ca).is_file():
-        _exit(f"--kab-ca: no such file: {opts.kab_ca}", 2)
+    try:
+        return LocustSettings.from_options(opts)
+    except UsageError as exc:
+        _exit(str(exc), 2)
 
 
 def _think_time(user: Any) -> float:
@@ -365,12 +327,12 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     opts = _options(environment)
     if opts is None:
         return
-    _validate(opts)
-    recorder = Recorder(opts.kab_warmup, opts.kab_duration)
+    settings = _settings(opts)
+    recorder = Recorder(settings.warmup_s, settings.duration_s)
     # Workers (--processes N, --worker) only measure and report to the master; the master (or a
     # single local process) owns the window and writes the result.
     is_worker = isinstance(environment.runner, WorkerRunner)
-    output = Path(opts.kab_output) if opts.kab_output and not is_worker else None
+    output = settings.output if not is_worker else None
     kind_mode = _run_kind(environment) if output is not None else None
     if output is not None and opts.headless and environment.host:
         _check_reachable(environment.host)

@@ -36,6 +36,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import STATE_INIT, STATE_STOPPED, LocalRunner, MasterRunner
 
+from benchmarks.clients.contract import valid_seconds
 from benchmarks.ui import serverwatch
 from benchmarks.ui.serverwatch import ServerWatch
 from locustfiles.keepalive import (  # noqa: F401 (Locust collects the user classes from here)
@@ -43,7 +44,6 @@ from locustfiles.keepalive import (  # noqa: F401 (Locust collects the user clas
     PooledUser,
     UnpooledRequestsUser,
     UnpooledUser,
-    valid_seconds,
 )
 
 TAB_KEY = "server"

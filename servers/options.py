@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import OneLineParser, UsageError
+from benchmarks.common import OneLineParser, UsageError, seconds_text
 
 
 class ServerName(enum.StrEnum):
@@ -100,15 +100,6 @@ class ServerOptions:
         if self.log_connections:
             argv.append("--log-connections")
         return argv
-
-
-def seconds_text(value: float) -> str:
-    """`5` rather than `5.0`, and never an exponent (`:g` turns 1234567 into 1.23457e+06).
-
-    Used for argv, so that options round-trip exactly.
-    """
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,8 +116,9 @@ def test_locust_workers_report_every_request_to_the_master(
 
 
 def test_bad_concurrency_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    config = _config_for_url("http://127.0.0.1:9", tmp_path, concurrency=0)
-    done = subprocess.run(config.command(), capture_output=True, text=True, timeout=30)
+    argv = _config_for_url("http://127.0.0.1:9", tmp_path).command()
+    argv[argv.index("--concurrency") + 1] = "0"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--concurrency" in done.stderr
 

@@ -1,12 +1,16 @@
 """The contract between the harness and every load client: argv in, one JSON file out.
 
 The harness never imports locust (gevent) or the pyperf clients: it builds a `ClientConfig`,
-turns it into a command with `command()` (the only place client flags are spelled), runs it as a
-subprocess, and reads the `ClientResult` JSON the client wrote atomically to `output`.
+turns it into a command with `command()`, runs it as a subprocess, and reads the `ClientResult`
+JSON the client wrote atomically to `output`. The clients read their flags back here too
+(`parse_pyperf_args`; `add_locust_arguments` and `LocustSettings` for the locustfile), as
+`servers/options.py` does for the servers: each flag is spelled, parsed and validated in this
+module only. Stdlib and benchmarks.common only: the locustfile (under gevent) imports it.
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
 import math
@@ -15,7 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, write_atomic
+from benchmarks.common import (
+    REPO_ROOT,
+    OneLineParser,
+    UsageError,
+    seconds_text,
+    split_http_url,
+    write_atomic,
+)
 
 RESULT_FORMAT = 1
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "keepalive.py"
@@ -60,9 +71,19 @@ PYPERF_MODULES = {
 }
 
 
+PYPERF_VARIANTS = {  # `--variant` of benchmarks.clients.pyperf_concurrent
+    ClientKind.PYPERF_CONCURRENT_RAW: "raw",
+    ClientKind.PYPERF_CONCURRENT_AIOHTTP: "aiohttp",
+}
+
+
 @dataclass(frozen=True)
 class ClientConfig:
-    """One client run against one server."""
+    """One client run against one server, validated on construction (UsageError, one line).
+
+    `command()` spells the client's argv, `parse_pyperf_args` reads a pyperf client's back
+    into this type, and `LocustSettings` does both for the locustfile's own flags: every
+    client flag is written and read here, and checked once, by the same rules."""
 
     kind: ClientKind
     url: str
@@ -75,25 +96,46 @@ class ClientConfig:
     ca_path: Path | None = None  # CA to trust for https URLs
     workers: int = 1  # Locust worker processes (--processes); the pyperf clients ignore it
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise UsageError(
+                f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}"
+            )
+        check_seconds("--duration", self.duration_s, positive=True)
+        check_seconds("--warmup", self.warmup_s)
+        check_request_path("--path", self.path)
+        check_ca("--ca", self.ca_path)
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
+        try:
+            split_http_url(self.url)
+        except UsageError as exc:
+            raise UsageError(f"--url: {exc}") from None
+
     def command(self) -> list[str]:
         """The full argv of the client process."""
         if self.kind.is_locust:
             return self._locust_command()
-        argv = [sys.executable, "-m", PYPERF_MODULES[self.kind]]
-        if self.kind is not ClientKind.PYPERF_SEQUENTIAL:
-            variant = "raw" if self.kind is ClientKind.PYPERF_CONCURRENT_RAW else "aiohttp"
-            argv += ["--variant", variant, "--concurrency", str(self.concurrency)]
-        return argv + self._common_flags()
+        return [sys.executable, "-m", PYPERF_MODULES[self.kind], *self.pyperf_args()]
 
-    def _common_flags(self) -> list[str]:
-        flags = [
+    def pyperf_args(self) -> list[str]:
+        """A pyperf client module's flags: what `parse_pyperf_args` reads back."""
+        args: list[str] = []
+        if self.kind in PYPERF_VARIANTS:
+            args += [
+                "--variant",
+                PYPERF_VARIANTS[self.kind],
+                "--concurrency",
+                str(self.concurrency),
+            ]
+        args += [
             "--url", self.url, "--mode", self.mode.value, "--path", self.path,
-            "--duration", f"{self.duration_s:g}", "--warmup", f"{self.warmup_s:g}",
+            "--duration", seconds_text(self.duration_s), "--warmup", seconds_text(self.warmup_s),
             "--output", str(self.output),
         ]  # fmt: skip
         if self.ca_path is not None:
-            flags += ["--ca", str(self.ca_path)]
-        return flags
+            args += ["--ca", str(self.ca_path)]
+        return args
 
     def _locust_command(self) -> list[str]:
         """Locust's --run-time takes whole seconds, so it is rounded up and the locustfile
@@ -104,14 +146,154 @@ class ClientConfig:
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
             "--host", self.url, "-u", str(self.concurrency), "-r", str(self.concurrency),
             "-t", f"{total_s}s", "--stop-timeout", "2", "--only-summary", "--loglevel", "WARNING",
-            "--kab-output", str(self.output), "--kab-warmup", f"{self.warmup_s:g}",
-            "--kab-duration", repr(self.duration_s), "--kab-path", self.path,
         ]  # fmt: skip
-        if self.ca_path is not None:
-            argv += ["--kab-ca", str(self.ca_path)]
+        settings = LocustSettings(
+            output=self.output, warmup_s=self.warmup_s, duration_s=self.duration_s,
+            path=self.path, ca=self.ca_path,
+        )  # fmt: skip
+        argv += settings.to_argv()
         if self.workers > 1:
             argv += ["--processes", str(self.workers)]
         return [*argv, user_class]
+
+
+def check_seconds(flag: str, value: float, positive: bool = False) -> None:
+    """UsageError unless `value` is a number of seconds that can be waited (finite, >= 0; > 0
+    with `positive`)."""
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise UsageError(
+            f"{flag} must be a finite number {'>' if positive else '>='} 0, got {value:g}"
+        )
+
+
+def check_request_path(flag: str, path: str) -> None:
+    if not path.startswith("/"):
+        raise UsageError(f"{flag} must start with '/', got {path!r}")
+
+
+def check_ca(flag: str, ca: Path | None) -> None:
+    if ca is not None and not ca.is_file():
+        raise UsageError(f"{flag}: no such file: {ca}")
+
+
+def valid_seconds(value: float | str) -> float | None:
+    """`value` as a number of seconds that can be waited (finite, >= 0), else None.
+
+    The rule for a think time typed into the lab's web UI, and read by every running user."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def pyperf_parser(module: str, description: str = "") -> OneLineParser:
+    """The flags `ClientConfig.pyperf_args` writes for `module`, plus the driver's own
+    hand-off to its workers (hidden)."""
+    parser = OneLineParser(prog=f"python -m {module}", allow_abbrev=False, description=description)
+    variants = {v: kind for kind, v in PYPERF_VARIANTS.items() if PYPERF_MODULES[kind] == module}
+    if variants:
+        parser.add_argument("--variant", required=True, choices=sorted(variants))
+        parser.add_argument(
+            "--concurrency", type=int, required=True, help="connections in parallel"
+        )
+    parser.add_argument("--url", required=True, help="server base URL, http:// or https://")
+    parser.add_argument("--mode", required=True, choices=[m.value for m in Mode])
+    parser.add_argument("--path", default="/", help="request path (default %(default)s)")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds (approx.)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")
+    parser.add_argument("--output", type=Path, required=True, help="ClientResult JSON path")
+    parser.add_argument("--ca", type=Path, help="CA PEM to verify https servers with")
+    parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)  # main -> workers
+    return parser
+
+
+def parse_pyperf_args(
+    module: str, argv: list[str], description: str = ""
+) -> tuple[ClientConfig, Path | None, list[str]]:
+    """A pyperf client's argv -> (its ClientConfig, the parts directory a worker writes to,
+    the arguments left for pyperf). Bad input: one line and exit 2, before anything connects."""
+    parser = pyperf_parser(module, description)
+    ns, rest = parser.parse_known_args(argv)
+    kinds = [k for k, m in PYPERF_MODULES.items() if m == module]
+    variant = getattr(ns, "variant", None)
+    kind = next((k for k in kinds if PYPERF_VARIANTS.get(k) == variant), kinds[0])
+    try:
+        config = ClientConfig(
+            kind=kind, url=ns.url, mode=Mode(ns.mode), concurrency=getattr(ns, "concurrency", 1),
+            duration_s=ns.duration, output=ns.output, warmup_s=ns.warmup, path=ns.path,
+            ca_path=ns.ca,
+        )  # fmt: skip
+    except UsageError as exc:
+        parser.error(str(exc))
+    return config, ns.parts_dir, rest
+
+
+@dataclass(frozen=True)
+class LocustSettings:
+    """The locustfile's own flags (`--kab-*`), next to Locust's: written by `to_argv`, added to
+    Locust's parser by `add_locust_arguments`, read back and checked by `from_options`."""
+
+    output: Path | None = None  # write a ClientResult here at quit (harness runs)
+    warmup_s: float = 0.0  # not recorded
+    duration_s: float = 0.0  # recorded after the warm-up; 0: until the test stops
+    path: str = "/"
+    ca: Path | None = None
+    think_time_s: float = 0.0  # each user's pause between requests (the web UI can change it)
+
+    def __post_init__(self) -> None:
+        check_seconds("--kab-warmup", self.warmup_s)
+        check_seconds("--kab-duration", self.duration_s)
+        check_seconds("--kab-think-time", self.think_time_s)
+        check_request_path("--kab-path", self.path)
+        check_ca("--kab-ca", self.ca)
+
+    def to_argv(self) -> list[str]:
+        """The flags that differ from the defaults (the window's length always, exactly)."""
+        argv = ["--kab-output", str(self.output)] if self.output is not None else []
+        argv += ["--kab-warmup", seconds_text(self.warmup_s)] if self.warmup_s else []
+        argv += ["--kab-duration", repr(self.duration_s)] if self.duration_s else []
+        argv += ["--kab-path", self.path] if self.path != "/" else []
+        argv += ["--kab-ca", str(self.ca)] if self.ca is not None else []
+        argv += ["--kab-think-time", seconds_text(self.think_time_s)] if self.think_time_s else []
+        return argv
+
+    @classmethod
+    def from_options(cls, opts: Any) -> LocustSettings:
+        """From Locust's parsed options; UsageError (one line) for what cannot run."""
+        return cls(
+            output=Path(opts.kab_output) if opts.kab_output else None,
+            warmup_s=float(opts.kab_warmup), duration_s=float(opts.kab_duration),
+            path=opts.kab_path, ca=Path(opts.kab_ca) if opts.kab_ca else None,
+            think_time_s=float(opts.kab_think_time),
+        )  # fmt: skip
+
+
+def add_locust_arguments(parser: Any) -> None:
+    """The `--kab-*` flags on Locust's parser; its web UI shows only those added with
+    `include_in_web_ui=True`, a keyword of `parser.add_argument` (not of an argument group's)."""
+    parser.add_argument(
+        "--kab-output", default="", include_in_web_ui=False,
+        help="write a ClientResult JSON here at quit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kab-warmup", type=float, default=0.0, include_in_web_ui=False,
+        help="seconds not recorded",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kab-duration", type=float, default=0.0, include_in_web_ui=False,
+        help="seconds recorded after the warm-up (default 0: until the test stops); Locust's "
+        "--run-time takes whole seconds, this closes the window exactly",
+    )  # fmt: skip
+    parser.add_argument("--kab-path", default="/", help="request path (default /)")
+    parser.add_argument(
+        "--kab-ca", default="", include_in_web_ui=False,
+        help="CA PEM that verifies https servers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kab-think-time", type=float, default=0.0,
+        help="seconds each user waits between requests (default 0: as fast as possible)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

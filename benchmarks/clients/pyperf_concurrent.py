@@ -14,21 +14,18 @@ latency percentiles from the histograms merged across workers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
 from collections import Counter
 from typing import Any
 
-from benchmarks.clients.contract import MAX_CONCURRENCY, ClientKind, Mode
+from benchmarks.clients.contract import PYPERF_VARIANTS, ClientConfig, ClientKind, Mode
 from benchmarks.clients.pyperf_driver import Batch, ClientSpec, LoadClient, main
-from benchmarks.clients.shared import Target, add_common_args, error_kind
-from benchmarks.common import OneLineParser
+from benchmarks.clients.shared import Target, error_kind
 
 PROG = "python -m benchmarks.clients.pyperf_concurrent"
 REQUEST_TIMEOUT_S = 30.0
-KINDS = {"raw": ClientKind.PYPERF_CONCURRENT_RAW, "aiohttp": ClientKind.PYPERF_CONCURRENT_AIOHTTP}
 
 
 class AiohttpClient:
@@ -101,36 +98,24 @@ def _aiohttp_error_kind(exc: BaseException) -> str:
     return error_kind(exc)
 
 
-def make_client(ns: argparse.Namespace, target: Target) -> LoadClient:
-    if ns.variant == "raw":
+def make_client(config: ClientConfig, target: Target) -> LoadClient:
+    if config.kind is ClientKind.PYPERF_CONCURRENT_RAW:
         from benchmarks.clients.raw_client import RawClient
 
-        return RawClient(target, Mode(ns.mode), ns.concurrency)
-    return AiohttpClient(target, Mode(ns.mode), ns.concurrency)
+        return RawClient(target, config.mode, config.concurrency)
+    return AiohttpClient(target, config.mode, config.concurrency)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, allow_abbrev=False, description=__doc__.split("\n")[0])
-    add_common_args(parser)
-    parser.add_argument("--variant", required=True, choices=sorted(KINDS))
-    parser.add_argument("--concurrency", type=int, required=True, help="connections in parallel")
-    return parser
-
-
-def validate(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
-    if not 1 <= ns.concurrency <= MAX_CONCURRENCY:
-        parser.error(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {ns.concurrency}")
+def bench_name(config: ClientConfig) -> str:
+    return f"concurrent-{PYPERF_VARIANTS[config.kind]}-{config.mode}-c{config.concurrency}"
 
 
 SPEC = ClientSpec(
     prog=PROG,
     module="benchmarks.clients.pyperf_concurrent",
-    parser=build_parser(),
-    kind=lambda ns: KINDS[ns.variant].value,
-    bench_name=lambda ns: f"concurrent-{ns.variant}-{ns.mode}-c{ns.concurrency}",
+    description=__doc__.split("\n")[0],
+    bench_name=bench_name,
     make_client=make_client,
-    extra_flags=lambda ns: ["--variant", ns.variant, "--concurrency", str(ns.concurrency)],
-    validate=validate,
 )
 
 if __name__ == "__main__":

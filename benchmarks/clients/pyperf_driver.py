@@ -12,8 +12,9 @@ proves it is reachable, and derives `loops` so that processes x values x loops r
 about `--duration` seconds. pyperf's own warm-up values are off (`warmups=0`); each worker warms
 up for `--warmup / processes` seconds before pyperf starts timing.
 
-Our flags are parsed before pyperf's (pyperf owns `-o/--output`, which the contract also uses),
-and `add_cmdline_args` forwards them to the workers.
+Our flags (the contract's) are parsed before pyperf's (pyperf owns `-o/--output`, which the
+contract also uses), and `add_cmdline_args` forwards them to the workers, written by the same
+`ClientConfig.pyperf_args` that wrote them for this process.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import pyperf
 
 from benchmarks import latency
-from benchmarks.clients.contract import ClientResult, Mode
-from benchmarks.clients.shared import Tally, Target, dump_part, fail, load_parts, validate_common
+from benchmarks.clients.contract import ClientConfig, ClientResult, Mode, parse_pyperf_args
+from benchmarks.clients.shared import Tally, Target, dump_part, fail, load_parts
 
 PROBE_S = 0.25  # how long the main process probes the server to size `loops`
 MAX_LOOPS = 2**31
@@ -58,16 +59,22 @@ class LoadClient(Protocol):
 
 @dataclass(frozen=True)
 class ClientSpec:
-    """What a pyperf client module tells the driver about itself."""
+    """What a pyperf client module tells the driver about itself; its flags are the contract's
+    (`benchmarks.clients.contract.parse_pyperf_args`)."""
 
     prog: str  # e.g. "python -m benchmarks.clients.pyperf_sequential"
-    module: str  # for pyperf's program_args
-    parser: argparse.ArgumentParser  # with add_common_args and the module's own flags
-    kind: Callable[[argparse.Namespace], str]  # the ClientKind value for this run
-    bench_name: Callable[[argparse.Namespace], str]
-    make_client: Callable[[argparse.Namespace, Target], LoadClient]
-    extra_flags: Callable[[argparse.Namespace], list[str]]  # module flags, to forward
-    validate: Callable[[argparse.ArgumentParser, argparse.Namespace], None] = lambda p, ns: None
+    module: str  # for pyperf's program_args and the flags the module takes
+    description: str  # the first line of its --help
+    bench_name: Callable[[ClientConfig], str]
+    make_client: Callable[[ClientConfig, Target], LoadClient]
+
+
+@dataclass(frozen=True)
+class Run:
+    """This process's part: the validated config, and where the workers' tallies go."""
+
+    config: ClientConfig
+    parts_dir: Path | None  # given to the workers by the main process
 
 
 @dataclass(frozen=True)
@@ -94,19 +101,19 @@ class Plan:
 
 def main(spec: ClientSpec, argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    ns, pyperf_args = spec.parser.parse_known_args(args)
-    validate_common(spec.parser, ns)
-    spec.validate(spec.parser, ns)
-    target = Target.from_url(ns.url, ns.path, ns.ca)
-    plan = Plan.for_duration(ns.duration)
+    config, parts_dir, pyperf_args = parse_pyperf_args(spec.module, args, spec.description)
+    run = Run(config, parts_dir)
+    target = Target.from_url(config.url, config.path, config.ca_path)
+    plan = Plan.for_duration(config.duration_s)
     if "--worker" in pyperf_args:
-        return _worker(spec, ns, target, plan, pyperf_args)
-    return _manager(spec, ns, target, plan, pyperf_args)
+        return _worker(spec, run, target, plan, pyperf_args)
+    return _manager(spec, run, target, plan, pyperf_args)
 
 
-def _runner(spec: ClientSpec, ns: argparse.Namespace, plan: Plan, loops: int) -> pyperf.Runner:
+def _runner(spec: ClientSpec, run: Run, plan: Plan, loops: int) -> pyperf.Runner:
     def forward(cmd: list[str], _args: argparse.Namespace) -> None:
-        cmd.extend(_forwarded_flags(spec, ns))
+        assert run.parts_dir is not None
+        cmd.extend([*run.config.pyperf_args(), "--parts-dir", str(run.parts_dir)])
 
     return pyperf.Runner(
         values=plan.values,
@@ -118,22 +125,12 @@ def _runner(spec: ClientSpec, ns: argparse.Namespace, plan: Plan, loops: int) ->
     )
 
 
-def _forwarded_flags(spec: ClientSpec, ns: argparse.Namespace) -> list[str]:
-    flags = [
-        "--url", ns.url, "--mode", ns.mode, "--path", ns.path, "--duration", repr(ns.duration),
-        "--warmup", repr(ns.warmup), "--output", str(ns.output), "--parts-dir", str(ns.parts_dir),
-    ]  # fmt: skip
-    if ns.ca is not None:
-        flags += ["--ca", str(ns.ca)]
-    return flags + spec.extra_flags(ns)
-
-
-def _probe(spec: ClientSpec, ns: argparse.Namespace, target: Target) -> tuple[float, int]:
+def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[float, int]:
     """Seconds per loop and requests sent; exits with one line if the server does not answer."""
     reason = target.check_reachable()
     if reason is not None:
         fail(spec.prog, reason)
-    client = spec.make_client(ns, target)
+    client = spec.make_client(config, target)
     sent, elapsed, ok, loops = 0, 0.0, 0, 1
     errors: Counter[str] = Counter()
     try:
@@ -150,33 +147,37 @@ def _probe(spec: ClientSpec, ns: argparse.Namespace, target: Target) -> tuple[fl
         client.close()
     if ok == 0:
         kinds = ", ".join(f"{k} x{n}" for k, n in errors.most_common(3))
-        fail(spec.prog, f"no request to {ns.url}{ns.path} succeeded while probing ({kinds})")
+        where = f"{config.url}{config.path}"
+        fail(spec.prog, f"no request to {where} succeeded while probing ({kinds})")
     return elapsed / sent, sent
 
 
-def _manager(
-    spec: ClientSpec, ns: argparse.Namespace, target: Target, plan: Plan, pyperf_args: list[str]
-) -> int:
-    seconds_per_loop, probe_requests = _probe(spec, ns, target)
-    loops = plan.loops_for(ns.duration, seconds_per_loop)
-    ns.output.parent.mkdir(parents=True, exist_ok=True)
-    ns.parts_dir = Path(tempfile.mkdtemp(dir=ns.output.parent, prefix=f".{ns.output.name}.parts."))
+def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
+    config = run.config
+    seconds_per_loop, probe_requests = _probe(spec, config, target)
+    loops = plan.loops_for(config.duration_s, seconds_per_loop)
+    output = config.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    run = replace(
+        run, parts_dir=Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.parts."))
+    )
+    assert run.parts_dir is not None
     try:
-        runner = _runner(spec, ns, plan, loops)
+        runner = _runner(spec, run, plan, loops)
         runner.parse_args(pyperf_args)
         try:
-            bench = runner.bench_time_func(spec.bench_name(ns), _never_called)
+            bench = runner.bench_time_func(spec.bench_name(config), _never_called)
         except RuntimeError as exc:  # a worker failed; pyperf says which command
             fail(spec.prog, f"pyperf worker failed: {exc}")
-        tally, workers = load_parts(ns.parts_dir)
+        tally, workers = load_parts(run.parts_dir)
     finally:
-        shutil.rmtree(ns.parts_dir, ignore_errors=True)
+        shutil.rmtree(run.parts_dir, ignore_errors=True)
     tally.requests_total += probe_requests
-    pyperf_json = ns.output.with_name(ns.output.name + ".pyperf.json")
+    pyperf_json = output.with_name(output.name + ".pyperf.json")
     bench.dump(str(pyperf_json), replace=True)
-    result = _result(spec.kind(ns), ns.mode, tally, workers, [str(pyperf_json)])
-    result.write(ns.output)
-    print(_summary_line(spec.bench_name(ns), result))
+    result = _result(config.kind.value, config.mode.value, tally, workers, [str(pyperf_json)])
+    result.write(output)
+    print(_summary_line(spec.bench_name(config), result))
     return 0
 
 
@@ -212,16 +213,15 @@ def _summary_line(name: str, result: ClientResult) -> str:
     )
 
 
-def _worker(
-    spec: ClientSpec, ns: argparse.Namespace, target: Target, plan: Plan, pyperf_args: list[str]
-) -> int:
-    runner = _runner(spec, ns, plan, loops=0)
+def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
+    config = run.config
+    runner = _runner(spec, run, plan, loops=0)
     args = runner.parse_args(pyperf_args)
     calibrating = bool(args.calibrate_loops or args.recalibrate_loops or args.calibrate_warmups)
     unmeasured_calls = args.warmups or 0
-    client = spec.make_client(ns, target)
+    client = spec.make_client(config, target)
     tally = Tally()
-    _warm_up(client, tally, ns.warmup / plan.processes, max(1, args.loops // 20))
+    _warm_up(client, tally, config.warmup_s / plan.processes, max(1, args.loops // 20))
     calls = 0
 
     def timed(loops: int) -> float:
@@ -237,11 +237,12 @@ def _worker(
         return batch.elapsed_s
 
     try:
-        runner.bench_time_func(spec.bench_name(ns), timed)
+        runner.bench_time_func(spec.bench_name(config), timed)
     finally:
         client.close()
     if not calibrating:
-        dump_part(ns.parts_dir, tally)
+        assert run.parts_dir is not None, "the main process gives every worker --parts-dir"
+        dump_part(run.parts_dir, tally)
     return 0
 
 

@@ -13,21 +13,18 @@ histogram; pyperf's own JSON is kept beside --output as `<output>.pyperf.json`.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import sys
 import time
 from collections import Counter
 
-from benchmarks.clients.contract import ClientKind, Mode
+from benchmarks.clients.contract import Mode
 from benchmarks.clients.pyperf_driver import Batch, ClientSpec, main
 from benchmarks.clients.shared import (
     CONNECT_TIMEOUT_S,
     Target,
-    add_common_args,
     error_kind,
 )
-from benchmarks.common import OneLineParser
 
 PROG = "python -m benchmarks.clients.pyperf_sequential"
 
@@ -92,20 +89,12 @@ class SequentialClient:
             self.conn = None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, allow_abbrev=False, description=__doc__.split("\n")[0])
-    add_common_args(parser)
-    return parser
-
-
 SPEC = ClientSpec(
     prog=PROG,
     module="benchmarks.clients.pyperf_sequential",
-    parser=build_parser(),
-    kind=lambda ns: ClientKind.PYPERF_SEQUENTIAL.value,
-    bench_name=lambda ns: f"sequential-{ns.mode}",
-    make_client=lambda ns, target: SequentialClient(target, Mode(ns.mode)),
-    extra_flags=lambda ns: [],
+    description=__doc__.split("\n")[0],
+    bench_name=lambda config: f"sequential-{config.mode}",
+    make_client=lambda config, target: SequentialClient(target, config.mode),
 )
 
 if __name__ == "__main__":

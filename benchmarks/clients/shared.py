@@ -1,18 +1,16 @@
-"""What every load client shares: flags, the target, error kinds and per-process tallies.
+"""What every load client shares: the target, error kinds and per-process tallies.
 
 The pyperf clients and the Locust user classes measure differently but must report the same
-`ClientResult`, so the pieces that decide *what* is counted live here: which flags exist and how
-they are validated (one line and exit 2 on bad input), how an exception becomes an error kind
+`ClientResult`, so the pieces that decide *what* is counted live here (their flags are in
+`benchmarks.clients.contract`, which writes them): how an exception becomes an error kind
 (`EADDRNOTAVAIL` when ephemeral ports run out), and `Tally`, the counts plus HdrHistogram that a
 process ships to whoever merges them (histograms are added, never percentiles averaged).
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
-import math
 import os
 import socket
 import ssl
@@ -36,34 +34,6 @@ def fail(prog: str, message: str, status: int = EXIT_UNREACHABLE) -> NoReturn:
     """One line on stderr and a non-zero exit: what the harness shows when a client gives up."""
     sys.stderr.write(f"{prog}: error: {message}\n")
     raise SystemExit(status)
-
-
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """The flags `ClientConfig._common_flags()` spells, plus the hidden worker hand-off."""
-    parser.add_argument("--url", required=True, help="server base URL, http:// or https://")
-    parser.add_argument("--mode", required=True, choices=[m.value for m in Mode])
-    parser.add_argument("--path", default="/", help="request path (default %(default)s)")
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds (approx.)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")
-    parser.add_argument("--output", type=Path, required=True, help="ClientResult JSON path")
-    parser.add_argument("--ca", type=Path, help="CA PEM to verify https servers with")
-    parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)  # main -> workers
-
-
-def validate_common(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
-    """Reject what cannot run before anything connects (exit 2 via parser.error)."""
-    if not (math.isfinite(ns.duration) and ns.duration > 0):
-        parser.error(f"--duration must be a finite number > 0, got {ns.duration:g}")
-    if not (math.isfinite(ns.warmup) and ns.warmup >= 0):
-        parser.error(f"--warmup must be a finite number >= 0, got {ns.warmup:g}")
-    if not ns.path.startswith("/"):
-        parser.error(f"--path must start with '/', got {ns.path!r}")
-    if ns.ca is not None and not ns.ca.is_file():
-        parser.error(f"--ca: no such file: {ns.ca}")
-    try:
-        Target.from_url(ns.url, ns.path, ns.ca)
-    except ValueError as exc:
-        parser.error(str(exc))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clients.contract import LOCUST_USER_CLASSES
+from benchmarks.clients.contract import LOCUST_USER_CLASSES, LocustSettings
 from benchmarks.common import write_atomic
 from benchmarks.net.cli import Interrupted, ServerInfo, raise_interrupted, start_server
 from benchmarks.net.line import DelayLine, LinkStats
@@ -98,7 +98,7 @@ class DistributedConfig:
 
 
 def _ca_args(info: ServerInfo) -> list[str]:
-    return ["--kab-ca", str(info.ca_path)] if info.ca_path is not None else []
+    return LocustSettings(ca=info.ca_path).to_argv()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,12 +26,13 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from benchmarks.common import seconds_text
 from benchmarks.net import DelayLine, LinkSpec, NetError
 from benchmarks.net.cli import ServerInfo, start_server
 from benchmarks.net.forward import Forwarder, connector, listen
 from benchmarks.ui import launcher
 from servers.launch import terminate
-from servers.options import ServerName, ServerOptions, seconds_text
+from servers.options import ServerName, ServerOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

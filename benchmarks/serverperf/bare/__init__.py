@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmarks.common import OneLineParser
-from servers.options import seconds_text
+from benchmarks.common import OneLineParser, seconds_text
 from servers.policy import KeepAlivePolicy
 
 BARE_NAMES = ("aiohttp", "uvloop", "stdlib")
