@@ -365,10 +365,17 @@ class KeepAliveHTTPServer(ThreadingHTTPServer):
         self.runtime = runtime
         self.policy: KeepAlivePolicy = runtime.policy
         self.book = StopBook()
+        self.backoff = runtime.accept_backoff()
 
     def get_request(self) -> tuple[Any, Any]:
-        """accept() plus TCP_NODELAY (rule 10); TLS is left to the connection's thread."""
-        sock, address = self.socket.accept()
+        """accept() plus TCP_NODELAY (rule 10); TLS is left to the connection's thread.
+        A failed accept (EMFILE...) pauses this thread, which only accepts, instead of letting
+        serve_forever select the still-readable listener again at once (`servers.accept`)."""
+        try:
+            sock, address = self.socket.accept()
+        except OSError as exc:
+            self.backoff.pause_thread(exc)
+            raise  # socketserver ignores it and selects again
         set_nodelay(sock)
         return sock, address
 
