@@ -24,6 +24,9 @@ CPython 3.11's http.server gets the skeleton right (a thread per connection, buf
   unread pipelined input, except when the client asked to close and sent nothing after that
   request: then at once, as nginx does (rule 4 as amended); TLS handshakes happen in the
   connection's thread, under the header deadline, never in the accept loop.
+- A failed accept() (EMFILE at the descriptor limit) makes socketserver select the
+  still-readable listener again at once, a busy loop: the accept thread backs off instead
+  (`servers.accept`, one log line and one `accept_backoffs` count per episode).
 - Stopping drops every connection with the process: at SIGTERM a request being handled is
   answered (with `Connection: close`) and connections that wait for a request end at once
   (`servers.stdlib_stop`), as on the other two servers.

@@ -9,6 +9,7 @@ one as log lines and counters that count failures instead of episodes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import resource
@@ -27,7 +28,7 @@ from typing import IO
 import pytest
 
 from benchmarks.harness.monitor import ControlClient
-from servers.accept import ACCEPT_BACKOFF_S
+from servers.accept import ACCEPT_BACKOFF_S, EPISODE_GAP_S, AcceptBackoff
 from servers.control import ControlListener, _Handler
 from servers.counters import Counters
 from servers.launch import ReadyInfo, ServerProcess, fetch_counters, parse_ready_line
@@ -261,3 +262,24 @@ def test_control_socket_options_round_trip_and_validate(short_dir: Path) -> None
 def test_ready_line_with_a_unix_control_url_parses() -> None:
     info = parse_ready_line("READY http://127.0.0.1:1 control=unix:/tmp/a%20b.sock pid=3 server=x")
     assert info.control_url == "unix:/tmp/a%20b.sock"
+
+
+# -- the episode logic, on a fake clock -------------------------------------------------------
+
+
+def test_backoff_counts_and_logs_one_line_per_episode(capsys: pytest.CaptureFixture[str]) -> None:
+    now = [100.0]
+    counted: list[int] = []
+    backoff = AcceptBackoff("x server: listener", on_episode=lambda: counted.append(1),
+                            clock=lambda: now[0])  # fmt: skip
+    emfile = OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    for _ in range(20):  # 5 s of retries, ACCEPT_BACKOFF_S apart: one episode
+        assert backoff.must_pause(emfile)
+        now[0] += ACCEPT_BACKOFF_S
+    now[0] += 2 * EPISODE_GAP_S  # descriptors were free for a while: the next failure is new
+    assert backoff.must_pause(OSError(errno.ENFILE, os.strerror(errno.ENFILE)))
+    assert not backoff.must_pause(OSError(errno.ECONNABORTED, "aborted"))  # skipped, no pause
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 == len(counted) == backoff.episodes, lines
+    assert "(EMFILE)" in lines[0] and "episode 1" in lines[0]
+    assert "(ENFILE)" in lines[1] and "episode 2" in lines[1]
