@@ -177,6 +177,7 @@ def test_descriptor_limit_backs_off_once_and_serves_the_queue(name: str, tmp_pat
     episodes = backoff_lines(text, "listener")
     assert 1 <= len(episodes) <= 3, episodes  # one per episode; a slow machine may split one
     assert counters["accept_backoffs"] == len(episodes), counters
+    assert 1 <= len(backoff_lines(text, "control listener")) <= 3, text  # it queued ours too
     assert counters["requests_served"] == len(clients), counters
 
 
