@@ -23,12 +23,15 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
 from servers.accept import AcceptBackoff, LoopAcceptor, connect_on_loop
+
+if TYPE_CHECKING:  # the return type aiohttp declares for get_info (a private TypedDict)
+    from aiohttp.web_urldispatcher import _InfoDict
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,7 +58,7 @@ class EveryTarget(AbstractResource):
     def raw_match(self, path: str) -> bool:
         return True
 
-    def get_info(self) -> dict[str, Any]:
+    def get_info(self) -> _InfoDict:
         return {"path": "*"}
 
     def url_for(self, **kwargs: str) -> Any:
