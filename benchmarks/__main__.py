@@ -21,6 +21,10 @@ COMMANDS = {
     "serverperf": ("benchmarks.serverperf.command", "wrk against each server, nginx and bare apps"),
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
     "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
+    "conformance-report": (
+        "benchmarks.conformance.cli",
+        "the conformance suite against nginx and Node, next to ours",
+    ),
 }
 
 
