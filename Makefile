@@ -29,8 +29,11 @@ TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
+# ruff (lint and formatting) and mypy; mypy's files and settings are in pyproject.toml.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m benchmarks run $(BENCH_FLAGS)
@@ -90,4 +93,4 @@ test-browser: install
 	$(PY) -m pytest -q tests_browser
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -151,8 +151,10 @@ def _add_swarm_guard(environment: Environment) -> None:
     """Refuse a /swarm that Locust would accept and then fail on; the web UI shows why."""
     web_ui = environment.web_ui
     assert web_ui is not None
+    app = web_ui.app
+    assert app is not None  # declared Optional by locust, but WebUI.__init__ always builds it
 
-    @web_ui.app.before_request
+    @app.before_request
     def refuse_bad_swarm() -> Response | None:
         if request.method != "POST" or not request.path.endswith("/swarm"):
             return None
@@ -174,6 +176,7 @@ def _add_routes(environment: Environment, watch: ServerWatch | None) -> None:
     web_ui = environment.web_ui
     assert web_ui is not None
     app = web_ui.app
+    assert app is not None  # declared Optional by locust, but WebUI.__init__ always builds it
     web_ui.template_args.update(TAB_TEMPLATE_ARGS)  # update_template_args() keeps extra keys
 
     def rows() -> list[dict[str, str]]:

@@ -48,13 +48,14 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    tls = {} if runtime.ssl_context is None else {"ssl_handshake_timeout": state.header_s}
+    # Slowloris on the TLS handshake: it gets H too (None without TLS, as asyncio requires).
+    handshake_s = None if runtime.ssl_context is None else state.header_s
     server = await loop.create_server(
         lambda: HttpProtocol(state),
         sock=runtime.listener,
         ssl=runtime.ssl_context,
         backlog=LISTEN_BACKLOG,  # create_server listens again: keep the runtime's backlog
-        **tls,  # slowloris on the TLS handshake: it gets H too
+        ssl_handshake_timeout=handshake_s,
     )
     runtime.announce_ready()
     await stop.wait()

@@ -146,7 +146,12 @@ def _read_banner(proc: subprocess.Popen[str]) -> dict[str, list[str]]:
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     stdout = proc.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     banner: dict[str, list[str]] = {}
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

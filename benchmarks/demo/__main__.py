@@ -32,6 +32,7 @@ try:  # Ctrl-C while these load (requests and urllib3 take a moment): one line, 
     import time
     from collections.abc import Callable, Iterable
     from dataclasses import dataclass
+    from typing import NoReturn
 
     import requests
     import urllib3
@@ -253,7 +254,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ns
 
 
-def _one_line_error(message: str) -> None:
+def _one_line_error(message: str) -> NoReturn:
     sys.stderr.write(f"{PROG}: error: {message}\n")
     raise SystemExit(2)
 
@@ -263,7 +264,7 @@ def demo(server_name: ServerName, sleep_ms: int) -> int:
     server = ServerProcess(options, stderr=subprocess.PIPE)
     try:
         ready = server.start()
-        assert server.proc is not None
+        assert server.proc is not None and server.proc.stderr is not None  # started, stderr=PIPE
         log = ServerLog(server.proc.stderr)
         print(f"server: python -m servers {server_name} --log-connections, at {ready.url}\n")
         outcomes = [run_case(case, server, log) for case in cases(sleep_ms)]

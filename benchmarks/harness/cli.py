@@ -1,8 +1,9 @@
 """`python -m benchmarks run`: parse, validate once, run every cell, write the CSV, summarize.
 
 Exit status: 0 when every cell ran (invalid or client-bound rows included: they are findings),
-1 when at least one cell failed (status != ok), 2 for bad input, 130 after Ctrl-C/SIGTERM (the
-rows measured so far are kept and summarized).
+1 when at least one cell failed (status != ok) or the results disk filled up (the run stops
+there), 2 for bad input, 130 after Ctrl-C/SIGTERM (the rows measured so far are kept and
+summarized, every process the harness started is gone).
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
 from benchmarks.harness.config import FULL, QUICK, Cell, ConfigError, RunConfig
 from benchmarks.harness.fingerprint import collect
-from benchmarks.harness.procs import choose_cores, pinned_self, signals_as_interrupt
+from benchmarks.harness.procs import (
+    adopting_orphans,
+    choose_cores,
+    pinned_self,
+    signals_as_interrupt,
+)
 from benchmarks.harness.progress import Progress, fmt_duration, summary_table
 from benchmarks.harness.sockets import private_netns
 from benchmarks.records.layout import (
     RunWriter,
     discard_run_folder,
+    is_no_space,
     new_run_paths,
     utc_stamp,
 )
@@ -56,7 +63,8 @@ for the others.
 EPILOG = """\
 Writes results/<host_id>/<UTC time>-<commit>.csv (rewritten atomically after every cell) and a
 folder of the same name with each client's JSON, pyperf JSON and logs; prints the CSV path.
-Exit status: 0 all cells ran, 1 some cell failed, 2 bad input, 130 interrupted.
+Exit status: 0 all cells ran, 1 some cell failed or the results disk filled up (the run stops,
+rows so far kept), 2 bad input, 130 interrupted.
 """
 
 
@@ -197,25 +205,37 @@ def run_cells(
                 try:
                     writer.add(outcome.row)
                 except OSError as exc:
-                    return hists, f"cannot write {writer.path}: {exc.strerror or exc}"
+                    return hists, write_failed(writer.path, exc, outcome.stop)
                 hists.append(outcome.histogram)
                 progress.finished(cell, outcome.row, outcome.wall_s)
+                if outcome.stop:  # a full results disk: every later cell would fail the same way
+                    return hists, f"{outcome.stop}: run stopped"
     except KeyboardInterrupt:
         return hists, "interrupted"
     return hists, ""
+
+
+def write_failed(path: Path, exc: OSError, disk_full: str) -> str:
+    """Why the run stops when the CSV cannot be rewritten (the previous version stays whole)."""
+    if disk_full:
+        return f"{disk_full}: run stopped; the row of the cell that hit it could not be written"
+    full = "results disk full: " if is_no_space(exc) else ""
+    return f"{full}cannot write {path}: {exc.strerror or exc}"
 
 
 def finish(
     ctx: CellContext, writer: RunWriter, hists: list[str | None], stopped: str, elapsed_s: float
 ) -> int:
     """Summary, CSV path and exit status; a run that wrote nothing leaves no folder behind."""
+    lead = ""
     if stopped:
-        lead = "\ninterrupted" if stopped == "interrupted" else f"{PROG}: error: {stopped}"
-        sys.stderr.write(f"{lead}: keeping the {len(writer.rows)} row(s) written so far\n")
+        lead = "\ninterrupted: " if stopped == "interrupted" else f"{PROG}: error: {stopped}: "
     if not writer.rows:
         kept = "" if discard_run_folder(ctx.artifacts) else f" (could not remove {ctx.artifacts})"
-        sys.stderr.write(f"no cell completed; nothing written{kept}\n")
+        sys.stderr.write(f"{lead}no cell completed; nothing written{kept}\n")
         return 130 if stopped == "interrupted" else 1
+    if stopped:
+        sys.stderr.write(f"{lead}keeping the {len(writer.rows)} row(s) written so far\n")
     print(summary_table(writer.rows, hists))
     failed = [r for r in writer.rows if r.status != "ok"]
     invalid = sum(1 for r in writer.rows if r.status == "ok" and not r.valid)
@@ -263,7 +283,7 @@ def main(argv: list[str]) -> int:
     announce(ctx, cells, estimate)
     writer = RunWriter(csv_path)
     progress = Progress(cells, cfgmod.estimate_cell_s(config))
-    with pinned_self(ctx.cores.client):
+    with adopting_orphans(), pinned_self(ctx.cores.client):
         hists, stopped = run_cells(cells, ctx, writer, progress)
     return finish(ctx, writer, hists, stopped, progress.clock() - progress.start)
 

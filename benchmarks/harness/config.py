@@ -9,6 +9,7 @@ has its unpooled twin measured seconds apart.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from servers.options import (
 )
 
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
 
 
 class ConfigError(ValueError):
@@ -216,13 +218,13 @@ def parse_list(text: str, flag: str, convert: Callable[[str], T]) -> tuple[T, ..
     return tuple(out)
 
 
-def enum_converter(enum_type: type[T], flag: str) -> Callable[[str], T]:
+def enum_converter(enum_type: type[E], flag: str) -> Callable[[str], E]:
     """Convert a name to an enum member; the error lists every valid name."""
-    names = [m.value for m in enum_type]  # type: ignore[attr-defined]
+    names = [m.value for m in enum_type]
 
-    def convert(item: str) -> T:
+    def convert(item: str) -> E:
         try:
-            return enum_type(item.lower())  # type: ignore[call-arg]
+            return enum_type(item.lower())
         except ValueError:
             raise ConfigError(
                 f"{flag}: unknown {item!r} (choose from {', '.join(names)})"

@@ -11,7 +11,12 @@ everything measured so far.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import re
 import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,3 +94,62 @@ def discard_run_folder(folder: Path) -> bool:
     False when it could not be removed (the caller says it was kept)."""
     shutil.rmtree(folder, ignore_errors=True)
     return not folder.exists()
+
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# How a client's or server's log says it: a traceback's `OSError: [Errno 28] No space left ...`.
+NO_SPACE_TEXT = re.compile(r"No space left on device|Disk quota exceeded|\bENOSPC\b|\bEDQUOT\b")
+SPACE_PROBE_BYTES = 64 * 1024  # a cell writes about 10 KB (logs, two JSONs, the pyperf parts)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """The disk (or the user's quota) is full: no later cell can write its results either."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+def no_space_left(folder: Path) -> str:
+    """The error (`No space left on device`) when `folder` cannot take one more cell's files,
+    else "". A real write, fsynced: free blocks from statvfs say nothing of quotas, of root's
+    reserved blocks or of a network file system that fails only on flush."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".space-probe.")
+    except OSError as exc:
+        return _no_space_reason(exc)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(bytes(SPACE_PROBE_BYTES))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        return _no_space_reason(exc)
+    finally:
+        with contextlib.suppress(OSError):
+            Path(name).unlink(missing_ok=True)
+    return ""
+
+
+def _no_space_reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)) if is_no_space(exc) else ""
+
+
+def free_space(folder: Path) -> str:
+    """`12 KiB free`, for the message that says the disk is full."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "free space unknown"
+    return f"{free // 1024:,} KiB free" if free < 1 << 30 else f"{free / (1 << 30):.1f} GiB free"
+
+
+def no_space_in(log: Path, tail_bytes: int = 64 * 1024) -> str:
+    """What the end of a log says about a full disk (`No space left on device`), or "": the
+    traceback of a pyperf worker, say, that the client's own last line sums up as `worker
+    failed`."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - tail_bytes))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    found = NO_SPACE_TEXT.search(text)
+    return found.group(0) if found else ""
