@@ -156,12 +156,13 @@ def tls_files(options: ServerOptions, directory: Path) -> TlsFiles | None:
 
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1", "localhost", "::1")
-    files = TlsFiles(directory / "cert.pem", directory / "key.pem", directory / "ca.pem")
+    ca_path = directory / "ca.pem"
+    files = TlsFiles(directory / "cert.pem", directory / "key.pem", ca_path)
     files.key.touch(mode=0o600)
     issued.private_key_pem.write_to_path(str(files.key))
     with files.cert.open("wb") as fh:
         for pem in issued.cert_chain_pems:
             fh.write(pem.bytes())
-    ca.cert_pem.write_to_path(str(files.ca))
-    files.ca.chmod(0o644)
+    ca.cert_pem.write_to_path(str(ca_path))
+    ca_path.chmod(0o644)
     return files
