@@ -150,6 +150,33 @@ def test_nginx_children_are_the_servers_cpu_and_die_with_a_killed_wrapper() -> N
     assert not workdir.exists()
 
 
+def test_raw_client_closes_when_node_says_close_and_keeps_the_socket() -> None:
+    """Node answers its maxRequestsPerSocket-th request with `Connection: close` but leaves the
+    socket open for the client to close (RFC 9112 section 9.6: the client must). The pooled raw
+    client used to wait for the server's FIN: T + 1 s per connection, closed as idle_timeout."""
+    if external.missing_reason(ServerName.NODE):
+        pytest.skip(external.missing_reason(ServerName.NODE) or "")
+    from benchmarks.clients.contract import Mode
+    from benchmarks.clients.raw_client import RawClient
+    from benchmarks.clients.shared import Target
+
+    options = ServerOptions(name=ServerName.NODE, keepalive_timeout_s=1, keepalive_max=2)
+    with ServerProcess(options) as server:
+        assert server.ready is not None
+        client = RawClient(Target.from_url(server.ready.url), Mode.POOLED, 1)
+        try:
+            batch = client.run(6)
+        finally:
+            client.close()
+        assert len(batch.latencies_ns) == 6 and not batch.errors
+        deadline = time.monotonic() + 5
+        while server.counters()["connections_open"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counters = server.counters()
+    assert counters["connections_accepted"] == 3
+    assert counters["closed"] == {"client_closed": 3}, counters["closed"]
+
+
 @pytest.mark.parametrize("name", ["nginx", "node"])
 def test_not_installed_is_one_line_exit_2(
     name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
