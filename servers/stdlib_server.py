@@ -1,4 +1,4 @@
-"""http.server done right: ThreadingHTTPServer with keep-alive that follows the shared spec.
+"""http.server done right: ThreadingHTTPServer with keep-alive that follows docs/keepalive-spec.md.
 
 CPython 3.11's http.server gets the skeleton right (a thread per connection, buffered `rfile`,
 `send_response`/`send_header`, `handle()` looping on `close_connection`) and keep-alive wrong

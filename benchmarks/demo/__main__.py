@@ -1,4 +1,4 @@
-"""`python -m benchmarks.demo`: the seed experiment, run. Does a client reuse its connection?
+"""`python -m benchmarks demo`: the seed experiment, run. Does a client reuse its connection?
 
 The seed (a Node.js server printing each request's client port) proves reuse by the port: a TCP
 connection is identified by its two ends, so two requests arriving from the same client port
@@ -42,10 +42,10 @@ try:  # Ctrl-C while these load (requests and urllib3 take a moment): one line, 
     from servers.launch import ServerProcess, ServerStartError
     from servers.options import REFERENCE_SERVERS, OneLineParser, ServerName, ServerOptions
 except KeyboardInterrupt:
-    sys.stderr.write("python -m benchmarks.demo: interrupted\n")
+    sys.stderr.write("python -m benchmarks demo: interrupted\n")
     raise SystemExit(130) from None
 
-PROG = "python -m benchmarks.demo"
+PROG = "python -m benchmarks demo"
 LOG_LINE = re.compile(
     r"port=(?P<port>\d+) conn=(?P<conn>\d+) req=(?P<req>\d+) (?P<method>\S+) "
     r"(?P<target>\S+) connection=(?P<connection>.*)$"

@@ -50,7 +50,8 @@ BOTH_MODES = (Mode.POOLED, Mode.UNPOOLED)
 DEFAULT_CLIENTS = (ClientKind.LOCUST_FASTHTTP, ClientKind.PYPERF_CONCURRENT_RAW)
 DEFAULT_CONCURRENCY = 16
 
-# Budget: `make bench` <= 5 min and QUICK <= 60 s on 2 cores (measured figures in --help).
+# Budget: `make bench` <= 5 min and QUICK <= 60 s (--help shows the estimate, the README the
+# time measured on one machine).
 FULL = Profile(
     servers=ALL_SERVERS,
     clients=DEFAULT_CLIENTS,
