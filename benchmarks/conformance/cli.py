@@ -2,7 +2,7 @@
 differently, next to ours. A report, not a gate: exit 0 whatever the servers do.
 
 It runs the conformance suite (tests/test_conformance_*.py, one test per case of
-shared/spec/keepalive.md plus the TLS variants) in a pytest subprocess with KAB_TEST_SERVERS set
+docs/keepalive-spec.md plus the TLS variants) in a pytest subprocess with KAB_TEST_SERVERS set
 to the chosen servers, collects each test's outcome through tests/conformance_outcomes.py, and
 prints a Markdown table (case x server) and, for every case a foreign server does differently,
 the first line of what the test saw. Where our servers declare a deviation (their DEVIATIONS) the
