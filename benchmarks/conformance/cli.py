@@ -32,6 +32,11 @@ PROG = "python -m benchmarks conformance-report"
 DEFAULT_SERVERS = (*REFERENCE_SERVERS, *EXTERNAL_SERVERS)
 FAMILIES = ("KA", "MAX", "IDLE", "PIPE", "BODY", "ERR", "ROB")
 MESSAGE_CHARS = 160
+LEGEND = (
+    "pass: as the spec says; pass*: the same, but with another Keep-Alive header (below); "
+    "deviation: one the server declares (its DEVIATIONS, a strict xfail); **differs**: the "
+    "test failed, [subcases] when only some did; error: the server did not start."
+)
 # tests/test_conformance_<part>.py: one test per spec case, plus the TLS variants.
 CONFORMANCE_PARTS = ("persistence", "timeouts", "pipelining", "errors", "tls")
 
@@ -97,6 +102,8 @@ def render(outcomes: list[Outcome], servers: list[str]) -> str:
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(_totals(grid, rows, servers))
+    lines.append("")
+    lines.append(LEGEND)
     lines += _notes(outcomes, servers)
     return "\n".join(lines)
 
