@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             ("kab_case", case),
             ("kab_subcase", str(params.get("subcase", ""))),
             ("kab_tls", "test_conformance_tls" in item.nodeid),
+            ("kab_test", getattr(item, "originalname", item.name)),
         ]
 
 
@@ -77,6 +78,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             "case": props["kab_case"],
             "subcase": props["kab_subcase"],
             "tls": bool(props["kab_tls"]),
+            "test": props["kab_test"],
             "outcome": "passed",
             "message": "",
             "header": "",

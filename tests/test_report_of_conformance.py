@@ -44,7 +44,10 @@ def test_render_table_and_notes() -> None:
         _o("uvloop", "KA-01"),
         _o("nginx", "KA-01", header="timeout=1"),
         _o("uvloop", "IDLE-01", tls=True),
-        _o("nginx", "IDLE-01", "failed", tls=True, message="closed after 2.00 s | x"),
+        _o("nginx", "IDLE-01", tls=True, test="test_a"),
+        _o(
+            "nginx", "IDLE-01", "failed", tls=True, message="closed after 2.00 s | x", test="test_b"
+        ),
     ]
     text = render(outcomes, ["uvloop", "nginx"])
     lines = text.splitlines()
@@ -56,7 +59,7 @@ def test_render_table_and_notes() -> None:
     ]
     assert "Rows passed as the spec says: uvloop 2/2, nginx 1/2." in text
     assert "it sent `timeout=1`" in text
-    assert "- IDLE-01 (TLS): closed after 2.00 s \\| x" in text
+    assert "- IDLE-01 (TLS) (test_b): closed after 2.00 s \\| x" in text  # two tests, one row
 
 
 def test_bad_servers_is_one_line_exit_2() -> None:

@@ -52,10 +52,11 @@ class Outcome:
     outcome: str  # passed, failed, xfailed, error
     message: str
     header: str
+    test: str = ""  # the test function: a TLS row can have two (IDLE-04 with and without handshake)
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> Outcome:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
 
     @property
     def row(self) -> str:
@@ -134,8 +135,13 @@ def _notes(outcomes: list[Outcome], servers: list[str]) -> list[str]:
         different = [o for o in mine if o.outcome in ("failed", "error")]
         if different:
             lines += ["", f"What {server} does differently (first line the test saw):", ""]
+        tests_of_row: dict[str, set[str]] = defaultdict(set)
+        for o in mine:
+            tests_of_row[o.row].add(o.test)
         for o in different:
             label = o.row + (f" [{o.subcase}]" if o.subcase else "")
+            if len(tests_of_row[o.row]) > 1:
+                label += f" ({o.test})"
             message = o.message.replace("|", "\\|")[:MESSAGE_CHARS]
             lines.append(f"- {label}: {message}")
     return lines
