@@ -185,16 +185,18 @@ function cleanUp() {
   if (cfg.workdir) fs.rmSync(cfg.workdir, { recursive: true, force: true });
 }
 
+// Idle connections close at once, requests in progress get SHUTDOWN_GRACE_MS; then exit 0
+// whatever is still open (the timer is the guarantee, so nothing in between may throw past it).
 function shutdown() {
   if (stopping) return;
   stopping = true;
-  control.close();
-  server.close(() => process.exit(0));
-  server.closeIdleConnections();
   setTimeout(() => {
-    server.closeAllConnections();
-    process.exit(0);
-  }, SHUTDOWN_GRACE_MS).unref();
+    try { server.closeAllConnections(); } finally { process.exit(0); }
+  }, SHUTDOWN_GRACE_MS);
+  for (const step of [() => control.close(), () => server.close(() => process.exit(0)),
+    () => server.closeIdleConnections()]) {
+    try { step(); } catch (err) { process.stderr.write(`node server: stopping: ${err}\n`); }
+  }
 }
 
 process.on('exit', cleanUp);
