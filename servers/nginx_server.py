@@ -63,7 +63,7 @@ from servers.nginx_conf import (
     write_bytes_files,
 )
 from servers.options import ServerName, ServerOptions
-from servers.runtime import SHUTDOWN_GRACE_S, Runtime, bind_listener
+from servers.runtime import SHUTDOWN_GRACE_S, Runtime, bind_control, bind_listener
 
 START_TIMEOUT_S = 15.0
 FAST_STOP_S = 1.0
@@ -364,7 +364,9 @@ def main(options: ServerOptions) -> int:
         max_known = options.keepalive_max >= 2 and options.keepalive_timeout_s > 0
         counters = NginxCounters(status, log, max_known)
         ssl_context = tls.server_context() if tls else None
-        Runtime(options, listener, ssl_context, tls.ca if tls else None, counters).announce_ready()
+        control = bind_control(options, listener, counters)
+        ca = tls.ca if tls else None
+        Runtime(options, listener, ssl_context, ca, control, counters).announce_ready()
         listener.close()  # nginx holds its own copy; ours would queue clients nobody accepts
         return _serve(run, log, stopping, echo=options.log_connections)
     except NginxFailed as exc:

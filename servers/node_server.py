@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from servers.external import make_workdir, require_binary, sweep_stale, tls_files
-from servers.options import ServerName, ServerOptions
+from servers.options import OptionsError, ServerName, ServerOptions
 from servers.runtime import bind_listener
 
 SCRIPT = Path(__file__).resolve().parent / "node" / "server.mjs"
@@ -49,6 +49,10 @@ def node_config(options: ServerOptions, fd: int, host: str, port: int) -> dict[s
 
 def main(options: ServerOptions) -> int:
     """Exec node; returns only by raising OptionsError (before the exec)."""
+    if options.control_socket is not None:
+        raise OptionsError(
+            "node serves /counters on a TCP port only: --control-socket is not supported"
+        )
     binary = require_binary(ServerName.NODE)
     sweep_stale(KIND)
     listener = bind_listener(options)
