@@ -110,6 +110,13 @@ def _server_names() -> type[ServerName]:
     return ServerName
 
 
+def _reference_servers() -> tuple[ServerName, ...]:
+    """Ours: the default. nginx and node run only when --servers names them."""
+    from servers.options import REFERENCE_SERVERS
+
+    return REFERENCE_SERVERS
+
+
 def _defaults() -> tuple[float, int]:
     """The servers' own keep-alive defaults (T, N): the matrix's, when none is given."""
     from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S
@@ -161,9 +168,11 @@ class CellKey:
 
     server: str = field(
         metadata=dimension(
-            flag="--servers", help="{choices} (default: all)",
-            doc="`stdlib`, `aiohttp` or `uvloop`",
-            parse=one_of(_server_names, "--servers"), default=lambda: tuple(_server_names()),
+            flag="--servers",
+            help="{choices} (default: the three reference servers; nginx and node are Debian's, "
+            "run behind the same interface, skipped when not installed)",
+            doc="`stdlib`, `aiohttp` or `uvloop` (ours), `nginx` or `node` (wrapped)",
+            parse=one_of(_server_names, "--servers"), default=_reference_servers,
             choices=lambda: tuple(_server_names()), reach=Reach.SERVER, option="name",
         )
     )  # fmt: skip

@@ -10,11 +10,13 @@ of a process or its group) and `ControlClient` (the `/counters` reader).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,12 +25,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import unquote
 
-from benchmarks.common import UsageError, split_http_url
+from benchmarks.common import split_http_url
+from servers.control import UNIX_URL_PREFIX
 from servers.options import ServerOptions
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class ServerStartError(RuntimeError):
@@ -72,6 +77,38 @@ def parse_ready_line(line: str) -> ReadyInfo:
     except (KeyError, ValueError) as exc:
         detail = f"READY line without a valid {exc}: {line.strip()[:200]!r}"
         raise ServerStartError(detail) from None
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix stream socket (a server's `--control-socket`)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def control_connection(control_url: str, timeout_s: float) -> http.client.HTTPConnection:
+    """An HTTP/1.1 connection (not yet connected) to a control listener, as the READY line
+    names it: `http://host:port` or `unix:/path` (percent-encoded)."""
+    if control_url.startswith(UNIX_URL_PREFIX):
+        return UnixHTTPConnection(unquote(control_url[len(UNIX_URL_PREFIX) :]), timeout_s)
+    try:
+        scheme, host, port, _ = split_http_url(control_url)
+    except ValueError:
+        scheme = ""
+    if scheme != "http":  # a bare app's `control=-`, say
+        raise ValueError(f"not a control URL: {control_url!r}")
+    return http.client.HTTPConnection(host, port, timeout=timeout_s)
 
 
 def read_ready(
@@ -129,6 +166,25 @@ def terminate(
     return proc.returncode
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """A preexec_fn: the child gets `sig` when its parent dies, however it dies (kill -9
+    included), so nothing outlives the launcher. Linux prctl; elsewhere a no-op (the launcher's
+    own cleanup still applies). Kept across exec, `ip netns exec`'s too."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process `pid` exists (a zombie included); one of another user's too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def signal_group(pgid: int, sig: int) -> None:
     """`sig` to process group `pgid`; a group that is gone already is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -172,32 +228,22 @@ def _proc_stats() -> Iterator[tuple[int, str, int, int]]:
         yield int(entry.name), fields[0].decode(), int(fields[1]), int(fields[2])
 
 
-def _host_port(url: str) -> tuple[str, int] | None:
-    """(host, port) of an http:// control URL, None for anything else (a bare app's `-`)."""
-    try:
-        scheme, host, port, _ = split_http_url(url)
-    except UsageError:
-        return None
-    return (host, port) if scheme == "http" else None
-
-
 class ControlError(RuntimeError):
     """The control listener did not answer; the message is one line."""
 
 
 class ControlClient:
-    """`GET /counters` from a server's control listener: its live counters as a dict.
+    """`GET /counters` from a server's control listener (TCP, or a Unix socket with
+    `--control-socket`: `control_connection`): its live counters as a dict.
 
-    The listener serves one connection at a time, so a client keeps its connection only when
-    it is the one poller (`keep_alive=True`, the harness's monitor, whose polling must add no
-    TCP opens to what the kernel counters see); otherwise each read opens and closes one, and
-    anyone else (curl, the lab's charts) can read them too. A dropped kept connection is
-    reopened once. Thread-safe.
+    `keep_alive=True` keeps one connection for every read (the harness's monitor: its polling
+    must add no TCP opens to what the kernel counters see) and reopens it once when it was
+    dropped; otherwise each read has a connection of its own. Thread-safe.
     """
 
     def __init__(self, control_url: str, timeout_s: float = 5.0, keep_alive: bool = False) -> None:
-        self.url = control_url.rstrip("/") + "/counters"
-        self._address = _host_port(control_url)  # None: not a control URL (said on first use)
+        self._base = control_url.rstrip("/")
+        self.url = self._base + "/counters"
         self._timeout = timeout_s
         self._keep = keep_alive
         self._conn: http.client.HTTPConnection | None = None
@@ -219,11 +265,8 @@ class ControlClient:
             raise AssertionError("unreachable")
 
     def _get(self) -> dict[str, Any]:
-        if self._address is None:
-            raise ValueError("not an http://HOST:PORT control URL")
         if self._conn is None:
-            host, port = self._address
-            self._conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+            self._conn = control_connection(self._base, self._timeout)
         headers = {} if self._keep else {"Connection": "close"}
         self._conn.request("GET", "/counters", headers=headers)
         response = self._conn.getresponse()
@@ -243,6 +286,11 @@ class ControlClient:
     def close(self) -> None:
         with self._lock:
             self._close()
+
+
+def fetch_counters(control_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """One GET /counters on a connection of its own; ControlError (one line) when it fails."""
+    return ControlClient(control_url, timeout_s).counters()
 
 
 def server_command(options: ServerOptions) -> list[str]:
@@ -329,7 +377,7 @@ class ChildServer(StartStop):
     def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The server's live counters from its control listener (one connection per call)."""
         assert self.ready is not None
-        return ControlClient(self.ready.control_url, timeout_s).counters()
+        return fetch_counters(self.ready.control_url, timeout_s)
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after a grace period; returns the exit status."""

@@ -165,8 +165,8 @@ def test_the_analysis_never_imports_servers() -> None:
     ("argv", "message"),
     [
         (
-            ["--servers", "nginx"],
-            "--servers: unknown 'nginx' (choose from stdlib, aiohttp, uvloop)",
+            ["--servers", "apache"],
+            "--servers: unknown 'apache' (choose from stdlib, aiohttp, uvloop, nginx, node)",
         ),
         (["--keepalive-max", "-1"], "--keepalive-max must be >= 0, got -1"),
         (["--concurrency", "2,x"], "--concurrency: bad value 'x'"),

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from benchmarks.net import netns
 from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LINE_PREFIX, SERVER_ADDRESS, LinkSpec, client_address
-from servers.launch import StartStop, terminate
+from servers.launch import StartStop, die_with_parent, terminate
 
 RELAY_READY_TIMEOUT_S = 10.0
 STATS_TIMEOUT_S = 5.0
@@ -107,7 +107,7 @@ class LinkStats:
 
 
 def _pdeathsig() -> None:
-    netns.parent_death_signal(signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
 
 
 class DelayLine(StartStop):

@@ -22,12 +22,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from servers.launch import pid_alive
+
 NETNS_DIR = Path("/run/netns")
 TUN_PATH = Path("/dev/net/tun")
 PREFIX = "kab"
 IFNAMSIZ = 16  # a device name is at most 15 characters
 CLONE_NEWNET = 0x40000000
-PR_SET_PDEATHSIG = 1
 # `kab<pid>` then an optional letter (the owner's second, third... line), then the role.
 NAME_RE = re.compile(rf"^{PREFIX}(\d+)([a-z]?)(s|c\d+)$")
 IP_TIMEOUT_S = 10.0
@@ -67,16 +68,6 @@ def owner_pid(name: str) -> int | None:
     """The pid a name of ours carries, or None when the name is not ours."""
     match = NAME_RE.match(name)
     return int(match.group(1)) if match else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def ip(
@@ -222,9 +213,3 @@ def write_sysctl(name: str, key: str, value: str) -> None:
     path = Path("/proc/sys") / key.replace(".", "/")
     with inside(name):
         path.write_text(value)
-
-
-def parent_death_signal(sig: int = signal.SIGTERM) -> None:
-    """In a child (preexec): receive `sig` when the parent dies, so a kill -9 of the owner
-    does not leave a server or the relay running. Kept across `ip netns exec`'s execve."""
-    _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)

@@ -19,7 +19,6 @@ cleaning up (PR_SET_PDEATHSIG), so nothing outlives it.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import signal
 import socket
 import subprocess
@@ -33,10 +32,11 @@ from types import FrameType
 from benchmarks.clients.contract import MAX_WORKERS
 from benchmarks.common import REPO_ROOT, OneLineParser, number_type, print_error
 from benchmarks.net import NetError, netns
-from servers.launch import ServerProcess, ServerStartError, terminate
+from servers.launch import ServerProcess, ServerStartError, die_with_parent, terminate
 from servers.options import (
     DEFAULT_KEEPALIVE_MAX,
     DEFAULT_KEEPALIVE_TIMEOUT_S,
+    REFERENCE_SERVERS,
     OptionsError,
     ServerName,
     ServerOptions,
@@ -47,7 +47,6 @@ HOST = "127.0.0.1"
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "lab.py"
 WEB_UI_TIMEOUT_S = 60.0  # Locust imports gevent, Flask and the locustfile: slow on a busy box
 LOCUST_STOP_S = 10.0
-PR_SET_PDEATHSIG = 1
 
 
 class Stop(Exception):
@@ -58,15 +57,6 @@ class LaunchError(RuntimeError):
     """Something did not start; the message is one line for the user."""
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the launcher dies, however it dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the launcher's own cleanup still applies
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
@@ -74,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a reference server and Locust's web UI on it (both on 127.0.0.1). "
         "Unknown flags are passed to Locust.",
     )
-    parser.add_argument("--server", choices=[n.value for n in ServerName], default="uvloop")
+    parser.add_argument("--server", choices=[n.value for n in REFERENCE_SERVERS], default="uvloop")
     parser.add_argument(
         "--keepalive-timeout", type=float, default=DEFAULT_KEEPALIVE_TIMEOUT_S, metavar="S",
         help="server's idle timeout between requests (default %(default)g)",
@@ -136,7 +126,7 @@ def locust_command(
 
 def start_locust(argv: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+        argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
     )
 
 
@@ -172,7 +162,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         tls=args.tls,
     )
     # A session of its own: a terminal's Ctrl-C reaches only this launcher, which stops it.
-    server = ServerProcess(options, stderr=None, session=True, preexec=_die_with_parent)
+    server = ServerProcess(options, stderr=None, session=True, preexec=die_with_parent)
     locust: subprocess.Popen[bytes] | None = None
     try:
         ready = server.start()
