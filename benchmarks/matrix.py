@@ -46,7 +46,8 @@ class Flag:
 
     @property
     def make_var(self) -> str:
-        """`--keepalive-timeout` -> KEEPALIVE_TIMEOUT: the Makefile variable of the flag."""
+        """`--keepalive-timeout` -> KEEPALIVE_TIMEOUT: the Makefile variable of the flag (the
+        Makefile turns it back the same way: its `flag_of`)."""
         return flag_make_var(self.flag)
 
     @property
@@ -341,8 +342,3 @@ def forwarded() -> tuple[tuple[str, bool], ...]:
     settings'. What bench-compare and noise accept and hand on unchanged."""
     dims = tuple((d.flag, not d.switch) for d in DIMENSIONS)
     return dims + tuple((s.flag, s.parse is not None) for s in RUN_SETTINGS)
-
-
-def make_vars() -> tuple[str, ...]:
-    """The make variables of bench, bench-compare and noise, one per forwarded flag."""
-    return tuple(flag_make_var(flag) for flag, _ in forwarded())

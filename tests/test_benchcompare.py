@@ -50,10 +50,9 @@ def test_bench_flags_pass_through_unchanged_with_one_repetition_by_default():
 
 
 def test_run_command_and_environment():
-    cmd = rounds.run_command(A, ["--quick", "--repeat", "1"], Path("/tmp/o"), "--results-dir")
+    cmd = rounds.run_command(A, ["--quick", "--repeat", "1"], Path("/tmp/o"))
     assert cmd == ["/py", "-m", "benchmarks", "run", "--quick", "--repeat", "1",
                    "--results-dir", "/tmp/o"]  # fmt: skip
-    assert rounds.run_command(A, [], Path("/tmp/o"), None) == ["/py", "-m", "benchmarks", "run"]
     assert rounds.side_env(A)["PYTHONPATH"].split(os.pathsep)[0] == "/a"
 
 
@@ -94,20 +93,16 @@ def fake_side(tmp_path: Path, flag: str) -> Side:
 
 def test_run_round_with_output_flag(tmp_path):
     side = fake_side(tmp_path, "--results-dir")
-    flag = rounds.detect_output_flag(side)
-    assert flag == "--results-dir"
-    written = rounds.run_round(side, ["--repeat", "1"], tmp_path / "out", flag)
+    rounds.check_harness(side)
+    written = rounds.run_round(side, ["--repeat", "1"], tmp_path / "out")
     assert [p.name for p in written] == ["run0.csv"]  # the artifacts folder's CSV is skipped
     assert len(rounds.read_all(written)) == 1
     assert not (side.tree / "results").exists()
 
 
-def test_run_round_without_output_flag_moves_csvs_out_of_results(tmp_path):
-    side = fake_side(tmp_path, "--nothing-like-it")
-    assert rounds.detect_output_flag(side) is None
-    written = rounds.run_round(side, [], tmp_path / "out", None)
-    assert [p.parent for p in written] == [tmp_path / "out"]
-    assert not list((side.tree / "results").glob("*/*.csv"))
+def test_a_run_without_results_dir_is_no_harness(tmp_path):
+    with pytest.raises(RoundError, match="has no --results-dir"):
+        rounds.check_harness(fake_side(tmp_path, "--nothing-like-it"))
 
 
 def test_run_round_without_csv_is_an_error(tmp_path):
@@ -115,9 +110,9 @@ def test_run_round_without_csv_is_an_error(tmp_path):
     exe.write_text("#!/bin/sh\nexit 1\n")
     exe.chmod(0o755)
     with pytest.raises(RoundError, match="wrote no CSV"):
-        rounds.run_round(Side("base", tmp_path, exe), [], tmp_path / "out", "--results-dir")
+        rounds.run_round(Side("base", tmp_path, exe), [], tmp_path / "out")
     with pytest.raises(RoundError, match="no harness"):
-        rounds.detect_output_flag(Side("base", tmp_path, exe))
+        rounds.check_harness(Side("base", tmp_path, exe))
 
 
 def test_unknown_ref_is_a_one_line_error(capsys):

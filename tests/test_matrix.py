@@ -27,6 +27,7 @@ from benchmarks.matrix import (
     RUN_SETTINGS,
     CellKey,
     Reach,
+    flag_make_var,
     forwarded,
 )
 from benchmarks.records import schema
@@ -66,14 +67,15 @@ def _make_lists() -> dict[str, list[str]]:
 
 def test_the_makefile_lists_every_forwarded_flag() -> None:
     lists = _make_lists()
-    values = [f.lstrip("-").replace("-", "_").upper() for f, takes in forwarded() if takes]
-    switches = [f.lstrip("-").replace("-", "_").upper() for f, takes in forwarded() if not takes]
+    values = [flag_make_var(f) for f, takes in forwarded() if takes]
+    switches = [flag_make_var(f) for f, takes in forwarded() if not takes]
+    assert [d.make_var for d in DIMENSIONS] == [flag_make_var(d.flag) for d in DIMENSIONS]
     assert sorted(lists["BENCH_VALUES"]) == sorted(values)
     assert sorted(lists["BENCH_SWITCHES"]) == sorted(switches)
 
 
 def test_make_turns_each_variable_into_its_flag() -> None:
-    assigned = {f.lstrip("-").replace("-", "_").upper(): "7" for f, _ in forwarded()}
+    assigned = {flag_make_var(f): "7" for f, _ in forwarded()}
     done = subprocess.run(
         ["make", "-n", "bench", *(f"{k}={v}" for k, v in assigned.items())],
         cwd=REPO, capture_output=True, text=True, timeout=60,

@@ -105,7 +105,8 @@ def run_interleaved(
     sides: list[Side], bench_args: list[str], n_rounds: int, alternate: bool, out_root: Path
 ) -> dict[str, list[Path]]:
     """Run the sides round by round in schedule order; the CSVs each side wrote."""
-    flags = {side.name: rounds.detect_output_flag(side) for side in sides}
+    for side in sides:
+        rounds.check_harness(side)
     written: dict[str, list[Path]] = {side.name: [] for side in sides}
     plan = rounds.schedule(sides, n_rounds, alternate)
     for step, (r, side) in enumerate(plan, start=1):
@@ -115,7 +116,7 @@ def run_interleaved(
             flush=True,
         )
         out_dir = out_root / side.name / f"round-{r:03d}"
-        written[side.name] += rounds.run_round(side, bench_args, out_dir, flags[side.name])
+        written[side.name] += rounds.run_round(side, bench_args, out_dir)
     return written
 
 

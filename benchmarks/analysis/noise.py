@@ -282,13 +282,13 @@ def rounds_from_csv(path: Path) -> list[list[ResultRow]]:
 def measure(args: argparse.Namespace) -> list[list[ResultRow]]:
     """Run the work tree `--rounds` times, one repetition each, in a scratch directory."""
     side = Side("A", REPO_ROOT, Path(sys.executable))
-    flag = rounds.detect_output_flag(side)
+    rounds.check_harness(side)
     per_round = []
     with tempfile.TemporaryDirectory(prefix="kab-noise-") as tmp:
         for r in range(1, args.rounds + 1):
             print(f"noise: round {r}/{args.rounds}", file=sys.stderr, flush=True)
             out = Path(tmp) / f"round-{r:03d}"
-            csvs = rounds.run_round(side, rounds.bench_args(args), out, flag)
+            csvs = rounds.run_round(side, rounds.bench_args(args), out)
             per_round.append(rounds.read_all(csvs))
     return per_round
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,8 +25,8 @@ from benchmarks.records.schema import ResultRow, SchemaError, read_rows
 # take one or more tokens so both `--servers a,b` and `--servers a b` survive the round trip.
 SWITCH_FLAGS = tuple(flag for flag, takes_value in forwarded() if not takes_value)
 VALUE_FLAGS = tuple(flag for flag, takes_value in forwarded() if takes_value)
-# Spellings of "write the CSV into this directory" we look for in `run --help`, most likely first.
-OUTPUT_FLAGS = ("--results-dir", "--output-dir", "--out-dir", "--outdir", "--out", "--output")
+# Where `run` writes its CSV: every harness has taken it, since the first.
+OUTPUT_FLAG = "--results-dir"
 # `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run; `net
 # slowstart` its requests as slowstart-<stamp>-<commit>.csv, another format altogether.
 SKIP_PREFIX = ("noise-", "slowstart-")
@@ -83,10 +82,9 @@ def round_order(sides: Sequence[T], r: int, alternate: bool = True) -> list[T]:
     return list(sides) if not alternate or r % 2 else list(reversed(sides))
 
 
-def run_command(side: Side, args: Sequence[str], out_dir: Path, out_flag: str | None) -> list[str]:
+def run_command(side: Side, args: Sequence[str], out_dir: Path) -> list[str]:
     """The argv of one round: the side's interpreter, its harness, our output directory."""
-    argv = [str(side.python), "-m", "benchmarks", "run", *args]
-    return argv + [out_flag, str(out_dir)] if out_flag else argv
+    return [str(side.python), "-m", "benchmarks", "run", *args, OUTPUT_FLAG, str(out_dir)]
 
 
 def side_env(side: Side) -> dict[str, str]:
@@ -96,8 +94,9 @@ def side_env(side: Side) -> dict[str, str]:
     return env
 
 
-def detect_output_flag(side: Side) -> str | None:
-    """Which output-directory flag this tree's `run` accepts, or None (then results/ is watched)."""
+def check_harness(side: Side) -> None:
+    """RoundError (one line) unless this tree has a `python -m benchmarks run` that takes
+    --results-dir: before its first round, so that a ref from before the harness fails at once."""
     proc = subprocess.run(
         [str(side.python), "-m", "benchmarks", "run", "--help"],
         cwd=side.tree, env=side_env(side), capture_output=True, text=True, timeout=120,
@@ -107,8 +106,10 @@ def detect_output_flag(side: Side) -> str | None:
             f"{side.name}: `python -m benchmarks run --help` failed in {side.tree} "
             "(no harness at that commit?)"
         )
-    words = set(proc.stdout.replace(",", " ").split())
-    return next((flag for flag in OUTPUT_FLAGS if flag in words), None)
+    if OUTPUT_FLAG not in proc.stdout.replace(",", " ").split():
+        raise RoundError(
+            f"{side.name}: `python -m benchmarks run` in {side.tree} has no {OUTPUT_FLAG}"
+        )
 
 
 def result_csvs(root: Path) -> set[Path]:
@@ -130,20 +131,13 @@ def result_csvs(root: Path) -> set[Path]:
     return found
 
 
-def run_round(side: Side, args: Sequence[str], out_dir: Path, out_flag: str | None) -> list[Path]:
-    """Run one round; return the CSVs it wrote, moved into `out_dir` if they landed in results/."""
+def run_round(side: Side, args: Sequence[str], out_dir: Path) -> list[Path]:
+    """Run one round into `out_dir` (never the committed results/); the CSVs it wrote."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    watched = side.tree / "results"
-    before = result_csvs(watched)
-    argv = run_command(side, args, out_dir, out_flag)
+    argv = run_command(side, args, out_dir)
     # The harness's own table goes to our stderr: stdout is reserved for the verdict (or JSON).
     proc = subprocess.run(argv, cwd=side.tree, env=side_env(side), stdout=sys.stderr)
     written = sorted(result_csvs(out_dir))
-    if out_flag is None:
-        for path in sorted(result_csvs(watched) - before):
-            target = out_dir / path.name
-            shutil.move(path, target)
-            written.append(target)
     if not written:
         raise RoundError(f"{side.name}: the run wrote no CSV (exit {proc.returncode})")
     return written

@@ -26,7 +26,6 @@ from benchmarks.clients.contract import Mode
 from benchmarks.common import HttpTarget, UsageError, split_http_url, write_atomic
 
 CONNECT_TIMEOUT_S = 5.0
-EXIT_BAD_FLAGS = 2
 EXIT_UNREACHABLE = 1
 
 

@@ -113,7 +113,7 @@ def cpu_load(ctx: CellContext, m: Measurement) -> CpuLoad:
 def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> validity.Verdict:
     """The mode rules first; a row that passes them is still invalid if its server was crowded."""
     verdict = validity.judge(
-        mode=cell.mode, concurrency=cell.client.connections(cell.key.concurrency),
+        mode=cell.mode, concurrency=cell.key.concurrency,  # expand() made it the connections
         load_processes=m.result.load_processes,
         keepalive_timeout_s=cell.key.keepalive_timeout_s, keepalive_max=cell.key.keepalive_max,
         requests=m.result.requests, errors=m.result.errors,

@@ -19,7 +19,6 @@ from pathlib import Path
 PROC_NET = Path("/proc/net")
 ESTABLISHED = "01"
 TIME_WAIT = "06"
-LISTEN = "0A"
 
 TCP_COUNTERS = ("ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab")
 TCPEXT_COUNTERS = ("TW", "TWRecycled", "ListenOverflows", "ListenDrops")
