@@ -1,6 +1,7 @@
 """Load clients: argv in, one ClientResult JSON out (the harness never imports them).
 
-contract           ClientConfig -> argv, ClientResult JSON; what the harness may import
+contract           ClientConfig -> argv and back (pyperf clients; LocustSettings for the
+                   locustfile), validated once; ClientResult JSON; what the harness may import
 shared             the target, error kinds and per-process tallies every client records
 pyperf_driver      runs a client under pyperf and merges its workers' tallies
 pyperf_sequential  one request at a time over http.client (the seed experiment)

@@ -2,7 +2,8 @@
 
 One concept per module:
 
-    config       RunConfig (validated once at the CLI edge), Cell, matrix expansion, defaults
+    config       RunConfig (validated once at the CLI edge), Cell, matrix expansion (the
+                 dimensions themselves are benchmarks.matrix's)
     fingerprint  the machine and code a run measured (host, CPU, kernel, packages, git commit)
     sockets      /proc/net/tcp{,6} socket counts, /proc/net/snmp + netstat kernel counters
     procs        core pinning (the harness's too), client process groups, CPU, cleanup
