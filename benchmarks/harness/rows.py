@@ -157,6 +157,12 @@ def status_and_notes(
         notes.append(format_counters(m.kernel))
     if m.client_status != 0:
         notes.append(f"client exit status {m.client_status}")
+    if m.link is not None:
+        core = f"core {ctx.cores.client} (the client's)" if ctx.cores.pinned else "not pinned"
+        notes.append(
+            f"delay line: relay on {core}, relay cpu {m.link.cpu_s:.2f} s, "
+            f"lateness max {m.link.lateness_max_us or 0:.0f} us"
+        )
     notes += [n for n in (load.note, m.monitor.failures_note()) if n]
     return ("ports-exhausted" if exhausted else "ok"), notes
 
