@@ -22,6 +22,7 @@ COMMANDS = {
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
     "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
     "net": ("benchmarks.net.cli", "any server and client behind a delay line: RTT, loss, ..."),
+    "pageload": ("benchmarks.pageload.cli", "a page of N resources over RTT: keep-alive on/off"),
 }
 
 

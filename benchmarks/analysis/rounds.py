@@ -31,7 +31,7 @@ VALUE_FLAGS = (
 OUTPUT_FLAGS = ("--results-dir", "--output-dir", "--out-dir", "--outdir", "--out", "--output")
 SKIP_DIRS = {"tmp", "plots"}  # scratch and report output under results/, never run CSVs
 # `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run.
-SKIP_PREFIX = "noise-"
+SKIP_PREFIX = ("noise-", "pageload-")  # several runs; page-load rows (own schema)
 BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
 T = TypeVar("T")  # what is scheduled: a Side here, a client's name in harness.ceiling
 
