@@ -19,6 +19,7 @@ from servers.options import OneLineParser
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from benchmarks.pageload.report import cell_p50  # noqa: E402
 from benchmarks.pageload.rows import PageLoadRow, RowsError, read_rows  # noqa: E402
@@ -68,7 +69,7 @@ def plot_rows(rows: Sequence[PageLoadRow], out: Path) -> Path:
             ax.set_xlim(left=0)
             ax.set_ylim(bottom=0)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], color="grey", linestyle="--"))
+    handles.append(Line2D([], [], color="grey", linestyle="--"))
     labels.append("model (same colour)")
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)
     server = ",".join(dict.fromkeys(r.server for r in rows))

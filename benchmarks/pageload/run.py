@@ -61,10 +61,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 def model_for(batch: Batch) -> tuple[int, int]:
     """(round trips, connections) of the paper model for this batch."""
     h = handshake_round_trips(batch.tls.value)
-    if batch.expected_mode is Mode.UNPOOLED:
-        max_requests = 1
-    else:
-        max_requests = batch.keepalive.max_requests
+    pooled = batch.expected_mode is Mode.POOLED
+    max_requests = batch.keepalive.max_requests if pooled else 1
     s = schedule(batch.resources, h, max_requests)
     return s.round_trips, s.connections
 
