@@ -67,6 +67,8 @@ def parse_list(text: str, flag: str, convert: Callable[[str], T]) -> tuple[T, ..
     for item in items:
         try:
             value = convert(item)
+        except ConfigError:
+            raise
         except ValueError:
             raise ConfigError(f"{flag}: bad value {item!r}") from None
         if value not in out:

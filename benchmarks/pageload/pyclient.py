@@ -389,16 +389,22 @@ class PageLoader:
             result.document_ms = ms()
             queue = deque(resource_paths(html))
 
-            async def worker(conn: Connection | None) -> None:
+            async def worker(conn: Connection | None, path: str) -> None:
+                conn, _ = await fetch(conn, path)
                 while queue:
                     conn, _ = await fetch(conn, queue.popleft())
                 if conn is not None:
                     conn.close()
 
-            workers = min(self.config.connections, len(queue))
-            if workers == 0 and first is not None:
+            # Every worker gets its first resource now, as a browser dispatches all of them
+            # once the document is parsed: on a fast path connection 1 could otherwise answer
+            # them all before the other workers ever ran.
+            firsts = [queue.popleft() for _ in range(min(self.config.connections, len(queue)))]
+            if not firsts and first is not None:
                 first.close()
-            await asyncio.gather(*(worker(first if i == 0 else None) for i in range(workers)))
+            await asyncio.gather(
+                *(worker(first if i == 0 else None, path) for i, path in enumerate(firsts))
+            )
             result.page_load_ms = ms()
         finally:
             for conn in opened:
