@@ -12,7 +12,7 @@ close it (spec rule 9), and a 404 counts toward the keep-alive max (MAX-04).
     GET  /status/N      status N (200-599) with an empty body
     GET  /close         200, and the handler asks to close the connection
     GET  /page?n=N&size=B  200, HTML referencing N resources /r/<i>?size=B (issue 11's page)
-    GET  /r/I?size=B    200, B bytes: one resource of the page (I < N_MAX, B <= 1 MiB)
+    GET  /r/I?size=B    200, a GIF of B bytes: one resource of the page (I < 1000, B <= 1 MiB)
     POST any path       the body is read in full and ignored; answered like GET
 """
 
@@ -31,6 +31,12 @@ DEFAULT_PAGE_RESOURCES = 10
 DEFAULT_RESOURCE_BYTES = 4096
 HTML = "text/html; charset=utf-8"
 OCTETS = "application/octet-stream"
+GIF = "image/gif"
+# A 1x1 GIF without extensions (35 bytes: header, screen, two-colour table, image, trailer),
+# split where a comment extension goes to pad it to any size >= MIN_IMAGE_BYTES.
+_GIF_HEAD = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+_GIF_TAIL = b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b"
+MIN_IMAGE_BYTES = 64
 # Every load of the page fetches everything: no browser cache, in any context.
 NO_STORE = (("Cache-Control", "no-store"),)
 HELLO = b"Hello, keep-alive!\n"
@@ -159,12 +165,32 @@ def _page(query: str) -> Reply:
     return Reply(200, page_html(n, size), content_type=HTML, headers=NO_STORE)
 
 
+def gif_of_size(size: int) -> bytes:
+    """A valid 1x1 GIF of exactly `size` bytes (>= MIN_IMAGE_BYTES), padded by a comment.
+
+    A real image, because a browser cancels an image whose bytes it cannot decode before they
+    have all arrived, and an HTTP/1.1 connection with an unread body cannot be reused: with
+    junk bytes Chromium closes connections mid-page and keep-alive looks worse than it is.
+    """
+    if size < MIN_IMAGE_BYTES:
+        raise ValueError(f"a GIF here has at least {MIN_IMAGE_BYTES} bytes")
+    room = size - len(_GIF_HEAD) - len(_GIF_TAIL) - 3  # 3: introducer, label, terminator
+    blocks = -(-room // 256)  # each sub-block: one length byte and 1..255 bytes
+    data = room - blocks
+    lengths = [data // blocks + (1 if i < data % blocks else 0) for i in range(blocks)]
+    comment = b"".join(bytes([n]) + b"x" * n for n in lengths)
+    return _GIF_HEAD + b"\x21\xfe" + comment + b"\x00" + _GIF_TAIL
+
+
 def _resource(index_text: str, query: str) -> Reply:
+    """A GIF of `size` bytes; below MIN_IMAGE_BYTES, that many bytes of `x` (no image fits)."""
     index = _int_or_none(index_text)
     size = _query_int(query, "size", DEFAULT_RESOURCE_BYTES, MAX_RESOURCE_BYTES)
     if index is None or index >= MAX_PAGE_RESOURCES or size is None:
         return _BAD
-    return Reply(200, b"x" * size, content_type=OCTETS, headers=NO_STORE)
+    if size < MIN_IMAGE_BYTES:
+        return Reply(200, b"x" * size, content_type=OCTETS, headers=NO_STORE)
+    return Reply(200, gif_of_size(size), content_type=GIF, headers=NO_STORE)
 
 
 def _peer(ctx: RequestContext) -> Reply:

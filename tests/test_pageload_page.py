@@ -8,6 +8,7 @@ server against one expected answer, so all three agree byte for byte.
 
 from __future__ import annotations
 
+import io
 import socket
 import ssl
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from servers.endpoints import (
     DEFAULT_RESOURCE_BYTES,
     MAX_PAGE_RESOURCES,
     MAX_RESOURCE_BYTES,
+    MIN_IMAGE_BYTES,
+    gif_of_size,
     page_html,
     route,
 )
@@ -31,16 +34,18 @@ Connect = Callable[..., RawConnection]
 PER_SERVER = {"server", "date"}
 HTML = "text/html; charset=utf-8"
 OCTETS = "application/octet-stream"
+GIF = "image/gif"
 
 PAGE_TABLE = {
     "/page?n=3&size=5": (200, HTML, page_html(3, 5)),
     "/page?n=0&size=0": (200, HTML, page_html(0, 0)),
     "/page": (200, HTML, page_html(DEFAULT_PAGE_RESOURCES, DEFAULT_RESOURCE_BYTES)),
     f"/page?n={MAX_PAGE_RESOURCES}&size=1": (200, HTML, page_html(MAX_PAGE_RESOURCES, 1)),
-    "/r/0?size=5": (200, OCTETS, b"xxxxx"),
+    "/r/0?size=5": (200, OCTETS, b"xxxxx"),  # below MIN_IMAGE_BYTES: no GIF is that small
     "/r/999?size=0": (200, OCTETS, b""),
-    f"/r/7?size={MAX_RESOURCE_BYTES}": (200, OCTETS, b"x" * MAX_RESOURCE_BYTES),
-    "/r/2": (200, OCTETS, b"x" * DEFAULT_RESOURCE_BYTES),
+    f"/r/5?size={MIN_IMAGE_BYTES}": (200, GIF, gif_of_size(MIN_IMAGE_BYTES)),
+    f"/r/7?size={MAX_RESOURCE_BYTES}": (200, GIF, gif_of_size(MAX_RESOURCE_BYTES)),
+    "/r/2": (200, GIF, gif_of_size(DEFAULT_RESOURCE_BYTES)),
 }
 BAD_TABLE = (
     f"/page?n={MAX_PAGE_RESOURCES + 1}",
@@ -62,6 +67,20 @@ def test_the_page_references_n_same_origin_resources() -> None:
         f'<img src="/r/{i}?size=7" alt="">' for i in range(3)
     ]
     assert 'rel="icon" href="data:,"' in html  # no /favicon.ico request: exactly n + 1
+
+
+def test_resources_are_decodable_gifs_of_exactly_their_size() -> None:
+    """A browser cancels an image it cannot decode, and a cancelled load's connection is not
+    reused: the resources must be real images (Pillow, matplotlib's, decodes them here)."""
+    image = pytest.importorskip("PIL.Image")
+    for size in [*range(MIN_IMAGE_BYTES, 1200), 4096, MAX_RESOURCE_BYTES]:
+        data = gif_of_size(size)
+        assert len(data) == size
+        with image.open(io.BytesIO(data)) as gif:
+            gif.load()
+            assert (gif.format, gif.size) == ("GIF", (1, 1)), size
+    with pytest.raises(ValueError):
+        gif_of_size(MIN_IMAGE_BYTES - 1)
 
 
 def test_route_table_matches_the_page_table() -> None:

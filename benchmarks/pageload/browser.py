@@ -126,7 +126,7 @@ class Browser:
             cdp.on("Network.responseReceived", lambda event: responses.append(event))
             cdp.on("Network.loadingFinished", lambda event: finished.append(event))
             cdp.send("Network.enable")
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), _tree_cpu_s()
             page.goto(url, wait_until="load", timeout=self.options.timeout_s * 1000)
             page.wait_for_function(_LOADED, timeout=self.options.timeout_s * 1000)
             wall_ms = (time.monotonic() - started) * 1000
@@ -138,7 +138,9 @@ class Browser:
                     break
                 page.wait_for_timeout(20)
             received = sum(int(e.get("encodedDataLength", 0)) for e in finished)
-            return _load_figures(nav, responses, wall_ms, received)
+            figures = _load_figures(nav, responses, wall_ms, received)
+            figures["cpu_ms"] = (_tree_cpu_s() - cpu_before) * 1000
+            return figures
         except Exception as exc:  # Playwright's errors: a timeout, a refused connection
             return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         finally:
@@ -152,6 +154,22 @@ class Browser:
             "url": url,
             "loads": [self.load(url, resources) for _ in range(loads)],
         }
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds of this process and all its descendants (Playwright's driver, every
+    Chromium process): how much of a load was the browser's own work."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # exited meanwhile
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _load_figures(

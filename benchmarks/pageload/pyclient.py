@@ -139,6 +139,7 @@ class LoadResult:
     tls_full: int = 0
     tls_resumed: int = 0
     tls_version: str = ""
+    cpu_ms: float = 0.0  # this process's CPU during the load
     error: str = ""
     fetches: list[Fetch] = field(default_factory=list)
 
@@ -327,12 +328,14 @@ class PageLoader:
 
     async def load(self) -> LoadResult:
         result = LoadResult()
+        cpu_before = time.process_time()
         try:
             await asyncio.wait_for(self._load(result), self.config.timeout_s)
         except (OSError, LoadError, ssl.SSLError, ValueError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
         except TimeoutError:
             result.error = f"timeout after {self.config.timeout_s:g} s"
+        result.cpu_ms = (time.process_time() - cpu_before) * 1000
         return result
 
     async def _load(self, result: LoadResult) -> None:

@@ -18,7 +18,7 @@ from benchmarks.pageload.run import Outcome, iter_cells, merged, percentile
 
 HEADER = (
     "server", "client", "tls", "keep-alive", "rtt", "N", "p50 ms", "p90 ms", "model ms",
-    "ratio", "conns/page", "reps", "flags",
+    "ratio", "client cpu ms", "conns/page", "reps", "flags",
 )  # fmt: skip
 
 
@@ -29,6 +29,7 @@ def summary(outcomes: Sequence[tuple[Batch, Outcome]]) -> str:
         p50 = percentile(times, 50)
         model = cell[0].row.model_ms
         conns = statistics.median(o.row.connections_per_page for o in cell)
+        cpu = statistics.median(o.row.client_cpu_p50_ms for o in cell)
         invalid = sum(not o.row.valid for o in cell)
         table.append(
             (
@@ -42,6 +43,7 @@ def summary(outcomes: Sequence[tuple[Batch, Outcome]]) -> str:
                 _ms(percentile(times, 90)),
                 _ms(model),
                 f"{p50 / model:.2f}" if model and times else "-",
+                _ms(cpu),
                 f"{conns:g}",
                 str(len(cell)),
                 f"{invalid} invalid" if invalid else "-",

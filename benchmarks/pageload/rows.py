@@ -65,6 +65,7 @@ class PageLoadRow:
     tls_full_per_page: float
     tls_resumed_per_page: float
     bytes_per_page: float
+    client_cpu_p50_ms: float
     # what the server counted
     connections_per_page: float
     requests_per_page: float
@@ -124,6 +125,8 @@ COLUMN_DOCS: dict[str, str] = {
     "tls_resumed_per_page": "resumed TLS handshakes per load (Python client; -1 where not known)",
     "bytes_per_page": "response bytes received per load (head and body; Chromium: encoded "
     "data length)",
+    "client_cpu_p50_ms": "median CPU the client used per load (Chromium: the driver and every "
+    "browser process; Python: its process), the client's own work within page_load",
     "connections_per_page": "connections the server accepted per load (its counters)",
     "requests_per_page": "requests the server served per load (N + 1 when nothing was lost)",
     "requests_per_connection": "requests served / connections accepted (server counters)",

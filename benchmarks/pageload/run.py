@@ -361,6 +361,7 @@ def make_row(
         tls_full_per_page=per_page("tls_full") if tls_known else -1.0,
         tls_resumed_per_page=per_page("tls_resumed") if tls_known else -1.0,
         bytes_per_page=per_page("bytes_received"),
+        client_cpu_p50_ms=percentile([float(ld.get("cpu_ms", 0.0)) for ld in good], 50),
         connections_per_page=d_conn / n_loads,
         requests_per_page=d_req / n_loads,
         requests_per_connection=d_req / d_conn if d_conn else 0.0,
