@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -278,7 +279,9 @@ def run(config: PageLoadConfig) -> int:
     except OSError as exc:
         sys.stderr.write(f"{PROG}: error: --results-dir {config.results_dir}: {exc}\n")
         return 2
-    cert = make_certificate(folder / "cert") if any(t.enabled for t in config.tls) else None
+    # The key is a secret of this run only: in a temporary folder, never in results/.
+    certs = tempfile.TemporaryDirectory(prefix="keepalive-bench-pageload-")
+    cert = make_certificate(Path(certs.name)) if any(t.enabled for t in config.tls) else None
     batches = config.batches()
     progress = Progress(batches, sys.stderr)
     sys.stderr.write(
@@ -312,6 +315,7 @@ def run(config: PageLoadConfig) -> int:
         status = 1
     finally:
         loads_file.close()
+        certs.cleanup()
     if not rows:
         return status or 1
     from benchmarks.pageload.report import summary, verdict
