@@ -7,7 +7,7 @@ module runs the loop (from a factory, never a global `uvloop.install()`), serves
 or SIGINT, then closes every open connection (counted as `shutdown` unless a close was already
 decided; a request being handled is answered first, with `Connection: close`) and returns.
 
-Spec deviations (shared/spec/keepalive.md): none. httptools exposes everything the spec needs:
+Spec deviations (docs/keepalive-spec.md): none. httptools exposes everything the spec needs:
 versions are checked by `framing.parse_version` (llhttp's own version check is relaxed so that
 HTTP/2.0 gets 505 and HTTP/1.2 is served), Host/Content-Length/Transfer-Encoding by
 `framing.body_framing`, and the 414/431 limits are counted in `on_url`/`on_header` because
@@ -48,13 +48,14 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    tls = {} if runtime.ssl_context is None else {"ssl_handshake_timeout": state.header_s}
+    # Slowloris on the TLS handshake: it gets H too (None without TLS, as asyncio requires).
+    handshake_s = None if runtime.ssl_context is None else state.header_s
     server = await loop.create_server(
         lambda: HttpProtocol(state),
         sock=runtime.listener,
         ssl=runtime.ssl_context,
         backlog=LISTEN_BACKLOG,  # create_server listens again: keep the runtime's backlog
-        **tls,  # slowloris on the TLS handshake: it gets H too
+        ssl_handshake_timeout=handshake_s,
     )
     runtime.announce_ready()
     await stop.wait()

@@ -24,6 +24,7 @@ import pytest
 
 from benchmarks.clients.contract import ClientConfig
 from benchmarks.harness.cli import main
+from benchmarks.records.layout import bundle_of, read_bundle
 from benchmarks.records.schema import read_rows
 from benchmarks.serverperf import ceiling
 from servers import launch
@@ -68,8 +69,12 @@ def test_one_cell_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert row.host_id and row.git_commit and "pyperf=" in row.packages
     if len(os.sched_getaffinity(0)) >= 2:
         assert row.server_core >= 0 and row.client_core >= 0 and row.server_core != row.client_core
-    artifacts = csv_path.with_suffix("")
-    assert any(artifacts.glob("*.json")) and any(artifacts.glob("*.pyperf.json"))
+    # Two files: the CSV and the bundle (client JSON with its histogram, pyperf's JSON; the logs
+    # only when the row is invalid); the working folder is gone.
+    members = read_bundle(bundle_of(csv_path))
+    assert {p.name for p in csv_path.parent.iterdir()} == {csv_path.name, bundle_of(csv_path).name}
+    assert sum(n.endswith(".json") for n in members) == 2 and "histogram" in str(members)
+    assert any(n.endswith(".log") for n in members) == (row.valid == 0)
     assert "[1/1 " in err and "left]" in err
 
 
@@ -166,6 +171,12 @@ def test_a_failure_is_a_row_and_the_other_cells_still_run(
         "client-timeout": "still running after 10 s",
     }[failure]
     assert expected in failed.note
+    # The failed cell's logs are kept in the bundle (the server's stderr at least); the logs of
+    # the cell that ran fine are not, unless it came out invalid on a crowded machine.
+    logs = {n for n in read_bundle(bundle_of(csv_path)) if n.endswith(".log")}
+    assert any(n.startswith("001-") for n in logs), logs
+    if ok.valid:
+        assert not any(n.startswith("002-") for n in logs), logs
 
 
 def test_ctrl_c_keeps_measured_rows_and_leaves_no_process(tmp_path: Path) -> None:
@@ -194,8 +205,10 @@ def test_ctrl_c_keeps_measured_rows_and_leaves_no_process(tmp_path: Path) -> Non
     assert out.strip().splitlines()[-1] == str(csv_path)
     rows = read_rows(csv_path)
     assert len(rows) == 1 and rows[0].status == "ok"
-    # the interrupted pyperf client's parts directory and temporary files are gone
-    assert list(csv_path.with_suffix("").glob(".*")) == []
+    # the interrupted pyperf client's parts directory, temporary files and the working folder
+    # are gone: the CSV and the bundle remain, the bundle with the finished cell's JSON only
+    assert {p.name for p in csv_path.parent.iterdir()} == {csv_path.name, bundle_of(csv_path).name}
+    assert all(n.startswith("001-") for n in read_bundle(bundle_of(csv_path)))
     time.sleep(0.2)
     left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], [p.cmdline() for p in left]

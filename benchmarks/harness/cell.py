@@ -124,7 +124,8 @@ def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str
 
 @dataclass(frozen=True)
 class CellFiles:
-    """A cell's logs and the client's result JSON, in the run's artifacts folder."""
+    """A cell's logs and the client's result JSON, in the run's working folder (records.layout
+    moves them into the run's bundle once the row is written)."""
 
     server_log: Path
     client_log: Path
