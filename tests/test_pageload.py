@@ -40,6 +40,7 @@ from benchmarks.pageload.run import (
     percentile,
     run_python,
 )
+from benchmarks.records.layout import bundle_of, read_bundle
 from servers.launch import ServerProcess
 from servers.options import ServerName, ServerOptions
 
@@ -267,7 +268,10 @@ def test_the_run_writes_valid_rows_and_a_plot(tmp_path: Path) -> None:
     assert all(r.connections_per_page == 4 for r in rows if r.mode == "unpooled")  # N + 1
     assert {r.tls_version for r in rows if r.tls == "1.3"} == {"TLSv1.3"}
     assert "keep-alive cuts python's page load" in done.stdout
-    assert (csv_path.with_suffix("") / "loads.jsonl").read_text().count("\n") == 4
+    members = read_bundle(bundle_of(csv_path))  # the layout of every run: CSV and bundle
+    assert sorted(members) == ["loads.jsonl"]  # logs only when something went wrong
+    assert members["loads.jsonl"].decode().count("\n") == 4
+    assert [p.name for p in csv_path.parent.iterdir() if p.is_dir()] == []  # no work left
     assert result_csvs(tmp_path) == set()  # the bench readers skip page-load files
     png = tmp_path / "again.png"
     replot = subprocess.run(

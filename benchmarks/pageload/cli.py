@@ -16,6 +16,7 @@ stderr; the summary, the verdict sentence and the paths on stdout.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import tempfile
@@ -42,6 +43,15 @@ from benchmarks.pageload.run import (
     model_for,
     run_grid,
     write_loads,
+)
+from benchmarks.records.layout import (
+    PID_FILE,
+    RunPaths,
+    bundle_bytes,
+    new_run_paths,
+    utc_iso,
+    utc_stamp,
+    write_bytes_atomic,
 )
 from servers.options import OneLineParser, ServerName
 
@@ -265,17 +275,26 @@ def without_missing_browser(config: PageLoadConfig) -> tuple[PageLoadConfig | No
     )
 
 
-def run(config: PageLoadConfig) -> int:
-    from benchmarks.records.layout import utc_iso, utc_stamp
+def bundle_work(paths: RunPaths, rows: Sequence[PageLoadRow]) -> None:
+    """The run's artifact bundle, rewritten atomically: loads.jsonl always, the server and
+    Chromium logs only when a row failed or is invalid (the layout of `make bench` runs)."""
+    keep_logs = any(r.status != "ok" or not r.valid for r in rows)
+    members = {
+        f.name: f.read_bytes()
+        for f in sorted(paths.work.iterdir())
+        if f.is_file() and f.name != PID_FILE and (keep_logs or not f.name.endswith(".log"))
+    }
+    write_bytes_atomic(paths.bundle, bundle_bytes(paths.name, members))
 
+
+def run(config: PageLoadConfig) -> int:
     fp = collect()
     fp = replace(fp, packages=package_versions((*PACKAGES, "playwright")))
     stamp = utc_stamp()
-    base = config.results_dir / fp.host_id
-    stem = f"{FILE_PREFIX}{stamp}-{fp.git_commit}"
-    csv_path, folder = base / f"{stem}.csv", base / stem
     try:
-        folder.mkdir(parents=True, exist_ok=False)
+        paths = new_run_paths(
+            config.results_dir, fp.host_id, f"{FILE_PREFIX}{stamp}", fp.git_commit
+        )
     except OSError as exc:
         sys.stderr.write(f"{PROG}: error: --results-dir {config.results_dir}: {exc}\n")
         return 2
@@ -286,21 +305,22 @@ def run(config: PageLoadConfig) -> int:
     progress = Progress(batches, sys.stderr)
     sys.stderr.write(
         f"{len(batches)} batches, about {fmt_duration(progress.seconds_left())}; "
-        f"commit {fp.git_commit}; CSV {csv_path}\n"
+        f"commit {fp.git_commit}; CSV {paths.csv}\n"
     )
     rows: list[PageLoadRow] = []
     outcomes: list[tuple[Batch, Outcome]] = []
-    loads_file = (folder / "loads.jsonl").open("w")
+    loads_file = (paths.work / "loads.jsonl").open("w")
 
     def done(batch: Batch, outcome: Outcome) -> None:
         rows.append(outcome.row)
         outcomes.append((batch, outcome))
-        write_rows(csv_path, rows)
+        write_rows(paths.csv, rows)
         write_loads(loads_file, batch, outcome)
+        bundle_work(paths, rows)
         progress.finished(batch, outcome)
 
     ctx = RunContext(
-        config=config, fingerprint=fp, run_id=f"{stamp}-{fp.host_id}", folder=folder,
+        config=config, fingerprint=fp, run_id=f"{stamp}-{fp.host_id}", folder=paths.work,
         cert=cert, on_start=progress.started, on_done=done, now_utc=utc_iso,
     )  # fmt: skip
     status = 0
@@ -308,7 +328,7 @@ def run(config: PageLoadConfig) -> int:
         with signals_as_interrupt():
             run_grid(ctx)
     except Interrupted as exc:
-        sys.stderr.write(f"{PROG}: interrupted; {len(rows)} rows kept in {csv_path}\n")
+        sys.stderr.write(f"{PROG}: interrupted; {len(rows)} rows kept in {paths.csv}\n")
         status = 128 + exc.signum
     except (RunError, NetError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}; {len(rows)} rows kept\n")
@@ -316,6 +336,9 @@ def run(config: PageLoadConfig) -> int:
     finally:
         loads_file.close()
         certs.cleanup()
+        if rows:
+            bundle_work(paths, rows)  # with the logs, if the run ended badly
+        shutil.rmtree(paths.work, ignore_errors=True)
     if not rows:
         return status or 1
     from benchmarks.pageload.report import summary, verdict
@@ -323,11 +346,11 @@ def run(config: PageLoadConfig) -> int:
     print(summary(outcomes))
     for sentence in verdict(rows):
         print(sentence)
-    print(f"rows: {csv_path}")
+    print(f"rows: {paths.csv}")
     if config.plot:
         from benchmarks.pageload.plot import plot_rows
 
-        png = csv_path.with_suffix(".png")
+        png = paths.csv.with_suffix(".png")
         plot_rows(rows, png)
         print(f"plot: {png}")
     return status
