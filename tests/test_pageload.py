@@ -32,7 +32,7 @@ from benchmarks.pageload.model import (
     schedule,
 )
 from benchmarks.pageload.pyclient import PageClientConfig
-from benchmarks.pageload.rows import COLUMNS, read_rows
+from benchmarks.pageload.rows import COLUMNS, read_rows, readme_with_columns
 from benchmarks.pageload.run import (
     LineServer,
     chromium_agreement,
@@ -304,3 +304,38 @@ def test_sigint_leaves_nothing_behind(tmp_path: Path) -> None:
     (csv_path,) = tmp_path.glob("*/pageload-*.csv")
     assert len(read_rows(csv_path)) >= 1
     assert os.path.exists(csv_path)
+
+
+def test_results_readme_lists_the_page_load_columns() -> None:
+    readme = (ROOT / "results" / "README.md").read_text()
+    assert readme_with_columns(readme) == readme, (
+        "run `python -m benchmarks.pageload.rows --update results/README.md`"
+    )
+
+
+def _row(client: Client, connections: int, accepted: int, fetches: list[list[Any]]) -> Any:
+    from benchmarks.harness.fingerprint import Fingerprint
+    from benchmarks.pageload.run import make_row
+
+    fp = Fingerprint("h", "cpu", 2, "k", "3.11", "p", "c")
+    load = {
+        "page_load_ms": 10.0, "document_ms": 2.0, "connections": connections, "error": "",
+        "fetches": [{"connection": c, "reused": r} for c, r in fetches],
+    }  # fmt: skip
+    n = len(fetches) - 1
+    batch = Batch(1, ServerName.UVLOOP, client, 20.0, n, 100, KeepAlive(5, 100), Tls.NONE, 1, 1)
+    return make_row(batch, fp, "run", "t", {"loads": [load]}, (accepted, n + 1), (0, 0, 0), "v")
+
+
+def test_rows_judge_the_clients_account_against_the_servers() -> None:
+    agree = _row(Client.PYTHON, 2, 2, [[1, False], [1, True], [2, False]])
+    assert (agree.valid, agree.note, agree.requests_per_connection) == (1, "", 1.5)
+    python_disagrees = _row(Client.PYTHON, 2, 3, [[1, False], [1, True], [2, False]])
+    assert python_disagrees.valid == 0 and "server accepted 3" in python_disagrees.note
+    # Chromium: a spare connection nobody used, and one opened before its request: both noted.
+    spare = _row(Client.CHROMIUM, 2, 3, [[1, True], [1, True], [2, False], [2, True], [1, True]])
+    assert spare.valid == 1
+    assert spare.note == (
+        "chromium preconnected 1 connection(s); chromium opened 1 connection(s) it never used"
+    )
+    assert spare.preconnected_per_page == 1
