@@ -339,3 +339,27 @@ def test_rows_judge_the_clients_account_against_the_servers() -> None:
         "chromium preconnected 1 connection(s); chromium opened 1 connection(s) it never used"
     )
     assert spare.preconnected_per_page == 1
+
+
+@pytest.mark.parametrize(("user", "pooled"), [("PageUser", True), ("UnpooledPageUser", False)])
+def test_locust_page_users_load_pages_six_connections_at_a_time(user: str, pooled: bool) -> None:
+    """locustfiles/pageload.py: a pooled page user keeps at most six connections for every
+    page; an unpooled one opens one per request. The server's counters decide."""
+    options = ServerOptions(ServerName.UVLOOP, keepalive_max=0, keepalive_timeout_s=30)
+    with ServerProcess(options) as server:
+        assert server.ready is not None
+        done = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", "locustfiles/pageload.py", "--headless",
+             "--host", server.ready.url, "-u", "1", "-r", "1", "-t", "4s", "--only-summary",
+             "--kab-resources", "12", user],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        counters = server.counters()
+    assert "PAGE" in done.stdout + done.stderr and "/page load" in done.stdout + done.stderr
+    served, accepted = counters["requests_served"], counters["connections_accepted"]
+    assert served >= 13  # at least one whole page
+    if pooled:
+        assert accepted <= 6
+    else:
+        assert accepted >= served
