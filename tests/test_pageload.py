@@ -363,3 +363,41 @@ def test_locust_page_users_load_pages_six_connections_at_a_time(user: str, poole
         assert accepted <= 6
     else:
         assert accepted >= served
+
+
+def test_compare_judges_page_load_runs(tmp_path: Path) -> None:
+    """`python -m benchmarks compare` on two page-load CSVs: a cell 50% slower in every
+    repetition (3 + 3, beyond the baseline's range) is a regression, exit 1; the same run
+    against itself has none, exit 0."""
+    from dataclasses import replace
+
+    from benchmarks.pageload.rows import write_rows
+
+    committed = sorted((ROOT / "results").glob("*/pageload-*.csv"))
+    assert committed, "a committed page-load run"
+    rows = read_rows(committed[0])
+    slow_cell = ("python", 100.0, 70, "none", 5.0)  # a steady cell: spread of 1-2%
+
+    def slower(row: Any) -> Any:
+        key = (row.client, row.rtt_ms, row.resources, row.tls, row.keepalive_timeout_s)
+        if key != slow_cell:
+            return row
+        return replace(row, page_load_p50_ms=row.page_load_p50_ms * 1.5,
+                       page_load_p90_ms=row.page_load_p90_ms * 1.5)  # fmt: skip
+
+    base, new = tmp_path / "pageload-base.csv", tmp_path / "pageload-new.csv"
+    write_rows(base, rows)
+    write_rows(new, [slower(r) for r in rows])
+
+    def compare(a: Path, b: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "benchmarks", "compare", str(a), str(b)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    done = compare(base, new)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.count("REGRESSION") == 2  # p50 and p90 of the one cell
+    assert compare(base, base).returncode == 0
+    bad = compare(base, tmp_path / "pageload-missing.csv")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -5,6 +5,7 @@
         [--keepalive-timeout 5] [--keepalive-max 100] [--tls none,1.3] [--repeat 3]
         [--loads 1] [--results-dir results] [--no-plot]
     python -m benchmarks pageload plot CSV [--out PNG]
+    python -m benchmarks pageload compare BASE.csv NEW.csv   (also: python -m benchmarks compare)
 
 Every page load runs behind the delay line (root and /dev/net/tun): the server in the server
 namespace, Chromium and the Python page client in the client namespace. Rows go to
@@ -241,6 +242,10 @@ def main(argv: Sequence[str]) -> int:
         from benchmarks.pageload.plot import main as plot_main
 
         return plot_main(args_list[1:])
+    if args_list[:1] == ["compare"]:
+        from benchmarks.pageload.compare import main as compare_main
+
+        return compare_main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     try:
