@@ -401,3 +401,20 @@ def test_compare_judges_page_load_runs(tmp_path: Path) -> None:
     assert compare(base, base).returncode == 0
     bad = compare(base, tmp_path / "pageload-missing.csv")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_quick_runs_without_a_missing_browser_and_a_full_run_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.pageload import cli
+
+    monkeypatch.setattr(cli, "browser_missing", lambda: "no /usr/bin/chromium")
+    quick = cli.build_config(cli.build_parser().parse_args(["--quick"]))
+    checked, note = cli.without_missing_browser(quick)
+    assert checked is not None and checked.clients == (Client.PYTHON,)
+    assert note.startswith("note: QUICK without the browser: no /usr/bin/chromium")
+    full = cli.build_config(cli.build_parser().parse_args([]))
+    checked, note = cli.without_missing_browser(full)
+    assert checked is None and "make pageload` installs both" in note
+    monkeypatch.setattr(cli, "browser_missing", lambda: "")
+    assert cli.without_missing_browser(full) == (full, "")
