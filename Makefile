@@ -14,7 +14,8 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
-	ceiling instructions demo ui test-browser clean doctor fuzz pageload test-pageload-browser
+	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report \
+	pageload test-pageload-browser
 
 install: $(STAMP)
 
@@ -92,16 +93,24 @@ fuzz: install
 	$(PY) -m benchmarks fuzz $(if $(SECONDS),--seconds $(SECONDS)) $(if $(COUNT),--count $(COUNT)) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(SERVERS),--servers $(SERVERS)) $(if $(JSON),--json $(JSON))
 
+# The conformance suite against nginx and Node (and ours, for the table), as a report, not a
+# gate: make conformance-report [SERVERS=nginx,node]. About 3 minutes.
+conformance-report: install
+	$(PY) -m benchmarks conformance-report $(if $(SERVERS),--servers $(SERVERS))
+
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install
 	$(PY) -m benchmarks demo $(if $(SERVER),--server $(SERVER))
 
 # Locust web UI on a reference server, with a server-side tab; Ctrl-C stops both. The flags are
-# a variable (its line breaks become spaces) so make echoes one tidy command line.
+# a variable (its line breaks become spaces) so make echoes one tidy command line. RTT= (LOSS=,
+# BANDWIDTH=) puts server and Locust on the delay line (root); the web UI stays on 127.0.0.1.
 ui: UI_FLAGS = $(if $(SERVER),--server $(SERVER)) \
 	$(if $(KEEPALIVE_TIMEOUT),--keepalive-timeout $(KEEPALIVE_TIMEOUT)) \
 	$(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) $(if $(TLS),--tls) \
-	$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) $(LOCUST_ARGS)
+	$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) \
+	$(if $(RTT),--rtt $(RTT)) $(if $(LOSS),--loss $(LOSS)) $(if $(BANDWIDTH),--bandwidth $(BANDWIDTH)) \
+	$(LOCUST_ARGS)
 ui: install
 	$(PY) -m benchmarks ui $(strip $(UI_FLAGS))
 

@@ -497,6 +497,7 @@ async def _serve(runtime: Runtime) -> None:
             ssl_context=runtime.ssl_context,
             backlog=LISTEN_BACKLOG,
             handshake_timeout_s=shared.header_timeout_s,  # slowloris on the TLS handshake
+            backoff=runtime.accept_backoff(),
         )
         await site.start()
         runtime.announce_ready()

@@ -9,6 +9,9 @@ Two gaps in aiohttp's stock wiring that the spec does not allow:
 - `SockSite` cannot pass `ssl_handshake_timeout`, so asyncio's 60 s default would let a client
   that connects and sends nothing hold a TLS connection for a minute (IDLE-04 says H).
   `DeadlineSockSite` starts the server itself with the handshake under H.
+- At the descriptor limit asyncio's accept loop (`loop.create_server`) logs a traceback per
+  failed accept, up to the backlog per wake-up: thousands of lines a second. The site accepts
+  with `servers.accept.LoopAcceptor` instead (one line per episode, a pause, no spin).
 
 Private aiohttp API relied on (checked against aiohttp 3.14): `BaseSite.start` registers the
 site with its runner; `SockSite`'s `_runner`, `_sock`, `_ssl_context`, `_backlog` and `_server`.
@@ -24,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
+
+from servers.accept import AcceptBackoff, LoopAcceptor, connect_on_loop
 
 if TYPE_CHECKING:  # the return type aiohttp declares for get_info (a private TypedDict)
     from aiohttp.web_urldispatcher import _InfoDict
@@ -78,9 +83,10 @@ def build_app(handler: Handler) -> web.Application:
 
 
 class DeadlineSockSite(web.SockSite):
-    """`SockSite` with the TLS handshake bounded by `handshake_timeout_s`."""
+    """`SockSite` with the TLS handshake bounded by `handshake_timeout_s`, accepting through
+    `LoopAcceptor` (its `_server`, closed by `BaseSite.stop` as the stock asyncio server is)."""
 
-    __slots__ = ("_handshake_timeout_s",)
+    __slots__ = ("_handshake_timeout_s", "_backoff")
 
     def __init__(
         self,
@@ -90,18 +96,23 @@ class DeadlineSockSite(web.SockSite):
         ssl_context: ssl.SSLContext | None,
         backlog: int,
         handshake_timeout_s: float,
+        backoff: AcceptBackoff,
     ) -> None:
         super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
         self._handshake_timeout_s = handshake_timeout_s
+        self._backoff = backoff
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site; SockSite.start would also listen
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
+        loop = asyncio.get_running_loop()
+        connect = connect_on_loop(
+            loop,
             server,
-            sock=self._sock,
             ssl=self._ssl_context,
-            backlog=self._backlog,
             ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
         )
+        acceptor = LoopAcceptor(loop, self._sock, self._backoff, connect)
+        acceptor.start()
+        self._server = acceptor

@@ -30,8 +30,10 @@ VALUE_FLAGS = (
 # Spellings of "write the CSV into this directory" we look for in `run --help`, most likely first.
 OUTPUT_FLAGS = ("--results-dir", "--output-dir", "--out-dir", "--outdir", "--out", "--output")
 SKIP_DIRS = {"tmp", "plots"}  # scratch and report output under results/, never run CSVs
-# `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run.
-SKIP_PREFIX = ("noise-", "pageload-")  # several runs; page-load rows (own schema)
+# `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run; `net
+# slowstart` its requests as slowstart-<stamp>-<commit>.csv, another format altogether; page-load
+# runs (pageload-<stamp>-<commit>.csv) have a schema of their own.
+SKIP_PREFIX = ("noise-", "slowstart-", "pageload-")
 BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
 T = TypeVar("T")  # what is scheduled: a Side here, a client's name in harness.ceiling
 
