@@ -42,7 +42,7 @@ from benchmarks.pageload.run import (
 )
 from benchmarks.records.layout import bundle_of, read_bundle
 from servers.launch import ServerProcess
-from servers.options import ServerName, ServerOptions
+from servers.options import REFERENCE_SERVERS, ServerName, ServerOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,6 +117,7 @@ def test_pooled_ceiling() -> None:
         (["--keepalive", "maybe"], "--keepalive takes on and off"),
         (["--resources", "1001"], "--resources must be between 0 and 1000"),
         (["--repeat", "0"], "--repeat must be between"),
+        (["--servers", "nginx"], "--servers: unknown 'nginx' (one of stdlib, aiohttp, uvloop)"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -168,7 +169,7 @@ def _delta(server: ServerProcess, before: dict[str, Any]) -> tuple[int, int]:
     )
 
 
-@pytest.mark.parametrize("name", [n.value for n in ServerName])
+@pytest.mark.parametrize("name", [n.value for n in REFERENCE_SERVERS])
 def test_python_client_on_loopback_pooled_and_unpooled(name: str) -> None:
     with ServerProcess(ServerOptions(ServerName(name))) as server:
         assert server.ready is not None

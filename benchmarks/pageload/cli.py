@@ -54,7 +54,7 @@ from benchmarks.records.layout import (
     utc_stamp,
     write_bytes_atomic,
 )
-from servers.options import OneLineParser, ServerName
+from servers.options import REFERENCE_SERVERS, OneLineParser, ServerName
 
 PROG = "python -m benchmarks pageload"
 T = TypeVar("T")
@@ -101,6 +101,15 @@ def _choice(kind: type[T], flag: str, aliases: dict[str, T] | None = None) -> Ca
     return convert
 
 
+def _one_of(names: dict[str, T], flag: str) -> Callable[[str], T]:
+    def convert(text: str) -> T:
+        if text not in names:
+            raise ConfigError(f"{flag}: unknown {text!r} (one of {', '.join(names)})")
+        return names[text]
+
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="RTT 50, one repetition: <= 60 s")
@@ -123,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> PageLoadConfig:
     profile = cfg.QUICK if args.quick else cfg.FULL
+    # Only ours serve /page (servers.endpoints); nginx and Node are not page servers.
+    ours = {name.value: name for name in REFERENCE_SERVERS}
     servers = (
-        parse_list(args.servers, "--servers", _choice(ServerName, "--servers"))
+        parse_list(args.servers, "--servers", _one_of(ours, "--servers"))
         if args.servers
         else (ServerName.UVLOOP,)
     )
