@@ -349,16 +349,23 @@ def test_locust_page_users_load_pages_six_connections_at_a_time(user: str, poole
     options = ServerOptions(ServerName.UVLOOP, keepalive_max=0, keepalive_timeout_s=30)
     with ServerProcess(options) as server:
         assert server.ready is not None
-        done = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", "locustfiles/pageload.py", "--headless",
-             "--host", server.ready.url, "-u", "1", "-r", "1", "-t", "4s", "--only-summary",
-             "--kab-resources", "12", user],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
-        counters = server.counters()
+        # On a busy machine Locust's --run-time can fire at once (its timer is armed against a
+        # loop clock that start-up left behind): a run that served nothing is run again.
+        for _ in range(3):
+            before = server.counters()
+            done = subprocess.run(
+                [sys.executable, "-m", "locust", "-f", "locustfiles/pageload.py", "--headless",
+                 "--host", server.ready.url, "-u", "1", "-r", "1", "-t", "4s", "--only-summary",
+                 "--kab-resources", "12", user],
+                cwd=ROOT, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr[-2000:]
+            if "PAGE" in done.stdout + done.stderr:
+                break
+        after = server.counters()
     assert "PAGE" in done.stdout + done.stderr and "/page load" in done.stdout + done.stderr
-    served, accepted = counters["requests_served"], counters["connections_accepted"]
+    served = after["requests_served"] - before["requests_served"]
+    accepted = after["connections_accepted"] - before["connections_accepted"]
     assert served >= 13  # at least one whole page
     if pooled:
         assert accepted <= 6
