@@ -64,13 +64,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import HttpVersion11, hdrs, web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import BadStatusLine, LineTooLong
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
@@ -93,7 +95,7 @@ from servers.framing import (
     body_framing,
     check_target,
 )
-from servers.policy import CloseReason, connection_tokens
+from servers.policy import LINGER_S, CloseReason, connection_tokens
 from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
 
 DEVIATIONS: dict[str, str] = {
@@ -118,6 +120,7 @@ _QUIET_LOGGER.addHandler(logging.NullHandler())
 _QUIET_LOGGER.propagate = False
 _BASE_DATA_RECEIVED = web.RequestHandler.data_received  # per chunk: no super() object
 _BASE_HANDLE_REQUEST = web.RequestHandler._handle_request  # per request: likewise
+_QUOTED_VERSION = re.compile(r" HTTP/([0-9])\.[0-9]['\"]\n")
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding"})
 # aiohttp limits each field (name + value), not the section: one field alone hits 431 where it
 # does on uvloop (name + value + 4 bytes of ": " and CRLF over MAX_HEADER_BYTES).
@@ -142,6 +145,7 @@ class _Connection(web.RequestHandler):
     _body: BodyReader | None = None  # frames a CONNECT body llhttp leaves unframed
     _body_wake: asyncio.Future[None] | None = None  # _read_connect_body waits on it
     _body_error: ProtocolError | None = None
+    _body_of: StreamReader | None = None  # the body of the request in flight (or the last)
 
     # -- connection lifetime ------------------------------------------------------------------
 
@@ -186,18 +190,28 @@ class _Connection(web.RequestHandler):
         aiohttp's private `_messages` (parsed requests not yet dispatched) and `_waiter` (set
         only while its request loop waits for the next request, i.e. when idle).
         """
-        self._set_reason(CloseReason.CLIENT_CLOSED)
         if self.ssl_context is not None:  # TLS has no half-close: asyncio ignores True
+            self._set_reason(CloseReason.CLIENT_CLOSED)
             return super().eof_received()
-        if self._messages:
+        if self._messages or self._waiter is None:  # requests pending, or one in flight
             self._peer_eof = True
-            return True
-        if self._waiter is None:  # a request is in flight
-            self._peer_eof = True
-            if self._idle:  # ... and our handler already answered it: close after the write
+            self._end_unfinished_bodies()
+            if not self._messages and self._idle:  # answered: close after the write
+                self._set_reason(CloseReason.CLIENT_CLOSED)
                 self.close()
             return True
+        self._set_reason(CloseReason.CLIENT_CLOSED)
         return super().eof_received()
+
+    def _end_unfinished_bodies(self) -> None:
+        """After the client's FIN a body still incomplete never will be: fail its reads, so
+        that _drain_body closes without an answer (as the other servers do) and aiohttp's
+        linger after an error response ends at once instead of after `lingering_time` (issue 8
+        item 6). Only the last request parsed can have one: a queued one, or the one in flight
+        (`_body_of`)."""
+        for payload in (self._body_of, *(p for _, p in self._messages)):
+            if payload is not None and not payload.is_eof():
+                payload.set_exception(ConnectionResetError("the client closed inside a body"))
 
     def data_received(self, data: bytes) -> None:
         if self._idle and data:
@@ -214,6 +228,12 @@ class _Connection(web.RequestHandler):
         if self._body is not None:
             data = self._frame_body(data)
         _BASE_DATA_RECEIVED(self, data)
+        body = self._body_of
+        if body is not None and self._messages and not body.is_eof():
+            # Nothing parses past a body still incomplete but an error: llhttp failed inside
+            # it, and aiohttp queued a 400 behind the request, which waits for its body for
+            # ever. Fail the body instead: _drain_body answers the 400, as the others do.
+            body.set_exception(RequestPayloadError("malformed body"))
 
     def _frame_body(self, data: bytes) -> bytes:
         """Bytes of a CONNECT body go to its BodyReader, not to aiohttp (which would keep them
@@ -237,8 +257,13 @@ class _Connection(web.RequestHandler):
         """Private aiohttp hook (a coroutine function; this returns its coroutine): a CONNECT
         goes to `_handle_connect`, since aiohttp's router answers an authority-form target
         with its own 404. `_upgraded` (aiohttp's) is set only after a CONNECT or an upgrade."""
+        self._body_of = request.content  # before the handler runs: a FIN may come first
         if self._upgraded and request.method == hdrs.METH_CONNECT:
             request_handler = _handle_connect
+        elif request.raw_path[:1] != "/":
+            # Not origin form. aiohttp's router looks a target up by its path, and
+            # `http://t` has none: it would answer its own 404 (EveryTarget is never asked).
+            request_handler = _handle
         return _BASE_HANDLE_REQUEST(self, request, start_time, request_handler)
 
     async def _read_connect_body(self, request: web.BaseRequest) -> web.StreamResponse | None:
@@ -318,6 +343,9 @@ class _Connection(web.RequestHandler):
         if status == 400 and isinstance(exc, LineTooLong):
             status = 414 if exc.args[1] == MAX_REQUEST_LINE_BYTES else 431
             message = None
+        elif status == 400 and isinstance(exc, BadStatusLine) and _unsupported_major(exc):
+            status, message = 505, None
+            request._cache["version"] = HttpVersion11  # type: ignore[attr-defined]  # see _reject
         if status >= 500 and exc is not None:
             sys.stderr.write(f"aiohttp server: {status} for {request.path_qs}: {exc!r}\n")
         response = super().handle_error(request, status, exc, message)
@@ -378,6 +406,10 @@ class _Connection(web.RequestHandler):
             return web.Response(status=408)  # never written: the transport is closed
         except RequestPayloadError:
             return self._error_response(400, "bad request body\n")
+        except ConnectionError:  # the client's FIN inside the body (_end_unfinished_bodies)
+            self._set_reason(CloseReason.CLIENT_CLOSED)
+            self.force_close()
+            return web.Response(status=400)  # never written: the transport is closed
 
     def _error_response(self, status: int, text: str) -> web.StreamResponse:
         self._set_reason(CloseReason.ERROR)
@@ -386,6 +418,17 @@ class _Connection(web.RequestHandler):
         )
         response.force_close()
         return response
+
+
+def _unsupported_major(exc: BadStatusLine) -> bool:
+    """aiohttp's llhttp accepts only versions 0.9, 1.0, 1.1 and 2.0, so `HTTP/3.1` is a parser
+    error (400), where uvloop and stdlib answer 505 as for 2.0 (RFC 9110 §15.6.6). The error
+    text quotes the request line (`Invalid HTTP version:` then `b'GET / HTTP/3.1'`, aiohttp
+    3.14): a major version other than 1 is then 505. `HTTP/1.2` stays 400 (ERR-08[HTTP/1.2])."""
+    if "Invalid HTTP version" not in exc.message:
+        return False
+    match = _QUOTED_VERSION.search(exc.message)
+    return match is not None and match[1] != "1"
 
 
 async def _handle_connect(request: web.BaseRequest) -> web.StreamResponse:
@@ -479,6 +522,9 @@ async def _serve(runtime: Runtime) -> None:
         build_app(_handle),
         shared,
         keepalive_timeout=runtime.options.keepalive_timeout_s,
+        # aiohttp reads a body left unread after an error answer for this long (10 s by
+        # default): rule 4's linger limit; the client's FIN ends it sooner.
+        lingering_time=LINGER_S,
         max_line_size=MAX_REQUEST_LINE_BYTES,  # the request-target, as uvloop counts it
         max_field_size=MAX_FIELD_BYTES,
         access_log=None,

@@ -44,16 +44,19 @@ from typing import Any
 
 from servers.endpoints import STATUSES_WITHOUT_BODY, TEXT, Reply, RequestContext, route
 from servers.framing import (
+    HTTP_09,
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
+    TWO_HOSTS,
     BodyFraming,
     BodyKind,
     BodyReader,
     ProtocolError,
     body_framing,
+    check_version,
+    field_line_prefix_error,
     parse_field_line,
     parse_request_line,
-    request_line_too_long,
 )
 from servers.policy import (
     CloseReason,
@@ -71,6 +74,7 @@ from servers.stdlib_io import (
     discard_body,
     graceful_close,
     read_line,
+    read_request_line,
 )
 from servers.stdlib_stop import StopAware, StopBook
 
@@ -82,7 +86,6 @@ WRITE_TIMEOUT_S = 60.0  # a client that stops reading a response does not hold a
 # a little after our sendall() returned (later still on a loaded machine), so the server waits
 # this much longer to make "not before T" hold from the client's side too.
 IDLE_GRACE_S = 0.05
-MAX_LEADING_EMPTY_LINES = 8  # RFC 9112 §2.2: ignore at least one CRLF before a request line
 _LINE_END = b"\r\n"
 
 
@@ -220,13 +223,19 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
 
     def parse_request(self) -> BodyFraming:  # type: ignore[override]
         """Request line and header section under the header deadline, validated by
-        `servers.framing`. Sets http.server's attributes (command, path, request_version,
-        headers) and returns how the body is delimited; raises ProtocolError to reject."""
-        self.raw_requestline = self._read_request_line()
-        self.requestline = self.raw_requestline[:-2].decode("latin-1")
-        self.command, self.path, self.version = parse_request_line(self.raw_requestline[:-2])
-        self.request_version = self.requestline.rsplit(" ", 1)[1]
+        `servers.framing` in llhttp's order (the version's 505 after the header section).
+        Sets http.server's attributes (command, path, request_version, headers) and returns
+        how the body is delimited; raises ProtocolError to reject."""
+        self.raw_requestline = read_request_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2)
+        bare_lf = not self.raw_requestline.endswith(_LINE_END)
+        line = self.raw_requestline[: -1 if bare_lf else -2]
+        self.requestline = line.decode("latin-1")
+        self.command, self.path, self.version = parse_request_line(line)
+        if bare_lf and self.version != HTTP_09:  # llhttp takes a bare LF after `GET /x` only
+            raise ProtocolError(400, "request line ended by a bare LF")
+        self.request_version = f"HTTP/{self.version[0]}.{self.version[1]}"
         fields = self._read_header_fields()
+        check_version(self.version)
         self.headers = self.MessageClass()
         for name, value in fields:
             self.headers[name] = value
@@ -235,26 +244,23 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         self.tokens = connection_tokens(self.connection_values)
         return body_framing(self.version, lowered)
 
-    def _read_request_line(self) -> bytes:
-        """The request line, skipping a few empty lines before it (ROB-01); 414 beyond the
-        limit (400 when its method is already unknown, as llhttp decides)."""
-        for _ in range(MAX_LEADING_EMPTY_LINES + 1):
-            line = read_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2, request_line_too_long)
-            if line != _LINE_END:
-                return line
-        raise ProtocolError(400, "too many empty lines before the request line")
-
     def _read_header_fields(self) -> list[tuple[str, str]]:
-        """(name, value) pairs in received order; 431 once the section exceeds its limit."""
+        """(name, value) pairs in received order; 431 once the section exceeds its limit; a
+        second Host field is a 400 as soon as it is read (as aiohttp's parser decides)."""
         too_large = ProtocolError(431, "header section too large")
         fields: list[tuple[str, str]] = []
-        total = 0
+        total = hosts = 0
         while True:
-            line = read_line(self.rfile, MAX_HEADER_BYTES - total, lambda _: too_large)
+            limit = MAX_HEADER_BYTES - total
+            line = read_line(self.rfile, limit, lambda _: too_large, field_line_prefix_error)
             total += len(line)
             if line == _LINE_END:
                 return fields
             name, value = parse_field_line(line[:-2])  # also rejects obs-fold and `\r\r\n`
+            if name.lower() == b"host":
+                hosts += 1
+                if hosts > 1:
+                    raise ProtocolError(400, TWO_HOSTS)
             fields.append((name.decode("ascii"), value.decode("latin-1")))
 
     def _read_body(self, framing: BodyFraming) -> None:

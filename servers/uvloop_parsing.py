@@ -18,6 +18,7 @@ from typing import Any
 from servers.framing import (
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
+    TWO_HOSTS,
     BodyFraming,
     BodyKind,
     ProtocolError,
@@ -75,6 +76,8 @@ class RequestHead:
         key = name.lower()
         if key == b"host":
             self._r_hosts += 1
+            if self._r_hosts > 1:  # any version, before a 505 (framing.TWO_HOSTS)
+                raise ProtocolError(400, TWO_HOSTS)
         elif key in _TRACKED:
             self._track(key, value)
 
