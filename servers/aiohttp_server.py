@@ -210,8 +210,15 @@ class _Connection(web.RequestHandler):
         item 6). Only the last request parsed can have one: a queued one, or the one in flight
         (`_body_of`)."""
         for payload in (self._body_of, *(p for _, p in self._messages)):
-            if payload is not None and not payload.is_eof():
-                payload.set_exception(ConnectionResetError("the client closed inside a body"))
+            if payload is not None and not payload.is_eof() and payload.exception() is None:
+                self._fail_body(payload, ConnectionResetError("the client closed inside a body"))
+
+    def _fail_body(self, body: StreamReader, exc: Exception) -> None:
+        """Make the reads of `body` raise `exc`. Once more on the next loop turn: a chunk end
+        in the same read may just have woken a reader, whose readany() then waits again
+        without looking at the exception (aiohttp 3.14's readany loop)."""
+        body.set_exception(exc)
+        self._shared.loop.call_soon(body.set_exception, exc)
 
     def data_received(self, data: bytes) -> None:
         if self._idle and data:
@@ -233,7 +240,7 @@ class _Connection(web.RequestHandler):
             # Nothing parses past a body still incomplete but an error: llhttp failed inside
             # it, and aiohttp queued a 400 behind the request, which waits for its body for
             # ever. Fail the body instead: _drain_body answers the 400, as the others do.
-            body.set_exception(RequestPayloadError("malformed body"))
+            self._fail_body(body, RequestPayloadError("malformed body"))
 
     def _frame_body(self, data: bytes) -> bytes:
         """Bytes of a CONNECT body go to its BodyReader, not to aiohttp (which would keep them
@@ -387,7 +394,7 @@ class _Connection(web.RequestHandler):
         coding = request.headers.get(hdrs.TRANSFER_ENCODING)
         if coding is not None and request.version < HttpVersion11:
             return self._error_response(400, "Transfer-Encoding in an HTTP/1.0 request\n")
-        if coding is not None and coding.strip().lower() != "chunked":
+        if coding is not None and coding.strip(" \t").lower() != "chunked":
             return self._error_response(501, "unsupported transfer coding\n")
         return None
 

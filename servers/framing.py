@@ -282,6 +282,7 @@ def parse_chunk_line(line: bytes) -> int:
 # RFC 9112 §3.2: 400 for any request (HTTP/1.0 too) with more than one Host field line; aiohttp's
 # parser rejects the second one as it reads it, and so do the others (before a 505).
 TWO_HOSTS = "more than one Host header"
+_OWS = " \t"
 
 
 def body_framing(version: tuple[int, int], fields: Sequence[tuple[str, str]]) -> BodyFraming:
@@ -294,10 +295,12 @@ def body_framing(version: tuple[int, int], fields: Sequence[tuple[str, str]]) ->
         raise ProtocolError(400, TWO_HOSTS)
     if version >= (1, 1) and not hosts:
         raise ProtocolError(400, "HTTP/1.1 request without a Host header")
+    # Whitespace here is SP and HTAB only (RFC 9110 §5.6.1): str.strip() would also take an
+    # NBSP off (`Content-Length: \xa00` is a 400 for llhttp).
     codings = [
-        c.strip().lower() for n, v in fields if n == "transfer-encoding" for c in v.split(",")
+        c.strip(_OWS).lower() for n, v in fields if n == "transfer-encoding" for c in v.split(",")
     ]
-    lengths = [v.strip() for n, v in fields if n == "content-length" for v in v.split(",")]
+    lengths = [v.strip(_OWS) for n, v in fields if n == "content-length" for v in v.split(",")]
     if codings:
         return _chunked_framing(version, codings, lengths)
     if lengths:

@@ -38,10 +38,12 @@ class CloseReason(enum.StrEnum):
 
 
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:
-    """Lower-cased tokens of every `Connection` header field value (RFC 9110 §7.6.1)."""
+    """Lower-cased tokens of every `Connection` header field value (RFC 9110 §7.6.1), split at
+    commas and stripped of SP and HTAB only: `close\xa0` (NBSP) is not `close`, for llhttp
+    neither."""
     tokens: set[str] = set()
     for value in values:
-        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+        tokens.update(t.lower() for t in (t.strip(" \t") for t in value.split(",")) if t)
     return frozenset(tokens)
 
 

@@ -246,7 +246,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
 
     def _read_header_fields(self) -> list[tuple[str, str]]:
         """(name, value) pairs in received order; 431 once the section exceeds its limit; a
-        second Host field is a 400 as soon as it is read (as aiohttp's parser decides)."""
+        second Host field is a 400 before anything else (as aiohttp's parser decides)."""
         too_large = ProtocolError(431, "header section too large")
         fields: list[tuple[str, str]] = []
         total = hosts = 0
@@ -260,8 +260,20 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             if name.lower() == b"host":
                 hosts += 1
                 if hosts > 1:
-                    raise ProtocolError(400, TWO_HOSTS)
+                    self._reject_second_host()
             fields.append((name.decode("ascii"), value.decode("latin-1")))
+
+    def _reject_second_host(self) -> None:
+        """400 for a second Host field once the next line starts, when aiohttp's and uvloop's
+        parsers see it (llhttp hands a field over at the next one's first byte, or at the end
+        of the section: a lone CR is not enough): at EOF before that, nothing is answered."""
+        first = self.rfile.peek(1)[:1]
+        if first == b"\r":
+            self.rfile.read(1)
+            first = self.rfile.peek(1)[:1]
+        if not first:
+            raise ClientGone
+        raise ProtocolError(400, TWO_HOSTS)
 
     def _read_body(self, framing: BodyFraming) -> None:
         """Drain the body (rule 8), after `100 Continue` if the client waits for it. Silence
