@@ -149,8 +149,13 @@ class _Connection(web.RequestHandler):
 
     # -- connection lifetime ------------------------------------------------------------------
 
+    def counted_as(self, connection_id: int) -> None:
+        """tls_accept.TLSAccept counted this connection at accept, before its handshake."""
+        self._conn_id = connection_id
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._conn_id = self._shared.counters.connection_opened()
+        if not self._conn_id:  # over TLS, tls_accept counted the connection at accept
+            self._conn_id = self._shared.counters.connection_opened()
         self._counted = True
         shared = self._shared
         self._header_deadline = shared.loop.time() + shared.header_timeout_s
@@ -545,6 +550,7 @@ async def _serve(runtime: Runtime) -> None:
             ssl_context=runtime.ssl_context,
             backlog=LISTEN_BACKLOG,
             handshake_timeout_s=shared.header_timeout_s,  # slowloris on the TLS handshake
+            counters=runtime.counters,
         )
         await site.start()
         runtime.announce_ready()

@@ -7,8 +7,10 @@ Two gaps in aiohttp's stock wiring that the spec does not allow:
   headers and uncounted toward N. `EveryTarget` is a resource that matches any target, so every
   request reaches `_handle`, which routes with `servers.endpoints.route` like the other servers.
 - `SockSite` cannot pass `ssl_handshake_timeout`, so asyncio's 60 s default would let a client
-  that connects and sends nothing hold a TLS connection for a minute (IDLE-04 says H).
-  `DeadlineSockSite` starts the server itself with the handshake under H.
+  that connects and sends nothing hold a TLS connection for a minute (IDLE-04 says H); and a
+  handshake that fails never reaches the protocol, so it went uncounted (issue 8 item 8).
+  `DeadlineSockSite` starts a plain TCP server itself, whose connections begin in
+  `servers.tls_accept` (handshake under H, every outcome counted).
 
 Private aiohttp API relied on (checked against aiohttp 3.14): `BaseSite.start` registers the
 site with its runner; `SockSite`'s `_runner`, `_sock`, `_ssl_context`, `_backlog` and `_server`.
@@ -24,6 +26,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
+
+from servers.counters import Counters
+from servers.tls_accept import TLSAccept
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,9 +80,10 @@ def build_app(handler: Handler) -> web.Application:
 
 
 class DeadlineSockSite(web.SockSite):
-    """`SockSite` with the TLS handshake bounded by `handshake_timeout_s`."""
+    """`SockSite` whose TLS connections start in `servers.tls_accept`: counted at accept, the
+    handshake bounded by `handshake_timeout_s`, a failed one counted with its close reason."""
 
-    __slots__ = ("_handshake_timeout_s",)
+    __slots__ = ("_handshake_timeout_s", "_counters", "_tls")
 
     def __init__(
         self,
@@ -87,18 +93,27 @@ class DeadlineSockSite(web.SockSite):
         ssl_context: ssl.SSLContext | None,
         backlog: int,
         handshake_timeout_s: float,
+        counters: Counters,
     ) -> None:
         super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
         self._handshake_timeout_s = handshake_timeout_s
+        self._counters = counters
+        self._tls: TLSAccept | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site; SockSite.start would also listen
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server,
-            sock=self._sock,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
+        loop = asyncio.get_running_loop()
+        if self._ssl_context is not None:
+            self._tls = TLSAccept(
+                loop, self._ssl_context, self._counters, self._handshake_timeout_s, server
+            )
+        self._server = await loop.create_server(
+            server if self._tls is None else self._tls, sock=self._sock, backlog=self._backlog
         )
+
+    async def stop(self) -> None:
+        if self._tls is not None:
+            self._tls.abort_handshakes()
+        await super().stop()

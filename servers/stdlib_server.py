@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
-import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +62,7 @@ from servers.policy import (
     KeepAlivePolicy,
     connection_tokens,
     error_decision,
+    handshake_close_reason,
     shutdown_decision,
 )
 from servers.runtime import SHUTDOWN_GRACE_S, Runtime, set_nodelay
@@ -132,14 +132,8 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             deadline = self.accepted_at + self.header_timeout_s
             self.connection.settimeout(max(deadline - time.monotonic(), 0.001))
             self.connection.do_handshake()
-        except TimeoutError:
-            self.close_reason = CloseReason.HEADER_TIMEOUT
-            return False
-        except (ConnectionError, ssl.SSLEOFError):
-            self.close_reason = CloseReason.CLIENT_CLOSED
-            return False
-        except OSError:  # ssl.SSLError included: not TLS, bad version, unknown CA...
-            self.close_reason = CloseReason.ERROR
+        except OSError as exc:  # ssl.SSLError included: not TLS, bad version, unknown CA...
+            self.close_reason = handshake_close_reason(exc)
             return False
         return True
 

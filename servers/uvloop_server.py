@@ -14,7 +14,8 @@ HTTP/2.0 gets 505 and HTTP/1.2 is served), Host/Content-Length/Transfer-Encoding
 llhttp has none. Notes that are not conformance cases:
 - `Upgrade` (and CONNECT) requests are answered as ordinary requests; no protocol switch.
 - TLS transports cannot half-close: a closing TLS connection is closed (close_notify) at once.
-  The TLS handshake gets its own deadline of H before the header deadline starts.
+  The TLS handshake gets its own deadline of H before the header deadline starts; it runs in
+  `servers.tls_accept`, which counts every accepted connection, a failed handshake too.
 - A stalled request body is cut after H of no progress, counted as `header_timeout`.
 - Protocol-error responses are not counted in `requests_served`.
 - `route()` results that do not depend on the connection are memoised with their response
@@ -30,6 +31,7 @@ import signal
 import uvloop
 
 from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
+from servers.tls_accept import TLSAccept
 from servers.uvloop_protocol import HttpProtocol
 from servers.uvloop_wire import ServerState
 
@@ -48,17 +50,23 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    tls = {} if runtime.ssl_context is None else {"ssl_handshake_timeout": state.header_s}
+
+    def http() -> HttpProtocol:
+        return HttpProtocol(state)
+
+    tls = None
+    if runtime.ssl_context is not None:  # handshakes counted, failed ones too, and under H
+        tls = TLSAccept(loop, runtime.ssl_context, state.counters, state.header_s, http)
     server = await loop.create_server(
-        lambda: HttpProtocol(state),
+        http if tls is None else tls,
         sock=runtime.listener,
-        ssl=runtime.ssl_context,
         backlog=LISTEN_BACKLOG,  # create_server listens again: keep the runtime's backlog
-        **tls,  # slowloris on the TLS handshake: it gets H too
     )
     runtime.announce_ready()
     await stop.wait()
     server.close()
+    if tls is not None:
+        tls.abort_handshakes()
     await _close_connections(state)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
