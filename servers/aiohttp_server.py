@@ -13,7 +13,14 @@ this module adds what aiohttp lacks, with as little code on the request path as 
   each stall while a request body is read (IDLE-06);
 - rejections aiohttp's parser lets through: major version other than 1 (505, on an HTTP/1.1
   status line), a transfer coding other than chunked (501); a line over its limit is 414 or 431
-  (aiohttp says 400);
+  and a version its llhttp does not know (`HTTP/3.1`) 505 (aiohttp says 400);
+- the end of a body that cannot come: after the client's FIN, or when llhttp rejects the body
+  in a later read than its head (aiohttp queues a 400 behind the request, which then waits for
+  its body until H), the body's reads fail, so the request is answered 400 or closed without
+  an answer at once, as on the others; and aiohttp's linger after an error answer (reading the
+  unread body for `lingering_time`, 10 s by default) is rule 4's 2 s, ended by the FIN;
+- targets not in origin form go to our handler directly: aiohttp's router looks a target up by
+  its path, and `GET http://t` has none (it answered its own 404, without our headers);
 - CONNECT without a tunnel: llhttp treats every byte after a CONNECT head as tunnel data and
   aiohttp feeds it back to its parser as requests; here the body is framed by Content-Length
   or chunks (`framing.BodyReader`) and the request answered like any other, as on stdlib;
@@ -28,8 +35,14 @@ Private aiohttp API relied on (checked against aiohttp 3.14):
   idle timer once a new request has begun (rule 5: its first byte stops the idle timer);
 - `RequestHandler._messages` and `._waiter` are read (never written) in `eof_received`;
 - `RequestHandler._handle_request` is wrapped (a plain function returning its coroutine) to
-  send CONNECT to our handler, which reads `._upgraded` and takes the body out of
-  `._message_tail`; `BaseRequest._cache["version"]` is set for the 505 status line.
+  send CONNECT and targets not in origin form to our handler (CONNECT's reads `._upgraded` and
+  takes the body out of `._message_tail`) and to note the request's body before it runs;
+  `BaseRequest._cache["version"]` is set for the 505 status line;
+- the text of aiohttp's `BadStatusLine` for an unknown version quotes the request line, which
+  `_unsupported_major` reads;
+- `StreamReader.readany()` re-waits without looking at an exception set meanwhile: a failed
+  body is failed a second time on the next loop turn (`_fail_body`).
+TLS handshakes run in `servers.tls_accept` (see `servers.aiohttp_site`).
 Everything else is public: `keep_alive()`, `close()`, `force_close()`, `handle_error()`,
 `peername`, `ssl_context`, `data_received()`, `eof_received()`, `connection_made()`,
 `connection_lost()`, `request.protocol`.
@@ -52,6 +65,13 @@ Beyond the spec's cases (tests/test_smuggling.py marks them xfail by name, `AIOH
   the same read, valid ones before it included (the cause of PIPE-02).
 - HEADER-SECTION: aiohttp limits each header field to 8 KiB, not the whole section, so a
   section of several smaller fields over 8 KiB is served where the others answer 431.
+In the README's table and `benchmarks/fuzz/deviations.py` (the fuzzer explains cases by them):
+- REPEATED-FIELD: aiohttp's parser answers 400 to a second User-Agent, Content-Type,
+  Content-Location, Content-Range, ETag, Max-Forwards, Server or Transfer-Encoding field line
+  (its C parser's SINGLETON_HEADERS check cannot be turned off); llhttp accepts them.
+- VERSION-FIRST: a version its llhttp does not know stops the parser at the request line; we
+  answer 505 there, where the others read (and may reject with 400) the header section first.
+- RTSP-ICE-VERSION (uvloop too): llhttp takes `RTSP/1.0` for `HTTP/1.0` and does not say so.
 
 Not a listed case but worth knowing: aiohttp closes with `transport.close()`, never a half-close
 followed by draining input (rule 4), which is what rule 4 asks for when the client itself asked to

@@ -12,6 +12,11 @@ and chunk-size lines are parsed strictly (`CHUNK_LINE`). `BodyReader` frames a b
 socket: the stdlib server drains every body through it, and the uvloop and aiohttp servers use it
 for the bodies llhttp leaves unframed (after an Upgrade or a CONNECT head), so no body is ever
 parsed as a request.
+
+llhttp also decides byte by byte: it rejects `GX` at the `X`, long before a line end. The
+`*_prefix_error` functions say what it has already rejected of a line that has not ended yet
+(checked against httptools on every prefix of the fuzz corpus in tests/test_framing.py); the
+stdlib server asks them at EOF inside a line, BodyReader after every read.
 """
 
 from __future__ import annotations

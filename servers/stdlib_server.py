@@ -15,7 +15,10 @@ CPython 3.11's http.server gets the skeleton right (a thread per connection, buf
   buffered (pipelined requests) are served without a recv(), so the idle timer never misfires.
 - No chunked request bodies, and no limit on the header section as a whole: `parse_request` is
   replaced by one that validates through `servers.framing`, as the uvloop server does, so both
-  reject the same requests with the same status (400/414/431/501/505); bodies are drained
+  reject the same requests with the same status (400/414/431/501/505), in llhttp's order (CR
+  and LF bytes before a request skipped, a second Host at the next line, the version's 505
+  after the header section, a line cut short by EOF 400 when llhttp would already have said
+  so: `stdlib_io.read_line`, `framing.request_line_prefix_error`); bodies are drained
   (Content-Length or chunked, with extensions and trailers), so an unread body never
   desynchronises the connection. Expect: 100-continue uses http.server's handle_expect_100.
 - Nagle on, and headers and body written separately: TCP_NODELAY on every accepted socket and
