@@ -22,13 +22,13 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
 from servers.counters import Counters
-from servers.tls_accept import TLSAccept
+from servers.tls_accept import CountedProtocol, TLSAccept
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,8 +106,9 @@ class DeadlineSockSite(web.SockSite):
         assert server is not None
         loop = asyncio.get_running_loop()
         if self._ssl_context is not None:
+            http = cast(Callable[[], CountedProtocol], server)  # it builds our _Connection
             self._tls = TLSAccept(
-                loop, self._ssl_context, self._counters, self._handshake_timeout_s, server
+                loop, self._ssl_context, self._counters, self._handshake_timeout_s, http
             )
         self._server = await loop.create_server(
             server if self._tls is None else self._tls, sock=self._sock, backlog=self._backlog

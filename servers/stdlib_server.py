@@ -102,6 +102,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
     # real "HTTP/1.1 400" (ERR-01), so errors before the version is parsed use this one.
     default_request_version = "HTTP/1.1"
     server: KeepAliveHTTPServer
+    rfile: io.BufferedReader  # setup() builds it: peek() and readline() on a buffered socket
 
     # -- connection lifetime ---------------------------------------------------------------
 

@@ -86,9 +86,9 @@ class TLSAcceptor(asyncio.Protocol):
         self._transport: Any = transport
         self._connection_id = spec.counters.connection_opened()
         self._handover = _Handover()
-        self._task = loop.create_task(
-            loop.start_tls(  # type: ignore[arg-type]
-                transport,  # type: ignore[arg-type]
+        self._task: asyncio.Task[asyncio.Transport | None] = loop.create_task(
+            loop.start_tls(
+                transport,  # type: ignore[arg-type]  # a TCP transport: asyncio.Transport
                 self._handover,
                 spec.context,
                 server_side=True,
@@ -129,7 +129,7 @@ class TLSAcceptor(asyncio.Protocol):
     def abort(self) -> None:
         self._task.cancel()
 
-    def _done(self, task: asyncio.Task[asyncio.BaseTransport]) -> None:
+    def _done(self, task: asyncio.Task[asyncio.Transport | None]) -> None:
         spec = self._spec
         spec.handshakes.discard(self)
         self._deadline.cancel()
@@ -141,9 +141,11 @@ class TLSAcceptor(asyncio.Protocol):
                 reason = handshake_close_reason(task.exception())  # type: ignore[arg-type]
             spec.counters.connection_closed(reason)
             return
+        tls = task.result()
+        assert tls is not None  # start_tls returns None only for a closed loop
         protocol = spec.http_protocol()
         protocol.counted_as(self._connection_id)
-        self._handover.hand_to(protocol, task.result())
+        self._handover.hand_to(protocol, tls)
 
 
 def _drop(transport: Any) -> None:
