@@ -13,24 +13,41 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(DURATION),--duration $(DURATION)) $(if $(REPEAT),--repeat $(REPEAT)) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: install test lint bench compare bench-compare noise report servers-perf demo ui test-browser clean \
-	doctor fuzz
+.PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
+	ceiling instructions demo ui test-browser clean doctor fuzz
 
 install: $(STAMP)
 
-# Re-runs pip only when pyproject.toml changed: quick and idempotent otherwise. No bytecode
-# compilation at install (25 s of a 70 s install): modules compile when first imported.
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q --no-compile --disable-pip-version-check -e '.[dev]' && touch $(STAMP)
+# Installs the locked versions (requirements.txt: every package pinned, with its hashes), then
+# this project without resolving anything again; re-runs only when the lock or pyproject.toml
+# changed. No bytecode compilation at install (25 s of a 70 s install): modules compile on import.
+# PYTHONWARNINGS: setuptools warns about editable installs in general, on every install.
+PIP := $(PY) -m pip install -q --no-compile --disable-pip-version-check
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV) && $(PIP) --require-hashes -r requirements.txt && \
+	  PYTHONWARNINGS=ignore $(PIP) --no-deps --no-build-isolation -e . && touch $(STAMP)
 
-# Most tests wait on server timers, so two workers (one per core) halve the wall time; a file's
-# tests stay on one worker (its server pools are per module). TEST_WORKERS=0 runs in-process.
-TEST_WORKERS ?= 2
+# Re-resolves requirements.txt from pyproject.toml (main and dev dependencies) in a venv of its
+# own, keeping every pin that still fits; UPGRADE=1 moves all of them to the newest allowed.
+# Run it after changing a dependency and commit both files.
+LOCK_VENV := .venv-lock
+lock:
+	$(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip-tools==7.7.0 && \
+	  $(LOCK_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --extra dev --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) -o requirements.txt pyproject.toml
+
+# Most tests wait on server timers, so one worker per core (nproc: two halve the wall time on a
+# 2-core machine); a file's tests stay on one worker (its server pools are per module).
+# TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
+# ruff (lint and formatting) and mypy; mypy's files and settings are in pyproject.toml.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m benchmarks run $(BENCH_FLAGS)
@@ -48,9 +65,20 @@ report: install
 	$(PY) -m benchmarks report $(CSV)
 
 # wrk against each reference server, next to nginx and bare apps (issue 2's performance check).
-servers-perf: install
+# `servers-perf` is its old name, kept as an alias.
+servers-perf: serverperf
+serverperf: install
 	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION)) \
 	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX))
+
+# The fastest pyperf client against wrk on the uvloop server: how close a Python client gets.
+ceiling: install
+	$(PY) -m benchmarks ceiling $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(DURATION),--duration $(DURATION))
+
+# Instructions per request of each server under callgrind (valgrind), independent of the load.
+instructions: install
+	$(PY) -m benchmarks instructions $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) \
+	  $(if $(REQUESTS),--requests $(REQUESTS))
 
 # Real keep-alive behaviour of any server: make doctor URL=http://127.0.0.1:8080/ [MAX_IDLE=30]
 doctor: DOCTOR_FLAGS = $(if $(CA),--ca $(CA)) $(if $(INSECURE),--insecure) \
@@ -66,7 +94,7 @@ fuzz: install
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install
-	$(PY) -m benchmarks.demo $(if $(SERVER),--server $(SERVER))
+	$(PY) -m benchmarks demo $(if $(SERVER),--server $(SERVER))
 
 # Locust web UI on a reference server, with a server-side tab; Ctrl-C stops both. The flags are
 # a variable (its line breaks become spaces) so make echoes one tidy command line.
@@ -75,7 +103,7 @@ ui: UI_FLAGS = $(if $(SERVER),--server $(SERVER)) \
 	$(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) $(if $(TLS),--tls) \
 	$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) $(LOCUST_ARGS)
 ui: install
-	$(PY) -m benchmarks.ui $(strip $(UI_FLAGS))
+	$(PY) -m benchmarks ui $(strip $(UI_FLAGS))
 
 # Headless-browser test of the lab, kept out of `make test`: installs Debian's chromium and the
 # playwright package (never a browser download) when missing, then runs tests_browser/.
@@ -85,4 +113,4 @@ test-browser: install
 	$(PY) -m pytest -q tests_browser
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -19,8 +19,20 @@ COMMANDS = {
     "noise": ("benchmarks.analysis.noise", "A/A runs: this machine's noise floor per metric"),
     "report": ("benchmarks.analysis.plots", "PNG plots from results CSVs"),
     "serverperf": ("benchmarks.serverperf.command", "wrk against each server, nginx and bare apps"),
+    "ceiling": (
+        "benchmarks.serverperf.ceiling",
+        "the fastest pyperf client against wrk: how close it gets",
+    ),
+    "instructions": (
+        "benchmarks.serverperf.instructions",
+        "callgrind instructions per request of each server (valgrind)",
+    ),
+    "demo": ("benchmarks.demo.__main__", "the seed experiment: client ports show connection reuse"),
+    "ui": ("benchmarks.ui.launcher", "Locust's web UI on a reference server, with a server tab"),
+    "pack": ("benchmarks.records.pack", "fold older runs' artifact folders into one bundle each"),
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
     "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
+    "net": ("benchmarks.net.cli", "any server and client behind a delay line: RTT, loss, ..."),
 }
 
 

@@ -136,16 +136,19 @@ class _Common:
 
     wait_time = _think_time
     close_each: bool = False  # True: Connection: close and a fresh connection per request
+    # Provided by the locust User class each user class also derives from (annotations only).
+    environment: Environment
+    client: Any  # HttpSession or FastHttpSession, both with get(path, headers=...)
 
     def _path(self) -> str:
-        opts = _options(self.environment)  # type: ignore[attr-defined]
+        opts = _options(self.environment)
         return opts.kab_path if opts is not None else "/"
 
     def _headers(self) -> dict[str, str]:
         return {"Connection": "close"} if self.close_each else {}
 
     def _request(self) -> None:
-        self.client.get(self._path(), headers=self._headers())  # type: ignore[attr-defined]
+        self.client.get(self._path(), headers=self._headers())
         if self.close_each:
             self._drop_connections()
 

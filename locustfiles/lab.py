@@ -1,6 +1,6 @@
 """The keep-alive lab: the four user classes plus a server-side tab in Locust's web UI.
 
-    python -m benchmarks.ui            # starts a server and this locustfile; see docs/ui.md
+    python -m benchmarks ui            # starts a server and this locustfile; see docs/ui.md
 
 Pick PooledUser, UnpooledUser or a requests variant in the class picker and watch what the
 server sees. Locust's React UI renders extra tabs declared in `template_args` (`extended_tabs`
@@ -14,8 +14,9 @@ A guard on `/swarm` refuses, with a message the start and Edit forms show, what 
 take and then fail on: a think time that is negative or not a number, and a switch of user
 class while the users of a test are still alive (Locust 2.47 raises KeyError and freezes).
 
-`--kab-control-url` (set by benchmarks.ui) names the server's control listener; the sampler runs
-only where the web UI runs (the master with --processes or --master), never on workers.
+`--kab-control-url` (set by `python -m benchmarks ui`) names the server's control listener; the
+sampler runs only where the web UI runs (the master with --processes or --master), never on
+workers.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _server_port(host: str) -> int:
 
 
 def _no_watch_rows() -> list[dict[str, str]]:
-    hint = "start with --kab-control-url (python -m benchmarks.ui does)"
+    hint = "start with --kab-control-url (python -m benchmarks ui does)"
     return [{"metric": "server", "now": hint, "total": ""}]
 
 
@@ -151,8 +152,10 @@ def _add_swarm_guard(environment: Environment) -> None:
     """Refuse a /swarm that Locust would accept and then fail on; the web UI shows why."""
     web_ui = environment.web_ui
     assert web_ui is not None
+    app = web_ui.app
+    assert app is not None  # declared Optional by locust, but WebUI.__init__ always builds it
 
-    @web_ui.app.before_request
+    @app.before_request
     def refuse_bad_swarm() -> Response | None:
         if request.method != "POST" or not request.path.endswith("/swarm"):
             return None
@@ -174,6 +177,7 @@ def _add_routes(environment: Environment, watch: ServerWatch | None) -> None:
     web_ui = environment.web_ui
     assert web_ui is not None
     app = web_ui.app
+    assert app is not None  # declared Optional by locust, but WebUI.__init__ always builds it
     web_ui.template_args.update(TAB_TEMPLATE_ARGS)  # update_template_args() keeps extra keys
 
     def rows() -> list[dict[str, str]]:

@@ -206,7 +206,9 @@ class _Connection(web.RequestHandler):
         if self._reason is None:
             self._reason = reason
 
-    def eof_received(self) -> bool | None:
+    # aiohttp annotates its eof_received `-> None`; asyncio.Protocol's contract is bool | None
+    # and True (keep the transport open) is what this override is for.
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         """The client closed its sending side.
 
         aiohttp returns None here, so asyncio closes the transport at once and requests that
@@ -283,7 +285,7 @@ class _Connection(web.RequestHandler):
         self._body = None
         return data[used:]
 
-    def _handle_request(  # type: ignore[override]
+    def _handle_request(
         self, request: web.BaseRequest, start_time: float | None, request_handler: Any
     ) -> Any:
         """Private aiohttp hook (a coroutine function; this returns its coroutine): a CONNECT
@@ -414,7 +416,7 @@ class _Connection(web.RequestHandler):
         if request.version[0] != 1:
             # aiohttp writes the status line with the request's version: say HTTP/1.1, not
             # `HTTP/2.0 505` or `HTTP/0.9 505` (`version` is a reify: private `_cache`).
-            request._cache["version"] = HttpVersion11  # type: ignore[attr-defined]
+            request._cache["version"] = HttpVersion11
             return self._error_response(505, "HTTP version not supported\n")
         coding = request.headers.get(hdrs.TRANSFER_ENCODING)
         if coding is not None and request.version < HttpVersion11:
@@ -468,6 +470,7 @@ async def _handle_connect(request: web.BaseRequest) -> web.StreamResponse:
     conn: _Connection = request.protocol  # type: ignore[assignment]  # our protocol factory
     conn._awaiting_header = False
     rejected = await conn._read_connect_body(request)
+    # aiohttp types its hook's request BaseRequest; an Application's requests are web.Request.
     return rejected if rejected is not None else await _handle(request)  # type: ignore[arg-type]
 
 

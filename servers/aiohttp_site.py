@@ -22,13 +22,16 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
 from servers.counters import Counters
 from servers.tls_accept import CountedProtocol, TLSAccept
+
+if TYPE_CHECKING:  # the return type aiohttp declares for get_info (a private TypedDict)
+    from aiohttp.web_urldispatcher import _InfoDict
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,7 +58,7 @@ class EveryTarget(AbstractResource):
     def raw_match(self, path: str) -> bool:
         return True
 
-    def get_info(self) -> dict[str, Any]:
+    def get_info(self) -> _InfoDict:
         return {"path": "*"}
 
     def url_for(self, **kwargs: str) -> Any:

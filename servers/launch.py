@@ -106,7 +106,8 @@ class ServerProcess:
         self.ready: ReadyInfo | None = None
 
     def start(self) -> ReadyInfo:
-        preexec = (lambda: os.sched_setaffinity(0, {self._cpu})) if self._cpu is not None else None
+        cpu = self._cpu  # a local: the lambda then sees the narrowed int, not int | None
+        preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
         self.proc = subprocess.Popen(
             server_command(self.options),
             stdout=subprocess.PIPE,

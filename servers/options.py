@@ -12,6 +12,7 @@ import enum
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 
 class ServerName(enum.StrEnum):
@@ -115,7 +116,7 @@ class OneLineParser(argparse.ArgumentParser):
     Shared by the servers, the harness, the clients and the other commands.
     """
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 

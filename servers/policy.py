@@ -1,6 +1,6 @@
 """The keep-alive policy shared by all three servers: pure decisions, no sockets.
 
-Rules enforced here (numbers refer to shared/spec/keepalive.md):
+Rules enforced here (numbers refer to docs/keepalive-spec.md, the normative spec):
 - Rule 1: `Connection` is a case-insensitive, comma-separated token list; `close` anywhere ends
   the connection; HTTP/1.1 (and any later 1.x) persists by default; HTTP/1.0 only with
   `keep-alive`.
@@ -10,6 +10,8 @@ Rules enforced here (numbers refer to shared/spec/keepalive.md):
 - Rule 3: the N-th response (nginx's `keepalive_requests`: exactly N), a response to `close`,
   HTTP/1.0 without keep-alive, protocol errors and T = 0 all carry `Connection: close` and no
   `Keep-Alive`.
+- Rule 4: the linger limit of a graceful close (`LINGER_S`); the close itself is each server's
+  (`stdlib_io.graceful_close` and `close_at_once`, `uvloop_protocol`), checked by KA-07.
 """
 
 from __future__ import annotations

@@ -107,12 +107,28 @@ def make_ssl_context(options: ServerOptions) -> tuple[ssl.SSLContext | None, Pat
     import trustme  # only needed for the generated certificate
 
     ca = trustme.CA()
-    ca.issue_cert("127.0.0.1", "localhost", "::1").configure_cert(ctx)
+    ca.issue_cert(*certificate_names(options.host)).configure_cert(ctx)
     fd, name = tempfile.mkstemp(prefix="keepalive-bench-ca-", suffix=".pem")
     with os.fdopen(fd, "wb") as fh:
         fh.write(ca.cert_pem.bytes())
     atexit.register(Path(name).unlink, missing_ok=True)
     return ctx, Path(name)
+
+
+DEFAULT_CERT_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def certificate_names(host: str) -> tuple[str, ...]:
+    """The generated certificate's SANs: loopback names plus the bound host.
+
+    A server bound to a namespace address (the delay line's 198.18.0.2) must present a
+    certificate that names that address, or every verifying client rejects it. A wildcard bind
+    adds nothing: there is no single address to name.
+    """
+    if host in DEFAULT_CERT_NAMES or host in WILDCARD_HOSTS:
+        return DEFAULT_CERT_NAMES
+    return (*DEFAULT_CERT_NAMES, host)
 
 
 def build_runtime(options: ServerOptions) -> Runtime:

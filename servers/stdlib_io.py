@@ -20,6 +20,10 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # collections.abc.Buffer from Python 3.12 on; typeshed knows it for 3.11
+    from typing_extensions import Buffer
 
 from servers.framing import (
     BodyReader,
@@ -45,11 +49,12 @@ class DeadlineSocketIO(socket.SocketIO):
 
     deadline: float | None = None
 
-    def readinto(self, b: memoryview | bytearray) -> int | None:  # type: ignore[override]
+    def readinto(self, b: Buffer) -> int | None:
         if self.deadline is None:
             return super().readinto(b)
         # Past the deadline, still take bytes that are already here (timeout 0): a thread that
         # was scheduled late must not time out a client that was on time; it just won't wait.
+        # SocketIO keeps its socket in `_sock`, which typeshed does not declare.
         self._sock.settimeout(max(self.deadline - time.monotonic(), 0.0))  # type: ignore[attr-defined]
         try:
             count = super().readinto(b)
@@ -74,7 +79,7 @@ class SendallWriter(io.BufferedIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    def write(self, data: Buffer) -> int:
         self._sock.sendall(data)
         return len(memoryview(data))
 

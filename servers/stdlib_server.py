@@ -1,4 +1,4 @@
-"""http.server done right: ThreadingHTTPServer with keep-alive that follows the shared spec.
+"""http.server done right: ThreadingHTTPServer with keep-alive that follows docs/keepalive-spec.md.
 
 CPython 3.11's http.server gets the skeleton right (a thread per connection, buffered `rfile`,
 `send_response`/`send_header`, `handle()` looping on `close_connection`) and keep-alive wrong
@@ -102,7 +102,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
     # real "HTTP/1.1 400" (ERR-01), so errors before the version is parsed use this one.
     default_request_version = "HTTP/1.1"
     server: KeepAliveHTTPServer
-    rfile: io.BufferedReader  # setup() builds it: peek() and readline() on a buffered socket
+    rfile: io.BufferedReader  # built in setup(): `peek` and `read1` need a buffered reader
 
     # -- connection lifetime ---------------------------------------------------------------
 
@@ -176,7 +176,9 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         """Wait for a request, parse it, drain its body, answer it; map failures to a close
         reason. Replaces http.server's, which trusts its per-recv timeout and never counts."""
         self.close_connection = True
-        self.command = None  # a stale HEAD must not suppress the body of an error response
+        # A stale HEAD must not suppress the body of an error response. None, as http.server's
+        # own parse_request sets it, though typeshed declares `command: str`.
+        self.command = None  # type: ignore[assignment]
         self.requestline = ""
         self._headers_buffer: list[bytes] = []
         self._timeout_reason = CloseReason.HEADER_TIMEOUT
@@ -219,6 +221,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         self._timeout_reason = CloseReason.HEADER_TIMEOUT
         return True
 
+    # http.server's returns bool; ours raises to reject, and only handle_one_request calls it.
     def parse_request(self) -> BodyFraming:  # type: ignore[override]
         """Request line and header section under the header deadline, validated by
         `servers.framing` in llhttp's order (the version's 505 after the header section).

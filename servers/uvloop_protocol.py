@@ -1,18 +1,20 @@
 """One HTTP/1.1 connection of the uvloop server: an asyncio.Protocol fed by httptools (llhttp).
 
-State is grouped by lifetime, as in uvicorn's httptools_impl: `uvloop_wire.ServerState` lives
-as long as the server, the protocol's fields as long as the socket, and the `_r_*` fields
-(`uvloop_parsing`) for one request while it is parsed. Requests are answered synchronously
-from `on_message_complete`: no task or coroutine per request; a delayed reply (/sleep) is a
-`call_later`, during which later pipelined requests wait in a bounded queue (reading pauses
-when it is long, and nothing is written while the transport asks us to pause writing).
+State is grouped by lifetime, as in uvicorn's httptools_impl (which composes a `FlowControl`
+rather than inheriting one): `uvloop_wire.ServerState` lives as long as the server; the
+protocol's fields and the two objects it composes, its `uvloop_parsing.HeadParser` and its
+`uvloop_timers.Deadline`, as long as the socket; and the head parser's request fields for one
+request while it is parsed. Requests are answered synchronously from `on_message_complete`: no
+task or coroutine per request; a delayed reply (/sleep) is a `call_later`, during which later
+pipelined requests wait in a bounded queue (reading pauses when it is long, and nothing is
+written while the transport asks us to pause writing).
 
-Timers: one lazily re-armed deadline per connection, filed on a server-wide wheel rather than
-a loop timer of its own (`uvloop_timers`). Kinds: the header deadline H (from accept or from
-the first byte of a request to the end of its headers, never restarted by a trickle), the body
-stall limit H (restarted by progress), the idle timeout T (from the last response handed to the
-transport with nothing pending), the close linger, and a send limit while the client does not
-read. Nothing runs while a handler runs (rule 6).
+Timers: one lazily re-armed deadline per connection (`uvloop_timers.Deadline`), filed on a
+server-wide wheel rather than a loop timer of its own. Kinds: the header deadline H (from
+accept or from the first byte of a request to the end of its headers, never restarted by a
+trickle), the body stall limit H (restarted by progress), the idle timeout T (from the last
+response handed to the transport with nothing pending), the close linger, and a send limit
+while the client does not read. Nothing runs while a handler runs (rule 6).
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ from servers.endpoints import Reply, RequestContext
 from servers.framing import (
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
-    BodyFraming,
     BodyReader,
     ProtocolError,
 )
 from servers.policy import LINGER_S, CloseReason
-from servers.uvloop_parsing import BODY, HEAD, HEAD_SLOTS, HTTP_11, IDLE, NO_TOKENS, RequestHead
-from servers.uvloop_timers import DEADLINE_SLOTS, LazyDeadline
+from servers.uvloop_parsing import BODY, HEAD, HTTP_11, IDLE, NO_TOKENS, HeadParser, StopParsing
+from servers.uvloop_timers import Deadline, DeadlineKind
 from servers.uvloop_wire import CONTINUE_100, COPY_LIMIT, Decided, ServerState
 
 SEND_TIMEOUT_S = 60.0  # a client that reads nothing for this long while we wait to write
@@ -41,7 +42,7 @@ PAUSE_QUEUE = 64  # unanswered pipelined requests that pause reading
 RESUME_QUEUE = 16  # ... and resume it
 
 
-class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
+class HttpProtocol(asyncio.Protocol):
     """Parses, queues and answers the requests of one connection, then closes it gracefully."""
 
     __slots__ = (
@@ -49,8 +50,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         "_served", "_parsed", "_queue", "_busy", "_delay", "_write_paused", "_read_paused",
         "_closing", "_input_done", "_dead", "_eof", "_lost", "_reason", "_phase", "_responded",
         "_continue_due", "_raw_head", "_plain", "_count", "_idle_s", "_body", "_held",
-        "_feeding", "_surplus", "_close_asked",
-        *DEADLINE_SLOTS, *HEAD_SLOTS,
+        "_feeding", "_surplus", "_close_asked", "_loop", "_deadline", "_head",
     )  # fmt: skip
 
     def __init__(self, state: ServerState) -> None:
@@ -60,10 +60,10 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._plain = state.plain
         self._idle_s = state.idle_s
         self._limit = state.request_limit
-        self._init_deadline(state.loop, state.wheel)
-        self._parser = httptools.HttpRequestParser(self)
-        # Versions are validated by parse_version (505 for 2.x, 1.2 served as 1.x), not llhttp.
-        self._parser.set_dangerous_leniencies(lenient_version=True)
+        self._loop = state.loop
+        self._deadline = Deadline(state.loop, state.wheel, self._expire)
+        self._head = HeadParser(self, state.tokens)  # the parser's callbacks up to the headers
+        self._parser = self._head.parser
         self._transport: Any = None
         self._served = self._parsed = 0  # requests answered / whose headers were parsed
         self._queue: deque[tuple[Any, ...]] = deque()  # parsed, not yet answered
@@ -79,7 +79,6 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._responded = False  # a response was written since the idle deadline was set
         self._continue_due = False  # a 100 Continue waits for earlier responses
         self._raw_head = 0  # bytes received in whole reads during the current header section
-        self._r_unframed: BodyFraming | None = None  # see uvloop_parsing.on_headers_complete
         self._body: BodyReader | None = None  # frames a body llhttp skipped (Upgrade, CONNECT)
         self._held: tuple[Any, ...] = ()  # ... and the request it belongs to, answered after it
         self._feeding = False  # inside feed_data: the rest of this read is not parsed yet
@@ -92,12 +91,13 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         self._transport = transport
         # Rule 10 needs no call here: uvloop sets TCP_NODELAY on every accepted TCP socket
         # (TCPTransport.new -> uv_tcp_nodelay), which saves a getsockname and a setsockopt.
+        # asyncio types the argument BaseTransport; a stream server's transport is a Transport.
         self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
         if not self._id:  # over TLS, tls_accept counted the connection at accept
             self._id = self._s.counters.connection_opened()
         self._count = self._s.counters.request_served
         self._s.connections.add(self)
-        self._set_deadline("header", self._s.header_s)
+        self._deadline.set("header", self._s.header_s)
 
     def counted_as(self, connection_id: int) -> None:
         """tls_accept.TLSAccept counted this connection at accept, before its handshake."""
@@ -105,7 +105,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self._cancel_timer()
+        self._deadline.cancel()
         if self._delay is not None:
             self._delay.cancel()
             self._delay = None
@@ -248,34 +248,59 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         if self._raw_head > MAX_HEADER_BYTES + MAX_REQUEST_LINE_BYTES:
             self._dead = self._input_done = True
             self._phase = IDLE
-            status = 431 if self._r_size else 414
+            status = 431 if self._head.size else 414
             self._enqueue((None, status, "request header section too large", None, ""))
 
-    # -- parser callbacks ---------------------------------------------------------------------
+    # -- parser callbacks (HeadOwner: what the head parser tells its connection) --------------
+
+    def head_started(self) -> None:
+        if self._input_done or self._closing:
+            raise StopParsing
+        self._phase = HEAD
+        self._raw_head = 0
+
+    def headers_ended(self) -> None:
+        self._phase = BODY
+        if self._deadline.kind == "header":
+            self._deadline.clear()  # met
+
+    def head_parsed(self, last: bool) -> None:
+        # headers_ended's two lines, repeated rather than called: this runs for every request.
+        self._phase = BODY
+        if self._deadline.kind == "header":
+            self._deadline.clear()  # met
+        self._parsed += 1
+        if last or self._parsed >= self._limit:
+            self._input_done = True  # the last request this connection will read
+
+    def continue_expected(self) -> None:
+        self._continue_due = True
+        self._send_continue()
 
     def on_message_complete(self) -> None:
-        if self._r_unframed is not None:  # llhttp skipped the body: hold the request until
-            self._body = BodyReader(self._r_unframed)  # _frame_body has read it
-            self._r_unframed = None
-            item = (self._parser.get_method(), self._r_url, self._r_version, self._r_tokens)
-            self._held = (*item, self._r_conn)
+        head = self._head
+        if head.unframed is not None:  # llhttp skipped the body: hold the request until
+            self._body = BodyReader(head.unframed)  # _frame_body has read it
+            head.unframed = None
+            item = (self._parser.get_method(), head.url, head.version, head.tokens)
+            self._held = (*item, head.conn)
             return  # still in the BODY phase: the body stall limit and 100 Continue apply
         self._phase = IDLE
         self._continue_due = False
         method = self._parser.get_method()
         if self._busy or self._queue or self._write_paused:
-            self._enqueue((method, self._r_url, self._r_version, self._r_tokens, self._r_conn))
+            self._enqueue((method, head.url, head.version, head.tokens, head.conn))
             return
         plain = self._plain
-        if plain is not None and self._r_tokens is NO_TOKENS and self._r_version is HTTP_11:
-            data = plain.get((method, self._r_url))
+        if plain is not None and head.tokens is NO_TOKENS and head.version is HTTP_11:
+            data = plain.get((method, head.url))
             if data is not None:  # what _serve would send, and the connection stays open
                 self._served += 1
                 self._transport.write(data)
                 self._count()
                 self._responded = True
                 return
-        self._serve(method, self._r_url, self._r_version, self._r_tokens, self._r_conn)
+        self._serve(method, head.url, head.version, head.tokens, head.conn)
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -317,7 +342,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
             reply, cached = entry
         if reply.delay_s > 0:
             self._busy = True
-            self._clear_deadline()  # rule 6: no timer cuts a running handler
+            self._deadline.clear()  # rule 6: no timer cuts a running handler
             self._delay = self._loop.call_later(
                 reply.delay_s, self._finish_delayed, method, version, tokens, reply, cached
             )
@@ -433,16 +458,16 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         if asked and not self._surplus:  # the client sends nothing more: no FIN to wait for
             transport.close()  # flushes what is buffered, then closes
             if not self._half_close or transport.get_write_buffer_size():
-                self._set_deadline("abort", LINGER_S)  # TLS, or a client that reads nothing
+                self._deadline.set("abort", LINGER_S)  # TLS, or a client that reads nothing
         elif self._half_close and not self._eof:
             transport.write_eof()
             if self._read_paused:
                 self._read_paused = False
                 transport.resume_reading()
-            self._set_deadline("linger", LINGER_S)
+            self._deadline.set("linger", LINGER_S)
         else:  # TLS cannot half-close; or the client already did
             transport.close()
-            self._set_deadline("abort", LINGER_S)
+            self._deadline.set("abort", LINGER_S)
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -450,25 +475,26 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
         """After input or a response: pick the deadline that the connection's state calls for."""
         if self._closing:
             return  # the linger (or abort) deadline stays
+        deadline = self._deadline
         if self._write_paused:
-            if self._kind != "send" or self._deadline is None:
-                self._set_deadline("send", SEND_TIMEOUT_S)
+            if deadline.kind != "send" or deadline.at is None:
+                deadline.set("send", SEND_TIMEOUT_S)
         elif self._busy or self._queue:
-            self._clear_deadline()
+            deadline.clear()
         elif self._phase == HEAD:
-            if self._kind != "header" or self._deadline is None:
-                self._set_deadline("header", self._s.header_s)
+            if deadline.kind != "header" or deadline.at is None:
+                deadline.set("header", self._s.header_s)
         elif self._phase == BODY:
             self._send_continue()
-            self._set_deadline("body", self._s.header_s)
-        elif self._responded:  # the keep-alive hot path: _set_deadline("idle", T), inlined
+            deadline.set("body", self._s.header_s)
+        elif self._responded:  # the keep-alive hot path: deadline.set("idle", T), inlined
             self._responded = False
             when = self._loop.time() + self._idle_s
-            self._deadline, self._kind = when, "idle"
-            if self._timer is None or when < self._timer_at:
-                self._refile(when)
+            deadline.at, deadline.kind = when, "idle"
+            if deadline.slot is None or when < deadline.slot_at:
+                deadline.refile(when)
 
-    def _expire(self, kind: str | None) -> None:
+    def _expire(self, kind: DeadlineKind) -> None:
         """Silent close (no 408): idle, header or body deadline; abort a client that stalls."""
         if kind in ("linger", "idle", "header", "body"):
             if not self._closing:
@@ -476,7 +502,7 @@ class HttpProtocol(RequestHead, LazyDeadline, asyncio.Protocol):
                 idle = kind == "idle"
                 self._reason = CloseReason.IDLE_TIMEOUT if idle else CloseReason.HEADER_TIMEOUT
             self._transport.close()  # flushes what is buffered, then closes
-            self._set_deadline("abort", LINGER_S)
+            self._deadline.set("abort", LINGER_S)
         else:  # "abort" after a close that could not flush, or "send": the client reads nothing
             self._reason = self._reason or CloseReason.ERROR
             self._closing = True

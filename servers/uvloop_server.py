@@ -7,7 +7,7 @@ module runs the loop (from a factory, never a global `uvloop.install()`), serves
 or SIGINT, then closes every open connection (counted as `shutdown` unless a close was already
 decided; a request being handled is answered first, with `Connection: close`) and returns.
 
-Spec deviations (shared/spec/keepalive.md): none. httptools exposes everything the spec needs:
+Spec deviations (docs/keepalive-spec.md): none. httptools exposes everything the spec needs:
 versions are checked by `framing.parse_version` (llhttp's own version check is relaxed so that
 HTTP/2.0 gets 505 and HTTP/1.2 is served), Host/Content-Length/Transfer-Encoding by
 `framing.body_framing`, and the 414/431 limits are counted in `on_url`/`on_header` because

@@ -3,13 +3,13 @@
 The keep-alive hot path moves the connection's deadline on every response, and the close path
 sets one at accept (H) and another one for the linger. A loop timer handle per deadline
 (`call_at`, then `cancel`: a libuv timer created, started, stopped and closed) cost more than a
-short connection's own Python work, so deadlines live in a `DeadlineWheel`: connections are
-filed in sets by TICK_S slot, and the loop holds one timer per non-empty slot, for the whole
-server. Moving a deadline later is two attribute stores: the connection's slot comes due at
-its old time, sees that the deadline moved, and files it once more for the real one. Only a
-deadline earlier than the pending slot moves the connection to another set (two set
-operations). A slot never fires before its deadline, and at most TICK_S after it (plus loop
-latency), which the spec's tolerances (0.5 s on T and H) leave room for.
+short connection's own Python work, so deadlines live in a `DeadlineWheel`: each
+connection's `Deadline` (an object the protocol composes) is filed in a set by TICK_S slot, and
+the loop holds one timer per non-empty slot, for the whole server. Moving a deadline later is
+two attribute stores: its slot comes due at the old time, sees that the deadline moved, and
+files it once more for the real one. Only a deadline earlier than the pending slot moves it to
+another set (two set operations). A slot never fires before its deadline, and at most TICK_S
+after it (plus loop latency), which the spec's tolerances (0.5 s on T and H) leave room for.
 
 This departs on purpose from uvicorn's httptools_impl, which arms `loop.call_later` per
 connection and cancels it on data: with `Connection: close` that pattern creates and destroys
@@ -21,90 +21,99 @@ from 60 to 44 us. The semantics are uvicorn's: armed after a response, stopped b
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Literal
 
 TICK_S = 0.05  # wheel resolution: deadlines are enforced up to this late, never early
 
-# Declared by the concrete class: two mixins with slots of their own cannot be combined.
-DEADLINE_SLOTS = ("_loop", "_wheel", "_deadline", "_kind", "_timer", "_timer_at")
+# What a connection's deadline is for (the protocol's `_expire` acts on it).
+DeadlineKind = Literal["header", "body", "idle", "linger", "abort", "send"]
 
 
 class DeadlineWheel:
-    """Server-lifetime: the connections due in each TICK_S slot, one loop timer per slot."""
+    """Server-lifetime: the deadlines due in each TICK_S slot, one loop timer per slot."""
 
     __slots__ = ("_loop", "_slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._slots: dict[int, set[Any]] = {}
+        self._slots: dict[int, set[Deadline]] = {}
 
-    def file(self, conn: Any, when: float) -> tuple[set[Any], float]:
-        """File `conn` in the first slot at or after `when`: (its set, the slot's time)."""
+    def file(self, deadline: Deadline, when: float) -> tuple[set[Deadline], float]:
+        """File `deadline` in the first slot at or after `when`: (its set, the slot's time)."""
         slot = -int(-when // TICK_S)  # ceil: a slot never comes due before `when`
         members = self._slots.get(slot)
         if members is None:
             members = self._slots[slot] = set()
             self._loop.call_at(slot * TICK_S, self._due, slot)
-        members.add(conn)
+        members.add(deadline)
         return members, slot * TICK_S
 
     def _due(self, slot: int) -> None:
         members = self._slots.pop(slot, None)
         if not members:
             return
-        for conn in list(members):
-            if conn in members:  # not dropped meanwhile (connection_lost, earlier deadline)
-                conn._on_timer()
+        for deadline in list(members):
+            if deadline in members:  # not dropped meanwhile (connection_lost, earlier deadline)
+                deadline.due()
 
 
-class LazyDeadline:
-    """Mixin: `_set_deadline(kind, delay)`, `_clear_deadline()`; subclasses define `_expire`
-    and list DEADLINE_SLOTS in their `__slots__`."""
+class Deadline:
+    """Connection-lifetime: the connection's one deadline, lazily re-armed on the wheel.
 
-    __slots__ = ()
+    Composed by the protocol, which passes its `_expire` as `expire`. `at` and `kind` are the
+    deadline itself; `slot` and `slot_at` say where it is filed. The protocol's keep-alive hot
+    path reads and writes these four directly (see `HttpProtocol._arm_timer`): `set`, inlined.
+    """
 
-    def _init_deadline(self, loop: asyncio.AbstractEventLoop, wheel: DeadlineWheel) -> None:
+    __slots__ = ("_loop", "_wheel", "_expire", "at", "kind", "slot", "slot_at")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        wheel: DeadlineWheel,
+        expire: Callable[[DeadlineKind], None],
+    ) -> None:
         self._loop = loop
         self._wheel = wheel
-        self._deadline: float | None = None  # loop time, or None: nothing to enforce
-        self._kind: str | None = None  # what the deadline is for, passed to _expire
-        self._timer: set[Any] | None = None  # the wheel slot this connection is filed in
-        self._timer_at = 0.0  # when that slot comes due
+        self._expire = expire
+        self.at: float | None = None  # loop time, or None: nothing to enforce
+        self.kind: DeadlineKind = "header"  # what `at` is for; meaningless while `at` is None
+        self.slot: set[Deadline] | None = None  # the wheel slot this deadline is filed in
+        self.slot_at = 0.0  # when that slot comes due
 
-    def _set_deadline(self, kind: str, delay: float) -> None:
+    def set(self, kind: DeadlineKind, delay: float) -> None:
         when = self._loop.time() + delay
-        self._deadline, self._kind = when, kind
-        if self._timer is None or when < self._timer_at:
-            self._refile(when)
+        self.at, self.kind = when, kind
+        if self.slot is None or when < self.slot_at:
+            self.refile(when)
         # else: the pending slot comes due early, then re-files for the real deadline
 
-    def _refile(self, when: float) -> None:
-        """File the connection for `when`, leaving a slot that would come due too late."""
-        if self._timer is not None:
-            self._timer.discard(self)
-        self._timer, self._timer_at = self._wheel.file(self, when)
+    def refile(self, when: float) -> None:
+        """File the deadline for `when`, leaving a slot that would come due too late."""
+        if self.slot is not None:
+            self.slot.discard(self)
+        self.slot, self.slot_at = self._wheel.file(self, when)
 
-    def _clear_deadline(self) -> None:
+    def clear(self) -> None:
         """Nothing to enforce; a pending slot comes due once and does nothing."""
-        self._deadline = None
+        self.at = None
 
-    def _cancel_timer(self) -> None:
+    def cancel(self) -> None:
         """At connection_lost: leave the wheel so no closed connection stays referenced."""
-        self._deadline = None
-        if self._timer is not None:
-            self._timer.discard(self)
-            self._timer = None
+        self.at = None
+        if self.slot is not None:
+            self.slot.discard(self)
+            self.slot = None
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None:
+    def due(self) -> None:
+        """Its slot came due (called by the wheel): expire, or re-file for a later deadline."""
+        self.slot = None
+        at = self.at
+        if at is None:
             return
-        if self._loop.time() < deadline:
-            self._timer, self._timer_at = self._wheel.file(self, deadline)
+        if self._loop.time() < at:
+            self.slot, self.slot_at = self._wheel.file(self, at)
             return
-        self._deadline = None
-        self._expire(self._kind)
-
-    def _expire(self, kind: str | None) -> None:
-        raise NotImplementedError
+        self.at = None
+        self._expire(self.kind)

@@ -22,8 +22,10 @@ from tests.wire_client import RawConnection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     deviations = {name: load_deviations(name) or {} for name in SERVER_NAMES}
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        name = callspec.params.get("server_name") if callspec else None
+        callspec = getattr(item, "callspec", None)  # only parametrized items have one
+        if callspec is None:
+            continue
+        name = callspec.params.get("server_name")
         case = case_id_of(getattr(item, "originalname", item.name))
         if name is None or case is None:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from benchmarks.records.schema import SCHEMA_VERSION, ResultRow, write_rows
 
@@ -23,14 +24,12 @@ BASE = ResultRow(
 )  # fmt: skip
 
 
-def row(**overrides: object) -> ResultRow:
+def row(**overrides: Any) -> ResultRow:  # Any: each field has its own type
     """BASE with some fields replaced."""
     return replace(BASE, **overrides)
 
 
-def reps(
-    values: list[float], column: str = "throughput_rps", **overrides: object
-) -> list[ResultRow]:
+def reps(values: list[float], column: str = "throughput_rps", **overrides: Any) -> list[ResultRow]:
     """One row per repetition, `column` taking each value in turn."""
     return [row(repetition=i, **{column: v}, **overrides) for i, v in enumerate(values, start=1)]
 

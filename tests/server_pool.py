@@ -36,7 +36,8 @@ SUITE_T = 1.0
 SUITE_N = 3
 SUITE_H = 1.0
 
-# Every conformance case of shared/spec/keepalive.md, in spec order.
+# Every conformance case of docs/keepalive-spec.md, in spec order (tests/test_suite_meta.py
+# checks the two agree).
 CASE_IDS = (
     *(f"KA-0{i}" for i in range(1, 8)),
     *(f"MAX-0{i}" for i in range(1, 5)),

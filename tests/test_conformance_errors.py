@@ -1,4 +1,4 @@
-"""Spec conformance, sections F (malformed and oversized input) and G (robustness).
+"""Spec conformance (docs/keepalive-spec.md), sections F (malformed input) and G (robustness).
 
 Every error: the expected status on a real status line, `Connection: close` without
 `Keep-Alive`, a readable (Content-Length or chunked framed) response, then a graceful close. Each

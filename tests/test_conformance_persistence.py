@@ -1,4 +1,4 @@
-"""Spec conformance, sections A (persistence) and B (max requests), on raw sockets.
+"""Spec conformance (docs/keepalive-spec.md), sections A (persistence) and B (max requests).
 
 Suite configuration T = 1 s, N = 3, H = 1 s unless a case needs another. The spec's `G(a)`
 paths are 404s in `servers.endpoints`; cases that expect 200 use `/`, `/bytes/N` or `/peer`.

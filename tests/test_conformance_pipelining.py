@@ -1,4 +1,4 @@
-"""Spec conformance, sections D (pipelining) and E (bodies and framing), on raw sockets.
+"""Spec conformance (docs/keepalive-spec.md), sections D (pipelining) and E (bodies, framing).
 
 Order is proven by the bodies (`/bytes/N`, `/sleep`) and by `/peer`'s `request_number`; "never
 processed" by the server's `--log-connections` lines for that connection.

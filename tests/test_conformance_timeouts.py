@@ -1,4 +1,4 @@
-"""Spec conformance, section C (idle timeout and deadlines), with T = 1 s and H = 1 s.
+"""Spec conformance (docs/keepalive-spec.md), section C (idle timeout, deadlines), T = H = 1 s.
 
 A close must come no earlier than the timeout (minus a few ms of measurement skew: the client's
 clock starts when it has read the last byte) and no later than T + 0.5 s (thread-based servers:

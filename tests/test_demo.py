@@ -1,4 +1,4 @@
-"""`python -m benchmarks.demo` (issue 5): run it end to end and check its computed verdicts.
+"""`python -m benchmarks demo` (issue 5): run it end to end and check its computed verdicts.
 
 The demo is run as a subprocess, as `make demo` runs it, once per reference server: each server
 must show the same reuse behaviour, since the verdicts depend only on the clients and on the
@@ -30,7 +30,7 @@ EXPECTED_VERDICTS = [
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "benchmarks.demo", *args],
+        [sys.executable, "-m", "benchmarks", "demo", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -112,7 +112,7 @@ def test_ctrl_c_while_the_server_starts_stops_it(
     assert demo.main([]) == 130
     assert started and started[0].proc is not None
     assert started[0].proc.poll() is not None, "the server outlived the Ctrl-C"
-    assert capsys.readouterr().err == "python -m benchmarks.demo: interrupted\n"
+    assert capsys.readouterr().err == "python -m benchmarks demo: interrupted\n"
 
 
 INTERRUPTED_IMPORT = """
@@ -133,7 +133,7 @@ def test_ctrl_c_while_modules_load_is_one_line() -> None:
         [sys.executable, "-c", INTERRUPTED_IMPORT], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout) == (130, "")
-    assert done.stderr == "python -m benchmarks.demo: interrupted\n"
+    assert done.stderr == "python -m benchmarks demo: interrupted\n"
 
 
 def _server_children(proc: subprocess.Popen[Any]) -> list[psutil.Process]:
@@ -143,7 +143,7 @@ def _server_children(proc: subprocess.Popen[Any]) -> list[psutil.Process]:
 def test_ctrl_c_during_the_cases_stops_the_server() -> None:
     """--sleep-ms 5000: the overlapped cases last seconds, so the signal lands while they run."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.demo", "--sleep-ms", "5000"],
+        [sys.executable, "-m", "benchmarks", "demo", "--sleep-ms", "5000"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,5 +158,5 @@ def test_ctrl_c_during_the_cases_stops_the_server() -> None:
         proc.kill()
         proc.wait()
     assert proc.returncode == 130
-    assert err == "python -m benchmarks.demo: interrupted\n"
+    assert err == "python -m benchmarks demo: interrupted\n"
     assert not servers[0].is_running() or servers[0].status() == psutil.STATUS_ZOMBIE

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import signal
 import stat
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from benchmarks.clients.contract import (
     Mode,
     write_atomic,
 )
-from benchmarks.harness import cli
+from benchmarks.harness import cli, procs
 from benchmarks.harness import config as cfgmod
 from benchmarks.harness import validity as rules
 from benchmarks.harness.cli import main
@@ -42,13 +45,16 @@ from benchmarks.harness.sockets import (
 )
 from benchmarks.records import layout as results
 from benchmarks.records.layout import (
-    RunWriter,
-    discard_run_folder,
     keep_artifacts,
-    new_run_paths,
     remove_client_leftovers,
 )
-from benchmarks.records.schema import COLUMN_DOCS, COLUMNS, read_rows, readme_with_columns
+from benchmarks.records.schema import (
+    COLUMN_DOCS,
+    COLUMNS,
+    ResultRow,
+    read_rows,
+    readme_with_columns,
+)
 from benchmarks.serverperf import ceiling
 from servers.options import ServerName
 from tests.rowfactory import row
@@ -179,7 +185,7 @@ def test_a_failed_write_mid_run_keeps_the_rows_written(
 
     real_write = results.write_rows
 
-    def write_rows(path: Path, rows: list[object]) -> None:
+    def write_rows(path: Path, rows: Sequence[ResultRow]) -> None:
         if len(rows) > 1:
             raise OSError(28, "No space left on device")
         real_write(path, rows)
@@ -189,9 +195,54 @@ def test_a_failed_write_mid_run_keeps_the_rows_written(
     argv = ["--quick", "--servers", "uvloop", "--clients", "pyperf-concurrent-raw"]
     assert main([*argv, "--results-dir", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
-    assert "error: cannot write" in err and "No space left on device" in err
+    assert "error: results disk full: cannot write" in err and "No space left on device" in err
     (csv_path,) = tmp_path.glob("*/*.csv")
     assert len(read_rows(csv_path)) == 1 and out.strip().splitlines()[-1] == str(csv_path)
+
+
+def test_the_space_probe_says_when_the_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert results.no_space_left(tmp_path) == ""
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results.os, "fsync", fsync)
+    assert results.no_space_left(tmp_path) == "No space left on device"
+    assert list(tmp_path.iterdir()) == []  # the probe file is removed
+    monkeypatch.setattr(results.os, "fsync", lambda fd: (_ for _ in ()).throw(PermissionError()))
+    assert results.no_space_left(tmp_path) == ""  # not a full disk: not this check's business
+
+
+def test_a_log_that_says_no_space(tmp_path: Path) -> None:
+    log = tmp_path / "client.log"
+    assert results.no_space_in(log) == ""
+    log.write_text("x" * 100_000 + "\nOSError: [Errno 28] No space left on device: 'a.json'\n")
+    assert results.no_space_in(log) == "No space left on device"
+    log.write_text("OSError: [Errno 122] Disk quota exceeded\n" + "x" * 100_000)
+    assert results.no_space_in(log) == ""  # only the end of the log is read
+
+
+def test_a_harness_write_on_a_full_disk_is_disk_full_and_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ENOSPC in the harness itself (copying an artifact, opening a log): the row says the
+    results disk is full, not harness-error alone, and the outcome stops the run."""
+    from benchmarks.harness import cell as cellmod
+
+    def measure(*args: object) -> object:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "x.server.log")
+
+    monkeypatch.setattr(cellmod, "_measure", measure)
+    ctx = _ctx(tmp_path)
+    outcome = cellmod.run_cell(ctx.config.cells()[0], ctx)
+    assert outcome.row.status == "disk-full" and outcome.stop.startswith("results disk full: ")
+    assert "No space left on device" in outcome.stop and " free)" in outcome.stop
+    assert "the cell failed as harness-error: OSError: [Errno 28]" in outcome.row.note
+    monkeypatch.setattr(cellmod, "_measure", lambda *a: (_ for _ in ()).throw(ValueError("bug")))
+    outcome = cellmod.run_cell(ctx.config.cells()[0], ctx)
+    assert (outcome.row.status, outcome.stop) == ("harness-error", "")
 
 
 def test_cli_dry_run_lists_cells(capsys: pytest.CaptureFixture[str]) -> None:
@@ -388,22 +439,6 @@ def _ctx(tmp_path: Path) -> CellContext:
     return CellContext(build(quick=True), FP, "run1", Cores(1, 0), tmp_path, netns=False)
 
 
-def test_new_run_paths_never_reuse_a_name(tmp_path: Path) -> None:
-    a = new_run_paths(tmp_path, "host1", "20260101T000000Z", "abc")
-    b = new_run_paths(tmp_path, "host1", "20260101T000000Z", "abc")
-    assert a[0] == tmp_path / "host1" / "20260101T000000Z-abc.csv" and a[1].is_dir()
-    assert b[0].name == "20260101T000000Z-abc-1.csv"
-
-
-def test_writer_rewrites_the_csv_after_each_row(tmp_path: Path) -> None:
-    writer = RunWriter(tmp_path / "run.csv")
-    writer.add(row(repetition=1))
-    assert len(read_rows(writer.path)) == 1
-    writer.add(row(repetition=2, status="server-died", valid=0))
-    assert [r.status for r in read_rows(writer.path)] == ["ok", "server-died"]
-    assert [p.name for p in tmp_path.iterdir()] == ["run.csv"]  # no temporary file left
-
-
 def test_keep_artifacts_copies_outside_files_only(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     folder.mkdir()
@@ -477,7 +512,7 @@ def test_measured_row_applies_rules_and_flags_port_exhaustion(tmp_path: Path) ->
     )
 
 
-def _pooled_row(tmp_path: Path, samples: list[Sample]) -> object:
+def _pooled_row(tmp_path: Path, samples: list[Sample]) -> ResultRow:
     ctx = _ctx(tmp_path)
     cell = next(c for c in ctx.config.cells() if c.mode is Mode.POOLED)
     result = replace(_result(Mode.POOLED, 10_000), error_kinds={})
@@ -592,7 +627,7 @@ def test_pinned_self_restores_the_previous_mask() -> None:
         assert os.sched_getaffinity(0) == before
 
 
-def test_killed_clients_leave_no_hidden_files_and_empty_runs_no_folder(tmp_path: Path) -> None:
+def test_killed_clients_leave_no_hidden_files(tmp_path: Path) -> None:
     output = tmp_path / "001-cell.json"
     parts = tmp_path / ".001-cell.json.parts.abc"
     parts.mkdir()
@@ -601,7 +636,6 @@ def test_killed_clients_leave_no_hidden_files_and_empty_runs_no_folder(tmp_path:
     (tmp_path / "001-cell.client.log").write_text("log")
     remove_client_leftovers(output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["001-cell.client.log"]
-    assert discard_run_folder(tmp_path) and not tmp_path.exists()
 
 
 def test_result_files_are_readable_by_everyone(tmp_path: Path) -> None:
@@ -709,6 +743,29 @@ def test_ceiling_needs_two_cores_and_a_writable_results_dir(
     monkeypatch.setattr(ceiling, "choose_cores", lambda: Cores(1, 0))
     assert str(ceiling.preflight(config, FP)).startswith(f"--results-dir {a_file}:")
     good = ceiling.parse_config(["--results-dir", str(tmp_path)])
-    cores, path = ceiling.preflight(good, FP)  # type: ignore[misc]
+    checked = ceiling.preflight(good, FP)
+    assert not isinstance(checked, str), checked  # a str is the reason it cannot run
+    cores, path = checked
     assert cores == Cores(1, 0) and path.parent == tmp_path / "host1"
     assert path.name.startswith("ceiling-") and path.name.endswith("-abc1234.json")
+
+
+def test_kill_tree_reaps_a_child_orphaned_by_its_client(tmp_path: Path) -> None:
+    """The client dies on SIGTERM at once, its child 0.3 s later (as a pyperf worker may): the
+    child is orphaned, adopted by the harness and reaped by kill_tree, so no /proc entry of it
+    (not even a zombie waiting for init) is left when kill_tree returns."""
+    script = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import signal, sys, time; "
+        "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), sys.exit(0))); "
+        "print(1, flush=True); time.sleep(60)']); time.sleep(60)"
+    )
+    with procs.adopting_orphans(), (tmp_path / "log").open("wb") as log:
+        client = ClientProcess([sys.executable, "-c", script], core=-1, log=log)
+        deadline = time.monotonic() + 10
+        while (tmp_path / "log").read_text() == "" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (root, child) = client.remember_tree()
+        client.kill_tree()
+        assert not child.is_running(), child.status()  # is_running: a zombie is running
+        assert client.proc.returncode == -signal.SIGTERM

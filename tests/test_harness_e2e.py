@@ -6,6 +6,7 @@ plausibility only. Every test also checks that no server or client process is le
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import pytest
 
 from benchmarks.clients.contract import ClientConfig
 from benchmarks.harness.cli import main
+from benchmarks.records.layout import bundle_of, read_bundle
 from benchmarks.records.schema import read_rows
 from benchmarks.serverperf import ceiling
 from servers import launch
@@ -67,8 +69,12 @@ def test_one_cell_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert row.host_id and row.git_commit and "pyperf=" in row.packages
     if len(os.sched_getaffinity(0)) >= 2:
         assert row.server_core >= 0 and row.client_core >= 0 and row.server_core != row.client_core
-    artifacts = csv_path.with_suffix("")
-    assert any(artifacts.glob("*.json")) and any(artifacts.glob("*.pyperf.json"))
+    # Two files: the CSV and the bundle (client JSON with its histogram, pyperf's JSON; the logs
+    # only when the row is invalid); the working folder is gone.
+    members = read_bundle(bundle_of(csv_path))
+    assert {p.name for p in csv_path.parent.iterdir()} == {csv_path.name, bundle_of(csv_path).name}
+    assert sum(n.endswith(".json") for n in members) == 2 and "histogram" in str(members)
+    assert any(n.endswith(".log") for n in members) == (row.valid == 0)
     assert "[1/1 " in err and "left]" in err
 
 
@@ -165,6 +171,12 @@ def test_a_failure_is_a_row_and_the_other_cells_still_run(
         "client-timeout": "still running after 10 s",
     }[failure]
     assert expected in failed.note
+    # The failed cell's logs are kept in the bundle (the server's stderr at least); the logs of
+    # the cell that ran fine are not, unless it came out invalid on a crowded machine.
+    logs = {n for n in read_bundle(bundle_of(csv_path)) if n.endswith(".log")}
+    assert any(n.startswith("001-") for n in logs), logs
+    if ok.valid:
+        assert not any(n.startswith("002-") for n in logs), logs
 
 
 def test_ctrl_c_keeps_measured_rows_and_leaves_no_process(tmp_path: Path) -> None:
@@ -193,8 +205,10 @@ def test_ctrl_c_keeps_measured_rows_and_leaves_no_process(tmp_path: Path) -> Non
     assert out.strip().splitlines()[-1] == str(csv_path)
     rows = read_rows(csv_path)
     assert len(rows) == 1 and rows[0].status == "ok"
-    # the interrupted pyperf client's parts directory and temporary files are gone
-    assert list(csv_path.with_suffix("").glob(".*")) == []
+    # the interrupted pyperf client's parts directory, temporary files and the working folder
+    # are gone: the CSV and the bundle remain, the bundle with the finished cell's JSON only
+    assert {p.name for p in csv_path.parent.iterdir()} == {csv_path.name, bundle_of(csv_path).name}
+    assert all(n.startswith("001-") for n in read_bundle(bundle_of(csv_path)))
     time.sleep(0.2)
     left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], [p.cmdline() for p in left]
@@ -216,3 +230,147 @@ def test_ceiling_one_short_round(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert first["wrk_rps"] > 100 and first["raw_rps"] > 100, first
     assert data["median"]["ratio"] == pytest.approx(first["raw_rps"] / first["wrk_rps"])
     assert "target >= 0.9" in out
+
+
+def _proc_entry(p: psutil.Process) -> str:
+    """'' when `p` has no /proc entry any more, else its state (a zombie too is left over)."""
+    try:
+        return p.status() if p.is_running() else ""
+    except psutil.NoSuchProcess:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_harness_pid_alone_leaves_nothing_behind(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    """Issue 8 item 10: `kill -INT <harness pid>` (not its group, unlike a terminal's Ctrl-C)
+    while a pyperf worker runs; the same for SIGTERM. The worker used to outlive the harness:
+    its manager died first, so it was orphaned to init (which reaps slowly here) instead of
+    being reaped by the harness. Every process the harness started must be gone, zombies
+    included, when it has exited."""
+    argv = [*ONE_CELL, "--duration", "4", "--modes", "pooled", "--results-dir", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "run", *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # the signal below reaches the harness only
+    )  # fmt: skip
+    harness = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    worker = False
+    deadline = time.monotonic() + 60
+    while not worker and time.monotonic() < deadline and proc.poll() is None:
+        for p in harness.children(recursive=True):
+            seen.setdefault(p.pid, p)
+            with contextlib.suppress(psutil.Error):
+                worker = worker or "--worker" in p.cmdline()
+        time.sleep(0.02)
+    assert worker, "no pyperf worker started"
+    time.sleep(0.2)  # into the worker's run
+    for p in harness.children(recursive=True):
+        seen.setdefault(p.pid, p)
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)
+    left = {p.pid: _proc_entry(p) for p in seen.values() if _proc_entry(p)}
+    assert left == {}, f"left after the harness exited (pid: state): {left}"
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1].startswith("interrupted"), err
+    assert "Traceback" not in err
+
+
+THREE_CELLS = [*ONE_CELL, "--modes", "pooled", "--repeat", "3"]
+RAISE_ENOSPC = (
+    "import errno, os, sys; raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), sys.argv[1])"
+)
+# Fill the disk the client writes to but two pages, then become the real client: its log and
+# the CSV still fit, its workers' tallies and result JSONs do not (ENOSPC).
+FILL_THEN_EXEC = """\
+import os, sys
+try:
+    with open(sys.argv[1], "wb", buffering=0) as f:
+        while True:
+            f.write(bytes(1 << 12))
+except OSError:
+    pass
+os.truncate(sys.argv[1], max(0, os.path.getsize(sys.argv[1]) - 8192))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _nth_client(monkeypatch: pytest.MonkeyPatch, n: int, wrap: object) -> list[Path]:
+    """The `n`th client's command becomes `wrap(real argv, output)`; returns the outputs of the
+    clients started, to count them."""
+    real_command = ClientConfig.command
+    started: list[Path] = []
+
+    def command(self: ClientConfig) -> list[str]:
+        started.append(self.output)
+        argv = real_command(self)
+        return wrap(argv, self.output) if len(started) == n else argv  # type: ignore[operator]
+
+    monkeypatch.setattr(ClientConfig, "command", command)
+    return started
+
+
+def test_a_client_that_finds_the_disk_full_stops_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8 item 11, injected: the second client dies of ENOSPC writing its result. Its row
+    says the results disk is full (not just client-crashed), stderr says it, the run stops
+    (the third cell never starts) with exit 1, and the first row is kept."""
+    started = _nth_client(
+        monkeypatch, 2, lambda argv, out: [sys.executable, "-c", RAISE_ENOSPC, str(out)]
+    )
+    rc, csv_path, err = _run([*THREE_CELLS, "--results-dir", str(tmp_path)], capsys)
+    assert rc == 1 and len(started) == 2, err
+    first, full = read_rows(csv_path)
+    assert first.status == "ok", first.note
+    assert full.status == "disk-full" and full.valid == 0
+    assert full.note.startswith("results disk full: No space left on device"), full.note
+    assert "the cell failed as client-crashed" in full.note
+    assert "error: results disk full: No space left on device" in err and "run stopped" in err
+    assert "[3/3" not in err
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)]
+    done = subprocess.run(mount, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_results_disk_that_fills_up_stops_the_run(
+    small_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8 item 11, for real: the disk is all but full when the first (real) client runs,
+    whose pyperf workers then cannot write their tallies (ENOSPC). The run stops there with
+    exit 1 (the second cell never starts), and stderr and the row say the results disk is full.
+    Should the disk be too full even for the row, stderr says that instead."""
+    started = _nth_client(
+        monkeypatch, 1,
+        lambda argv, out: [sys.executable, "-c", FILL_THEN_EXEC, str(out.parent / "filler"), *argv],
+    )  # fmt: skip
+    rc = main([*ONE_CELL, "--modes", "pooled", "--repeat", "2", "--results-dir", str(small_disk)])
+    out, err = capsys.readouterr()
+    assert _descendants() == [], "a server or client outlived the run"
+    assert rc == 1 and len(started) == 1, err
+    assert "error: results disk full: No space left on device" in err, err
+    assert "[2/2" not in err
+    csvs = list(small_disk.glob("*/*.csv"))
+    if not csvs:
+        assert "the row of the cell that hit it could not be written" in err
+        return
+    (full,) = read_rows(csvs[0])
+    assert full.status == "disk-full", full.note
+    assert full.note.startswith("results disk full: No space left on device"), full.note

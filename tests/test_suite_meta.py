@@ -32,14 +32,10 @@ CONFORMANCE_MODULES = (
     "tests.test_conformance_errors",
     "tests.test_conformance_tls",
 )
-SPEC_CANDIDATES = (
-    REPO / "shared" / "spec" / "keepalive.md",
-    REPO.parent / "shared" / "spec" / "keepalive.md",
-)
+# The normative spec is the repository's copy: every clone has it, so this check never skips.
+SPEC = REPO / "docs" / "keepalive-spec.md"
+OUTSIDE = "/".join(("shared", "spec"))  # where the spec lived before, outside the clone
 SERVER_FIXTURES = {"server", "tls_server", "pool"}
-# Cases the repository's copy of the spec adds to the shared one (issue 14: KA-07); a copy under
-# shared/ may predate them.
-REPO_ONLY_CASES = ("KA-07",)
 
 
 def _conformance_tests() -> dict[str, list[str]]:
@@ -82,15 +78,22 @@ def test_case_id_of(name: str, case: str | None) -> None:
 
 
 def test_case_ids_match_the_spec() -> None:
-    spec = next((p for p in SPEC_CANDIDATES if p.is_file()), None)
-    if spec is None:
-        pytest.skip(f"spec not found at {' or '.join(map(str, SPEC_CANDIDATES))}")
-    section = spec.read_text(encoding="utf-8").split("## Conformance cases", 1)[1]
+    section = SPEC.read_text(encoding="utf-8").split("## Conformance cases", 1)[1]
     section = section.split("\n## ", 1)[0]
     ids = re.findall(r"^- ([A-Z]+-\d\d) ", section, re.MULTILINE)
-    shared = "shared" in spec.parts and not set(REPO_ONLY_CASES) & set(ids)
-    expected = tuple(c for c in CASE_IDS if c not in REPO_ONLY_CASES) if shared else CASE_IDS
-    assert tuple(ids) == expected
+    assert tuple(ids) == CASE_IDS
+
+
+def test_spec_says_it_is_normative_and_code_cites_it() -> None:
+    """The repository's copy is the one that counts, and nothing points outside the clone."""
+    assert "This file is the normative spec" in SPEC.read_text(encoding="utf-8")[:400]
+    cited = [
+        p.relative_to(REPO)
+        for folder in ("servers", "benchmarks", "tests")
+        for p in sorted((REPO / folder).rglob("*.py"))
+        if OUTSIDE in p.read_text(encoding="utf-8")
+    ]
+    assert cited == [], f"cite docs/keepalive-spec.md instead of {OUTSIDE} in {cited}"
 
 
 def _module_facts(name: str) -> dict[str, object]:
@@ -119,7 +122,8 @@ def test_server_module_declares_its_deviations(name: str) -> None:
     assert cases <= set(CASE_IDS), f"unknown case ids {cases - set(CASE_IDS)}"
     for key, reason in deviations.items():
         assert isinstance(reason, str) and reason.strip(), f"{key}: empty reason"
-        assert key in (facts["doc"] or ""), f"{key} is not documented in the module docstring"
+        doc = facts["doc"]
+        assert isinstance(doc, str) and key in doc, f"{key} is not documented in the docstring"
     # The suite reads DEVIATIONS without importing the server: both views must agree.
     assert (load_deviations(name) or {}) == deviations
 

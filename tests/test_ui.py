@@ -1,4 +1,4 @@
-"""`python -m benchmarks.ui` (issue 5, `make ui`): the lab starts, serves, and stops cleanly.
+"""`python -m benchmarks ui` (issue 5, `make ui`): the lab starts, serves, and stops cleanly.
 
 One end-to-end run, as `make ui` starts it: both printed URLs answer, a test started through the
 web UI's own /swarm endpoint reaches the server and shows in the server-side rows, /swarm refuses
@@ -111,10 +111,13 @@ def test_bad_flags_are_one_line_errors_before_anything_starts(
     flags: list[str], message: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ui", *flags], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "benchmarks", "ui", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == f"python -m benchmarks.ui: error: {message}\n"
+    assert done.stderr == f"python -m benchmarks ui: error: {message}\n"
 
 
 THINK_TIME_PROBE = """
@@ -146,7 +149,12 @@ def _read_banner(proc: subprocess.Popen[str]) -> dict[str, list[str]]:
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     stdout = proc.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     banner: dict[str, list[str]] = {}
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -184,13 +192,13 @@ def _gone(pid: int) -> bool:
 def lab_process(
     log: Path, *flags: str
 ) -> Iterator[tuple[subprocess.Popen[str], dict[str, list[str]]]]:
-    """`python -m benchmarks.ui` on a free web port, until its banner; SIGINT at the end.
+    """`python -m benchmarks ui` on a free web port, until its banner; SIGINT at the end.
 
     Shared with tests_browser/: the browser test drives the same lab.
     """
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.ui", "--web-port", "0", *flags],
+            [sys.executable, "-m", "benchmarks", "ui", "--web-port", "0", *flags],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

@@ -25,6 +25,7 @@ from servers.options import OneLineParser
 
 matplotlib.use("Agg")  # before pyplot: no display on CI or over ssh
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from benchmarks.analysis.compare import window_of, windows_differ  # noqa: E402
@@ -118,7 +119,9 @@ def mode_bars(ax: plt.Axes, cells: dict[CellKey, list[ResultRow]], column: str, 
 
 def bar_legend(fig: Figure, modes: Sequence[str], top_in: float) -> None:
     """One legend for the whole figure, above the axes: inside an axes it covers a bar."""
-    handles = [plt.Rectangle((0, 0), 1, 1, color=MODE_COLORS.get(m, "grey")) for m in modes]
+    handles: list[Artist] = [
+        plt.Rectangle((0, 0), 1, 1, color=MODE_COLORS.get(m, "grey")) for m in modes
+    ]
     handles += [
         plt.Rectangle((0, 0), 1, 1, fill=False, hatch="//"),
         plt.Line2D([], [], color="k", marker="x", linestyle=""),

@@ -119,8 +119,10 @@ def detect_output_flag(side: Side) -> str | None:
 
 def result_csvs(root: Path) -> set[Path]:
     """Run CSVs under `root`: not in scratch or plot folders, nor in a run's artifacts folder
-    (results/<host>/<stamp>-<commit>/ beside results/<host>/<stamp>-<commit>.csv), nor the
-    rows `noise` keeps beside its JSON (noise-<stamp>.csv: several runs, not one)."""
+    (results/<host>/<stamp>-<commit>/ beside results/<host>/<stamp>-<commit>.csv, as trees
+    before issue 9 write it and as a bundle unpacked by hand gives it back; today's runs write
+    one .artifacts.tar.gz instead), nor the rows `noise` keeps beside its JSON
+    (noise-<stamp>.csv: several runs, not one)."""
     if not root.is_dir():
         return set()
     found = set()

@@ -72,7 +72,13 @@ class ClientSpec:
 
 @dataclass(frozen=True)
 class Plan:
-    """pyperf settings chosen from --duration: a few processes, since this machine has 2 cores."""
+    """pyperf settings chosen from --duration alone, never from the machine's core count.
+
+    pyperf runs its worker processes one after another (each one waited for before the next
+    starts), all on the client's one pinned core, so more cores would not run them faster.
+    Their number trades process-to-process variation seen (more) against the interpreter start
+    and warm-up each one adds outside the window (fewer): 2 x 2 values for a short window, 3 x 3
+    for a full one."""
 
     processes: int
     values: int

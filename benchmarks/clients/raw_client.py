@@ -42,9 +42,11 @@ class _Conn(asyncio.Protocol):
     __slots__ = ("c", "transport", "buf", "need", "t0", "waiter", "open", "close_after",
                  "status", "head_len", "in_flight")  # fmt: skip
 
+    # Set by connection_made, before create_connection hands the connection out: never unset.
+    transport: asyncio.Transport
+
     def __init__(self, client: RawClient) -> None:
         self.c = client
-        self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.need = _NO_HEAD
         self.t0 = 0
@@ -56,6 +58,7 @@ class _Conn(asyncio.Protocol):
         self.in_flight = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio types the argument BaseTransport; a stream connection's is a Transport.
         self.transport = transport  # type: ignore[assignment]
         self.open = True
 
@@ -64,7 +67,7 @@ class _Conn(asyncio.Protocol):
         self.waiter = self.c.loop.create_future()
         self.t0 = t0
         self.in_flight = True
-        self.transport.write(self.c.request)  # type: ignore[union-attr]
+        self.transport.write(self.c.request)
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
@@ -113,7 +116,7 @@ class _Conn(asyncio.Protocol):
     def _fail(self, kind: str) -> bool:
         self.c.errors[kind] += 1
         self.in_flight = False
-        self.transport.abort()  # type: ignore[union-attr]
+        self.transport.abort()
         return False
 
     def _complete(self, status: int, close_after: bool) -> None:
@@ -126,13 +129,13 @@ class _Conn(asyncio.Protocol):
             c.errors[f"http-{status}"] += 1
         if close_after or c.unpooled:
             if not close_after:  # the server would keep it: we close, unpooled means one request
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
             return  # connection_lost wakes the slot, which opens the next connection
         if c.remaining > 0:
             c.remaining -= 1
             self.t0 = now
             self.in_flight = True
-            self.transport.write(c.request)  # type: ignore[union-attr]
+            self.transport.write(c.request)
             return
         waiter, self.waiter = self.waiter, None
         if waiter is not None:
@@ -223,8 +226,7 @@ class RawClient:
 
     def close(self) -> None:
         for conn in self.idle:
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.transport.close()
         self.idle.clear()
         self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()

@@ -133,7 +133,8 @@ def error_kind(exc: BaseException) -> str:
     """A short stable label: errno name for socket errors, else the exception class."""
     if isinstance(exc, ssl.SSLError):  # its errno is an SSL code, not a socket errno
         return f"ssl-{exc.reason}" if exc.reason else type(exc).__name__
-    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+    # An OSError raised with a message only has errno None: it falls through to its class name.
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
         return errno.errorcode[exc.errno]
     if isinstance(exc, TimeoutError | socket.timeout):
         return "timeout"

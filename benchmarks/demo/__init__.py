@@ -1,2 +1,2 @@
-"""`python -m benchmarks.demo`: the seed experiment, run (__main__.py); traffic.py is what its
+"""`python -m benchmarks demo`: the seed experiment, run (__main__.py); traffic.py is what its
 four clients do."""

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.demo`: the seed experiment, run. Does a client reuse its connection?
+"""`python -m benchmarks demo`: the seed experiment, run. Does a client reuse its connection?
 
 The seed (a Node.js server printing each request's client port) proves reuse by the port: a TCP
 connection is identified by its two ends, so two requests arriving from the same client port
@@ -32,6 +32,7 @@ try:  # Ctrl-C while these load (requests and urllib3 take a moment): one line, 
     import time
     from collections.abc import Callable, Iterable
     from dataclasses import dataclass
+    from typing import NoReturn
 
     import requests
     import urllib3
@@ -41,10 +42,10 @@ try:  # Ctrl-C while these load (requests and urllib3 take a moment): one line, 
     from servers.launch import ServerProcess, ServerStartError
     from servers.options import OneLineParser, ServerName, ServerOptions
 except KeyboardInterrupt:
-    sys.stderr.write("python -m benchmarks.demo: interrupted\n")
+    sys.stderr.write("python -m benchmarks demo: interrupted\n")
     raise SystemExit(130) from None
 
-PROG = "python -m benchmarks.demo"
+PROG = "python -m benchmarks demo"
 LOG_LINE = re.compile(
     r"port=(?P<port>\d+) conn=(?P<conn>\d+) req=(?P<req>\d+) (?P<method>\S+) "
     r"(?P<target>\S+) connection=(?P<connection>.*)$"
@@ -253,7 +254,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ns
 
 
-def _one_line_error(message: str) -> None:
+def _one_line_error(message: str) -> NoReturn:
     sys.stderr.write(f"{PROG}: error: {message}\n")
     raise SystemExit(2)
 
@@ -263,7 +264,7 @@ def demo(server_name: ServerName, sleep_ms: int) -> int:
     server = ServerProcess(options, stderr=subprocess.PIPE)
     try:
         ready = server.start()
-        assert server.proc is not None
+        assert server.proc is not None and server.proc.stderr is not None  # started, stderr=PIPE
         log = ServerLog(server.proc.stderr)
         print(f"server: python -m servers {server_name} --log-connections, at {ready.url}\n")
         outcomes = [run_case(case, server, log) for case in cases(sleep_ms)]

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from benchmarks.clients.contract import check_writable, write_atomic
 from benchmarks.fuzz.corpus import SEEDS
@@ -71,7 +72,7 @@ class Config:
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -196,8 +197,8 @@ def summary(config: Config, results: Results) -> str:
         lines.append("explained by named deviations (benchmarks/fuzz/deviations.py):")
         references = {d.name: d.reference for d in DEVIATIONS}
         for name, n in results.explained.most_common():
-            example = results.explained_examples[name]
-            lines.append(f"  {name}: {n} case(s), e.g. {example.case_id}  -- {references[name]}")
+            case = results.explained_examples[name]
+            lines.append(f"  {name}: {n} case(s), e.g. {case.case_id}  -- {references[name]}")
     lines.append("verdict: " + ("FAIL" if failed(results) else "ok"))
     return "\n".join(lines)
 

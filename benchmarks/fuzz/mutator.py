@@ -185,7 +185,7 @@ def make_case(seed: int, index: int) -> Case:
     for _ in range(rng.choice((1, 1, 1, 2, 2, 3))):
         data, what = rng.choice(MUTATIONS)(rng, data)
         applied.append(what)
-    parts = (data,)
+    parts: tuple[bytes, ...] = (data,)
     if rng.random() < 0.3:
         parts = split(rng, data)
         applied.append(f"split:{'+'.join(str(len(p)) for p in parts)}")

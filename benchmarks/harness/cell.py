@@ -3,7 +3,9 @@
 `run_cell` always returns a row: a failure (server that does not start or dies, client that
 crashes or hangs, ports exhausted) becomes `status` + `note`, never an exception, so the other
 cells still run. Only KeyboardInterrupt (Ctrl-C, SIGTERM) escapes, after the `finally` has stopped
-the client tree and the server.
+the client tree and the server. One failure stops the run instead: a full results disk
+(`disk-full`), which every later cell would hit too; its row says so rather than the symptom
+(a client that "crashed" because it could not write its result).
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from benchmarks.harness.procs import (
 )
 from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
 from benchmarks.harness.sockets import counters_delta, kernel_counters, socket_counts
-from benchmarks.records.layout import keep_artifacts, remove_client_leftovers, utc_iso
+from benchmarks.records.layout import (
+    NO_SPACE_TEXT,
+    free_space,
+    keep_artifacts,
+    no_space_in,
+    no_space_left,
+    remove_client_leftovers,
+    utc_iso,
+)
 from benchmarks.records.schema import ResultRow
 from servers.launch import ReadyInfo, ServerProcess, ServerStartError
 from servers.options import OptionsError, ServerOptions
@@ -45,23 +55,46 @@ class CellFailure(Exception):
         self.message = message
 
 
+DISK_FULL = "disk-full"
+
+
 @dataclass(frozen=True)
 class CellOutcome:
     row: ResultRow
     histogram: str | None  # encoded HdrHistogram of the window, for merged summary percentiles
     wall_s: float
+    stop: str = ""  # why the run must stop after this cell (the results disk is full), or ""
 
 
 def run_cell(cell: Cell, ctx: CellContext) -> CellOutcome:
     started, t0 = utc_iso(), time.monotonic()
     try:
         row, hist = _measure(cell, ctx, started)
+        return CellOutcome(row, hist, time.monotonic() - t0)
     except CellFailure as failure:
-        row, hist = failed_row(cell, ctx, started, failure.status, failure.message), None
-    except Exception as exc:  # a harness bug must cost one cell, not the run
-        message = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
-        row, hist = failed_row(cell, ctx, started, "harness-error", message), None
-    return CellOutcome(row, hist, time.monotonic() - t0)
+        status, message = failure.status, failure.message
+    except Exception as exc:  # a harness bug (or a full disk: OSError ENOSPC) costs one cell
+        status, message = "harness-error", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+    full = results_disk_full(ctx.artifacts, CellFiles.of(cell, ctx.artifacts), message)
+    if full:
+        status, message = DISK_FULL, f"{full}; the cell failed as {status}: {message}"
+    row = failed_row(cell, ctx, started, status, message)
+    return CellOutcome(row, None, time.monotonic() - t0, stop=full)
+
+
+def results_disk_full(folder: Path, files: CellFiles, message: str) -> str:
+    """`results disk full: No space left on device (<folder>: 12 KiB free)` when a failed cell's
+    results disk is full now, or the failure (its message, the end of its logs) says it was;
+    else "". The client's own last line rarely says it (`pyperf worker failed`), and its log may
+    be empty: it is on the full disk."""
+    found = NO_SPACE_TEXT.search(message)
+    why = (
+        no_space_left(folder)
+        or (found.group(0) if found else "")
+        or no_space_in(files.client_log)
+        or no_space_in(files.server_log)
+    )
+    return f"results disk full: {why} ({folder}: {free_space(folder)})" if why else ""
 
 
 def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str | None]:
@@ -91,7 +124,8 @@ def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str
 
 @dataclass(frozen=True)
 class CellFiles:
-    """A cell's logs and the client's result JSON, in the run's artifacts folder."""
+    """A cell's logs and the client's result JSON, in the run's working folder (records.layout
+    moves them into the run's bundle once the row is written)."""
 
     server_log: Path
     client_log: Path

@@ -1,8 +1,9 @@
 """`python -m benchmarks run`: parse, validate once, run every cell, write the CSV, summarize.
 
 Exit status: 0 when every cell ran (invalid or client-bound rows included: they are findings),
-1 when at least one cell failed (status != ok), 2 for bad input, 130 after Ctrl-C/SIGTERM (the
-rows measured so far are kept and summarized).
+1 when at least one cell failed (status != ok) or the results disk filled up (the run stops
+there), 2 for bad input, 130 after Ctrl-C/SIGTERM (the rows measured so far are kept and
+summarized, every process the harness started is gone).
 """
 
 from __future__ import annotations
@@ -19,18 +20,33 @@ from benchmarks.harness import config as cfgmod
 from benchmarks.harness.cell import CellContext, run_cell
 from benchmarks.harness.config import FULL, QUICK, Cell, ConfigError, RunConfig
 from benchmarks.harness.fingerprint import collect
-from benchmarks.harness.procs import choose_cores, pinned_self, signals_as_interrupt
+from benchmarks.harness.procs import (
+    adopting_orphans,
+    choose_cores,
+    pinned_self,
+    signals_as_interrupt,
+)
 from benchmarks.harness.progress import Progress, fmt_duration, summary_table
 from benchmarks.harness.sockets import private_netns
 from benchmarks.records.layout import (
+    RunPaths,
     RunWriter,
-    discard_run_folder,
+    is_no_space,
     new_run_paths,
     utc_stamp,
 )
 from servers.options import OneLineParser
 
 PROG = "python -m benchmarks run"
+
+
+def _size(quick: bool) -> str:
+    """`N cells, about M:SS` of a default run, from the a-priori estimate: a figure measured on
+    one machine would be wrong on the next (the README shows measured ones)."""
+    config = cfgmod.build(quick=quick)
+    cells = len(config.cells())
+    return f"{cells} cells, about {fmt_duration(cells * cfgmod.estimate_cell_s(config))} estimated"
+
 
 DESCRIPTION = f"""\
 Run the benchmark matrix servers x clients x modes x concurrency x keep-alive settings x
@@ -39,22 +55,24 @@ another core, and becomes one CSV row; list values are comma-separated (--server
 
 Default matrix (make bench): all servers, clients {",".join(FULL.clients)},
 both modes, concurrency {FULL.concurrency[0]}, server keep-alive defaults (5 s, 100 requests),
-{FULL.warmup_s:g} s warm-up + {FULL.duration_s:g} s window, {FULL.repeat} repetitions = 24 cells,
-3:04 measured on this 2-core machine (budget 5 min). Why: one Locust and one pyperf client cover
-both families; pyperf-concurrent-raw is the fastest client (least often client-bound),
+{FULL.warmup_s:g} s warm-up + {FULL.duration_s:g} s window, {FULL.repeat} repetitions:
+{_size(False)} (budget 5 min). Why: one Locust and one pyperf client cover both
+families; pyperf-concurrent-raw is the fastest client (least often client-bound),
 locust-fasthttp the fastest Locust user; 16 connections keep a one-core client out of scheduling
 trouble; 5 s windows give over 1000 CPU ticks per cell; 2 repetitions show the spread, which a
 third client would not leave time for. Add --clients pyperf-sequential,locust-requests,...
 for the others.
 
---quick (make bench QUICK=1): the same 12 configurations once, {QUICK.warmup_s:g} s warm-up +
-{QUICK.duration_s:g} s window, 54 s measured (budget 60 s): a smoke test, not for decisions.
+--quick (make bench QUICK=1): the same configurations once, {QUICK.warmup_s:g} s warm-up +
+{QUICK.duration_s:g} s window: {_size(True)} (budget 60 s): a smoke test, not for decisions.
 """
 
 EPILOG = """\
-Writes results/<host_id>/<UTC time>-<commit>.csv (rewritten atomically after every cell) and a
-folder of the same name with each client's JSON, pyperf JSON and logs; prints the CSV path.
-Exit status: 0 all cells ran, 1 some cell failed, 2 bad input, 130 interrupted.
+Writes results/<host_id>/<UTC time>-<commit>.csv and <UTC time>-<commit>.artifacts.tar.gz (each
+client's JSON and pyperf JSON; logs of failed or invalid cells), both rewritten atomically after
+every cell; prints the CSV path.
+Exit status: 0 all cells ran, 1 some cell failed or the results disk filled up (the run stops,
+rows so far kept), 2 bad input, 130 interrupted.
 """
 
 
@@ -145,23 +163,23 @@ def error(message: str) -> int:
     return 2
 
 
-def prepare(config: RunConfig) -> tuple[CellContext, Path] | str:
+def prepare(config: RunConfig) -> tuple[CellContext, RunPaths] | str:
     """The run's context, or a one-line reason why the results cannot be written (before any
     cell runs: a results dir that is a file or in /proc must not cost a whole run)."""
     fingerprint = collect()
     stamp = utc_stamp()
     try:
-        csv_path, artifacts = new_run_paths(
+        paths = new_run_paths(
             config.results_dir, fingerprint.host_id, stamp, fingerprint.git_commit
         )
-        check_writable(artifacts)
+        check_writable(paths.work)
     except OSError as exc:
         return f"--results-dir {config.results_dir}: {exc.strerror or exc}"
     ctx = CellContext(
         config=config, fingerprint=fingerprint, run_id=f"{stamp}-{fingerprint.host_id}",
-        cores=choose_cores(), artifacts=artifacts, netns=private_netns(),
+        cores=choose_cores(), artifacts=paths.work, netns=private_netns(),
     )  # fmt: skip
-    return ctx, csv_path
+    return ctx, paths
 
 
 def announce(ctx: CellContext, cells: list[Cell], estimate: float) -> None:
@@ -189,27 +207,40 @@ def run_cells(
                 progress.started(cell)
                 outcome = run_cell(cell, ctx)
                 try:
-                    writer.add(outcome.row)
+                    writer.add(outcome.row, cell.slug)
                 except OSError as exc:
-                    return hists, f"cannot write {writer.path}: {exc.strerror or exc}"
+                    return hists, write_failed(writer.path, exc, outcome.stop)
                 hists.append(outcome.histogram)
                 progress.finished(cell, outcome.row, outcome.wall_s)
+                if outcome.stop:  # a full results disk: every later cell would fail the same way
+                    return hists, f"{outcome.stop}: run stopped"
     except KeyboardInterrupt:
         return hists, "interrupted"
     return hists, ""
 
 
+def write_failed(path: Path, exc: OSError, disk_full: str) -> str:
+    """Why the run stops when the CSV cannot be rewritten (the previous version stays whole)."""
+    if disk_full:
+        return f"{disk_full}: run stopped; the row of the cell that hit it could not be written"
+    full = "results disk full: " if is_no_space(exc) else ""
+    return f"{full}cannot write {path}: {exc.strerror or exc}"
+
+
 def finish(
     ctx: CellContext, writer: RunWriter, hists: list[str | None], stopped: str, elapsed_s: float
 ) -> int:
-    """Summary, CSV path and exit status; a run that wrote nothing leaves no folder behind."""
+    """Summary, CSV path and exit status; the working folder is gone in every case."""
+    lead = ""
     if stopped:
-        lead = "\ninterrupted" if stopped == "interrupted" else f"{PROG}: error: {stopped}"
-        sys.stderr.write(f"{lead}: keeping the {len(writer.rows)} row(s) written so far\n")
+        lead = "\ninterrupted: " if stopped == "interrupted" else f"{PROG}: error: {stopped}: "
+    if not writer.close():
+        sys.stderr.write(f"{PROG}: could not remove the working folder {ctx.artifacts}\n")
     if not writer.rows:
-        kept = "" if discard_run_folder(ctx.artifacts) else f" (could not remove {ctx.artifacts})"
-        sys.stderr.write(f"no cell completed; nothing written{kept}\n")
+        sys.stderr.write(f"{lead}no cell completed; nothing written\n")
         return 130 if stopped == "interrupted" else 1
+    if stopped:
+        sys.stderr.write(f"{lead}keeping the {len(writer.rows)} row(s) written so far\n")
     print(summary_table(writer.rows, hists))
     failed = [r for r in writer.rows if r.status != "ok"]
     invalid = sum(1 for r in writer.rows if r.status == "ok" and not r.valid)
@@ -237,13 +268,16 @@ def main(argv: list[str]) -> int:
     prepared = prepare(config)
     if isinstance(prepared, str):
         return error(prepared)
-    ctx, csv_path = prepared
-    announce(ctx, cells, estimate)
-    writer = RunWriter(csv_path)
-    progress = Progress(cells, cfgmod.estimate_cell_s(config))
-    with pinned_self(ctx.cores.client):
-        hists, stopped = run_cells(cells, ctx, writer, progress)
-    return finish(ctx, writer, hists, stopped, progress.clock() - progress.start)
+    ctx, paths = prepared
+    writer = RunWriter(paths)
+    try:
+        announce(ctx, cells, estimate)
+        progress = Progress(cells, cfgmod.estimate_cell_s(config))
+        with adopting_orphans(), pinned_self(ctx.cores.client):
+            hists, stopped = run_cells(cells, ctx, writer, progress)
+        return finish(ctx, writer, hists, stopped, progress.clock() - progress.start)
+    finally:
+        writer.close()  # a harness error too leaves no working folder behind
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ A load client is started in a session (process group) of its own, pinned to its 
 execs, so every child it spawns (pyperf workers) inherits the pin and the group: stopping the
 client is one `killpg`, TERM then KILL, plus any straggler that left the group. Ctrl-C in a
 terminal reaches the harness and the server (same foreground group) but not the client; the
-harness kills it on the way out.
+harness kills it on the way out, and waits until every process of the group is gone: the
+harness is the child subreaper of its run (`adopting_orphans`), so a pyperf worker whose
+manager died first is reparented to the harness and reaped there, not left to init.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -24,6 +27,9 @@ import psutil
 from benchmarks.clients.contract import ClientResult
 
 TERM_GRACE_S = 3.0
+KILL_WAIT_S = 10.0  # after SIGKILL: only a process stuck in the kernel takes this long
+POLL_S = 0.02
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -122,27 +128,45 @@ class ClientProcess:
         return status
 
     def kill_tree(self) -> None:
-        """TERM the group and every process seen, KILL what remains after a grace period."""
+        """TERM the group and every process seen, KILL what remains after a grace period, and
+        return only when all of them are gone (reaped, not merely dying)."""
         self.remember_tree()
         _signal_group(self.pid, signal.SIGTERM)
-        for p in self._seen.values():
+        for p in list(self._seen.values()):  # the monitor thread may be adding to it
             with contextlib.suppress(psutil.Error):
                 p.terminate()
-        deadline = time.monotonic() + TERM_GRACE_S
-        while time.monotonic() < deadline and (self.proc.poll() is None or self._alive()):
-            time.sleep(0.05)
+        if self._wait_gone(TERM_GRACE_S):
+            return
         _signal_group(self.pid, signal.SIGKILL)
         for p in self._alive():
             with contextlib.suppress(psutil.Error):
                 p.kill()
+        self._wait_gone(KILL_WAIT_S)
         self.proc.wait()
 
+    def _wait_gone(self, timeout_s: float) -> bool:
+        """True once the client, every process seen and every member of its group are gone."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.proc.poll()  # the leader is reaped by Popen, which keeps its exit status
+            group = reap_group(self.pid, keep=self.pid)
+            if self.proc.returncode is not None and not group and not self._alive():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_S)
+
     def _alive(self) -> list[psutil.Process]:
+        """Processes seen that still run; adopted zombies among them are reaped."""
         out = []
-        for p in self._seen.values():
-            with contextlib.suppress(psutil.Error):
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+        for p in list(self._seen.values()):
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                if not p.is_running():
+                    continue
+                if p.status() != psutil.STATUS_ZOMBIE:
                     out.append(p)
+                elif p.pid != self.pid and p.ppid() == os.getpid():
+                    os.waitpid(p.pid, os.WNOHANG)
         return out
 
 
@@ -179,6 +203,60 @@ def read_result(output: Path, log_path: Path) -> ClientResult | str:
         return ClientResult.read(output)
     except (OSError, ValueError, TypeError) as exc:
         return last_line(log_path) or f"no result file ({type(exc).__name__})"
+
+
+def reap_group(pgid: int, keep: int) -> list[int]:
+    """The live members of process group `pgid`; zombies among them that are our children
+    (orphans adopted by `adopting_orphans`) are reaped on the way, except `keep` (the Popen
+    child, whose status `Popen.wait` must still read). A zombie that is not ours is not
+    counted: it is dead, and only its parent can remove it."""
+    me, live = os.getpid(), []
+    for pid, state, ppid, pgrp in _proc_stats():
+        if pgrp != pgid:
+            continue
+        if state != "Z":
+            live.append(pid)
+        elif ppid == me and pid != keep:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+    return live
+
+
+def _proc_stats() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgrp) of every process, from /proc/<pid>/stat."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat.rsplit(b")", 1)[1].split()  # the command name may hold spaces and ")"
+        yield int(entry.name), fields[0].decode(), int(fields[1]), int(fields[2])
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Make this process the child subreaper of everything it starts (Linux prctl).
+
+    When a client's main process dies before its children (SIGTERM reaches a pyperf manager and
+    its worker at once), the children are reparented to the nearest subreaper instead of init,
+    so `kill_tree` can reap them and knows when they are gone; init may take seconds to reap
+    (about 1-2 s on this VM), during which they would outlive the harness. The previous setting
+    is restored: tests run the CLI in-process."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        previous = ctypes.c_int(0)
+        ok = libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0) == 0
+        ok = ok and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: kill_tree still waits for the live ones
+        ok = False
+    try:
+        yield
+    finally:
+        if ok:
+            libc.prctl(PR_SET_CHILD_SUBREAPER, previous.value, 0, 0, 0)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -125,7 +125,7 @@ COLUMN_DOCS: dict[str, str] = {
     "valid": "1 when the cell ran and its mode was achieved (pooled reused connections at its "
     "concurrency, unpooled opened one per request) on a server core of its own: other processes "
     "using >= 20% of the server's core make it 0 with a note starting `contended:`",
-    "status": "`ok`, or what failed (server-start, server-died, client-crashed, ...)",
+    "status": "`ok`, or what failed (server-start, server-died, client-crashed, disk-full, ...)",
     "note": "free text: why a row is invalid or failed, extra kernel counters, ...",
 }
 

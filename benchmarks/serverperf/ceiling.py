@@ -1,4 +1,4 @@
-"""`python -m benchmarks.serverperf.ceiling`: how close the fastest pyperf client comes to wrk.
+"""`python -m benchmarks ceiling`: how close the fastest pyperf client comes to wrk.
 
 The issue's closing figure: against the uvloop server, pooled, 50 connections, the server pinned
 to one core and the load generator to the other (the pinning of `make bench`), the req/s of
@@ -9,7 +9,7 @@ show. One server process serves every round, keep-alive 5 s and no request limit
 alternate which goes first (wrk-raw, raw-wrk, ...), so slow drift of the machine hits both
 alike; the headline is the ratio of the medians, each round's ratio shows the spread.
 
-    python -m benchmarks.serverperf.ceiling --rounds 3 --duration 5
+    python -m benchmarks ceiling --rounds 3 --duration 5
 
 Prints a table and the ratio, writes results/<host_id>/ceiling-<UTC time>-<commit>.json
 atomically. Exit status: 0 every run measured, 1 some run failed, 2 bad input (no wrk, fewer
@@ -52,7 +52,7 @@ from benchmarks.serverperf.wrk import WrkError, find_wrk, run_wrk, wrk_command
 from servers.launch import ServerProcess, ServerStartError
 from servers.options import OneLineParser, ServerName, ServerOptions
 
-PROG = "python -m benchmarks.serverperf.ceiling"
+PROG = "python -m benchmarks ceiling"
 TARGET_RATIO = 0.9
 JSON_SCHEMA = "keepalive-bench/ceiling/1"
 RAW = ClientKind.PYPERF_CONCURRENT_RAW

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from benchmarks.clients.contract import check_writable, write_atomic
 from benchmarks.serverperf.checks import CLOSE, KEEP_ALIVE, SEQUENTIAL, Check, Row, evaluate, find
@@ -54,7 +55,7 @@ class Config:
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 

@@ -1,6 +1,6 @@
-"""`python -m benchmarks.serverperf.instructions`: instructions per request, by callgrind.
+"""`python -m benchmarks instructions`: instructions per request, by callgrind.
 
-Wall-clock throughput moves with the machine's load (other processes on the same two cores);
+Wall-clock throughput moves with the machine's load (other processes on the same cores);
 instruction counts do not. Each target runs under `valgrind --tool=callgrind`; a sequential
 client (one connection at a time, wrk's request bytes) sends a warm-up, then callgrind's counters
 are zeroed, REQUESTS requests are sent, the server is left alone for SETTLE seconds (so that the
@@ -36,7 +36,7 @@ from benchmarks.serverperf.targets import BARE_PREFIX
 from servers.launch import parse_ready_line, terminate
 from servers.options import OneLineParser
 
-PROG = "python -m benchmarks.serverperf.instructions"
+PROG = "python -m benchmarks instructions"
 TARGETS = ("uvloop", "bare-uvloop", "aiohttp", "bare-aiohttp", "stdlib", "bare-stdlib")
 MODES = ("keep-alive", "close")
 READY_TIMEOUT_S = 180.0  # Python starts about 50x slower under callgrind

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.ui [flags] [locust flags]`: see benchmarks/ui/launcher.py."""
+"""`python -m benchmarks.ui`, the same as `python -m benchmarks ui`: see launcher.py."""
 
 from __future__ import annotations
 

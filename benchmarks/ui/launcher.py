@@ -1,6 +1,6 @@
 """Start a reference server and Locust's web UI pointed at it; Ctrl-C stops both.
 
-    python -m benchmarks.ui [--server uvloop] [--keepalive-timeout S] [--keepalive-max N]
+    python -m benchmarks ui [--server uvloop] [--keepalive-timeout S] [--keepalive-max N]
                             [--tls] [--web-port 8089] [--workers 1] [extra locust flags]
 
 Both listen on 127.0.0.1. Flags this launcher does not know go to Locust unchanged (for
@@ -47,7 +47,7 @@ from servers.options import (
     ServerOptions,
 )
 
-PROG = "python -m benchmarks.ui"
+PROG = "python -m benchmarks ui"
 HOST = "127.0.0.1"
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfiles" / "lab.py"
 WEB_UI_TIMEOUT_S = 60.0  # Locust imports gevent, Flask and the locustfile: slow on a busy box
