@@ -379,7 +379,7 @@ class _Connection(web.RequestHandler):
             message = None
         elif status == 400 and isinstance(exc, BadStatusLine) and _unsupported_major(exc):
             status, message = 505, None
-            request._cache["version"] = HttpVersion11  # type: ignore[attr-defined]  # see _reject
+            request._cache["version"] = HttpVersion11  # see _reject
         if status >= 500 and exc is not None:
             sys.stderr.write(f"aiohttp server: {status} for {request.path_qs}: {exc!r}\n")
         response = super().handle_error(request, status, exc, message)
