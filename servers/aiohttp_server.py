@@ -69,8 +69,9 @@ In the README's table and `benchmarks/fuzz/deviations.py` (the fuzzer explains c
 - REPEATED-FIELD: aiohttp's parser answers 400 to a second User-Agent, Content-Type,
   Content-Location, Content-Range, ETag, Max-Forwards, Server or Transfer-Encoding field line
   (its C parser's SINGLETON_HEADERS check cannot be turned off); llhttp accepts them.
-- VERSION-FIRST: a version its llhttp does not know stops the parser at the request line; we
-  answer 505 there, where the others read (and may reject with 400) the header section first.
+- VERSION-ORDER: a version its llhttp does not know stops the parser at the request line; we
+  answer 505 there, where the others read (and may reject with 400) the header section first;
+  for 2.0 and 0.9 our 505 comes after llhttp's last check (Transfer-Encoding), theirs before.
 - RTSP-ICE-VERSION (uvloop too): llhttp takes `RTSP/1.0` for `HTTP/1.0` and does not say so.
 
 Not a listed case but worth knowing: aiohttp closes with `transport.close()`, never a half-close

@@ -290,6 +290,44 @@ TWO_HOSTS = "more than one Host header"
 _OWS = " \t"
 
 
+@dataclass
+class FramingFields:
+    """What llhttp rejects (400) as it reads the framing fields of a header section, before
+    the section ends and so before a version's 505: a Content-Length that is not digits (or over
+    2^64 - 1), a second Content-Length, Content-Length together with Transfer-Encoding, an empty
+    Transfer-Encoding, and any coding after `chunked`. For a server that parses field lines
+    itself (stdlib), one per header section; llhttp does this for the other two.
+    """
+
+    content_length: bool = False
+    transfer_encoding: bool = False
+    chunked: bool = False  # the last coding so far is chunked
+
+    def check(self, name: bytes, raw_value: bytes) -> None:
+        """`raw_value`: what follows the colon, whitespace included (`chunked\t` is not
+        chunked; body_framing reads it the same way)."""
+        key = name.lower()
+        if key == b"content-length":
+            value = raw_value.strip(b" \t")
+            if not value.isdigit() or int(value) > MAX_CHUNK_SIZE:
+                raise ProtocolError(400, "invalid Content-Length")
+            if self.content_length:
+                raise ProtocolError(400, "Content-Length must be a single value")
+            if self.transfer_encoding:
+                raise ProtocolError(400, "Content-Length together with Transfer-Encoding")
+            self.content_length = True
+        elif key == b"transfer-encoding":
+            if self.content_length:
+                raise ProtocolError(400, "Content-Length together with Transfer-Encoding")
+            if not raw_value.strip(b" \t"):
+                raise ProtocolError(400, "empty Transfer-Encoding")
+            for coding in raw_value.split(b","):
+                if self.chunked:
+                    raise ProtocolError(400, "a transfer coding after chunked")
+                self.chunked = coding.lstrip(b" \t").rstrip(b" ").lower() == b"chunked"
+            self.transfer_encoding = True
+
+
 def body_framing(version: tuple[int, int], fields: Sequence[tuple[str, str]]) -> BodyFraming:
     """Validate Host, Content-Length and Transfer-Encoding; say how the body is delimited.
 
@@ -302,8 +340,12 @@ def body_framing(version: tuple[int, int], fields: Sequence[tuple[str, str]]) ->
         raise ProtocolError(400, "HTTP/1.1 request without a Host header")
     # Whitespace here is SP and HTAB only (RFC 9110 §5.6.1): str.strip() would also take an
     # NBSP off (`Content-Length: \xa00` is a 400 for llhttp).
+    # A coding ends before SP, not before HTAB (llhttp: `chunked\t` is not chunked).
     codings = [
-        c.strip(_OWS).lower() for n, v in fields if n == "transfer-encoding" for c in v.split(",")
+        c.lstrip(_OWS).rstrip(" ").lower()
+        for n, v in fields
+        if n == "transfer-encoding"
+        for c in v.split(",")
     ]
     lengths = [v.strip(_OWS) for n, v in fields if n == "content-length" for v in v.split(",")]
     if codings:

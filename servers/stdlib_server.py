@@ -53,6 +53,7 @@ from servers.framing import (
     BodyFraming,
     BodyKind,
     BodyReader,
+    FramingFields,
     ProtocolError,
     body_framing,
     check_version,
@@ -90,6 +91,7 @@ WRITE_TIMEOUT_S = 60.0  # a client that stops reading a response does not hold a
 # this much longer to make "not before T" hold from the client's side too.
 IDLE_GRACE_S = 0.05
 _LINE_END = b"\r\n"
+_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding"))
 
 
 class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
@@ -250,6 +252,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         second Host field is a 400 before anything else (as aiohttp's parser decides)."""
         too_large = ProtocolError(431, "header section too large")
         fields: list[tuple[str, str]] = []
+        framing = FramingFields()  # llhttp's checks as it reads: Content-Length, TE
         total = hosts = 0
         while True:
             limit = MAX_HEADER_BYTES - total
@@ -258,10 +261,15 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             if line == _LINE_END:
                 return fields
             name, value = parse_field_line(line[:-2])  # also rejects obs-fold and `\r\r\n`
-            if name.lower() == b"host":
+            key = name.lower()
+            if key == b"host":
                 hosts += 1
                 if hosts > 1:
                     self._reject_second_host()
+            elif key in _FRAMING_FIELDS:
+                raw = line[:-2].partition(b":")[2]
+                framing.check(name, raw)
+                value = raw.lstrip(b" \t")  # a trailing HTAB is part of a coding (llhttp)
             fields.append((name.decode("ascii"), value.decode("latin-1")))
 
     def _reject_second_host(self) -> None:

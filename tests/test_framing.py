@@ -10,6 +10,7 @@ from servers.framing import (
     BodyFraming,
     BodyKind,
     BodyReader,
+    FramingFields,
     ProtocolError,
     body_framing,
     check_field_name,
@@ -568,3 +569,54 @@ def test_prefix_checks_agree_with_llhttp_on_every_prefix_of_fuzz_cases() -> None
         if (check(line[:k]) is not None) != _llhttp_rejects(before + line[:k])  # type: ignore[operator]
     ]
     assert not disagree, disagree[:10]
+
+
+# -- framing fields as llhttp checks them while it reads (before the end of the section) --------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"Content-Length", b" 5\t")],
+        [(b"Content-Length", b"0" * 30)],  # leading zeros: llhttp's uint64 does not overflow
+        [(b"Transfer-Encoding", b"gzip"), (b"Transfer-Encoding", b"chunked")],
+        [(b"Transfer-Encoding", b",chunked ")],
+        [(b"Transfer-Encoding", b"chunked\t")],  # not chunked: body_framing's 400, at the end
+    ],
+)
+def test_framing_fields_accepted_while_reading(fields: list[tuple[bytes, bytes]]) -> None:
+    checks = FramingFields()
+    for name, value in fields:
+        checks.check(name, value)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"Content-Length", b"x")],
+        [(b"Content-Length", b"+0")],
+        [(b"Content-Length", b"")],
+        [(b"Content-Length", b"\xa09")],
+        [(b"Content-Length", b"18446744073709551616")],
+        [(b"Content-Length", b"1"), (b"content-length", b"1")],
+        [(b"Content-Length", b"1"), (b"Transfer-Encoding", b"chunked")],
+        [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"1")],
+        [(b"Transfer-Encoding", b" ")],
+        [(b"Transfer-Encoding", b"chunked,")],
+        [(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"gzip")],
+    ],
+)
+def test_framing_fields_rejected_while_reading(fields: list[tuple[bytes, bytes]]) -> None:
+    checks = FramingFields()
+    with pytest.raises(ProtocolError) as info:
+        for name, value in fields:
+            checks.check(name, value)
+    assert info.value.status == 400
+
+
+def test_a_coding_ends_before_sp_not_before_htab() -> None:
+    """llhttp: `chunked ` is chunked, `chunked\t` is not (final coding: 400)."""
+    assert body_framing(H11, [HOST, ("transfer-encoding", "chunked ")]).kind is BodyKind.CHUNKED
+    with pytest.raises(ProtocolError) as info:
+        body_framing(H11, [HOST, ("transfer-encoding", "chunked\t")])
+    assert info.value.status == 400

@@ -80,6 +80,20 @@ LLHTTP_STRICT = {
     "scheme with a digit": (G("h1://t/") + NEXT, {400}),  # stdlib served these three
     "# in a host": (G("http://t#/") + NEXT, {400}),
     "{ in a CONNECT host": (b"CONNECT t{:443 HTTP/1.1\r\nHost: t\r\n\r\n" + NEXT, {400}),
+    # llhttp checks framing fields as it reads them, so before a version's 505 (fuzz, 60 s):
+    "HTTP/2.0 with Content-Length: x": (G("/", "Content-Length: x", version="2.0") + NEXT, {400}),
+    "HTTP/0.9 syntax with Content-Length: NBSP 9": (
+        b"POST /x\r\nHost: t\r\nContent-Length:\xa0 9\r\n\r\nabc=1&d=2" + NEXT,
+        {400},
+    ),
+    "HTTP/2.0 with Content-Length twice": (
+        G("/", "Content-Length: 1", "Content-Length: 1", version="2.0") + b"x" + NEXT,
+        {400},
+    ),
+    "Transfer-Encoding: chunked+TAB": (  # `chunked ` is chunked, `chunked\t` is not
+        G("/", "Transfer-Encoding: chunked\t", method="POST") + b"0\r\n\r\n" + NEXT,
+        {400},
+    ),
     "NBSP before a Content-Length value": (
         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: \xa00\r\n\r\n" + NEXT,
         {400},  # str.strip() took the NBSP off: stdlib said 200
@@ -99,6 +113,8 @@ LLHTTP_ACCEPTS = {
     "Connection: close+NBSP is not close": G("/bytes/2", "Connection: close\xa0"),
     "userinfo in the absolute form": G("http://u@t/bytes/2"),
     "absolute form without a path": G("http://t"),  # aiohttp's router said 404
+    "Transfer-Encoding: chunked+SP": G("/bytes/2", "Transfer-Encoding: chunked ", method="POST")
+    + b"0\r\n\r\n",
 }
 
 
@@ -158,6 +174,10 @@ CUT_SHORT = {
     "no HTTP/ after the target": (b"GET / X", (400,)),
     "control byte in a field name": (b"GET / HTTP/1.1\r\nHo\x01", (400,)),
     "a second Host, then the next line begins": (G("/")[:-2] + b"Host: t\r\nX", (400,)),
+    "Content-Length: +0, the section unfinished": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +0\r\n",
+        (400,),
+    ),
     "GE": (b"GE", ()),
     "HTTP/0.9 line up to its CR": (b"GET /x\r", ()),
     "CR LF CR": (b"\r\n\r", ()),

@@ -31,9 +31,11 @@ _SINGLETONS = (
     b"server", b"transfer-encoding", b"user-agent",
 )  # fmt: skip
 _FIELD_NAME = re.compile(rb"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):")
-# A request line's version, with more of the head after it.
-_VERSION_THEN_MORE = re.compile(rb"(?m)^[^\r\n]* HTTP/([0-9])\.([0-9])\r?\n.")
-_LLHTTP_KNOWS = {(b"0", b"9"), (b"2", b"0")}  # besides 1.x (ERR-08's for 1.2 and above)
+# The first line of a request (at the start, or after an empty line) whose version is not 1.x
+# (`HTTP/2.0`, `HTTP/3.1`, or none: `GET /x`), with more of the head after it.
+_NOT_HTTP1_THEN_MORE = re.compile(
+    rb"(?:\A|\n\r?\n)(?:\r?\n)*[^ \r\n]+ +[^ \r\n]+(?: +HTTP/(?!1\.)[0-9]\.[0-9])? *\r?\n."
+)
 _RTSP_OR_ICE = re.compile(rb" (?:RTSP|ICE)/[0-9]\.[0-9]\r?\n")
 
 
@@ -81,16 +83,14 @@ def _aiohttp_one_400_for_many(answers: Answers) -> bool:
     )
 
 
-def _version_llhttp_rejects(data: bytes) -> bool:
-    """A major version other than 1 that aiohttp's llhttp rejects as it reads the line (505
-    there, via our handle_error) where the others read the header section first."""
-    versions = [(m[1], m[2]) for m in _VERSION_THEN_MORE.finditer(data)]
-    return any(v[0] != b"1" and v not in _LLHTTP_KNOWS for v in versions)
-
-
-def _aiohttp_505_first(answers: Answers) -> bool:
-    aiohttp = answers.get("aiohttp")
-    return aiohttp is not None and aiohttp[-1:] == (505,)
+def _aiohttp_505_where_others_400(answers: Answers) -> bool:
+    """aiohttp's last answer is 505 where another's is 400, or the other way round."""
+    mine = answers.get("aiohttp")
+    if not mine:
+        return False
+    return any(
+        name != "aiohttp" and s and {s[-1], mine[-1]} == {400, 505} for name, s in answers.items()
+    )
 
 
 DEVIATIONS: tuple[Deviation, ...] = (
@@ -111,7 +111,7 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "aiohttp-PIPELINE-BEFORE-ERROR",
         frozenset({"aiohttp"}),
         "README, Known deviations: aiohttp PIPELINE-BEFORE-ERROR (one 400 for a whole read)",
-        lambda data: 0 <= data.find(b"\r\n\r\n") < len(data) - 4,
+        lambda data: 0 <= data.find(b"\n\r\n") < len(data) - 3,  # bytes after the first head
         _aiohttp_one_400_for_many,
     ),
     Deviation(
@@ -121,11 +121,11 @@ DEVIATIONS: tuple[Deviation, ...] = (
         _repeated_singleton,
     ),
     Deviation(
-        "aiohttp-VERSION-FIRST",
+        "aiohttp-VERSION-ORDER",
         frozenset({"aiohttp"}),
-        "README, Known deviations: aiohttp VERSION-FIRST (505 before the header section)",
-        _version_llhttp_rejects,
-        _aiohttp_505_first,
+        "README, Known deviations: aiohttp VERSION-ORDER (505 or 400 first, another order)",
+        lambda data: _NOT_HTTP1_THEN_MORE.search(data) is not None,
+        _aiohttp_505_where_others_400,
     ),
     Deviation(
         "llhttp-RTSP-ICE-VERSION",
