@@ -70,11 +70,12 @@ def _bytes_after_close(data: bytes) -> bool:
     return len(data) > head_end + 4 + (int(length[1]) if length else 0)
 
 
-def _aiohttp_one_400_for_many(answers: Answers) -> bool:
-    """aiohttp's answers end in one 400 where another server, after the same answers, gave as
-    many or more: the requests of one read went into that 400."""
+def _aiohttp_one_error_for_many(answers: Answers) -> bool:
+    """aiohttp's answers end in one error (a 400, or the 414, 431 or 505 we make of its parser's
+    error) where another server, after the same answers, gave as many or more: the requests of
+    one read went into that error."""
     mine = answers.get("aiohttp")
-    if not mine or mine[-1] != 400:
+    if not mine or mine[-1] not in (400, 414, 431, 505):
         return False
     same = mine[:-1]
     return any(
@@ -99,7 +100,7 @@ DEVIATIONS: tuple[Deviation, ...] = (
         frozenset({"aiohttp"}),
         "README, Known deviations: aiohttp PIPE-02 (bytes after a request that said close)",
         _bytes_after_close,
-        _aiohttp_one_400_for_many,
+        _aiohttp_one_error_for_many,
     ),
     Deviation(
         "aiohttp-ERR-08-HTTP/1.2",
@@ -110,9 +111,9 @@ DEVIATIONS: tuple[Deviation, ...] = (
     Deviation(
         "aiohttp-PIPELINE-BEFORE-ERROR",
         frozenset({"aiohttp"}),
-        "README, Known deviations: aiohttp PIPELINE-BEFORE-ERROR (one 400 for a whole read)",
+        "README, Known deviations: aiohttp PIPELINE-BEFORE-ERROR (one error for a whole read)",
         lambda data: 0 <= data.find(b"\n\r\n") < len(data) - 3,  # bytes after the first head
-        _aiohttp_one_400_for_many,
+        _aiohttp_one_error_for_many,
     ),
     Deviation(
         "aiohttp-REPEATED-FIELD",
