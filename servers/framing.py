@@ -294,38 +294,56 @@ _OWS = " \t"
 class FramingFields:
     """What llhttp rejects (400) as it reads the framing fields of a header section, before
     the section ends and so before a version's 505: a Content-Length that is not digits (or over
-    2^64 - 1), a second Content-Length, Content-Length together with Transfer-Encoding, an empty
-    Transfer-Encoding, and any coding after `chunked`. For a server that parses field lines
-    itself (stdlib), one per header section; llhttp does this for the other two.
+    2^64 - 1), a second Content-Length, Content-Length together with Transfer-Encoding, any
+    coding after `chunked`, and an empty Content-Length or Transfer-Encoding. For a server that
+    parses field lines itself (stdlib), one per header section; llhttp does this for the others.
     """
 
     content_length: bool = False
     transfer_encoding: bool = False
     chunked: bool = False  # the last coding so far is chunked
 
-    def check(self, name: bytes, raw_value: bytes) -> None:
-        """`raw_value`: what follows the colon, whitespace included (`chunked\t` is not
-        chunked; body_framing reads it the same way)."""
+    def check(self, name: bytes, raw_value: bytes) -> ProtocolError | None:
+        """Raise what llhttp rejects by the end of this field line; return what it rejects only
+        once the next line starts (an empty value), for the caller to raise then. `raw_value`
+        is what follows the colon, whitespace included: `chunked\t` is not chunked."""
         key = name.lower()
+        value = raw_value.strip(b" \t")
         if key == b"content-length":
-            value = raw_value.strip(b" \t")
+            if not value:
+                return ProtocolError(400, "empty Content-Length")
             if not value.isdigit() or int(value) > MAX_CHUNK_SIZE:
                 raise ProtocolError(400, "invalid Content-Length")
-            if self.content_length:
-                raise ProtocolError(400, "Content-Length must be a single value")
-            if self.transfer_encoding:
-                raise ProtocolError(400, "Content-Length together with Transfer-Encoding")
+            self._check_content_length()
             self.content_length = True
         elif key == b"transfer-encoding":
             if self.content_length:
                 raise ProtocolError(400, "Content-Length together with Transfer-Encoding")
-            if not raw_value.strip(b" \t"):
-                raise ProtocolError(400, "empty Transfer-Encoding")
+            if not value:
+                return ProtocolError(400, "empty Transfer-Encoding")
             for coding in raw_value.split(b","):
                 if self.chunked:
                     raise ProtocolError(400, "a transfer coding after chunked")
                 self.chunked = coding.lstrip(b" \t").rstrip(b" ").lower() == b"chunked"
             self.transfer_encoding = True
+        return None
+
+    def prefix_error(self, prefix: bytes) -> ProtocolError | None:
+        """For a field line stopped short: llhttp rejects a second Content-Length (or one after
+        Transfer-Encoding) at its first digit."""
+        name, colon, value = prefix.partition(b":")
+        if colon and name.lower() == b"content-length" and value.strip(b" \t\r"):
+            try:
+                self._check_content_length()
+            except ProtocolError as exc:
+                return exc
+        return None
+
+    def _check_content_length(self) -> None:
+        if self.content_length:
+            raise ProtocolError(400, "Content-Length must be a single value")
+        if self.transfer_encoding:
+            raise ProtocolError(400, "Content-Length together with Transfer-Encoding")
 
 
 def body_framing(version: tuple[int, int], fields: Sequence[tuple[str, str]]) -> BodyFraming:

@@ -253,10 +253,14 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         too_large = ProtocolError(431, "header section too large")
         fields: list[tuple[str, str]] = []
         framing = FramingFields()  # llhttp's checks as it reads: Content-Length, TE
+
+        def cut_short(prefix: bytes) -> ProtocolError | None:
+            return field_line_prefix_error(prefix) or framing.prefix_error(prefix)
+
         total = hosts = 0
         while True:
             limit = MAX_HEADER_BYTES - total
-            line = read_line(self.rfile, limit, lambda _: too_large, field_line_prefix_error)
+            line = read_line(self.rfile, limit, lambda _: too_large, cut_short)
             total += len(line)
             if line == _LINE_END:
                 return fields
@@ -265,24 +269,27 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             if key == b"host":
                 hosts += 1
                 if hosts > 1:
-                    self._reject_second_host()
+                    self._reject_at_next_line(ProtocolError(400, TWO_HOSTS))
             elif key in _FRAMING_FIELDS:
                 raw = line[:-2].partition(b":")[2]
-                framing.check(name, raw)
+                empty = framing.check(name, raw)
+                if empty is not None:
+                    self._reject_at_next_line(empty)
                 value = raw.lstrip(b" \t")  # a trailing HTAB is part of a coding (llhttp)
             fields.append((name.decode("ascii"), value.decode("latin-1")))
 
-    def _reject_second_host(self) -> None:
-        """400 for a second Host field once the next line starts, when aiohttp's and uvloop's
-        parsers see it (llhttp hands a field over at the next one's first byte, or at the end
-        of the section: a lone CR is not enough): at EOF before that, nothing is answered."""
+    def _reject_at_next_line(self, error: ProtocolError) -> None:
+        """Raise `error` (a second Host, an empty Content-Length) once the next line starts,
+        when llhttp reports it (to aiohttp's and uvloop's parsers a field is done only at the
+        next one's first byte, or at the end of the section: a lone CR is not enough); at EOF
+        before that, nothing is answered."""
         first = self.rfile.peek(1)[:1]
         if first == b"\r":
             self.rfile.read(1)
             first = self.rfile.peek(1)[:1]
         if not first:
             raise ClientGone
-        raise ProtocolError(400, TWO_HOSTS)
+        raise error
 
     def _read_body(self, framing: BodyFraming) -> None:
         """Drain the body (rule 8), after `100 Continue` if the client waits for it. Silence

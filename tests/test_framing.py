@@ -595,13 +595,11 @@ def test_framing_fields_accepted_while_reading(fields: list[tuple[bytes, bytes]]
     [
         [(b"Content-Length", b"x")],
         [(b"Content-Length", b"+0")],
-        [(b"Content-Length", b"")],
         [(b"Content-Length", b"\xa09")],
         [(b"Content-Length", b"18446744073709551616")],
         [(b"Content-Length", b"1"), (b"content-length", b"1")],
         [(b"Content-Length", b"1"), (b"Transfer-Encoding", b"chunked")],
         [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"1")],
-        [(b"Transfer-Encoding", b" ")],
         [(b"Transfer-Encoding", b"chunked,")],
         [(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"gzip")],
     ],
@@ -612,6 +610,21 @@ def test_framing_fields_rejected_while_reading(fields: list[tuple[bytes, bytes]]
         for name, value in fields:
             checks.check(name, value)
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize("name", [b"Content-Length", b"Transfer-Encoding"])
+def test_an_empty_framing_field_is_rejected_at_the_next_line(name: bytes) -> None:
+    """llhttp knows that no value comes only when the next line starts: returned, not raised."""
+    error = FramingFields().check(name, b" \t")
+    assert error is not None and error.status == 400
+
+
+def test_a_second_content_length_is_rejected_at_its_first_digit() -> None:
+    checks = FramingFields()
+    checks.check(b"Content-Length", b" 1")
+    assert checks.prefix_error(b"Content-Length: ") is None
+    error = checks.prefix_error(b"content-length: 1")
+    assert error is not None and error.status == 400
 
 
 def test_a_coding_ends_before_sp_not_before_htab() -> None:

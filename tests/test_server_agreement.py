@@ -178,6 +178,14 @@ CUT_SHORT = {
         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +0\r\n",
         (400,),
     ),
+    "an empty Content-Length, and nothing after it": (  # fuzz seed 3 case 8918
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n",
+        (),
+    ),
+    "a second Content-Length at its first digit": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1",
+        (400,),
+    ),
     "GE": (b"GE", ()),
     "HTTP/0.9 line up to its CR": (b"GET /x\r", ()),
     "CR LF CR": (b"\r\n\r", ()),
