@@ -97,11 +97,14 @@ demo: install
 	$(PY) -m benchmarks demo $(if $(SERVER),--server $(SERVER))
 
 # Locust web UI on a reference server, with a server-side tab; Ctrl-C stops both. The flags are
-# a variable (its line breaks become spaces) so make echoes one tidy command line.
+# a variable (its line breaks become spaces) so make echoes one tidy command line. RTT= (LOSS=,
+# BANDWIDTH=) puts server and Locust on the delay line (root); the web UI stays on 127.0.0.1.
 ui: UI_FLAGS = $(if $(SERVER),--server $(SERVER)) \
 	$(if $(KEEPALIVE_TIMEOUT),--keepalive-timeout $(KEEPALIVE_TIMEOUT)) \
 	$(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) $(if $(TLS),--tls) \
-	$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) $(LOCUST_ARGS)
+	$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(WORKERS),--workers $(WORKERS)) \
+	$(if $(RTT),--rtt $(RTT)) $(if $(LOSS),--loss $(LOSS)) $(if $(BANDWIDTH),--bandwidth $(BANDWIDTH)) \
+	$(LOCUST_ARGS)
 ui: install
 	$(PY) -m benchmarks ui $(strip $(UI_FLAGS))
 

@@ -575,6 +575,7 @@ async def _serve(runtime: Runtime) -> None:
             backlog=LISTEN_BACKLOG,
             handshake_timeout_s=shared.header_timeout_s,  # slowloris on the TLS handshake
             counters=runtime.counters,
+            backoff=runtime.accept_backoff(),
         )
         await site.start()
         runtime.announce_ready()

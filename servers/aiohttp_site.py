@@ -9,8 +9,11 @@ Two gaps in aiohttp's stock wiring that the spec does not allow:
 - `SockSite` cannot pass `ssl_handshake_timeout`, so asyncio's 60 s default would let a client
   that connects and sends nothing hold a TLS connection for a minute (IDLE-04 says H); and a
   handshake that fails never reaches the protocol, so it went uncounted (issue 8 item 8).
-  `DeadlineSockSite` starts a plain TCP server itself, whose connections begin in
+  `DeadlineSockSite` accepts plain TCP itself, and its TLS connections begin in
   `servers.tls_accept` (handshake under H, every outcome counted).
+- At the descriptor limit asyncio's accept loop (`loop.create_server`) logs a traceback per
+  failed accept, up to the backlog per wake-up: thousands of lines a second. The site accepts
+  with `servers.accept.LoopAcceptor` instead (one line per episode, a pause, no spin).
 
 Private aiohttp API relied on (checked against aiohttp 3.14): `BaseSite.start` registers the
 site with its runner; `SockSite`'s `_runner`, `_sock`, `_ssl_context`, `_backlog` and `_server`.
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
+from servers.accept import AcceptBackoff, LoopAcceptor, connect_on_loop
 from servers.counters import Counters
 from servers.tls_accept import CountedProtocol, TLSAccept
 
@@ -83,10 +87,12 @@ def build_app(handler: Handler) -> web.Application:
 
 
 class DeadlineSockSite(web.SockSite):
-    """`SockSite` whose TLS connections start in `servers.tls_accept`: counted at accept, the
-    handshake bounded by `handshake_timeout_s`, a failed one counted with its close reason."""
+    """`SockSite` accepting through `LoopAcceptor` (its `_server`, closed by `BaseSite.stop` as
+    the stock asyncio server is); TLS connections start in `servers.tls_accept`: counted at
+    accept, the handshake bounded by `handshake_timeout_s`, a failed one counted with its close
+    reason."""
 
-    __slots__ = ("_handshake_timeout_s", "_counters", "_tls")
+    __slots__ = ("_handshake_timeout_s", "_backoff", "_counters", "_tls")
 
     def __init__(
         self,
@@ -96,10 +102,12 @@ class DeadlineSockSite(web.SockSite):
         ssl_context: ssl.SSLContext | None,
         backlog: int,
         handshake_timeout_s: float,
+        backoff: AcceptBackoff,
         counters: Counters,
     ) -> None:
         super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
         self._handshake_timeout_s = handshake_timeout_s
+        self._backoff = backoff
         self._counters = counters
         self._tls: TLSAccept | None = None
 
@@ -113,9 +121,10 @@ class DeadlineSockSite(web.SockSite):
             self._tls = TLSAccept(
                 loop, self._ssl_context, self._counters, self._handshake_timeout_s, http
             )
-        self._server = await loop.create_server(
-            server if self._tls is None else self._tls, sock=self._sock, backlog=self._backlog
-        )
+        connect = connect_on_loop(loop, server if self._tls is None else self._tls)
+        acceptor = LoopAcceptor(loop, self._sock, self._backoff, connect)
+        acceptor.start()
+        self._server = acceptor
 
     async def stop(self) -> None:
         if self._tls is not None:

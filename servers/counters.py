@@ -26,7 +26,8 @@ from servers.policy import CloseReason
 
 
 class Counters:
-    """Connections accepted, open, peak open, requests served, and closes by reason."""
+    """Connections accepted, open, peak open, requests served, closes by reason, and accept
+    back-off episodes (accept() failing, mostly at the descriptor limit: `servers.accept`)."""
 
     def __init__(self, *, threaded: bool = True) -> None:
         """`threaded=False` promises that one thread does all updates (an event loop)."""
@@ -39,6 +40,7 @@ class Counters:
         self._peak_open = 0
         self._requests = 0
         self._closed = dict.fromkeys(CloseReason, 0)
+        self._accept_backoffs = 0
 
     def connection_opened(self) -> int:
         """Count an accepted connection and return its id (1, 2, ... in accept order)."""
@@ -60,6 +62,11 @@ class Counters:
     def _request_served_single_writer(self) -> None:
         self._requests += 1
 
+    def accept_backoff(self) -> None:
+        """An episode in which the listener stopped accepting (from any thread; rare)."""
+        with self._lock:
+            self._accept_backoffs += 1
+
     def snapshot(self) -> dict[str, Any]:
         """A consistent JSON-ready view of every counter."""
         with self._lock:
@@ -69,4 +76,5 @@ class Counters:
                 "connections_peak_open": self._peak_open,
                 "requests_served": self._requests,
                 "closed": {reason.value: n for reason, n in self._closed.items()},
+                "accept_backoffs": self._accept_backoffs,
             }

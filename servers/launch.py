@@ -7,18 +7,21 @@ that always stops the child, on success, on error and on Ctrl-C.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from servers.control import UNIX_URL_PREFIX
 from servers.options import ServerOptions
 
 READY_TIMEOUT_S = 20.0
@@ -66,6 +69,51 @@ def parse_ready_line(line: str) -> ReadyInfo:
     except (KeyError, ValueError) as exc:
         detail = f"READY line without a valid {exc}: {line.strip()[:200]!r}"
         raise ServerStartError(detail) from None
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix stream socket (a server's `--control-socket`)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def control_connection(control_url: str, timeout_s: float) -> http.client.HTTPConnection:
+    """An HTTP/1.1 connection (not yet connected) to a control listener, as the READY line
+    names it: `http://host:port` or `unix:/path` (percent-encoded)."""
+    if control_url.startswith(UNIX_URL_PREFIX):
+        return UnixHTTPConnection(unquote(control_url[len(UNIX_URL_PREFIX) :]), timeout_s)
+    parts = urlsplit(control_url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"not a control URL: {control_url!r}")
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+
+
+def fetch_counters(control_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """One GET /counters on a connection of its own; OSError or ValueError when it fails."""
+    conn = control_connection(control_url, timeout_s)
+    try:
+        conn.request("GET", "/counters")
+        response = conn.getresponse()
+        body = response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"control listener {control_url}: {exc!r}") from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise OSError(f"control listener {control_url} answered {response.status}")
+    return json.loads(body)
 
 
 def terminate(proc: subprocess.Popen[str], grace_s: float = STOP_TIMEOUT_S) -> int:
@@ -143,8 +191,7 @@ class ServerProcess:
     def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The server's live counters from its control listener."""
         assert self.ready is not None
-        with urllib.request.urlopen(self.ready.control_url + "/counters", timeout=timeout_s) as r:
-            return json.load(r)
+        return fetch_counters(self.ready.control_url, timeout_s)
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after a grace period; returns the exit status."""

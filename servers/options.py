@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ FALLBACK_HEADER_TIMEOUT_S = 5.0
 # Upper bound for T and H: a day. Beyond it, timers overflow time_t in http.server's socket
 # timeouts and `Keep-Alive: timeout=` would advertise hundreds of digits.
 MAX_TIMEOUT_S = 86_400.0
+# A Unix socket path is at most 107 bytes (sun_path holds 108, with the terminating NUL).
+MAX_UNIX_PATH_BYTES = 107
 
 
 class OptionsError(ValueError):
@@ -50,6 +54,7 @@ class ServerOptions:
     certfile: Path | None = None
     keyfile: Path | None = None
     log_connections: bool = False
+    control_socket: Path | None = None  # control listener on this Unix socket instead of TCP
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -73,6 +78,8 @@ class ServerOptions:
         for path in (self.certfile, self.keyfile):
             if path is not None and not path.is_file():
                 raise OptionsError(f"no such file: {path}")
+        if self.control_socket is not None:
+            check_control_socket(self.control_socket)
 
     @property
     def effective_header_timeout_s(self) -> float:
@@ -98,7 +105,28 @@ class ServerOptions:
             argv += ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile)]
         if self.log_connections:
             argv.append("--log-connections")
+        if self.control_socket is not None:
+            argv += ["--control-socket", str(self.control_socket)]
         return argv
+
+
+def check_control_socket(path: Path) -> None:
+    """A path a Unix socket can be bound at: short enough, in an existing directory, and not
+    some other kind of file (a stale socket is replaced when the server binds it)."""
+    absolute = os.path.abspath(path)
+    if len(os.fsencode(absolute)) > MAX_UNIX_PATH_BYTES:
+        raise OptionsError(
+            f"--control-socket path is too long for a Unix socket ({len(os.fsencode(absolute))} "
+            f"bytes, at most {MAX_UNIX_PATH_BYTES}): {path}"
+        )
+    if not os.path.isdir(os.path.dirname(absolute)):
+        raise OptionsError(f"--control-socket: no such directory: {os.path.dirname(absolute)}")
+    try:
+        mode = os.lstat(absolute).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OptionsError(f"--control-socket: {path} exists and is not a socket")
 
 
 def seconds_text(value: float) -> str:
@@ -156,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one stderr line per request: client port, connection, request number, path, "
         "Connection header",
     )  # fmt: skip
+    parser.add_argument(
+        "--control-socket", type=Path, metavar="PATH",
+        help="serve the control listener (GET /counters) on a Unix socket at PATH instead of "
+        "a TCP port, reachable from other network namespaces; READY says control=unix:PATH",
+    )  # fmt: skip
     return parser
 
 
@@ -175,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
             certfile=ns.certfile,
             keyfile=ns.keyfile,
             log_connections=ns.log_connections,
+            control_socket=ns.control_socket,
         )
     except OptionsError as exc:
         parser.error(str(exc))

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from servers.control import start_control_listener
+from servers.accept import AcceptBackoff
+from servers.control import ControlListener
 from servers.counters import Counters
 from servers.endpoints import RequestContext, connection_log_line
 from servers.options import OptionsError, ServerName, ServerOptions
@@ -39,6 +40,7 @@ class Runtime:
     listener: socket.socket
     ssl_context: ssl.SSLContext | None
     ca_path: Path | None
+    control: ControlListener
     counters: Counters = field(default_factory=Counters)
 
     @cached_property
@@ -51,12 +53,18 @@ class Runtime:
         scheme = "https" if self.ssl_context else "http"
         return f"{scheme}://{_url_host(host)}:{port}"
 
+    def accept_backoff(self) -> AcceptBackoff:
+        """How the server's own accept loop meets accept() failures (EMFILE...): pause, one
+        log line and one `accept_backoffs` count per episode."""
+        return AcceptBackoff(
+            f"{self.options.name} server: listener", on_episode=self.counters.accept_backoff
+        )
+
     def announce_ready(self) -> None:
         """Start the control listener and print the READY line (the first stdout line)."""
-        control = start_control_listener(self.listener, self.counters, self.options.name)
-        chost, cport = control.server_address[:2]
+        self.control.start()
         words = [
-            "READY", self.url, f"control=http://{_url_host(str(chost))}:{cport}",
+            "READY", self.url, f"control={self.control.url}",
             f"pid={os.getpid()}", f"server={self.options.name}",
         ]  # fmt: skip
         if self.ca_path is not None:
@@ -115,6 +123,17 @@ def make_ssl_context(options: ServerOptions) -> tuple[ssl.SSLContext | None, Pat
     return ctx, Path(name)
 
 
+def bind_control(
+    options: ServerOptions, listener: socket.socket, counters: Counters
+) -> ControlListener:
+    """The control listener, bound now so that a bad --control-socket is one line, exit 2."""
+    try:
+        return ControlListener(listener, counters, options.name, options.control_socket)
+    except OSError as exc:
+        where = options.control_socket or "the control port"
+        raise OptionsError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
 DEFAULT_CERT_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -135,4 +154,6 @@ def build_runtime(options: ServerOptions) -> Runtime:
     ssl_context, ca_path = make_ssl_context(options)
     # Only the stdlib server updates counters from several threads (one per connection).
     counters = Counters(threaded=options.name is ServerName.STDLIB)
-    return Runtime(options, bind_listener(options), ssl_context, ca_path, counters)
+    listener = bind_listener(options)
+    control = bind_control(options, listener, counters)
+    return Runtime(options, listener, ssl_context, ca_path, control, counters)

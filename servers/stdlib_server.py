@@ -27,6 +27,9 @@ CPython 3.11's http.server gets the skeleton right (a thread per connection, buf
   unread pipelined input, except when the client asked to close and sent nothing after that
   request: then at once, as nginx does (rule 4 as amended); TLS handshakes happen in the
   connection's thread, under the header deadline, never in the accept loop.
+- A failed accept() (EMFILE at the descriptor limit) makes socketserver select the
+  still-readable listener again at once, a busy loop: the accept thread backs off instead
+  (`servers.accept`, one log line and one `accept_backoffs` count per episode).
 - Stopping drops every connection with the process: at SIGTERM a request being handled is
   answered (with `Connection: close`) and connections that wait for a request end at once
   (`servers.stdlib_stop`), as on the other two servers.
@@ -399,10 +402,17 @@ class KeepAliveHTTPServer(ThreadingHTTPServer):
         self.runtime = runtime
         self.policy: KeepAlivePolicy = runtime.policy
         self.book = StopBook()
+        self.backoff = runtime.accept_backoff()
 
     def get_request(self) -> tuple[Any, Any]:
-        """accept() plus TCP_NODELAY (rule 10); TLS is left to the connection's thread."""
-        sock, address = self.socket.accept()
+        """accept() plus TCP_NODELAY (rule 10); TLS is left to the connection's thread.
+        A failed accept (EMFILE...) pauses this thread, which only accepts, instead of letting
+        serve_forever select the still-readable listener again at once (`servers.accept`)."""
+        try:
+            sock, address = self.socket.accept()
+        except OSError as exc:
+            self.backoff.pause_thread(exc)
+            raise  # socketserver ignores it and selects again
         set_nodelay(sock)
         return sock, address
 

@@ -12,6 +12,9 @@ versions are checked by `framing.parse_version` (llhttp's own version check is r
 HTTP/2.0 gets 505 and HTTP/1.2 is served), Host/Content-Length/Transfer-Encoding by
 `framing.body_framing`, and the 414/431 limits are counted in `on_url`/`on_header` because
 llhttp has none. Notes that are not conformance cases:
+- Connections are accepted by `servers.accept.LoopAcceptor` and handed to uvloop with
+  `connect_accepted_socket`, not by `create_server`: at the descriptor limit libuv accepts and
+  closes every queued connection; ours pause accepting and leave them queued.
 - `Upgrade` (and CONNECT) requests are answered as ordinary requests; no protocol switch.
 - TLS transports cannot half-close: a closing TLS connection is closed (close_notify) at once.
   The TLS handshake gets its own deadline of H before the header deadline starts; it runs in
@@ -30,7 +33,8 @@ import signal
 
 import uvloop
 
-from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
+from servers.accept import LoopAcceptor, connect_on_loop
+from servers.runtime import SHUTDOWN_GRACE_S, Runtime
 from servers.tls_accept import TLSAccept
 from servers.uvloop_protocol import HttpProtocol
 from servers.uvloop_wire import ServerState
@@ -57,11 +61,10 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     tls = None
     if runtime.ssl_context is not None:  # handshakes counted, failed ones too, and under H
         tls = TLSAccept(loop, runtime.ssl_context, state.counters, state.header_s, http)
-    server = await loop.create_server(
-        http if tls is None else tls,
-        sock=runtime.listener,
-        backlog=LISTEN_BACKLOG,  # create_server listens again: keep the runtime's backlog
-    )
+    # Not loop.create_server: at EMFILE libuv accepts and closes every queued connection.
+    connect = connect_on_loop(loop, http if tls is None else tls)
+    server = LoopAcceptor(loop, runtime.listener, runtime.accept_backoff(), connect)
+    server.start()
     runtime.announce_ready()
     await stop.wait()
     server.close()

@@ -30,8 +30,9 @@ VALUE_FLAGS = (
 # Spellings of "write the CSV into this directory" we look for in `run --help`, most likely first.
 OUTPUT_FLAGS = ("--results-dir", "--output-dir", "--out-dir", "--outdir", "--out", "--output")
 SKIP_DIRS = {"tmp", "plots"}  # scratch and report output under results/, never run CSVs
-# `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run.
-SKIP_PREFIX = "noise-"
+# `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run; `net
+# slowstart` its requests as slowstart-<stamp>-<commit>.csv, another format altogether.
+SKIP_PREFIX = ("noise-", "slowstart-")
 BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
 T = TypeVar("T")  # what is scheduled: a Side here, a client's name in harness.ceiling
 

@@ -23,6 +23,7 @@ import psutil
 
 from benchmarks.harness.procs import ClientProcess, own_cpu_s, tree_cpu_s
 from benchmarks.harness.sockets import SocketCounts, socket_counts
+from servers.launch import control_connection
 
 INTERVAL_S = 0.2
 MIN_INTERIOR = 5  # busy intervals (1 s) needed before edge intervals are dropped
@@ -33,12 +34,11 @@ class ControlError(RuntimeError):
 
 
 class ControlClient:
-    """GET /counters over one keep-alive connection (reconnects once if it was dropped)."""
+    """GET /counters over one keep-alive connection (reconnects once if it was dropped), to a
+    TCP or a Unix-socket control listener (`servers.launch.control_connection`)."""
 
     def __init__(self, control_url: str, timeout_s: float = 5.0) -> None:
-        hostport = control_url.split("://", 1)[1].rstrip("/")
-        host, _, port = hostport.rpartition(":")
-        self._host, self._port, self._timeout = host.strip("[]"), int(port), timeout_s
+        self._url, self._timeout = control_url.rstrip("/"), timeout_s
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
 
@@ -47,9 +47,7 @@ class ControlClient:
             for attempt in (1, 2):
                 try:
                     if self._conn is None:
-                        self._conn = http.client.HTTPConnection(
-                            self._host, self._port, timeout=self._timeout
-                        )
+                        self._conn = control_connection(self._url, self._timeout)
                     self._conn.request("GET", "/counters")
                     resp = self._conn.getresponse()
                     body = resp.read()
@@ -59,9 +57,7 @@ class ControlClient:
                 except (OSError, http.client.HTTPException, ValueError) as exc:
                     self._close()
                     if attempt == 2:
-                        raise ControlError(
-                            f"control listener {self._host}:{self._port}: {exc}"
-                        ) from None
+                        raise ControlError(f"control listener {self._url}: {exc}") from None
             raise AssertionError("unreachable")
 
     def _close(self) -> None:

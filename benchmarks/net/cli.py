@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -58,6 +58,9 @@ class ServerInfo:
 
     url: str
     ca_path: Path | None
+    control_url: str | None = None  # a reference server's counters (read with `line.fetch`)
+    pid: int | None = None  # a reference server's own (READY's pid=)
+    proc: subprocess.Popen[Any] | None = field(default=None, compare=False, repr=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the link's figures here as JSON",
     )
     sub.add_parser("cleanup", help="remove namespaces and devices a crashed run left")
+    # These import this module: their flags are added here, their modules loaded only now.
+    from benchmarks.net import distributed, slowstart
+
+    slowstart.add_arguments(
+        sub.add_parser(
+            "slowstart",
+            help="/bytes/N on new, warm and idle connections: slow start in round trips",
+            description=slowstart.__doc__.split("\n\n")[0],
+        )
+    )
+    distributed.add_arguments(
+        sub.add_parser(
+            "locust",
+            help="Locust's master and workers in namespaces of their own against the server",
+            usage=f"{PROG} locust --rtt MS [options] [-- MASTER FLAGS...]",
+            description=distributed.__doc__.split("\n\n")[0],
+        )
+    )
     return parser
 
 
@@ -150,6 +171,14 @@ def main(argv: Sequence[str]) -> int:
     try:
         if args.command == "cleanup":
             return cleanup()
+        if args.command == "slowstart":
+            from benchmarks.net import slowstart
+
+            return slowstart.main(args, f"{PROG} slowstart")
+        if args.command == "locust":
+            from benchmarks.net import distributed
+
+            return distributed.main(args, client, f"{PROG} locust")
         if not client:
             raise NetError("give the client command after --, e.g. -- curl {url}/")
         spec = LinkSpec(
@@ -183,7 +212,7 @@ def cleanup() -> int:
     return 0
 
 
-def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+def raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
@@ -194,7 +223,7 @@ def run(spec: LinkSpec, args: argparse.Namespace, server: list[str], client: lis
             f"{PROG}: note: below {PRECISE_RTT_MS:g} ms the relay's own lateness (see the "
             "figures) is a noticeable part of the round trip\n"
         )
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     line = DelayLine(spec, relay_cpu=args.relay_cpu, realtime=not args.no_realtime)
     status = 2
     try:
@@ -238,7 +267,7 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
         ready = parse_ready_line(_first_line(proc, words[0]))
         assert proc.stdout is not None
         _forward(proc.stdout, sys.stderr)  # anything after READY, so the server never blocks
-        return ServerInfo(ready.url, ready.ca_path)
+        return ServerInfo(ready.url, ready.ca_path, ready.control_url, ready.pid, proc)
     argv = [w.replace("{host}", host).replace("{port}", str(port)) for w in words]
     try:
         # its stdout goes to our stderr: the client's stdout stays the client's alone
@@ -246,7 +275,7 @@ def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
     except OSError as exc:
         raise NetError(f"cannot start the server: {exc.strerror}") from None
     _wait_listening(line, proc, (host, port), words[0])
-    return ServerInfo(f"http://{host}:{port}", None)
+    return ServerInfo(f"http://{host}:{port}", None, proc=proc)
 
 
 def _first_line(proc: subprocess.Popen[str], name: str) -> str:

@@ -1,10 +1,13 @@
 """Start a reference server and Locust's web UI pointed at it; Ctrl-C stops both.
 
     python -m benchmarks ui [--server uvloop] [--keepalive-timeout S] [--keepalive-max N]
-                            [--tls] [--web-port 8089] [--workers 1] [extra locust flags]
+                            [--tls] [--web-port 8089] [--workers 1]
+                            [--rtt MS [--loss PCT] [--bandwidth MBIT]] [extra locust flags]
 
-Both listen on 127.0.0.1. Flags this launcher does not know go to Locust unchanged (for
-example `--kab-think-time 6`), so Locust reports their mistakes itself.
+Both listen on 127.0.0.1. With --rtt the server and Locust run on the delay line instead
+(benchmarks/ui/overline.py); the web UI is still at 127.0.0.1. Flags this launcher does not
+know go to Locust unchanged (for example `--kab-think-time 6`), so Locust reports their
+mistakes itself.
 
 Each child runs in a session (process group) of its own, so a terminal Ctrl-C reaches only this
 launcher, which then stops them in order: Locust first (its users stop before the server goes,
@@ -31,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 
 from benchmarks.clients.contract import MAX_WORKERS
+from benchmarks.net import NetError, netns
 from servers.launch import (
     ReadyInfo,
     ServerProcess,
@@ -114,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="load processes: 1 = one plain Locust process (default), N > 1 = a master and N "
         f"workers (Locust's --processes N); at most {MAX_WORKERS}, as for make bench",
     )  # fmt: skip
+    from benchmarks.ui import overline  # it imports this module
+
+    overline.add_arguments(parser)
     return parser
 
 
@@ -280,13 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
+    from benchmarks.ui import overline
+
     try:
+        spec = overline.link_spec(args)  # --rtt: the load goes over the delay line
+        if spec is not None:
+            netns.check_preconditions()
         if args.web_port == 0:
             args.web_port = free_port()
         check_port_free(args.web_port)
-        return run(args, extra)
-    except (LaunchError, ServerStartError, OptionsError) as exc:
+        return run(args, extra) if spec is None else overline.run(args, extra, spec)
+    except (LaunchError, ServerStartError, OptionsError, NetError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2 if isinstance(exc, OptionsError) else 1
+        return 2 if isinstance(exc, OptionsError | NetError) else 1
     except Stop:
         return 0

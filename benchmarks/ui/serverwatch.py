@@ -87,6 +87,23 @@ def count_time_wait(port: int, files: Iterable[Path] = PROC_TCP_FILES) -> tuple[
     return server, client
 
 
+def server_tcp_files(pid: int) -> tuple[Path, ...] | None:
+    """/proc/PID/net/tcp{,6} when the server runs in another network namespace, else None.
+
+    Over the delay line (`make ui RTT=50`) the server lives in a namespace of its own and this
+    process in a client's: /proc/net shows only our namespace's sockets (the client side),
+    /proc/PID/net the namespace of the server process, where its side's TIME_WAIT sockets are.
+    """
+    try:
+        theirs = Path(f"/proc/{pid}/ns/net").stat().st_ino
+        ours = Path("/proc/thread-self/ns/net").stat().st_ino
+    except OSError:
+        return None
+    if theirs == ours:
+        return None
+    return (Path(f"/proc/{pid}/net/tcp"), Path(f"/proc/{pid}/net/tcp6"))
+
+
 def is_local_host(host: str) -> bool:
     """True when `host` names this machine, so its pid and sockets are visible here."""
     try:
@@ -194,6 +211,15 @@ class ServerWatch:
         except psutil.Error:
             return None
 
+    def _time_wait(self, pid: int) -> tuple[int, int]:
+        """(server side, client side); each from the namespace where that side's sockets are."""
+        theirs = server_tcp_files(pid)
+        if theirs is None:
+            return count_time_wait(self.server_port)
+        server, _ = count_time_wait(self.server_port, theirs)
+        _, client = count_time_wait(self.server_port)
+        return server, client
+
     def sample(self) -> Sample | None:
         """Take one reading; on failure keep the history and remember the error for the UI."""
         try:
@@ -203,8 +229,9 @@ class ServerWatch:
             return None
         local: dict[str, Any] = {}
         if self.local:
-            local["time_wait_server"], local["time_wait_client"] = count_time_wait(self.server_port)
-            local["cpu_s"] = self._cpu_s(int(counters.get("pid", 0)))
+            pid = int(counters.get("pid", 0))
+            local["time_wait_server"], local["time_wait_client"] = self._time_wait(pid)
+            local["cpu_s"] = self._cpu_s(pid)
         sample = Sample.from_counters(time.time(), counters, **local)
         with self._lock:
             self.error = ""

@@ -1,0 +1,241 @@
+"""Accepting connections when accept() fails: back off, log once, never spin.
+
+At the file-descriptor limit (EMFILE, ENFILE) accept() fails while the listening socket stays
+readable, so a loop that retries at once burns a core, and one that logs each failure writes
+thousands of lines a second (asyncio's own accept loop does both in Python 3.11: it logs a
+traceback per failed accept, up to the backlog per wake-up). What nginx and uvicorn do instead,
+and every listener here does (the three servers' and the control listener):
+
+- stop accepting for ACCEPT_BACKOFF_S, then try again; the waiting connections stay queued in
+  the kernel's backlog and are served once descriptors free up (libuv's answer, which uvloop
+  inherits, is worse: it accepts and closes every queued connection, so the uvloop server
+  accepts from its own loop, `LoopAcceptor`, rather than uvloop's `create_server`);
+- log one stderr line per episode (failures less than EPISODE_GAP_S apart are one episode),
+  not one per failed accept;
+- count the episodes (`accept_backoffs` in /counters, for the servers' listeners).
+
+A connection the client aborted before it was accepted (ECONNABORTED), and the network errors
+Linux reports from accept() for such a connection, are skipped without a pause: the next one in
+the queue may be fine. Every other accept error is treated like EMFILE (a pause, not a spin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import socket
+import ssl as ssl_module
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+ACCEPT_BACKOFF_S = 0.25  # nginx pauses 0.5 s, uvicorn (asyncio) 1 s; shorter serves sooner
+EPISODE_GAP_S = 1.0  # failures closer together than this are one episode (one log line)
+ACCEPT_BATCH = 128  # connections accepted per wake-up of an event loop, as asyncio does
+
+# accept(2) on Linux: "pending network errors on the new socket" are returned by accept(); the
+# connection is gone, the next one is not affected.
+_SKIP_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+        "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH", "EPERM",
+    )
+    if hasattr(errno, name)
+)  # fmt: skip
+
+
+class AcceptBackoff:
+    """What one listener does after a failed accept(): skip it, or pause (one log line per
+    episode, and `on_episode` called once per episode, e.g. to count it).
+
+    Thread-safe: the stdlib server and the control listener call it from their accept threads.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        on_episode: Callable[[], None] | None = None,
+        delay_s: float = ACCEPT_BACKOFF_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.delay_s = delay_s
+        self.episodes = 0
+        self._on_episode = on_episode
+        self._clock = clock
+        self._last_failure: float | None = None
+        self._lock = threading.Lock()
+
+    def must_pause(self, exc: OSError) -> bool:
+        """False for a failure that concerns one aborted connection only (retry at once);
+        True otherwise, after logging and counting it if it begins an episode."""
+        if exc.errno in _SKIP_ERRNOS:
+            return False
+        now = self._clock()
+        with self._lock:
+            new_episode = self._last_failure is None or now - self._last_failure > EPISODE_GAP_S
+            self._last_failure = now
+            if new_episode:
+                self.episodes += 1
+                episode = self.episodes
+        if new_episode:
+            if self._on_episode is not None:
+                self._on_episode()
+            sys.stderr.write(self._log_line(exc, episode) + "\n")
+            sys.stderr.flush()
+        return True
+
+    def _log_line(self, exc: OSError, episode: int) -> str:
+        code = errno.errorcode.get(exc.errno or 0, "unknown error")
+        return (
+            f"{self.label}: accept() failed: {exc.strerror or exc} ({code}); pausing accepts, "
+            f"retried every {self.delay_s:g} s, waiting connections stay queued "
+            f"(back-off episode {episode}, one line per episode)"
+        )
+
+    def pause_thread(self, exc: OSError) -> None:
+        """For a thread that only accepts: sleep through the back-off when one is due."""
+        if self.must_pause(exc):
+            time.sleep(self.delay_s)
+
+
+class LoopAcceptor(asyncio.AbstractServer):
+    """Accept on a listening socket from an event loop's reader callback, with `AcceptBackoff`.
+
+    asyncio's own accept loop floods the log at EMFILE (see the module docstring) and uvloop's
+    (libuv's) closes the queued connections; this one removes its reader for the back-off and
+    adds it again after. Each accepted socket is passed to `on_socket`, which hands it to the
+    loop (`loop.connect_accepted_socket`). An `asyncio.AbstractServer`, so that code written
+    for `loop.create_server`'s result (aiohttp's sites) can close it.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: socket.socket,
+        backoff: AcceptBackoff,
+        on_socket: Callable[[socket.socket], None],
+    ) -> None:
+        self._loop = loop
+        self._listener = listener
+        self._backoff = backoff
+        self._on_socket = on_socket
+        self._serving = False
+        self._resume: asyncio.TimerHandle | None = None
+        self._socket_class = _accepted_socket_class(listener)
+
+    def start(self) -> None:
+        self._listener.setblocking(False)
+        self._serving = True
+        self._loop.add_reader(self._listener.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        """Accept what is queued (up to a batch). `socket.accept()` is the public spelling of
+        `_accept()` plus a socket built with enum lookups, a third of this path's cost."""
+        listener = self._listener
+        accept = listener._accept  # type: ignore[attr-defined]
+        make, on_socket = self._socket_class, self._on_socket
+        family, kind, proto = listener.family, listener.type, listener.proto
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, _ = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if self._backoff.must_pause(exc):
+                    self._pause()
+                    return
+                continue
+            on_socket(make(family, kind, proto, fd))
+
+    def _pause(self) -> None:
+        self._loop.remove_reader(self._listener.fileno())
+        self._resume = self._loop.call_later(self._backoff.delay_s, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        if self._serving:
+            self._loop.add_reader(self._listener.fileno(), self._on_readable)
+
+    # -- asyncio.AbstractServer ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting; the listening socket stays open (the runtime owns it)."""
+        if self._serving:
+            self._serving = False
+            self._loop.remove_reader(self._listener.fileno())
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+
+    async def start_serving(self) -> None:
+        if not self._serving:
+            self.start()
+
+    async def serve_forever(self) -> None:
+        raise NotImplementedError("started with start(), stopped with close()")
+
+    async def wait_closed(self) -> None:
+        return None
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return (self._listener,)
+
+
+def _accepted_socket_class(listener: socket.socket) -> type[socket.socket]:
+    """A socket class whose `family` and `type` are plain attributes: the loop reads them for
+    every accepted socket, and `socket.socket`'s properties convert them to enums each time."""
+    attributes = {"__slots__": (), "family": listener.family, "type": listener.type}
+    return type("AcceptedSocket", (socket.socket,), attributes)
+
+
+def connect_on_loop(
+    loop: asyncio.AbstractEventLoop,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
+) -> Callable[[socket.socket], None]:
+    """A `LoopAcceptor.on_socket` that gives each socket to `loop.connect_accepted_socket`
+    (which also does the TLS handshake).
+
+    The coroutine is stepped by hand (`_drive`) rather than wrapped in a Task: it only awaits
+    the loop's own futures, and a Task would double what accepting in Python adds to uvloop's
+    own accept (about 6 us of CPU per connection with `_drive`, 10-15 with a Task, over 11 us
+    for libuv's accept; accepting 800 queued connections, see the README). A connection that
+    fails there (a failed handshake) ends as under `create_server`: closed by the loop, logged
+    nowhere.
+    """
+
+    def on_socket(sock: socket.socket) -> None:
+        _drive(
+            loop.connect_accepted_socket(
+                protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout
+            )
+        )
+
+    return on_socket
+
+
+def _drive(coro: Coroutine[Any, Any, object], _: object = None) -> None:
+    """Run `coro` to its end: step it now, and again whenever the future it waits on is done.
+    Its result and its exception are dropped (a connection's fate is its protocol's)."""
+    try:
+        awaited = coro.send(None)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # StopIteration is success; a failure has closed the socket
+        return
+    awaited.add_done_callback(functools.partial(_drive, coro))
