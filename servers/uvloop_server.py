@@ -16,6 +16,8 @@ llhttp has none. Notes that are not conformance cases:
   `connect_accepted_socket`, not by `create_server`: at the descriptor limit libuv accepts and
   closes every queued connection; ours pause accepting and leave them queued.
 - `Upgrade` (and CONNECT) requests are answered as ordinary requests; no protocol switch.
+- llhttp takes `RTSP/1.0` (and `ICE/1.0` after SOURCE) for `HTTP/1.0` and httptools does not
+  say which it read, so such a request is served (README: RTSP-ICE-VERSION; stdlib says 400).
 - TLS transports cannot half-close: a closing TLS connection is closed (close_notify) at once.
   The TLS handshake gets its own deadline of H before the header deadline starts; it runs in
   `servers.tls_accept`, which counts every accepted connection, a failed handshake too.
