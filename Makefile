@@ -14,7 +14,7 @@ BENCH_FLAGS = $(if $(QUICK),--quick) \
 	$(if $(TLS),--tls) $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
-	ceiling instructions demo ui test-browser clean doctor fuzz
+	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report
 
 install: $(STAMP)
 
@@ -91,6 +91,11 @@ doctor: install
 fuzz: install
 	$(PY) -m benchmarks fuzz $(if $(SECONDS),--seconds $(SECONDS)) $(if $(COUNT),--count $(COUNT)) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(SERVERS),--servers $(SERVERS)) $(if $(JSON),--json $(JSON))
+
+# The conformance suite against nginx and Node (and ours, for the table), as a report, not a
+# gate: make conformance-report [SERVERS=nginx,node]. About 3 minutes.
+conformance-report: install
+	$(PY) -m benchmarks conformance-report $(if $(SERVERS),--servers $(SERVERS))
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install

@@ -33,6 +33,10 @@ COMMANDS = {
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
     "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
     "net": ("benchmarks.net.cli", "any server and client behind a delay line: RTT, loss, ..."),
+    "conformance-report": (
+        "benchmarks.conformance.cli",
+        "the conformance suite against nginx and Node, next to ours",
+    ),
 }
 
 

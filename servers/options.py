@@ -18,11 +18,20 @@ from typing import NoReturn
 
 
 class ServerName(enum.StrEnum):
-    """The three reference implementations."""
+    """The three reference implementations, then servers nobody here wrote (nginx, Node) that
+    `python -m servers` runs behind the same READY line and control listener."""
 
     STDLIB = "stdlib"
     AIOHTTP = "aiohttp"
     UVLOOP = "uvloop"
+    NGINX = "nginx"
+    NODE = "node"
+
+
+# Ours, sharing servers/policy.py: the default of every command that iterates over servers.
+REFERENCE_SERVERS = (ServerName.STDLIB, ServerName.AIOHTTP, ServerName.UVLOOP)
+# Wrapped third-party servers (servers/nginx_server.py, servers/node_server.py): opt-in.
+EXTERNAL_SERVERS = (ServerName.NGINX, ServerName.NODE)
 
 
 DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0

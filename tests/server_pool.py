@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,12 +25,20 @@ from typing import IO, Any
 import pytest
 
 from servers.launch import ServerProcess, ServerStartError
-from servers.options import ServerName, ServerOptions
+from servers.options import EXTERNAL_SERVERS, REFERENCE_SERVERS, ServerName, ServerOptions
 from tests.wire_client import RawConnection, Response
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_NAMES = tuple(n.value for n in ServerName)
+# `make test` runs ours; `make conformance-report` sets KAB_TEST_SERVERS (e.g. `nginx,node`) to run
+# the same cases against other servers as a report (benchmarks/conformance).
+SERVERS_ENV = "KAB_TEST_SERVERS"
+SERVER_NAMES = tuple(
+    ServerName(name.strip()).value
+    for name in os.environ.get(SERVERS_ENV, ",".join(REFERENCE_SERVERS)).split(",")
+    if name.strip()
+)
 THREAD_SERVERS = frozenset({"stdlib"})
+LOG_DELAY_S = {"nginx": 5.5}
 
 # The suite configuration from the spec: T = 1 s, N = 3, H = 1 s.
 SUITE_T = 1.0
@@ -182,8 +191,10 @@ class Server:
         """Targets dispatched on one connection, in order, after letting the server settle.
 
         Call it once the connection has ended, to prove that a request was *never* processed.
+        nginx logs a request when it frees it, after a lingering close up to its
+        lingering_timeout (5 s) later: its log needs that long to be complete.
         """
-        time.sleep(settle_s)
+        time.sleep(max(settle_s, LOG_DELAY_S.get(self.name, 0.0)))
         entries = [e for e in self.log_entries() if e.connection_id == connection_id]
         if not entries:
             pytest.fail(
@@ -286,12 +297,21 @@ class ServerPool:
         self._servers.clear()
 
 
+# Servers nobody here wrote (nginx, Node) format `Keep-Alive` their own way (nginx never sends
+# `max=`, Node a fixed one): for them the report records the header it saw instead of failing,
+# so the rest of each case is still checked. tests/conformance_outcomes.py collects the notes.
+HEADER_FINDINGS: list[str] = []
+
+
 def expect_keep(resp: Response, server: Server, remaining: int | None) -> None:
     """Rule 2: `Connection: keep-alive` and `Keep-Alive: timeout=T, max=R` (no max when N=0)."""
     expected = f"timeout={server.options.keepalive_timeout_s:g}"
     if remaining is not None:
         expected += f", max={remaining}"
     assert resp.connection_tokens == {"keep-alive"}, f"Connection: {resp.values('Connection')}"
+    if server.options.name in EXTERNAL_SERVERS and resp.header("Keep-Alive") != expected:
+        HEADER_FINDINGS.append(", ".join(resp.values("Keep-Alive")) or "(none)")
+        return
     assert resp.header("Keep-Alive") == expected, f"Keep-Alive: {resp.values('Keep-Alive')}"
 
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import benchmarks.demo.__main__ as demo
-from servers.options import ServerName
+from servers.options import REFERENCE_SERVERS
 
 EXPECTED_VERDICTS = [
     "pooled: 2 requests over 1 connection",
@@ -37,7 +37,7 @@ def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("demo_server", [n.value for n in ServerName])
+@pytest.mark.parametrize("demo_server", [n.value for n in REFERENCE_SERVERS])
 def test_verdicts(demo_server: str) -> None:
     done = run_demo("--server", demo_server)
     assert done.returncode == 0, done.stderr

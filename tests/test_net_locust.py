@@ -47,7 +47,7 @@ def net_locust(*args: str, timeout_s: float = 180) -> subprocess.CompletedProces
         (["--rtt", "20", "--run-time", "0"], "--run-time must be 1 to 86400 s, got 0"),
         (["--rtt", "20", "--user-class", "Nope"], "--user-class must be one of PooledRequestsUser"),
         (["--rtt", "-3"], "--rtt must be between 0"),
-        (["--rtt", "20", "--server", "nginx"], "--server must name a reference server"),
+        (["--rtt", "20", "--server", "apache"], "--server must name a reference server"),
         (["--rtt", "20", "--json", "/no/such/dir/x.json"], "--json: no such directory"),
     ],
 )

@@ -112,7 +112,7 @@ BAD_ARGV = [
     pytest.param(["stdlib", "--keepalive-timeout", "1e300"], "at most 86400", id="huge-t"),
     pytest.param(["uvloop", "--header-timeout", "86401"], "at most 86400", id="huge-h"),
     pytest.param(["stdlib", "--port", "70000"], "--port", id="port-range"),
-    pytest.param(["nginx"], "invalid choice", id="unknown-server"),
+    pytest.param(["apache"], "invalid choice", id="unknown-server"),
     pytest.param([], "required", id="no-server"),
     pytest.param(["uvloop", "--bogus"], "unrecognized", id="unknown-flag"),
     pytest.param(["uvloop", "--certfile", "/x.pem", "--keyfile", "/y.pem"], "--tls", id="no-tls"),
@@ -156,7 +156,7 @@ def _assert_one_line_exit_2(done: subprocess.CompletedProcess[str], fragment: st
     ("argv", "fragment"),
     [
         (("stdlib", "--keepalive-timeout", "-1"), "--keepalive-timeout"),
-        (("nginx",), "invalid choice"),
+        (("apache",), "invalid choice"),
         (("aiohttp", "--keepalive-max", "x"), "--keepalive-max"),
         (("uvloop", "--tls", "--certfile", "/nonexistent.pem", "--keyfile", "/k"), "no such"),
     ],

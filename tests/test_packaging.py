@@ -56,7 +56,8 @@ def test_this_environment_runs_the_locked_versions() -> None:
 
 
 def test_a_built_wheel_ships_the_package_data(tmp_path: Path) -> None:
-    """doctor's defaults.toml and the lab's charts.html are opened beside their modules."""
+    """doctor's defaults.toml, the lab's charts.html and Node's server script are opened beside
+    their modules."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -71,4 +72,6 @@ def test_a_built_wheel_ships_the_package_data(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"benchmarks/doctor/defaults.toml", "benchmarks/ui/charts.html"} <= names
+    assert {
+        "benchmarks/doctor/defaults.toml", "benchmarks/ui/charts.html", "servers/node/server.mjs",
+    } <= names  # fmt: skip

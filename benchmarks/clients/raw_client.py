@@ -8,11 +8,12 @@ are byte-for-byte the previous one (the usual case: only the Date header changes
 second) skip header parsing altogether. Coroutines are only used per *connection*: a slot opens
 a connection, hands it requests until the connection closes or the budget is spent.
 
-Pooled: `concurrency` connections, kept across `run()` calls; one the server closes (after its
-keep-alive max, or a reset) is replaced by a new one on the next request. Unpooled: every request
-opens a connection, sends `Connection: close` and waits for the server's EOF, so the server is
-the side that closes first and holds the TIME_WAIT. Connect errors (EADDRNOTAVAIL when ephemeral
-ports run out, ECONNREFUSED) count as errors of their kind and the slot carries on.
+Pooled: `concurrency` connections, kept across `run()` calls; one the server ends (`Connection:
+close` at its keep-alive max, which we then close ourselves, or a reset) is replaced by a new one
+on the next request. Unpooled: every request opens a connection, sends `Connection: close` and
+waits for the server's EOF, so the server is the side that closes first and holds the TIME_WAIT.
+Connect errors (EADDRNOTAVAIL when ephemeral ports run out, ECONNREFUSED) count as errors of
+their kind and the slot carries on.
 """
 
 from __future__ import annotations
@@ -128,7 +129,11 @@ class _Conn(asyncio.Protocol):
         else:
             c.errors[f"http-{status}"] += 1
         if close_after or c.unpooled:
-            if not close_after:  # the server would keep it: we close, unpooled means one request
+            # Unpooled: one request, and the server closes first when it said `close` (it holds
+            # the TIME_WAIT); when it would keep the connection we close. Pooled and the server
+            # said `close` (its max): we close after reading, as RFC 9112 section 9.6 requires
+            # of a client. Node does not close after maxRequestsPerSocket but waits for that.
+            if not (close_after and c.unpooled):
                 self.transport.close()
             return  # connection_lost wakes the slot, which opens the next connection
         if c.remaining > 0:

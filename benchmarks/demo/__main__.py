@@ -40,7 +40,7 @@ try:  # Ctrl-C while these load (requests and urllib3 take a moment): one line, 
     from benchmarks.demo.traffic import Observed, overlapped, pooled, unpooled
     from benchmarks.harness.procs import deferred_signals
     from servers.launch import ServerProcess, ServerStartError
-    from servers.options import OneLineParser, ServerName, ServerOptions
+    from servers.options import REFERENCE_SERVERS, OneLineParser, ServerName, ServerOptions
 except KeyboardInterrupt:
     sys.stderr.write("python -m benchmarks demo: interrupted\n")
     raise SystemExit(130) from None
@@ -235,7 +235,7 @@ def _names(labels: list[str]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--server", choices=[n.value for n in ServerName], default=ServerName.UVLOOP.value,
+        "--server", choices=[n.value for n in REFERENCE_SERVERS], default=ServerName.UVLOOP.value,
         help="reference server to run (default %(default)s)",
     )  # fmt: skip
     parser.add_argument(

@@ -31,11 +31,11 @@ from benchmarks.fuzz.deviations import DEVIATIONS
 from benchmarks.fuzz.mutator import Case, make_case
 from benchmarks.fuzz.runner import KINDS, Finding, Results, fuzz, stderr_progress
 from servers.launch import ServerStartError
-from servers.options import ServerName
+from servers.options import REFERENCE_SERVERS
 
 PROG = "python -m benchmarks fuzz"
 JSON_SCHEMA = "keepalive-bench/fuzz/1"
-ALL_SERVERS = tuple(n.value for n in ServerName)
+ALL_SERVERS = tuple(n.value for n in REFERENCE_SERVERS)
 DEFAULT_SECONDS = 10.0
 MAX_FINDINGS_IN_JSON = 500  # per kind: a systematic difference must not make a 100 MB file
 

@@ -24,9 +24,9 @@ from benchmarks.harness.config import Cell
 from benchmarks.harness.monitor import ControlClient, ControlError, Monitor
 from benchmarks.harness.procs import (
     ClientProcess,
+    ServerCpu,
     deferred_signals,
     last_line,
-    own_cpu_s,
     read_result,
     start_client,
 )
@@ -187,11 +187,11 @@ class _Session:
         verify_identity(self.server, self.control, ready.url, ready.ca_path, self.cell.server.value)
         return ready
 
-    def _server_cpu(self, proc: psutil.Process | None, when: str) -> tuple[psutil.Process, float]:
+    def _server_cpu(self, proc: ServerCpu | None, when: str) -> tuple[ServerCpu, float]:
         assert self.server.proc is not None
         try:
-            proc = proc or psutil.Process(self.server.proc.pid)
-            return proc, own_cpu_s(proc)
+            proc = proc or ServerCpu(psutil.Process(self.server.proc.pid))
+            return proc, proc.cpu_s()
         except psutil.Error:
             raise CellFailure("server-died", f"{self.cell.server} server exited {when}") from None
 

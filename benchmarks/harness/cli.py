@@ -9,6 +9,7 @@ summarized, every process the harness started is gone).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ from benchmarks.records.layout import (
     new_run_paths,
     utc_stamp,
 )
+from servers.external import missing_reason
 from servers.options import OneLineParser
 
 PROG = "python -m benchmarks run"
@@ -53,7 +55,7 @@ Run the benchmark matrix servers x clients x modes x concurrency x keep-alive se
 repetitions. Each cell starts its own server (port 0, identity checked), runs one client pinned to
 another core, and becomes one CSV row; list values are comma-separated (--servers uvloop,aiohttp).
 
-Default matrix (make bench): all servers, clients {",".join(FULL.clients)},
+Default matrix (make bench): the three reference servers, clients {",".join(FULL.clients)},
 both modes, concurrency {FULL.concurrency[0]}, server keep-alive defaults (5 s, 100 requests),
 {FULL.warmup_s:g} s warm-up + {FULL.duration_s:g} s window, {FULL.repeat} repetitions:
 {_size(False)} (budget 5 min). Why: one Locust and one pyperf client cover both
@@ -84,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="short one-repetition run (<= 60 s)")
-    p.add_argument("--servers", help="stdlib,aiohttp,uvloop (default: all)")
+    p.add_argument(
+        "--servers",
+        help="stdlib,aiohttp,uvloop,nginx,node (default: the three reference servers; nginx and "
+        "node are Debian's, run behind the same interface, skipped when not installed)",
+    )
     p.add_argument("--clients", help="locust-fasthttp,locust-requests,pyperf-sequential,"
                    "pyperf-concurrent-raw,pyperf-concurrent-aiohttp")  # fmt: skip
     p.add_argument("--modes", help="pooled,unpooled (default: both)")
@@ -254,11 +260,27 @@ def finish(
     return 1 if failed or stopped else 0
 
 
+def skip_uninstalled(cells: list[Cell]) -> list[Cell]:
+    """Drop the cells of a server whose binary is missing (nginx, node), one line per server
+    saying how to install it; the rest are renumbered so slugs stay in run order."""
+    missing = {}
+    for server in dict.fromkeys(cell.server for cell in cells):
+        why = missing_reason(server)
+        if why is not None:
+            missing[server] = why
+            sys.stderr.write(f"skipping the {server} cells: {why}\n")
+    kept = [cell for cell in cells if cell.server not in missing]
+    return [dataclasses.replace(cell, index=n) for n, cell in enumerate(kept, 1)]
+
+
 def main(argv: list[str]) -> int:
     args, config = parse_config(argv)
     if args.netns and not args.in_netns:
         return reexec_in_netns(argv)
-    cells = config.cells()
+    cells = skip_uninstalled(config.cells())
+    if not cells:
+        sys.stderr.write("no cell left to run\n")
+        return 0
     estimate = cfgmod.estimate_cell_s(config) * len(cells)
     if args.dry_run:
         for cell in cells:

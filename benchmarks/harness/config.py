@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from benchmarks.clients.contract import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
-from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S, ServerName
+from servers.options import (
+    DEFAULT_KEEPALIVE_MAX,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    REFERENCE_SERVERS,
+    ServerName,
+)
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
@@ -40,7 +45,7 @@ class Profile:
     repeat: int
 
 
-ALL_SERVERS = tuple(ServerName)
+ALL_SERVERS = REFERENCE_SERVERS  # nginx and node only when --servers names them
 BOTH_MODES = (Mode.POOLED, Mode.UNPOOLED)
 DEFAULT_CLIENTS = (ClientKind.LOCUST_FASTHTTP, ClientKind.PYPERF_CONCURRENT_RAW)
 DEFAULT_CONCURRENCY = 16

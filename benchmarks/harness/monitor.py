@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.harness.procs import ClientProcess, own_cpu_s, tree_cpu_s
+from benchmarks.harness.procs import ClientProcess, ServerCpu, own_cpu_s, tree_cpu_s
 from benchmarks.harness.sockets import SocketCounts, socket_counts
 from servers.launch import control_connection
 
@@ -110,7 +110,7 @@ class Monitor:
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = psutil.Process(self.server_pid)
+        self._server = ServerCpu(psutil.Process(self.server_pid))
         self._self = psutil.Process()
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
         self._thread.start()
@@ -138,7 +138,7 @@ class Monitor:
             t = time.monotonic()
             try:
                 requests = int(self.control.counters()["requests_served"])
-                server_cpu = own_cpu_s(self._server)
+                server_cpu = self._server.cpu_s()
             except (ControlError, psutil.Error, KeyError, TypeError, ValueError) as exc:
                 self.control_errors += 1
                 self.last_control_error = f"{type(exc).__name__}: {exc}"[:120]

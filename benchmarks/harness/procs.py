@@ -270,6 +270,29 @@ def own_cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
+class ServerCpu:
+    """CPU seconds of a server process plus the children it had when first measured.
+
+    Our servers are one process; `python -m servers nginx` is a wrapper (READY, counters)
+    whose nginx master and worker do the serving. Children are listed once (they exist before
+    READY; a /proc scan per sample would cost the harness milliseconds), and the root's own
+    CPU raises psutil.Error when it is gone, which callers treat as a dead server."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        try:
+            self.children = root.children(recursive=True)
+        except psutil.Error:
+            self.children = []
+
+    def cpu_s(self) -> float:
+        total = own_cpu_s(self.root)
+        for child in self.children:
+            with contextlib.suppress(psutil.Error):
+                total += own_cpu_s(child)
+        return total
+
+
 def tree_cpu_s(tree: Sequence[psutil.Process]) -> float:
     """Total CPU of a live process tree.
 

@@ -31,9 +31,9 @@ from servers.launch import (
     parse_ready_line,
     terminate,
 )
-from servers.options import ServerName, ServerOptions
+from servers.options import REFERENCE_SERVERS, ServerName, ServerOptions
 
-OUR_SERVERS = tuple(n.value for n in ServerName)  # stdlib, aiohttp, uvloop
+OUR_SERVERS = tuple(n.value for n in REFERENCE_SERVERS)  # stdlib, aiohttp, uvloop
 BARE_PREFIX = "bare-"
 NGINX = "nginx"
 ALL_TARGETS = (

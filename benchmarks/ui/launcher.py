@@ -45,6 +45,7 @@ from servers.launch import (
 from servers.options import (
     DEFAULT_KEEPALIVE_MAX,
     DEFAULT_KEEPALIVE_TIMEOUT_S,
+    REFERENCE_SERVERS,
     OneLineParser,
     OptionsError,
     ServerName,
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a reference server and Locust's web UI on it (both on 127.0.0.1). "
         "Unknown flags are passed to Locust.",
     )
-    parser.add_argument("--server", choices=[n.value for n in ServerName], default="uvloop")
+    parser.add_argument("--server", choices=[n.value for n in REFERENCE_SERVERS], default="uvloop")
     parser.add_argument(
         "--keepalive-timeout", type=float, default=DEFAULT_KEEPALIVE_TIMEOUT_S, metavar="S",
         help="server's idle timeout between requests (default %(default)g)",

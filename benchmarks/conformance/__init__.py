@@ -1,0 +1,1 @@
+"""`make conformance-report`: the conformance suite against nginx and Node, as a report."""
