@@ -146,7 +146,8 @@ class Site:
             return
         from benchmarks.net.cli import start_server
 
-        info = start_server(self.line, options.to_argv(), 0)
+        words = [w for w in options.to_argv() if w not in ("--host", options.host)]
+        info = start_server(self.line, words, 0)  # the line adds the server's --host
         try:
             yield info.url, str(info.control_url)
         finally:
