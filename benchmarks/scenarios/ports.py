@@ -95,7 +95,8 @@ def drive(config: PortsConfig, mode: str, tw_reuse: int) -> dict[str, Any]:
         "requests": result["requests"], "connections": result["connections"],
         "elapsed_s": round(result["elapsed_s"], 3),
         "connections_per_s": round(result["connections"] / max(result["elapsed_s"], 1e-9), 1),
-        "eaddrnotavail": int(at is not None), "eaddrnotavail_at_s": "" if at is None else round(at, 3),
+        "eaddrnotavail": int(at is not None),
+        "eaddrnotavail_at_s": "" if at is None else round(at, 3),
         "time_wait_after": time_wait,
         "other_errors": ";".join(f"{k}={v}" for k, v in sorted(result["other_errors"].items())),
     }  # fmt: skip
@@ -107,8 +108,9 @@ def verdict(row: dict[str, Any]) -> str:
         return (f"{what}: EADDRNOTAVAIL after {row['eaddrnotavail_at_s']} s and "
                 f"{row['connections']} connections ({row['connections_per_s']:g}/s, "
                 f"{row['ports']} ports, {row['time_wait_after']} in TIME_WAIT)")  # fmt: skip
-    return (f"{what}: no EADDRNOTAVAIL in {row['elapsed_s']:g} s: {row['requests']} requests on "
-            f"{row['connections']} connections ({row['time_wait_after']} in TIME_WAIT)")  # fmt: skip
+    return (f"{what}: no EADDRNOTAVAIL in {row['elapsed_s']:g} s: {row['requests']} requests "
+            f"on {row['connections']} connections "
+            f"({row['time_wait_after']} in TIME_WAIT)")  # fmt: skip
 
 
 def figure(rows: Sequence[dict[str, Any]], title: str) -> Any:

@@ -155,7 +155,8 @@ def gevent_pool(url: str) -> tuple[Callable[[str], Attempt], Callable[[], None]]
 
     def request(method: str) -> Attempt:
         sockets["taken"] = 0
-        response = session.request(method, "/", data=BODY if method == "POST" else None)
+        data = BODY.decode() if method == "POST" else None
+        response = session.request(method, "/", data=data)
         error = getattr(response, "error", None)  # set on an ErrorResponse or a failed one
         if error is not None:
             return 0, _error(error), max(0, sockets["taken"] - 1)
