@@ -34,7 +34,6 @@ from typing import Any
 
 ACCEPT_BACKOFF_S = 0.25  # nginx pauses 0.5 s, uvicorn (asyncio) 1 s; shorter serves sooner
 EPISODE_GAP_S = 1.0  # failures closer together than this are one episode (one log line)
-ACCEPT_BATCH = 128  # connections accepted per wake-up of an event loop, as asyncio does
 
 # accept(2) on Linux: "pending network errors on the new socket" are returned by accept(); the
 # connection is gone, the next one is not affected.
@@ -127,7 +126,10 @@ class LoopAcceptor(asyncio.AbstractServer):
         self._on_socket = on_socket
         self._serving = False
         self._resume: asyncio.TimerHandle | None = None
-        self._socket_class = _accepted_socket_class(listener)
+        self._accept = listener._accept  # type: ignore[attr-defined]
+        # Read once: `socket.family` and `.type` convert to enums on every read.
+        self._family, self._kind, self._proto = listener.family, listener.type, listener.proto
+        self._make = _accepted_socket_class(loop, listener)
 
     def start(self) -> None:
         self._listener.setblocking(False)
@@ -135,23 +137,20 @@ class LoopAcceptor(asyncio.AbstractServer):
         self._loop.add_reader(self._listener.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
-        """Accept what is queued (up to a batch). `socket.accept()` is the public spelling of
-        `_accept()` plus a socket built with enum lookups, a third of this path's cost."""
-        listener = self._listener
-        accept = listener._accept  # type: ignore[attr-defined]
-        make, on_socket = self._socket_class, self._on_socket
-        family, kind, proto = listener.family, listener.type, listener.proto
-        for _ in range(ACCEPT_BATCH):
-            try:
-                fd, _ = accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if self._backoff.must_pause(exc):
-                    self._pause()
-                    return
-                continue
-            on_socket(make(family, kind, proto, fd))
+        """Accept one queued connection per readiness event, as libuv does: the listener stays
+        readable (level-triggered) while more are queued, so the next ones come at the next
+        loop iteration, and the common case (one connection queued) never pays an accept()
+        that fails with EAGAIN, whose OSError (strerror, locale decoding) cost more than the
+        rest of accepting. `_accept()` is `socket.accept()` without the socket it builds."""
+        try:
+            fd, _ = self._accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if self._backoff.must_pause(exc):
+                self._pause()
+            return  # a skipped connection: the listener is still readable if more wait
+        self._on_socket(self._make(self._family, self._kind, self._proto, fd))
 
     def _pause(self) -> None:
         self._loop.remove_reader(self._listener.fileno())
@@ -194,9 +193,34 @@ class LoopAcceptor(asyncio.AbstractServer):
         return (self._listener,)
 
 
-def _accepted_socket_class(listener: socket.socket) -> type[socket.socket]:
-    """A socket class whose `family` and `type` are plain attributes: the loop reads them for
-    every accepted socket, and `socket.socket`'s properties convert them to enums each time."""
+class AdoptedFd:
+    """What uvloop's `connect_accepted_socket` needs of an accepted socket, without building
+    one: `socket.socket(fileno=...)` costs a getsockname() (CPython checks the descriptor) and
+    a `detach()` at close. uvloop reads `family` and `type`, takes `fileno()` into a libuv
+    handle that owns and closes it, and calls `close()` when that handle is closed (EBADF
+    from an already closed descriptor is what it expects; this one does nothing)."""
+
+    __slots__ = ("family", "type", "_fd")
+
+    def __init__(self, family: int, kind: int, proto: int, fd: int) -> None:
+        self.family, self.type, self._fd = family, kind, fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """The libuv handle closed the descriptor already."""
+
+
+def _accepted_socket_class(
+    loop: asyncio.AbstractEventLoop, listener: socket.socket
+) -> Callable[[int, int, int, int], Any]:
+    """How an accepted descriptor is handed to `loop`: an `AdoptedFd` for uvloop, whose
+    transports own the descriptor; for asyncio (whose transports use the socket object) a
+    socket class whose `family` and `type` are plain attributes, since the loop reads them
+    for every accepted socket and `socket.socket`'s properties convert them to enums."""
+    if type(loop).__module__.startswith("uvloop"):
+        return AdoptedFd
     attributes = {"__slots__": (), "family": listener.family, "type": listener.type}
     return type("AcceptedSocket", (socket.socket,), attributes)
 
@@ -219,11 +243,11 @@ def connect_on_loop(
     nowhere.
     """
 
-    def on_socket(sock: socket.socket) -> None:
+    connect = loop.connect_accepted_socket
+
+    def on_socket(sock: socket.socket) -> None:  # an AdoptedFd on uvloop (LoopAcceptor)
         _drive(
-            loop.connect_accepted_socket(
-                protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout
-            )
+            connect(protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout)
         )
 
     return on_socket
