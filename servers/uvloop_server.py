@@ -33,7 +33,7 @@ import signal
 import uvloop
 
 from servers.accept import LoopAcceptor, connect_on_loop
-from servers.runtime import SHUTDOWN_GRACE_S, Runtime
+from servers.runtime import SHUTDOWN_GRACE_S, Runtime, freeze_startup_heap
 from servers.uvloop_protocol import HttpProtocol
 from servers.uvloop_wire import ServerState
 
@@ -63,6 +63,7 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     )
     server = LoopAcceptor(loop, runtime.listener, runtime.accept_backoff(), connect)
     server.start()
+    freeze_startup_heap()
     runtime.announce_ready()
     await stop.wait()
     server.close()
