@@ -92,6 +92,11 @@ class HeadParser:
         self.tokens = NO_TOKENS  # the Connection tokens
         self.unframed: BodyFraming | None = None  # a body llhttp skips; the protocol resets it
 
+    def release(self) -> None:
+        """At connection_lost: drop the parser and the owner, whose callbacks point back here
+        (reference cycles, otherwise left to the cyclic collector)."""
+        del self.parser, self._owner, self.on_message_complete
+
     def on_message_begin(self) -> None:
         self._owner.head_started()
         self.size = self.hosts = 0

@@ -106,6 +106,12 @@ class HttpProtocol(asyncio.Protocol):
         self._queue.clear()
         self._s.counters.connection_closed(self._reason or CloseReason.CLIENT_CLOSED)
         self._s.connections.discard(self)
+        # Break the connection's reference cycles (the parser holds bound methods of the head
+        # parser and of this protocol, which hold it), so that reference counting frees it
+        # now: left to the cyclic collector, about 15 objects a connection cost a tenth of a
+        # close-mode request. Nothing parses after connection_lost.
+        self._head.release()
+        del self._parser
 
     def eof_received(self) -> bool | None:
         """Client shut its write side: finish what is pending (ROB-02), then close."""
