@@ -132,8 +132,6 @@ class LoopAcceptor(asyncio.AbstractServer):
         self._serving = False
         self._resume: asyncio.TimerHandle | None = None
         self._accept = listener._accept  # type: ignore[attr-defined]
-        # Read once: `socket.family` and `.type` convert to enums on every read.
-        self._family, self._kind, self._proto = listener.family, listener.type, listener.proto
         self._make = _accepted_socket_class(loop, listener)
         self._getsockopt = listener.getsockopt
         tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
@@ -154,7 +152,6 @@ class LoopAcceptor(asyncio.AbstractServer):
         (the recycle stall of `--keepalive-max`). The queue length is one getsockopt
         (`queued`). `_accept()` is `socket.accept()` without the socket it builds."""
         accept, make, on_socket = self._accept, self._make, self._on_socket
-        family, kind, proto = self._family, self._kind, self._proto
         for _ in range(self._queued()):
             try:
                 fd, _ = accept()
@@ -165,7 +162,7 @@ class LoopAcceptor(asyncio.AbstractServer):
                     self._pause()
                     return
                 continue  # one aborted connection: the next may be fine
-            on_socket(make(family, kind, proto, fd))
+            on_socket(make(fd))
 
     def _queued(self) -> int:
         """Connections waiting in the listener's accept queue, at least 1 (the listener is
@@ -221,36 +218,39 @@ class LoopAcceptor(asyncio.AbstractServer):
         return (self._listener,)
 
 
-class AdoptedFd:
+class AdoptedFd(int):
     """What uvloop's `connect_accepted_socket` needs of an accepted socket, without building
     one: `socket.socket(fileno=...)` costs a getsockname() (CPython checks the descriptor) and
     a `detach()` at close. uvloop reads `family` and `type`, takes `fileno()` into a libuv
     handle that owns and closes it, and calls `close()` when that handle is closed (EBADF
-    from an already closed descriptor is what it expects; this one does nothing)."""
+    from an already closed descriptor is what it expects; this one does nothing).
 
-    __slots__ = ("family", "type", "_fd")
+    The descriptor itself, an int: built and asked for `fileno()` without a Python frame
+    (`int.__index__` returns it); `close` is the same no-op. `family` and `type` are class
+    attributes of the subclass made per listener (`_accepted_socket_class`)."""
 
-    def __init__(self, family: int, kind: int, proto: int, fd: int) -> None:
-        self.family, self.type, self._fd = family, kind, fd
+    __slots__ = ()
+    family: int
+    type: int
 
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        """The libuv handle closed the descriptor already."""
+    fileno = int.__index__
+    close = int.__index__
 
 
 def _accepted_socket_class(
     loop: asyncio.AbstractEventLoop, listener: socket.socket
-) -> Callable[[int, int, int, int], Any]:
+) -> Callable[[int], Any]:
     """How an accepted descriptor is handed to `loop`: an `AdoptedFd` for uvloop, whose
     transports own the descriptor; for asyncio (whose transports use the socket object) a
     socket class whose `family` and `type` are plain attributes, since the loop reads them
     for every accepted socket and `socket.socket`'s properties convert them to enums."""
+    family, kind, proto = listener.family, listener.type, listener.proto
     if type(loop).__module__.startswith("uvloop"):
-        return AdoptedFd
-    attributes = {"__slots__": (), "family": listener.family, "type": listener.type}
-    return type("AcceptedSocket", (socket.socket,), attributes)
+        return type("ListenerFd", (AdoptedFd,), {"__slots__": (), "family": family, "type": kind})
+    attributes = {"__slots__": (), "family": family, "type": kind}
+    return functools.partial(
+        type("AcceptedSocket", (socket.socket,), attributes), family, kind, proto
+    )
 
 
 def connect_on_loop(
