@@ -429,7 +429,9 @@ class HttpProtocol(asyncio.Protocol):
         enc = self._s.encoder
         head_only = method == b"HEAD"
         if cached is None and len(reply.body) > COPY_LIMIT and not head_only:
-            head, body = enc.encode(reply.status, reply.content_type, reply.body, block, False)
+            head, body = enc.encode(
+                reply.status, reply.content_type, reply.body, block, False, reply.headers
+            )
             self._transport.write(head)  # not copied behind its head
             return body
         return self._s.memo.response(reply, cached, block, head_only)
