@@ -9,6 +9,7 @@ only once the socket listens.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import socket
 import ssl
@@ -76,6 +77,15 @@ class Runtime:
         if self.options.log_connections:
             sys.stderr.write(connection_log_line(ctx, method, target, connection) + "\n")
             sys.stderr.flush()
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up (modules, classes, the server's state) out of
+    the cyclic collector's reach (`gc.freeze`): a full collection then walks only what
+    connections allocated since. With a connection per request the collector otherwise ran
+    through the whole start-up heap often enough to cost a tenth of a close-mode request."""
+    gc.collect()
+    gc.freeze()
 
 
 def _url_host(host: str) -> str:

@@ -215,13 +215,19 @@ class ServerState:
         # otherwise, so that the hot path pays no lookup that can only miss.
         plain_ok = not self.log and self.policy.max_requests == 0
         self.plain: dict[tuple[bytes, bytes], bytes] | None = {} if plain_ok else None
+        # ... and to the same requests with `Connection: close` alone, answered then closed
+        # (used only where `plain` is: the decision is the same for every request number).
+        self.plain_close: dict[tuple[bytes, bytes], bytes] = {}
         self._tokens: dict[tuple[bytes, ...], frozenset[str]] = {}
 
-    def remember_plain(self, method: bytes, target: bytes, data: bytes) -> None:
+    def remember_plain(
+        self, method: bytes, target: bytes, data: bytes, *, close: bool = False
+    ) -> None:
         if self.plain is not None:
-            if len(self.plain) >= MEMO_ENTRIES:
-                self.plain.clear()
-            self.plain[method, target] = data
+            memo = self.plain_close if close else self.plain
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[method, target] = data
 
     def tokens(self, values: list[bytes]) -> frozenset[str]:
         """`policy.connection_tokens` of the Connection field values, memoised (bounded)."""
