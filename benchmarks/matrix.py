@@ -269,7 +269,7 @@ class CellKey:
     loss_pct: float = field(
         default=0.0,
         metadata=dimension(
-            flag="--loss", help="packet loss per direction on the delay line, % (default 0)",
+            flag="--loss", help="packet loss per direction on the delay line, percent (default 0)",
             doc="delay line's random loss per packet and direction, %",
             parse=at_least(float, 0, "--loss", "a number of % >= 0"), default=lambda: (0.0,),
             label="loss", before=0.0,
