@@ -128,7 +128,8 @@ def _runner(spec: ClientSpec, run: Run, plan: Plan, loops: int) -> pyperf.Runner
 
 
 def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[float, int, int]:
-    """Seconds per loop, requests sent and connections opened; exits with one line if the server does not answer."""
+    """Seconds per loop, requests sent and connections opened; exits with one line if the
+    server does not answer."""
     reason = target.check_reachable()
     if reason is not None:
         fail(spec.prog, reason)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -73,6 +74,8 @@ class ResultRow:
     valid: int
     status: str
     note: str
+    # The existing server measured (`run --target`), last: added after the others
+    target_url: str = ""
 
 
 _ROW_DOCS: dict[str, str] = {
@@ -86,6 +89,9 @@ _ROW_DOCS: dict[str, str] = {
     "kernel": "`uname -r`",
     "python_version": "interpreter of servers and clients",
     "packages": "versions of aiohttp, uvloop, httptools, locust, pyperf (`name=ver;...`)",
+    "target_url": "URL of the existing server measured when `server` is `target` (`run --target`; "
+    "connections then counted by the client, peak open from /proc/net/tcp, server CPU from "
+    "`--target-pid`, blank without it); empty otherwise",
     "duration_s": "measured window in seconds, client-reported (pyperf: total measured time)",
     "repetition": "1-based repetition of this cell in the run",
     "server_core": "CPU the server was pinned to (-1: not pinned)",
@@ -141,6 +147,10 @@ COLUMN_DOCS: dict[str, str] = {
 _CASTS = {"int": int, "float": float, "str": str}
 # Columns a file may lack: dimensions added after it was written, with the value they had then.
 _BEFORE: dict[str, Any] = {d.column: d.before for d in DIMENSIONS if d.before is not None}
+_BEFORE["target_url"] = ""  # files from before `run --target` measured our servers only
+# Float columns that may be blank: not measured (a target's CPU without --target-pid). NaN in a
+# row, an empty field in the file.
+BLANK_FLOATS = frozenset({"server_cpu_s", "server_cpu_us_per_req", "server_cpu_pct"})
 
 
 def row_values(row: ResultRow) -> dict[str, Any]:
@@ -169,6 +179,8 @@ def format_rows(rows: Iterable[ResultRow]) -> str:
 def _format_value(value: object) -> str:
     """Floats keep microsecond precision for ms columns and 6 significant digits elsewhere."""
     if isinstance(value, float):
+        if math.isnan(value):
+            return ""
         return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.1f}"
     return str(value)
 
@@ -259,6 +271,9 @@ def _parse_row(
     for name in COLUMNS:
         if name not in values:  # a dimension newer than the file (_header_problem let it pass)
             cast[name] = _BEFORE[name]
+            continue
+        if name in BLANK_FLOATS and values[name] == "":
+            cast[name] = math.nan
             continue
         try:
             cast[name] = _CASTS[str(_TYPES[name])](values[name])
