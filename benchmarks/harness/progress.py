@@ -14,7 +14,6 @@ reused connection saves per request (the seed experiment as a number).
 from __future__ import annotations
 
 import math
-
 import statistics
 import sys
 import time
