@@ -106,6 +106,7 @@ def make_ssl_context(options: ServerOptions) -> tuple[ssl.SSLContext | None, Pat
     if not options.tls:
         return None, None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.set_alpn_protocols(["http/1.1"])  # HTTP/1.1 only: a browser must not try h2
     if options.certfile is not None and options.keyfile is not None:
         try:
             ctx.load_cert_chain(options.certfile, options.keyfile)

@@ -112,9 +112,16 @@ class ResponseEncoder:
         return line
 
     def encode(
-        self, status: int, content_type: str, body: bytes, block: bytes, head_only: bool
+        self,
+        status: int,
+        content_type: str,
+        body: bytes,
+        block: bytes,
+        head_only: bool,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> tuple[bytes, bytes]:
-        """(head, body-to-send); the body is b"" for HEAD, 1xx, 204 and 304."""
+        """(head, body-to-send); the body is b"" for HEAD, 1xx, 204 and 304. `extra` is the
+        reply's own headers (`Reply.headers`), after Content-Length."""
         head = STATUS_HEADS.get(status) or _status_head(status)
         if status in STATUSES_WITHOUT_BODY:
             return head + block, b""
@@ -123,6 +130,7 @@ class ResponseEncoder:
                 head,
                 self.content_type_line(content_type),
                 b"Content-Length: %d\r\n" % len(body),
+                header_block(extra)[:-2] if extra else b"",
                 block,
             )
         )
@@ -171,7 +179,7 @@ class ReplyMemo:
         data = cached.get(block) if cached is not None else None
         if data is None:
             head, body = self._encoder.encode(
-                reply.status, reply.content_type, reply.body, block, head_only
+                reply.status, reply.content_type, reply.body, block, head_only, reply.headers
             )
             data = head + body
             if cached is not None:

@@ -28,8 +28,9 @@ VALUE_FLAGS = tuple(flag for flag, takes_value in forwarded() if takes_value)
 # Where `run` writes its CSV: every harness has taken it, since the first.
 OUTPUT_FLAG = "--results-dir"
 # `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run; `net
-# slowstart` its requests as slowstart-<stamp>-<commit>.csv, another format altogether.
-SKIP_PREFIX = ("noise-", "slowstart-")
+# slowstart` its requests as slowstart-<stamp>-<commit>.csv, another format altogether; page-load
+# runs (pageload-), the race and ports scenarios (race-, ports-) have schemas of their own.
+SKIP_PREFIX = ("noise-", "slowstart-", "pageload-", "race-", "ports-")
 BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
 T = TypeVar("T")  # what is scheduled: a Side here, a client's name in harness.ceiling
 
