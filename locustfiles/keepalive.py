@@ -27,8 +27,6 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import gevent.ssl
-import urllib3.connection
-from geventhttpclient.connectionpool import ConnectionPool
 from locust import FastHttpUser, HttpUser, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
@@ -140,10 +138,18 @@ class _Connects:
         setattr(owner, name, counted)
 
 
-# geventhttpclient (FastHttpUser): after_connect runs once a socket connected (TLS included);
-# urllib3 (HttpUser): _new_conn returns a connected socket.
-_Connects.wrap(ConnectionPool, "after_connect")
-_Connects.wrap(urllib3.connection.HTTPConnection, "_new_conn")
+def _count_connects() -> None:
+    """geventhttpclient (FastHttpUser): after_connect runs once a socket connected (TLS
+    included); urllib3 (HttpUser): _new_conn returns a connected socket. Imported here, after
+    locust (which monkey-patches ssl first: urllib3 imported before it recurses in ssl)."""
+    import urllib3.connection
+    from geventhttpclient.connectionpool import ConnectionPool
+
+    _Connects.wrap(ConnectionPool, "after_connect")
+    _Connects.wrap(urllib3.connection.HTTPConnection, "_new_conn")
+
+
+_count_connects()
 
 
 @functools.cache

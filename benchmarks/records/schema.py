@@ -172,15 +172,20 @@ def format_rows(rows: Iterable[ResultRow]) -> str:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({name: _format_value(v) for name, v in row_values(row).items()})
+        writer.writerow({name: _field(name, v) for name, v in row_values(row).items()})
     return buf.getvalue()
+
+
+def _field(name: str, value: object) -> str:
+    """A column's text: a not-measured BLANK_FLOATS value (NaN) is an empty field."""
+    if name in BLANK_FLOATS and isinstance(value, float) and math.isnan(value):
+        return ""
+    return _format_value(value)
 
 
 def _format_value(value: object) -> str:
     """Floats keep microsecond precision for ms columns and 6 significant digits elsewhere."""
     if isinstance(value, float):
-        if math.isnan(value):
-            return ""
         return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.1f}"
     return str(value)
 
