@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TypeVar
 
+from benchmarks.common import write_atomic
 from benchmarks.harness.fingerprint import PACKAGES, collect, package_versions
 from benchmarks.net import netns
 from benchmarks.net.netns import NetError
@@ -52,7 +53,6 @@ from benchmarks.records.layout import (
     new_run_paths,
     utc_iso,
     utc_stamp,
-    write_bytes_atomic,
 )
 from servers.options import REFERENCE_SERVERS, OneLineParser, ServerName
 
@@ -300,7 +300,7 @@ def bundle_work(paths: RunPaths, rows: Sequence[PageLoadRow]) -> None:
         for f in sorted(paths.work.iterdir())
         if f.is_file() and f.name != PID_FILE and (keep_logs or not f.name.endswith(".log"))
     }
-    write_bytes_atomic(paths.bundle, bundle_bytes(paths.name, members))
+    write_atomic(paths.bundle, bundle_bytes(paths.name, members))
 
 
 def run(config: PageLoadConfig) -> int:
