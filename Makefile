@@ -53,8 +53,10 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# TARGET=URL [TARGET_PID=PID]: every client against an existing loopback server, not ours.
 bench: install
-	$(PY) -m benchmarks run $(BENCH_FLAGS)
+	$(PY) -m benchmarks run $(BENCH_FLAGS) $(if $(TARGET),--target '$(TARGET)') \
+	  $(if $(TARGET_PID),--target-pid $(TARGET_PID))
 
 compare: install
 	$(PY) -m benchmarks compare $(BASE) $(NEW) $(COMPARE_FLAGS)

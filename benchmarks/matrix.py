@@ -184,6 +184,11 @@ def _bandwidth(item: str) -> float:
 
 # --- the dimensions ---------------------------------------------------------------------------
 
+# The server column of rows measured against an existing server (`run --target URL`, the URL in
+# the row's target_url); their keep-alive columns hold UNKNOWN unless declared with the flags.
+TARGET_SERVER = "target"
+UNKNOWN = -1
+
 DEFAULT_CLIENTS = (ClientKind.LOCUST_FASTHTTP, ClientKind.PYPERF_CONCURRENT_RAW)
 DEFAULT_CONCURRENCY = 16
 
@@ -199,7 +204,8 @@ class CellKey:
             flag="--servers",
             help="{choices} (default: the three reference servers; nginx and node are Debian's, "
             "run behind the same interface, skipped when not installed)",
-            doc="`stdlib`, `aiohttp` or `uvloop` (ours), `nginx` or `node` (wrapped)",
+            doc="`stdlib`, `aiohttp` or `uvloop` (ours), `nginx` or `node` (wrapped), `target` "
+            "(an existing server, `--target URL`: see `target_url`)",
             parse=one_of(_server_names, "--servers"), default=_reference_servers,
             choices=lambda: tuple(_server_names()), reach=Reach.SERVER, option="name",
         )
@@ -239,7 +245,8 @@ class CellKey:
     keepalive_timeout_s: float = field(
         metadata=dimension(
             flag="--keepalive-timeout", help="server keep-alive timeout(s), seconds (default 5)",
-            doc="server's --keepalive-timeout",
+            doc="server's --keepalive-timeout (a target's as declared with the flag; -1: not "
+            "known)",
             parse=at_least(float, 0, "--keepalive-timeout", "a finite number >= 0"),
             default=lambda: (_defaults()[0],), label="kt",
             reach=Reach.SERVER, option="keepalive_timeout_s",
@@ -249,7 +256,7 @@ class CellKey:
         metadata=dimension(
             flag="--keepalive-max",
             help="server requests per connection(s), 0 = unlimited (default 100)",
-            doc="server's --keepalive-max (0 = unlimited)",
+            doc="server's --keepalive-max (0 = unlimited; a target's as declared, -1: not known)",
             parse=at_least(int, 0, "--keepalive-max", ">= 0"),
             default=lambda: (_defaults()[1],), label="km",
             reach=Reach.SERVER, option="keepalive_max",

@@ -118,6 +118,40 @@ class _Common:
         raise NotImplementedError
 
 
+class _Connects:
+    """TCP connections this process opened, counted where both libraries connect: a target
+    without our counters is judged by the client's own count (ClientResult.connections_opened)."""
+
+    opened = 0
+
+    @classmethod
+    def wrap(cls, owner: type, name: str) -> None:
+        """Count every successful call of `owner.name` (raising calls opened nothing)."""
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            cls.opened += 1
+            return out
+
+        setattr(owner, name, counted)
+
+
+def _count_connects() -> None:
+    """geventhttpclient (FastHttpUser): after_connect runs once a socket connected (TLS
+    included); urllib3 (HttpUser): _new_conn returns a connected socket. Imported here, after
+    locust (which monkey-patches ssl first: urllib3 imported before it recurses in ssl)."""
+    import urllib3.connection
+    from geventhttpclient.connectionpool import ConnectionPool
+
+    _Connects.wrap(ConnectionPool, "after_connect")
+    _Connects.wrap(urllib3.connection.HTTPConnection, "_new_conn")
+
+
+_count_connects()
+
+
 @functools.cache
 def _tls_context(ca_path: str) -> gevent.ssl.SSLContext:
     """The client TLS context trusting `ca_path`, built once per process."""
@@ -206,6 +240,7 @@ class Recorder:
         self.warmup_s = warmup_s
         self.duration_s = duration_s
         self.total = 0
+        self.connections = 0  # absorbed from workers; a local process adds its own _Connects
         self.reset()
 
     def reset(self) -> None:
@@ -246,7 +281,9 @@ class Recorder:
             "requests": self.requests,
             "total": self.total,
             "error_kinds": dict(self.error_kinds),
+            "connections": _Connects.opened,
         }
+        _Connects.opened = 0
         self.hist = latency.new_histogram()
         self.requests = self.total = 0
         self.error_kinds = Counter()
@@ -257,6 +294,7 @@ class Recorder:
         self.hist.add(latency.decode(report["histogram"]))
         self.requests += int(report["requests"])
         self.total += int(report["total"])
+        self.connections += int(report.get("connections", 0))
         self.error_kinds.update(report["error_kinds"])
 
     @property
@@ -278,6 +316,7 @@ class Recorder:
             latency_us=latency.summary_us(self.hist),
             histogram=latency.encode(self.hist),
             error_kinds=dict(self.error_kinds),
+            connections_opened=self.connections + _Connects.opened,
         )
 
 

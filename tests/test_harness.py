@@ -350,7 +350,7 @@ TCP6 = """\
 
 
 def test_parse_tcp_table_counts_the_server_port_only() -> None:
-    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1)
+    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1)
     assert parse_tcp_table(TCP6, 0x1F90) == SocketCounts(0, 1, 0)
     assert parse_tcp_table(TCP, 1234) == SocketCounts()
 
@@ -366,7 +366,7 @@ def test_socket_counts_and_kernel_counters_from_a_fake_proc(tmp_path: Path) -> N
     )
     (tmp_path / "netstat").write_text("TcpExt: SyncookiesSent TW\nTcpExt: 0 7\n")
     counts = socket_counts(0x1F90, tmp_path)
-    assert counts == SocketCounts(1, 2, 1) and counts.time_wait == 3
+    assert counts == SocketCounts(1, 2, 1, held_client=1) and counts.time_wait == 3
     assert kernel_counters(tmp_path) == {
         "ActiveOpens": 10,
         "PassiveOpens": 12,

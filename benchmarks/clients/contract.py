@@ -311,6 +311,9 @@ class ClientResult:
     histogram: str  # HdrHistogram, encoded (benchmarks.latency.encode)
     error_kinds: dict[str, int] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)  # e.g. the pyperf JSON file
+    # TCP connections the client opened over the same span as requests_total (every process):
+    # what a target without our counters is judged by. -1: a result written before it counted.
+    connections_opened: int = -1
     format: int = RESULT_FORMAT
 
     @property

@@ -45,6 +45,7 @@ class AiohttpClient:
         self.remaining = 0
         self.latencies: list[int] = []
         self.errors: Counter[str] = Counter()
+        self.connections_opened = 0
 
     async def _session(self, force_close: bool) -> Any:
         import aiohttp
@@ -54,7 +55,15 @@ class AiohttpClient:
             limit=self.concurrency, force_close=force_close, ssl=ssl_option
         )
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-        return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(self._opened)
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False, trace_configs=[trace]
+        )
+
+    async def _opened(self, *_: Any) -> None:
+        """aiohttp's trace hook: a new connection (not one taken from the pool)."""
+        self.connections_opened += 1
 
     def run(self, loops: int) -> Batch:
         self.remaining = loops

@@ -50,6 +50,8 @@ class Batch:
 
 
 class LoadClient(Protocol):
+    connections_opened: int  # TCP connections opened so far (connects that succeeded)
+
     def run(self, loops: int) -> Batch:
         """Send exactly `loops` requests (failures included) and time them."""
         ...
@@ -125,8 +127,9 @@ def _runner(spec: ClientSpec, run: Run, plan: Plan, loops: int) -> pyperf.Runner
     )
 
 
-def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[float, int]:
-    """Seconds per loop and requests sent; exits with one line if the server does not answer."""
+def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[float, int, int]:
+    """Seconds per loop, requests sent and connections opened; exits with one line if the
+    server does not answer."""
     reason = target.check_reachable()
     if reason is not None:
         fail(spec.prog, reason)
@@ -145,16 +148,17 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
             loops *= 2
     finally:
         client.close()
+    connections = client.connections_opened
     if ok == 0:
         kinds = ", ".join(f"{k} x{n}" for k, n in errors.most_common(3))
         where = f"{config.url}{config.path}"
         fail(spec.prog, f"no request to {where} succeeded while probing ({kinds})")
-    return elapsed / sent, sent
+    return elapsed / sent, sent, connections
 
 
 def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
     config = run.config
-    seconds_per_loop, probe_requests = _probe(spec, config, target)
+    seconds_per_loop, probe_requests, probe_connections = _probe(spec, config, target)
     loops = plan.loops_for(config.duration_s, seconds_per_loop)
     output = config.output
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +177,7 @@ def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args
     finally:
         shutil.rmtree(run.parts_dir, ignore_errors=True)
     tally.requests_total += probe_requests
+    tally.connections += probe_connections
     pyperf_json = output.with_name(output.name + ".pyperf.json")
     bench.dump(str(pyperf_json), replace=True)
     result = _result(config.kind.value, config.mode.value, tally, workers, [str(pyperf_json)])
@@ -198,6 +203,7 @@ def _result(kind: str, mode: str, tally: Tally, workers: int, artifacts: list[st
         histogram=latency.encode(tally.hist),
         error_kinds=dict(tally.error_kinds),
         artifacts=artifacts,
+        connections_opened=tally.connections,
     )
 
 
@@ -240,6 +246,7 @@ def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args:
         runner.bench_time_func(spec.bench_name(config), timed)
     finally:
         client.close()
+    tally.connections = client.connections_opened
     if not calibrating:
         assert run.parts_dir is not None, "the main process gives every worker --parts-dir"
         dump_part(run.parts_dir, tally)

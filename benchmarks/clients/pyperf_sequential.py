@@ -17,6 +17,7 @@ import http.client
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from benchmarks.clients.contract import Mode
 from benchmarks.clients.pyperf_driver import Batch, ClientSpec, main
@@ -40,15 +41,29 @@ class SequentialClient:
         if mode is Mode.UNPOOLED:
             self.headers["Connection"] = "close"
         self.conn: http.client.HTTPConnection | None = None
+        self.connections_opened = 0
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.context is not None:
-            return http.client.HTTPSConnection(
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S, context=self.context
             )
-        return http.client.HTTPConnection(
-            self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S
-        )
+        else:
+            conn = http.client.HTTPConnection(
+                self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S
+            )
+        conn.connect = self._counting(conn.connect)  # type: ignore[method-assign]
+        return conn
+
+    def _counting(self, connect: Callable[[], None]) -> Callable[[], None]:
+        """http.client reconnects by itself (auto_open) once the server closed: every connect,
+        its own included, is counted here."""
+
+        def counted() -> None:
+            connect()
+            self.connections_opened += 1
+
+        return counted
 
     def _one(self, conn: http.client.HTTPConnection) -> int:
         conn.request("GET", self.target.path, headers=self.headers)

@@ -183,6 +183,7 @@ class RawClient:
         self.last_response = b"\0"  # never equal to a real response
         self.last_status = 0
         self.last_close = False
+        self.connections_opened = 0
 
     def run(self, loops: int) -> Batch:
         self.remaining = loops
@@ -227,6 +228,7 @@ class RawClient:
         except (OSError, ssl.SSLError) as exc:
             self.errors[error_kind(exc)] += 1
             return None
+        self.connections_opened += 1
         return conn
 
     def close(self) -> None:

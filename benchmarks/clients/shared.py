@@ -105,6 +105,7 @@ class Tally:
     errors: int = 0
     elapsed_s: float = 0.0
     requests_total: int = 0
+    connections: int = 0  # TCP connections this process opened (every request, like requests_total)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
 
@@ -124,6 +125,7 @@ class Tally:
             "errors": self.errors,
             "elapsed_s": self.elapsed_s,
             "requests_total": self.requests_total,
+            "connections": self.connections,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
         }
@@ -135,6 +137,7 @@ class Tally:
             errors=data["errors"],
             elapsed_s=data["elapsed_s"],
             requests_total=data["requests_total"],
+            connections=data.get("connections", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
         )
@@ -145,6 +148,7 @@ class Tally:
         self.errors += other.errors
         self.elapsed_s += other.elapsed_s
         self.requests_total += other.requests_total
+        self.connections += other.connections
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
 

@@ -11,6 +11,7 @@ the client tree and the server. One failure stops the run instead: a full result
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 import tempfile
 import time
@@ -42,6 +43,7 @@ from benchmarks.harness.sockets import (
     kernel_counters,
     socket_counts,
 )
+from benchmarks.harness.target import KernelWatch, TargetServer
 from benchmarks.matrix import CellKey, Reach
 from benchmarks.net.line import DelayLine
 from benchmarks.net.netns import NetError
@@ -63,6 +65,7 @@ from servers.launch import (
     ReadyInfo,
     ServerProcess,
     ServerStartError,
+    pid_alive,
     server_command,
 )
 from servers.options import OptionsError, ServerOptions
@@ -120,6 +123,8 @@ def results_disk_full(folder: Path, files: CellFiles, message: str) -> str:
 
 
 def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str | None]:
+    if cell.is_target:
+        return _measure_target(cell, ctx, started)
     try:
         options = ServerOptions(**cell.options(Reach.SERVER))
     except OptionsError as exc:
@@ -195,6 +200,24 @@ def _server(
     )
     command = net.line.server_cmd(server_command(options))  # `ip netns exec` execs: same pid
     return ChildServer(command, f"{options.name} server", stderr=log, cpu=core)
+
+
+def _measure_target(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str | None]:
+    """A cell against `--target`: only the client is ours to start and stop."""
+    target = ctx.config.target
+    assert target is not None, "a target cell runs with --target"
+    files = CellFiles.of(cell, ctx.artifacts)
+    with files.client_log.open("wb") as clog:
+        session = _TargetSession(cell, ctx, files, target, clog)
+        try:
+            measurement = session.run()
+        finally:
+            with deferred_signals():
+                session.stop()
+                remove_client_leftovers(files.output)
+    keep_artifacts(measurement.result.artifacts, ctx.artifacts, files.output.parent)
+    row = measured_row(cell, ctx, started, measurement)
+    return row, measurement.result.histogram or None
 
 
 @dataclass(frozen=True)
@@ -401,3 +424,103 @@ def verify_identity(
             "server-identity",
             f"{url} is not served by pid {server.proc.pid} (its counter did not move)",
         )
+
+
+class _TargetSession:
+    """The client of one cell against an existing server, and what stands in for its counters:
+    the client's own connection count, /proc/net/tcp by the target's port, the CPU of
+    `--target-pid` (zero, and the row's CPU blank, without it)."""
+
+    def __init__(
+        self, cell: Cell, ctx: CellContext, files: CellFiles, target: TargetServer,
+        client_log: IO[bytes],
+    ) -> None:  # fmt: skip
+        self.cell, self.ctx, self.files, self.target = cell, ctx, files, target
+        self.client_log = client_log
+        self.client: ClientProcess | None = None
+        self.monitor: Monitor | None = None
+        self.watch = KernelWatch(target.port)
+
+    def run(self) -> Measurement:
+        cpu = self._cpu(None, "before the client ran")
+        cpu0 = cpu.cpu_s() if cpu is not None else 0.0
+        status, wall, monitor = self._run_client()
+        if monitor.server_died:
+            raise CellFailure("server-died", f"target pid {self.target.pid} exited during the run")
+        cpu1 = self._cpu(cpu, "after the run")
+        server_cpu = cpu1.cpu_s() - cpu0 if cpu1 is not None else math.nan
+        result = self._read_result(status)
+        end_sockets = socket_counts(self.target.port)
+        if result.connections_opened < 0:
+            raise CellFailure("client-crashed", f"{self.cell.client} did not count connections")
+        before = {"connections_accepted": 0, "requests_served": 0}
+        after = {  # the client's own count over the span of its requests_total
+            "connections_accepted": result.connections_opened,
+            "requests_served": result.requests_total,
+            "connections_peak_open": self.watch.peak_open,
+        }
+        return Measurement(
+            result, before, after, server_cpu, wall, monitor, end_sockets, {}, status or 0
+        )
+
+    def _cpu(self, cpu: ServerCpu | None, when: str) -> ServerCpu | None:
+        if self.target.pid is None:
+            return None
+        try:
+            cpu = cpu or ServerCpu(psutil.Process(self.target.pid))
+            cpu.cpu_s()
+            return cpu
+        except psutil.Error:
+            raise CellFailure("server-died", f"target pid {self.target.pid} gone {when}") from None
+
+    def _alive(self) -> bool:
+        return self.target.pid is None or pid_alive(self.target.pid)
+
+    def _run_client(self) -> tuple[int | None, float, Monitor]:
+        cfg, cell = self.ctx.config, self.cell
+        client_cfg = ClientConfig(
+            **cell.options(Reach.CLIENT), url=self.target.base_url, path=self.target.path,
+            duration_s=cfg.duration_s, output=self.files.output, warmup_s=cfg.warmup_s,
+            workers=cfg.workers,
+        )  # fmt: skip
+        t_start = time.monotonic()
+        try:
+            start_client(
+                client_cfg.command(), core=self.ctx.cores.client, log=self.client_log,
+                started=self._adopt,
+            )  # fmt: skip
+        except OSError as exc:
+            raise CellFailure("client-crashed", f"{cell.client} did not start: {exc}") from None
+        assert self.client is not None
+        self.monitor = Monitor(
+            server_pid=self.target.pid, client=self.client, control=None, port=self.target.port,
+            snapshot_after_s=cfg.warmup_s + 0.8 * cfg.duration_s, server_alive=self._alive,
+            activity=self.watch.activity,
+        )  # fmt: skip
+        self.monitor.start()
+        status = self.client.wait_or_kill(cfg.timeout_s)
+        wall = time.monotonic() - t_start
+        self.monitor.stop()
+        return status, wall, self.monitor
+
+    def _adopt(self, client: ClientProcess) -> None:
+        self.client = client
+
+    def _read_result(self, status: int | None) -> ClientResult:
+        cell, timeout_s = self.cell, self.ctx.config.timeout_s
+        if status is None:
+            raise CellFailure(
+                "client-timeout", f"{cell.client} still running after {timeout_s:g} s: killed"
+            )
+        result = read_result(self.files.output, self.files.client_log)
+        if isinstance(result, str):
+            raise CellFailure(
+                "client-crashed", f"{cell.client} exited with status {status}: {result}"
+            )
+        return result
+
+    def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.client is not None:
+            self.client.kill_tree()

@@ -29,6 +29,7 @@ from benchmarks.harness.procs import (
 )
 from benchmarks.harness.progress import Progress, fmt_duration, summary_table
 from benchmarks.harness.sockets import private_netns
+from benchmarks.harness.target import check_answers, parse_target
 from benchmarks.matrix import (
     DEFAULT_CLIENTS,
     DEFAULT_CONCURRENCY,
@@ -80,6 +81,8 @@ EPILOG = """\
 Writes results/<host_id>/<UTC time>-<commit>.csv and <UTC time>-<commit>.artifacts.tar.gz (each
 client's JSON and pyperf JSON; logs of failed or invalid cells), both rewritten atomically after
 every cell; prints the CSV path.
+--target URL (make bench TARGET=URL [TARGET_PID=PID]): the same clients and modes against a
+server already running on loopback, instead of ours.
 Exit status: 0 all cells ran, 1 some cell failed or the results disk filled up (the run stops,
 rows so far kept), 2 bad input, 130 interrupted.
 """
@@ -105,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(setting.flag, type=setting.parse, help=setting.help)
     # Internal: marks the re-executed harness inside `unshare --net`, so it does not re-exec again.
     p.add_argument(IN_NETNS_FLAG, dest="in_netns", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--target", metavar="URL",
+        help="measure this existing server instead of starting ours (loopback only: 127.0.0.1, "
+        "::1, localhost); rows say server=target and carry the URL in target_url, connections "
+        "are counted by the clients and /proc/net/tcp; --keepalive-timeout/--keepalive-max then "
+        "declare its settings (unknown otherwise)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-pid", type=int, metavar="PID",
+        help="the target's process (its children included): its CPU goes in the rows (blank "
+        "without it)",
+    )  # fmt: skip
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
     p.add_argument(
         "--client-timeout", type=float,
@@ -121,10 +136,17 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        target = None
+        if args.target is not None:
+            target = parse_target(args.target, args.target_pid)
+            if args.netns:
+                raise UsageError("--target is on this host's loopback: --netns would hide it")
+        elif args.target_pid is not None:
+            raise UsageError("--target-pid needs --target")
         config = cfgmod.build(
             quick=args.quick, duration=args.duration, warmup=args.warmup, repeat=args.repeat,
             results_dir=args.results_dir, client_timeout=args.client_timeout,
-            workers=1 if args.workers is None else args.workers,
+            workers=1 if args.workers is None else args.workers, target=target,
             **{d.dest: getattr(args, d.dest) for d in DIMENSIONS},
         )  # fmt: skip
         if config.uses_line:
@@ -263,12 +285,12 @@ def skip_uninstalled(cells: list[Cell]) -> list[Cell]:
     """Drop the cells of a server whose binary is missing (nginx, node), one line per server
     saying how to install it; the rest are renumbered so slugs stay in run order."""
     missing = {}
-    for server in dict.fromkeys(cell.server for cell in cells):
+    for server in dict.fromkeys(cell.server for cell in cells if not cell.is_target):
         why = missing_reason(server)
         if why is not None:
             missing[server] = why
             sys.stderr.write(f"skipping the {server} cells: {why}\n")
-    kept = [cell for cell in cells if cell.server not in missing]
+    kept = [cell for cell in cells if cell.key.server not in missing]
     return [dataclasses.replace(cell, index=n) for n, cell in enumerate(kept, 1)]
 
 
@@ -286,6 +308,10 @@ def main(argv: list[str]) -> int:
             print(cell.label())
         print(f"{len(cells)} cells, about {fmt_duration(estimate)}")
         return 0
+    if config.target is not None:
+        why = check_answers(config.target)
+        if why is not None:
+            return print_error(PROG, why)
     prepared = prepare(config)
     if isinstance(prepared, str):
         return print_error(PROG, prepared)

@@ -20,7 +20,19 @@ from typing import Any
 
 from benchmarks.clients.contract import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
 from benchmarks.common import UsageError
-from benchmarks.matrix import DIMENSIONS, FULL, QUICK, CellKey, Dimension, Profile, Reach
+from benchmarks.harness.target import TargetServer
+from benchmarks.matrix import (
+    DIMENSIONS,
+    FULL,
+    QUICK,
+    TARGET_SERVER,
+    UNKNOWN,
+    CellKey,
+    Dimension,
+    Profile,
+    Reach,
+    by_column,
+)
 from servers.options import ServerName
 
 # Fixed cost of a cell on top of warm-up + window (server start, identity check, client start,
@@ -42,6 +54,7 @@ class RunConfig:
     results_dir: Path = Path("results")
     client_timeout_s: float | None = None  # None: derived from warm-up + window
     workers: int = 1  # Locust worker processes per client (--processes); pyperf ignores it
+    target: TargetServer | None = None  # an existing server instead of ours (`--target`)
 
     def __post_init__(self) -> None:
         for d in DIMENSIONS:
@@ -112,7 +125,12 @@ class Cell:
 
     @property
     def server(self) -> ServerName:
+        """Ours or a wrapped one; a target cell has none (`is_target`)."""
         return ServerName(self.key.server)
+
+    @property
+    def is_target(self) -> bool:
+        return self.key.server == TARGET_SERVER
 
     @property
     def client(self) -> ClientKind:
@@ -181,16 +199,48 @@ def parse_values(text: str, dim: Dimension) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def matrix_of(given: Mapping[str, str | bool | None]) -> dict[str, tuple[Any, ...]]:
+# What `--target` changes in the matrix: the server is the target; its keep-alive settings are
+# unknown unless declared (one value each: a target has one configuration); no TLS (the clients
+# would need the target's CA); every client unless --clients says otherwise.
+TARGET_REFUSES = ("server", "tls")
+TARGET_DECLARES = ("keepalive_timeout_s", "keepalive_max")
+
+
+def matrix_of(
+    given: Mapping[str, str | bool | None], target: bool = False
+) -> dict[str, tuple[Any, ...]]:
     """Every dimension's values from the CLI's strings (keyed by the flag's argparse dest; a
     switch is True/False): the given ones parsed, the others their defaults."""
-    matrix = {}
+    matrix: dict[str, tuple[Any, ...]] = {}
+    if target:
+        matrix.update(_target_matrix(given))
     for d in DIMENSIONS:
+        if d.column in matrix:
+            continue
         text = given.get(d.dest)
         if d.switch:
             matrix[d.column] = (1,) if text else d.default()
         else:
             matrix[d.column] = d.default() if text is None else parse_values(str(text), d)
+    return matrix
+
+
+def _target_matrix(given: Mapping[str, str | bool | None]) -> dict[str, tuple[Any, ...]]:
+    """The dimensions `--target` sets: the server, and the keep-alive settings as declared."""
+    for column in TARGET_REFUSES:
+        d = by_column(column)
+        if given.get(d.dest):
+            raise UsageError(f"--target measures the server at its URL: {d.flag} does not apply")
+    matrix: dict[str, tuple[Any, ...]] = {"server": (TARGET_SERVER,), "tls": (0,)}
+    if given.get(by_column("client").dest) is None:  # a target is measured by every client
+        matrix["client"] = tuple(ClientKind)
+    for column in TARGET_DECLARES:
+        d = by_column(column)
+        text = given.get(d.dest)
+        values = (UNKNOWN,) if text is None else parse_values(str(text), d)
+        if len(values) != 1:
+            raise UsageError(f"{d.flag} with --target declares the target's one setting")
+        matrix[column] = values
     return matrix
 
 
@@ -203,6 +253,7 @@ def build(
     results_dir: Path = Path("results"),
     client_timeout: float | None = None,
     workers: int = 1,
+    target: TargetServer | None = None,
     **dimensions: str | bool | None,
 ) -> RunConfig:
     """RunConfig from CLI strings: unset values take the profile's (QUICK or FULL) defaults.
@@ -214,7 +265,7 @@ def build(
         raise TypeError(f"build() got unknown dimensions {sorted(unknown)}")
     profile: Profile = QUICK if quick else FULL
     return RunConfig(
-        matrix=matrix_of(dimensions),
+        matrix=matrix_of(dimensions, target=target is not None),
         duration_s=profile.duration_s if duration is None else duration,
         warmup_s=profile.warmup_s if warmup is None else warmup,
         repeat=profile.repeat if repeat is None else repeat,
@@ -222,4 +273,5 @@ def build(
         results_dir=results_dir,
         client_timeout_s=client_timeout,
         workers=workers,
+        target=target,
     )

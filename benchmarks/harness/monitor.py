@@ -52,13 +52,14 @@ class LoadStats:
 class Monitor:
     """Background sampler for one cell; `start()`, then `stop()` once the client has exited."""
 
-    server_pid: int
+    server_pid: int | None  # None: a target without --target-pid (its CPU reads 0)
     client: ClientProcess
-    control: ControlClient
+    control: ControlClient | None  # None: `activity` counts instead (a target: KernelWatch)
     port: int
     snapshot_after_s: float  # take the /proc socket snapshot this long into the load period
     server_alive: Callable[[], bool]
     proc_net: Path = PROC_NET  # /proc/net of the server's namespace (its own on the delay line)
+    activity: Callable[[], int] | None = None  # stands in for requests_served without control
     samples: list[Sample] = field(default_factory=list)
     sockets: SocketCounts | None = None
     server_died: bool = False
@@ -68,7 +69,8 @@ class Monitor:
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = ServerCpu(psutil.Process(self.server_pid))
+        pid = self.server_pid
+        self._server = ServerCpu(psutil.Process(pid)) if pid is not None else None
         self._self = psutil.Process()
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
         self._thread.start()
@@ -84,6 +86,13 @@ class Monitor:
             return ""
         return f"{self.control_errors} monitor poll(s) failed (last: {self.last_control_error})"
 
+    def _requests(self) -> int:
+        """The server's request counter, or the activity that stands in for it."""
+        if self.control is None:
+            assert self.activity is not None, "a monitor without control needs an activity"
+            return self.activity()
+        return int(self.control.counters()["requests_served"])
+
     def _run(self) -> None:
         client_cpu = 0.0
         load_start: float | None = None
@@ -95,8 +104,8 @@ class Monitor:
                 return
             t = time.monotonic()
             try:
-                requests = int(self.control.counters()["requests_served"])
-                server_cpu = self._server.cpu_s()
+                requests = self._requests()
+                server_cpu = self._server.cpu_s() if self._server is not None else 0.0
             except (ControlError, psutil.Error, KeyError, TypeError, ValueError) as exc:
                 self.control_errors += 1
                 self.last_control_error = f"{type(exc).__name__}: {exc}"[:120]

@@ -13,6 +13,7 @@ reused connection saves per request (the seed experiment as a number).
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -90,7 +91,7 @@ def describe(row: ResultRow) -> str:
     text = (
         f"{row.throughput_rps:,.0f} req/s p50 {row.latency_p50_ms:.3f} ms p99 "
         f"{row.latency_p99_ms:.3f} ms, {row.connections_opened} conns, "
-        f"cpu server {row.server_cpu_pct:.0f}% client {row.client_cpu_pct:.0f}%"
+        f"cpu server {_pct(row.server_cpu_pct)} client {row.client_cpu_pct:.0f}%"
     )
     if row.client_bound:
         text += " [client-bound]"
@@ -237,3 +238,8 @@ def render(table: list[list[str]]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    """`42%`, or `-` when not measured (a target without --target-pid)."""
+    return "-" if math.isnan(value) else f"{value:.0f}%"

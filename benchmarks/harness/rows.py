@@ -6,6 +6,7 @@ rules' application are tested with fakes, without a process in sight.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,8 @@ def base_fields(cell: Cell, ctx: CellContext, started: str) -> dict[str, Any]:
         cpu_count=fp.cpu_count, kernel=fp.kernel, python_version=fp.python_version,
         packages=fp.packages, key=cell.key, duration_s=ctx.config.duration_s,
         repetition=cell.repetition,
-        server_core=ctx.cores.server, client_core=ctx.cores.client,
+        server_core=-1 if cell.is_target else ctx.cores.server, client_core=ctx.cores.client,
+        target_url=ctx.config.target.url if cell.is_target and ctx.config.target else "",
     )  # fmt: skip
 
 
@@ -91,8 +93,18 @@ class CpuLoad:
     note: str
 
 
-def cpu_load(ctx: CellContext, m: Measurement) -> CpuLoad:
-    """CPU % over the busy intervals, or over the whole client run when they are too few."""
+def cpu_load(ctx: CellContext, m: Measurement, cell: Cell | None = None) -> CpuLoad:
+    """CPU % over the busy intervals, or over the whole client run when they are too few.
+    A target is not on the server core we keep free: no contention verdict, and its CPU % is
+    blank (NaN) when its pid is not known."""
+    load = _cpu_load(ctx, m)
+    if cell is None or not cell.is_target:
+        return load
+    server_pct = load.server_pct if not math.isnan(m.server_cpu_s) else math.nan
+    return CpuLoad(server_pct, load.client_pct, load.client_core_busy_pct, "", load.note)
+
+
+def _cpu_load(ctx: CellContext, m: Measurement) -> CpuLoad:
     stats = load_stats(m.monitor.samples)
     if stats is None:
         wall = m.client_wall_s
@@ -151,6 +163,8 @@ def status_and_notes(
     tw = m.end_sockets
     notes.append(f"time_wait server={tw.time_wait_server} client={tw.time_wait_client}")
     notes.append(f"client sent {result.requests_total} in {result.load_processes} process(es)")
+    if cell.is_target:
+        notes.append(target_note(ctx, m))
     if cell.client.is_locust and ctx.config.workers > 1:
         notes.append(f"locust workers {ctx.config.workers}")
     if m.kernel:
@@ -167,9 +181,20 @@ def status_and_notes(
     return ("ports-exhausted" if exhausted else "ok"), notes
 
 
+def target_note(ctx: CellContext, m: Measurement) -> str:
+    """Where a target's figures come from, since no server counter gave them."""
+    target = ctx.config.target
+    pid = target.pid if target is not None else None
+    cpu = f"server CPU of pid {pid} and its children" if pid else "server CPU not measured"
+    return (
+        f"target: {m.result.connections_opened} connections counted by the client, peak open "
+        f"from /proc/net/tcp, {cpu}"
+    )
+
+
 def measured_row(cell: Cell, ctx: CellContext, started: str, m: Measurement) -> ResultRow:
     """Turn the client's result, the server's counters and the samples into a row."""
-    load = cpu_load(ctx, m)
+    load = cpu_load(ctx, m, cell)
     verdict = verdict_of(cell, m, load)
     status, notes = status_and_notes(cell, ctx, m, verdict, load)
     served, opened = _delta(m, "requests_served"), _delta(m, "connections_accepted")

@@ -19,6 +19,8 @@ from pathlib import Path
 PROC_NET = Path("/proc/net")
 ESTABLISHED = "01"
 TIME_WAIT = "06"
+# Not a connection a client holds: TIME_WAIT, CLOSE, LISTEN
+NOT_HELD = frozenset({TIME_WAIT, "07", "0A"})
 
 TCP_COUNTERS = ("ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab")
 TCPEXT_COUNTERS = ("TW", "TWRecycled", "ListenOverflows", "ListenDrops")
@@ -31,6 +33,9 @@ class SocketCounts:
     established_server: int = 0  # server end of open connections
     time_wait_server: int = 0  # server closed first
     time_wait_client: int = 0  # client closed first
+    # client ends in any state but TIME_WAIT (connecting, open, closing): the connections the
+    # clients hold at this instant, which an unpooled client's short ones are counted by
+    held_client: int = 0
 
     @property
     def time_wait(self) -> int:
@@ -40,7 +45,7 @@ class SocketCounts:
 def parse_tcp_table(text: str, port: int) -> SocketCounts:
     """Count one /proc/net/tcp or tcp6 table; lines look like
     `0: 0100007F:1F90 0100007F:A2C4 01 ...` (hex address:port, hex state)."""
-    est = tw_server = tw_client = 0
+    est = tw_server = tw_client = held = 0
     for line in text.splitlines()[1:]:
         words = line.split(None, 4)
         if len(words) < 4:
@@ -48,6 +53,8 @@ def parse_tcp_table(text: str, port: int) -> SocketCounts:
         local_port = _port(words[1])
         remote_port = _port(words[2])
         state = words[3]
+        if remote_port == port and state not in NOT_HELD:
+            held += 1
         if state == ESTABLISHED and local_port == port:
             est += 1
         elif state == TIME_WAIT:
@@ -55,7 +62,7 @@ def parse_tcp_table(text: str, port: int) -> SocketCounts:
                 tw_server += 1
             elif remote_port == port:
                 tw_client += 1
-    return SocketCounts(est, tw_server, tw_client)
+    return SocketCounts(est, tw_server, tw_client, held)
 
 
 def _port(address: str) -> int:
@@ -77,6 +84,7 @@ def socket_counts(port: int, proc_net: Path = PROC_NET) -> SocketCounts:
             total.established_server + part.established_server,
             total.time_wait_server + part.time_wait_server,
             total.time_wait_client + part.time_wait_client,
+            total.held_client + part.held_client,
         )
     return total
 

@@ -43,6 +43,9 @@ ACCOUNTED_SLACK = 1.1  # served may exceed the client's total by requests in fli
 POOLED_MIN_PEAK_SHARE = 0.9
 UNPOOLED_MIN_PEAK_SHARE = 0.5
 MAX_ERROR_SHARE = 0.01
+# A target's keep-alive limit not declared (-1): pooled must still reuse, at least this many
+# requests per connection on average beyond the ones each connection opened with.
+UNKNOWN_MIN_REUSE = 10
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Verdict:
 def expected_pooled_connections(
     concurrency: int, load_processes: int, requests_total: int, keepalive_max: int
 ) -> int:
+    if keepalive_max < 0:  # not known (a target): allow a limit as low as UNKNOWN_MIN_REUSE
+        keepalive_max = UNKNOWN_MIN_REUSE
     recycled = math.ceil(requests_total / keepalive_max) if keepalive_max > 0 else 0
     return concurrency * max(load_processes, 1) + recycled
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -81,6 +82,8 @@ class ResultRow:
     valid: int
     status: str
     note: str
+    # The existing server measured (`run --target`), last: added after the others
+    target_url: str = ""
 
 
 _ROW_DOCS: dict[str, str] = {
@@ -94,6 +97,9 @@ _ROW_DOCS: dict[str, str] = {
     "kernel": "`uname -r`",
     "python_version": "interpreter of servers and clients",
     "packages": "versions of aiohttp, uvloop, httptools, locust, pyperf (`name=ver;...`)",
+    "target_url": "URL of the existing server measured when `server` is `target` (`run --target`; "
+    "connections then counted by the client, peak open from /proc/net/tcp, server CPU from "
+    "`--target-pid`, blank without it); empty otherwise",
     "duration_s": "measured window in seconds, client-reported (pyperf: total measured time)",
     "repetition": "1-based repetition of this cell in the run",
     "server_core": "CPU the server was pinned to (-1: not pinned)",
@@ -171,6 +177,10 @@ _BEFORE: dict[str, Any] = {
     **dict.fromkeys(_V2_COLUMNS := ("link_lateness_p50_us", "link_lateness_p99_us",
                                     "link_packets", "link_drops")),
 }  # fmt: skip
+_BEFORE["target_url"] = ""  # files from before `run --target` measured our servers only
+# Float columns that may be blank: not measured (a target's CPU without --target-pid). NaN in a
+# row, an empty field in the file.
+BLANK_FLOATS = frozenset({"server_cpu_s", "server_cpu_us_per_req", "server_cpu_pct"})
 
 
 def row_values(row: ResultRow) -> dict[str, Any]:
@@ -192,8 +202,15 @@ def format_rows(rows: Iterable[ResultRow]) -> str:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({name: _format_value(v) for name, v in row_values(row).items()})
+        writer.writerow({name: _field(name, v) for name, v in row_values(row).items()})
     return buf.getvalue()
+
+
+def _field(name: str, value: object) -> str:
+    """A column's text: a not-measured BLANK_FLOATS value (NaN) is an empty field."""
+    if name in BLANK_FLOATS and isinstance(value, float) and math.isnan(value):
+        return ""
+    return _format_value(value)
 
 
 def _format_value(value: object) -> str:
@@ -296,6 +313,9 @@ def _parse_row(
             continue
         if name == "schema_version":  # a version-1 row, read as it now is: the loopback row
             cast[name] = SCHEMA_VERSION
+            continue
+        if name in BLANK_FLOATS and values[name] == "":
+            cast[name] = math.nan
             continue
         try:
             cast[name] = _CASTS[str(_TYPES[name])](values[name])
