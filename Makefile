@@ -17,7 +17,7 @@ BENCH_FLAGS = $(strip $(foreach v,$(BENCH_SWITCHES),$(if $($(v)),$(call flag_of,
 	$(foreach v,$(BENCH_VALUES),$(if $($(v)),$(call flag_of,$(v)) $($(v)))))
 
 .PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
-	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report
+	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports
 
 install: $(STAMP)
 
@@ -99,6 +99,16 @@ fuzz: install
 # gate: make conformance-report [SERVERS=nginx,node]. About 3 minutes.
 conformance-report: install
 	$(PY) -m benchmarks conformance-report $(if $(SERVERS),--servers $(SERVERS))
+
+# Issue 12: the idle-timeout race per client library and behind nginx (RTT= uses the delay line),
+# and ephemeral ports against TIME_WAIT in a client namespace (root). QUICK=1 for a short run.
+race: install
+	$(PY) -m benchmarks race $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
+	  $(if $(SERVER),--server $(SERVER)) $(if $(KEEPALIVE_TIMEOUT),--timeout $(KEEPALIVE_TIMEOUT)) \
+	  $(if $(CLIENTS),--clients $(CLIENTS)))
+ports: install
+	$(PY) -m benchmarks ports $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
+	  $(if $(SERVER),--server $(SERVER)) $(if $(PORTS),--ports $(PORTS)))
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install

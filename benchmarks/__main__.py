@@ -33,6 +33,8 @@ COMMANDS = {
     "doctor": ("benchmarks.doctor.cli", "probe any URL's real keep-alive behaviour, judge clients"),
     "fuzz": ("benchmarks.fuzz.cli", "mutated requests against every server: crashes, hangs, ..."),
     "net": ("benchmarks.net.cli", "any server and client behind a delay line: RTT, loss, ..."),
+    "race": ("benchmarks.scenarios.race", "the idle-timeout race per client library, nginx's 502s"),
+    "ports": ("benchmarks.scenarios.ports", "unpooled load against the ephemeral port range"),
     "conformance-report": (
         "benchmarks.conformance.cli",
         "the conformance suite against nginx and Node, next to ours",

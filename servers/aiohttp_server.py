@@ -13,7 +13,14 @@ this module adds what aiohttp lacks, with as little code on the request path as 
   each stall while a request body is read (IDLE-06);
 - rejections aiohttp's parser lets through: major version other than 1 (505, on an HTTP/1.1
   status line), a transfer coding other than chunked (501); a line over its limit is 414 or 431
-  (aiohttp says 400);
+  and a version its llhttp does not know (`HTTP/3.1`) 505 (aiohttp says 400);
+- the end of a body that cannot come: after the client's FIN, or when llhttp rejects the body
+  in a later read than its head (aiohttp queues a 400 behind the request, which then waits for
+  its body until H), the body's reads fail, so the request is answered 400 or closed without
+  an answer at once, as on the others; and aiohttp's linger after an error answer (reading the
+  unread body for `lingering_time`, 10 s by default) is rule 4's 2 s, ended by the FIN;
+- targets not in origin form go to our handler directly: aiohttp's router looks a target up by
+  its path, and `GET http://t` has none (it answered its own 404, without our headers);
 - CONNECT without a tunnel: llhttp treats every byte after a CONNECT head as tunnel data and
   aiohttp feeds it back to its parser as requests; here the body is framed by Content-Length
   or chunks (`framing.BodyReader`) and the request answered like any other, as on stdlib;
@@ -28,8 +35,14 @@ Private aiohttp API relied on (checked against aiohttp 3.14):
   idle timer once a new request has begun (rule 5: its first byte stops the idle timer);
 - `RequestHandler._messages` and `._waiter` are read (never written) in `eof_received`;
 - `RequestHandler._handle_request` is wrapped (a plain function returning its coroutine) to
-  send CONNECT to our handler, which reads `._upgraded` and takes the body out of
-  `._message_tail`; `BaseRequest._cache["version"]` is set for the 505 status line.
+  send CONNECT and targets not in origin form to our handler (CONNECT's reads `._upgraded` and
+  takes the body out of `._message_tail`) and to note the request's body before it runs;
+  `BaseRequest._cache["version"]` is set for the 505 status line;
+- the text of aiohttp's `BadStatusLine` for an unknown version quotes the request line, which
+  `_unsupported_major` reads;
+- `StreamReader.readany()` re-waits without looking at an exception set meanwhile: a failed
+  body is failed a second time on the next loop turn (`_fail_body`).
+TLS handshakes run in `servers.tls_accept` (see `servers.aiohttp_site`).
 Everything else is public: `keep_alive()`, `close()`, `force_close()`, `handle_error()`,
 `peername`, `ssl_context`, `data_received()`, `eof_received()`, `connection_made()`,
 `connection_lost()`, `request.protocol`.
@@ -52,6 +65,14 @@ Beyond the spec's cases (tests/test_smuggling.py marks them xfail by name, `AIOH
   the same read, valid ones before it included (the cause of PIPE-02).
 - HEADER-SECTION: aiohttp limits each header field to 8 KiB, not the whole section, so a
   section of several smaller fields over 8 KiB is served where the others answer 431.
+In the README's table and `benchmarks/fuzz/deviations.py` (the fuzzer explains cases by them):
+- REPEATED-FIELD: aiohttp's parser answers 400 to a second User-Agent, Content-Type,
+  Content-Location, Content-Range, ETag, Max-Forwards, Server or Transfer-Encoding field line
+  (its C parser's SINGLETON_HEADERS check cannot be turned off); llhttp accepts them.
+- VERSION-ORDER: a version its llhttp does not know stops the parser at the request line; we
+  answer 505 there, where the others read (and may reject with 400) the header section first;
+  for 2.0 and 0.9 our 505 comes after llhttp's last check (Transfer-Encoding), theirs before.
+- RTSP-ICE-VERSION (uvloop too): llhttp takes `RTSP/1.0` for `HTTP/1.0` and does not say so.
 
 Not a listed case but worth knowing: aiohttp closes with `transport.close()`, never a half-close
 followed by draining input (rule 4), which is what rule 4 asks for when the client itself asked to
@@ -64,13 +85,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import HttpVersion11, hdrs, web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import BadStatusLine, LineTooLong
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
@@ -93,7 +116,7 @@ from servers.framing import (
     body_framing,
     check_target,
 )
-from servers.policy import CloseReason, connection_tokens
+from servers.policy import LINGER_S, CloseReason, connection_tokens
 from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
 
 DEVIATIONS: dict[str, str] = {
@@ -118,6 +141,7 @@ _QUIET_LOGGER.addHandler(logging.NullHandler())
 _QUIET_LOGGER.propagate = False
 _BASE_DATA_RECEIVED = web.RequestHandler.data_received  # per chunk: no super() object
 _BASE_HANDLE_REQUEST = web.RequestHandler._handle_request  # per request: likewise
+_QUOTED_VERSION = re.compile(r" HTTP/([0-9])\.[0-9]['\"]\n")
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding"})
 # aiohttp limits each field (name + value), not the section: one field alone hits 431 where it
 # does on uvloop (name + value + 4 bytes of ": " and CRLF over MAX_HEADER_BYTES).
@@ -142,11 +166,17 @@ class _Connection(web.RequestHandler):
     _body: BodyReader | None = None  # frames a CONNECT body llhttp leaves unframed
     _body_wake: asyncio.Future[None] | None = None  # _read_connect_body waits on it
     _body_error: ProtocolError | None = None
+    _body_of: StreamReader | None = None  # the body of the request in flight (or the last)
 
     # -- connection lifetime ------------------------------------------------------------------
 
+    def counted_as(self, connection_id: int) -> None:
+        """tls_accept.TLSAccept counted this connection at accept, before its handshake."""
+        self._conn_id = connection_id
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._conn_id = self._shared.counters.connection_opened()
+        if not self._conn_id:  # over TLS, tls_accept counted the connection at accept
+            self._conn_id = self._shared.counters.connection_opened()
         self._counted = True
         shared = self._shared
         self._header_deadline = shared.loop.time() + shared.header_timeout_s
@@ -188,18 +218,35 @@ class _Connection(web.RequestHandler):
         aiohttp's private `_messages` (parsed requests not yet dispatched) and `_waiter` (set
         only while its request loop waits for the next request, i.e. when idle).
         """
-        self._set_reason(CloseReason.CLIENT_CLOSED)
         if self.ssl_context is not None:  # TLS has no half-close: asyncio ignores True
+            self._set_reason(CloseReason.CLIENT_CLOSED)
             return super().eof_received()
-        if self._messages:
+        if self._messages or self._waiter is None:  # requests pending, or one in flight
             self._peer_eof = True
-            return True
-        if self._waiter is None:  # a request is in flight
-            self._peer_eof = True
-            if self._idle:  # ... and our handler already answered it: close after the write
+            self._end_unfinished_bodies()
+            if not self._messages and self._idle:  # answered: close after the write
+                self._set_reason(CloseReason.CLIENT_CLOSED)
                 self.close()
             return True
+        self._set_reason(CloseReason.CLIENT_CLOSED)
         return super().eof_received()
+
+    def _end_unfinished_bodies(self) -> None:
+        """After the client's FIN a body still incomplete never will be: fail its reads, so
+        that _drain_body closes without an answer (as the other servers do) and aiohttp's
+        linger after an error response ends at once instead of after `lingering_time` (issue 8
+        item 6). Only the last request parsed can have one: a queued one, or the one in flight
+        (`_body_of`)."""
+        for payload in (self._body_of, *(p for _, p in self._messages)):
+            if payload is not None and not payload.is_eof() and payload.exception() is None:
+                self._fail_body(payload, ConnectionResetError("the client closed inside a body"))
+
+    def _fail_body(self, body: StreamReader, exc: Exception) -> None:
+        """Make the reads of `body` raise `exc`. Once more on the next loop turn: a chunk end
+        in the same read may just have woken a reader, whose readany() then waits again
+        without looking at the exception (aiohttp 3.14's readany loop)."""
+        body.set_exception(exc)
+        self._shared.loop.call_soon(body.set_exception, exc)
 
     def data_received(self, data: bytes) -> None:
         if self._idle and data:
@@ -216,6 +263,12 @@ class _Connection(web.RequestHandler):
         if self._body is not None:
             data = self._frame_body(data)
         _BASE_DATA_RECEIVED(self, data)
+        body = self._body_of
+        if body is not None and self._messages and not body.is_eof():
+            # Nothing parses past a body still incomplete but an error: llhttp failed inside
+            # it, and aiohttp queued a 400 behind the request, which waits for its body for
+            # ever. Fail the body instead: _drain_body answers the 400, as the others do.
+            self._fail_body(body, RequestPayloadError("malformed body"))
 
     def _frame_body(self, data: bytes) -> bytes:
         """Bytes of a CONNECT body go to its BodyReader, not to aiohttp (which would keep them
@@ -239,8 +292,13 @@ class _Connection(web.RequestHandler):
         """Private aiohttp hook (a coroutine function; this returns its coroutine): a CONNECT
         goes to `_handle_connect`, since aiohttp's router answers an authority-form target
         with its own 404. `_upgraded` (aiohttp's) is set only after a CONNECT or an upgrade."""
+        self._body_of = request.content  # before the handler runs: a FIN may come first
         if self._upgraded and request.method == hdrs.METH_CONNECT:
             request_handler = _handle_connect
+        elif request.raw_path[:1] != "/":
+            # Not origin form. aiohttp's router looks a target up by its path, and
+            # `http://t` has none: it would answer its own 404 (EveryTarget is never asked).
+            request_handler = _handle
         return _BASE_HANDLE_REQUEST(self, request, start_time, request_handler)
 
     async def _read_connect_body(self, request: web.BaseRequest) -> web.StreamResponse | None:
@@ -320,6 +378,9 @@ class _Connection(web.RequestHandler):
         if status == 400 and isinstance(exc, LineTooLong):
             status = 414 if exc.args[1] == MAX_REQUEST_LINE_BYTES else 431
             message = None
+        elif status == 400 and isinstance(exc, BadStatusLine) and _unsupported_major(exc):
+            status, message = 505, None
+            request._cache["version"] = HttpVersion11  # see _reject
         if status >= 500 and exc is not None:
             sys.stderr.write(f"aiohttp server: {status} for {request.path_qs}: {exc!r}\n")
         response = super().handle_error(request, status, exc, message)
@@ -361,7 +422,7 @@ class _Connection(web.RequestHandler):
         coding = request.headers.get(hdrs.TRANSFER_ENCODING)
         if coding is not None and request.version < HttpVersion11:
             return self._error_response(400, "Transfer-Encoding in an HTTP/1.0 request\n")
-        if coding is not None and coding.strip().lower() != "chunked":
+        if coding is not None and coding.strip(" \t").lower() != "chunked":
             return self._error_response(501, "unsupported transfer coding\n")
         return None
 
@@ -380,6 +441,10 @@ class _Connection(web.RequestHandler):
             return web.Response(status=408)  # never written: the transport is closed
         except RequestPayloadError:
             return self._error_response(400, "bad request body\n")
+        except ConnectionError:  # the client's FIN inside the body (_end_unfinished_bodies)
+            self._set_reason(CloseReason.CLIENT_CLOSED)
+            self.force_close()
+            return web.Response(status=400)  # never written: the transport is closed
 
     def _error_response(self, status: int, text: str) -> web.StreamResponse:
         self._set_reason(CloseReason.ERROR)
@@ -388,6 +453,17 @@ class _Connection(web.RequestHandler):
         )
         response.force_close()
         return response
+
+
+def _unsupported_major(exc: BadStatusLine) -> bool:
+    """aiohttp's llhttp accepts only versions 0.9, 1.0, 1.1 and 2.0, so `HTTP/3.1` is a parser
+    error (400), where uvloop and stdlib answer 505 as for 2.0 (RFC 9110 §15.6.6). The error
+    text quotes the request line (`Invalid HTTP version:` then `b'GET / HTTP/3.1'`, aiohttp
+    3.14): a major version other than 1 is then 505. `HTTP/1.2` stays 400 (ERR-08[HTTP/1.2])."""
+    if "Invalid HTTP version" not in exc.message:
+        return False
+    match = _QUOTED_VERSION.search(exc.message)
+    return match is not None and match[1] != "1"
 
 
 async def _handle_connect(request: web.BaseRequest) -> web.StreamResponse:
@@ -482,6 +558,9 @@ async def _serve(runtime: Runtime) -> None:
         build_app(_handle),
         shared,
         keepalive_timeout=runtime.options.keepalive_timeout_s,
+        # aiohttp reads a body left unread after an error answer for this long (10 s by
+        # default): rule 4's linger limit; the client's FIN ends it sooner.
+        lingering_time=LINGER_S,
         max_line_size=MAX_REQUEST_LINE_BYTES,  # the request-target, as uvloop counts it
         max_field_size=MAX_FIELD_BYTES,
         access_log=None,
@@ -495,6 +574,7 @@ async def _serve(runtime: Runtime) -> None:
             ssl_context=runtime.ssl_context,
             backlog=LISTEN_BACKLOG,
             handshake_timeout_s=shared.header_timeout_s,  # slowloris on the TLS handshake
+            counters=runtime.counters,
             backoff=runtime.accept_backoff(),
         )
         await site.start()

@@ -7,8 +7,10 @@ Two gaps in aiohttp's stock wiring that the spec does not allow:
   headers and uncounted toward N. `EveryTarget` is a resource that matches any target, so every
   request reaches `_handle`, which routes with `servers.endpoints.route` like the other servers.
 - `SockSite` cannot pass `ssl_handshake_timeout`, so asyncio's 60 s default would let a client
-  that connects and sends nothing hold a TLS connection for a minute (IDLE-04 says H).
-  `DeadlineSockSite` starts the server itself with the handshake under H.
+  that connects and sends nothing hold a TLS connection for a minute (IDLE-04 says H); and a
+  handshake that fails never reaches the protocol, so it went uncounted (issue 8 item 8).
+  `DeadlineSockSite` accepts plain TCP itself, and its TLS connections begin in
+  `servers.tls_accept` (handshake under H, every outcome counted).
 - At the descriptor limit asyncio's accept loop (`loop.create_server`) logs a traceback per
   failed accept, up to the backlog per wake-up: thousands of lines a second. The site accepts
   with `servers.accept.LoopAcceptor` instead (one line per episode, a pause, no spin).
@@ -23,12 +25,14 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
 from servers.accept import AcceptBackoff, LoopAcceptor, connect_on_loop
+from servers.counters import Counters
+from servers.tls_accept import CountedProtocol, TLSAccept
 
 if TYPE_CHECKING:  # the return type aiohttp declares for get_info (a private TypedDict)
     from aiohttp.web_urldispatcher import _InfoDict
@@ -83,10 +87,12 @@ def build_app(handler: Handler) -> web.Application:
 
 
 class DeadlineSockSite(web.SockSite):
-    """`SockSite` with the TLS handshake bounded by `handshake_timeout_s`, accepting through
-    `LoopAcceptor` (its `_server`, closed by `BaseSite.stop` as the stock asyncio server is)."""
+    """`SockSite` accepting through `LoopAcceptor` (its `_server`, closed by `BaseSite.stop` as
+    the stock asyncio server is); TLS connections start in `servers.tls_accept`: counted at
+    accept, the handshake bounded by `handshake_timeout_s`, a failed one counted with its close
+    reason."""
 
-    __slots__ = ("_handshake_timeout_s", "_backoff")
+    __slots__ = ("_handshake_timeout_s", "_backoff", "_counters", "_tls")
 
     def __init__(
         self,
@@ -97,22 +103,30 @@ class DeadlineSockSite(web.SockSite):
         backlog: int,
         handshake_timeout_s: float,
         backoff: AcceptBackoff,
+        counters: Counters,
     ) -> None:
         super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
         self._handshake_timeout_s = handshake_timeout_s
         self._backoff = backoff
+        self._counters = counters
+        self._tls: TLSAccept | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site; SockSite.start would also listen
         server = self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
-        connect = connect_on_loop(
-            loop,
-            server,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
-        )
+        if self._ssl_context is not None:
+            http = cast(Callable[[], CountedProtocol], server)  # it builds our _Connection
+            self._tls = TLSAccept(
+                loop, self._ssl_context, self._counters, self._handshake_timeout_s, http
+            )
+        connect = connect_on_loop(loop, server if self._tls is None else self._tls)
         acceptor = LoopAcceptor(loop, self._sock, self._backoff, connect)
         acceptor.start()
         self._server = acceptor
+
+    async def stop(self) -> None:
+        if self._tls is not None:
+            self._tls.abort_handshakes()
+        await super().stop()

@@ -5,6 +5,15 @@ asyncio servers update them from their loop thread only: with one writer, the pe
 needs no lock (an int attribute is rebound atomically under the GIL), which saves about a tenth
 of the uvloop server's Python work per request. Snapshots, read by the control listener's
 thread, always take the lock.
+
+Every accepted TCP connection is counted once at accept (over TLS before its handshake, in the
+stdlib server's connection thread or in `servers.tls_accept` for the other two) and once when it
+ends, under one `servers.policy.CloseReason`: max_reached, idle_timeout, header_timeout (H passed:
+a header section, a stalled body, or a TLS handshake), client_requested, client_closed (FIN or
+reset between requests, inside one, or inside a handshake), keepalive_disabled, handler, error
+(an error status was answered, or a socket error), shutdown, and handshake_failed (TLS: not TLS,
+a bad ClientHello, no common version or cipher, an alert from the client). The README lists them
+with the spec's wording.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ Rules enforced here (numbers refer to docs/keepalive-spec.md, the normative spec
 from __future__ import annotations
 
 import enum
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,13 +38,33 @@ class CloseReason(enum.StrEnum):
     HANDLER = "handler"  # the endpoint itself asked to close (/close)
     ERROR = "error"  # malformed request answered with an error status, or a socket error
     SHUTDOWN = "shutdown"  # the server is stopping
+    # TLS only: the handshake failed (not TLS, a bad ClientHello, no common version or cipher,
+    # an alert from the client). A handshake that outlasts H counts as header_timeout, one the
+    # client ends (FIN or reset) as client_closed: see handshake_close_reason.
+    HANDSHAKE_FAILED = "handshake_failed"
+
+
+def handshake_close_reason(exc: BaseException) -> CloseReason:
+    """How a failed TLS handshake is counted, the same on the three servers: past H (the
+    deadline that bounds the handshake too) `header_timeout`; ended by the client (EOF, a reset,
+    close_notify) `client_closed`; refused by either side's TLS `handshake_failed`; any other
+    socket error `error`."""
+    if isinstance(exc, TimeoutError):
+        return CloseReason.HEADER_TIMEOUT
+    if isinstance(exc, (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return CloseReason.CLIENT_CLOSED
+    if isinstance(exc, ssl.SSLError):
+        return CloseReason.HANDSHAKE_FAILED
+    return CloseReason.ERROR
 
 
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:
-    """Lower-cased tokens of every `Connection` header field value (RFC 9110 §7.6.1)."""
+    """Lower-cased tokens of every `Connection` header field value (RFC 9110 §7.6.1), split at
+    commas and stripped of SP and HTAB only: `close\xa0` (NBSP) is not `close`, for llhttp
+    neither."""
     tokens: set[str] = set()
     for value in values:
-        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+        tokens.update(t.lower() for t in (t.strip(" \t") for t in value.split(",")) if t)
     return frozenset(tokens)
 
 

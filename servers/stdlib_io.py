@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # collections.abc.Buffer from Python 3.12 on; typeshed knows it for 3.11
     from typing_extensions import Buffer
 
-from servers.framing import BodyReader, ProtocolError
+from servers.framing import (
+    BodyReader,
+    ProtocolError,
+    request_line_prefix_error,
+    request_line_too_long,
+)
 from servers.policy import LINGER_S
 
 DRAIN_CHUNK = 64 * 1024
@@ -79,23 +84,53 @@ class SendallWriter(io.BufferedIOBase):
         return len(memoryview(data))
 
 
-def read_line(
-    rfile: io.BufferedReader, limit: int, too_long: Callable[[bytes], ProtocolError]
-) -> bytes:
-    """A line of at most `limit` bytes, CRLF included; `too_long(start of the line)` beyond,
-    ClientGone at EOF.
+Checker = Callable[[bytes], ProtocolError | None]
 
-    A bare LF is a 400, as llhttp (the uvloop and aiohttp servers) answers it: RFC 9112 §2.2
-    lets a recipient accept it, but two servers of this suite must not disagree on framing.
+
+def read_line(
+    rfile: io.BufferedReader,
+    limit: int,
+    too_long: Callable[[bytes], ProtocolError],
+    cut_short: Checker = lambda line: None,
+) -> bytes:
+    """A line of at most `limit` bytes, CRLF included; `too_long(start of the line)` beyond.
+    At EOF inside a line, the error `cut_short(what came of it)` finds, else ClientGone: llhttp
+    (the uvloop and aiohttp servers) answers 400 at the first byte that no line continues
+    with, so junk before the client's FIN gets its 400 here too.
+
+    A bare LF is a 400, as llhttp answers it: RFC 9112 §2.2 lets a recipient accept it, but two
+    servers of this suite must not disagree on framing.
     """
     line = rfile.readline(limit + 1)
-    if len(line) > limit:
-        raise too_long(line)
-    if not line.endswith(b"\n"):
-        raise ClientGone
+    _check_end(line, limit, too_long, cut_short)
     if not line.endswith(b"\r\n"):
         raise ProtocolError(400, "line ended by a bare LF")
     return line
+
+
+def read_request_line(rfile: io.BufferedReader, limit: int) -> bytes:
+    """The next request line with its line end, after any CR and LF bytes: llhttp skips them
+    all before a request (RFC 9112 §2.2 asks to ignore at least one empty line), a lone `\r` or
+    `\n` too. Its limit, cut-short and bare-LF rules are read_line's, except that a bare LF is
+    returned: llhttp takes it after an HTTP/0.9 line (`GET /x`), so the caller decides."""
+    while True:
+        raw = rfile.readline(limit + 1)
+        if not raw:
+            raise ClientGone
+        line = raw.lstrip(b"\r\n")
+        if line:
+            _check_end(line, limit, request_line_too_long, request_line_prefix_error)
+            return line
+
+
+def _check_end(
+    line: bytes, limit: int, too_long: Callable[[bytes], ProtocolError], cut_short: Checker
+) -> None:
+    if len(line) > limit:
+        raise too_long(line)
+    if not line.endswith(b"\n"):
+        error = cut_short(line) if line else None
+        raise error or ClientGone()
 
 
 def discard_exact(rfile: io.BufferedReader, length: int) -> None:

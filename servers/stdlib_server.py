@@ -15,7 +15,10 @@ CPython 3.11's http.server gets the skeleton right (a thread per connection, buf
   buffered (pipelined requests) are served without a recv(), so the idle timer never misfires.
 - No chunked request bodies, and no limit on the header section as a whole: `parse_request` is
   replaced by one that validates through `servers.framing`, as the uvloop server does, so both
-  reject the same requests with the same status (400/414/431/501/505); bodies are drained
+  reject the same requests with the same status (400/414/431/501/505), in llhttp's order (CR
+  and LF bytes before a request skipped, a second Host at the next line, the version's 505
+  after the header section, a line cut short by EOF 400 when llhttp would already have said
+  so: `stdlib_io.read_line`, `framing.request_line_prefix_error`); bodies are drained
   (Content-Length or chunked, with extensions and trailers), so an unread body never
   desynchronises the connection. Expect: 100-continue uses http.server's handle_expect_100.
 - Nagle on, and headers and body written separately: TCP_NODELAY on every accepted socket and
@@ -39,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
-import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,22 +49,27 @@ from typing import Any
 
 from servers.endpoints import STATUSES_WITHOUT_BODY, TEXT, Reply, RequestContext, route
 from servers.framing import (
+    HTTP_09,
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
+    TWO_HOSTS,
     BodyFraming,
     BodyKind,
     BodyReader,
+    FramingFields,
     ProtocolError,
     body_framing,
+    check_version,
+    field_line_prefix_error,
     parse_field_line,
     parse_request_line,
-    request_line_too_long,
 )
 from servers.policy import (
     CloseReason,
     KeepAlivePolicy,
     connection_tokens,
     error_decision,
+    handshake_close_reason,
     shutdown_decision,
 )
 from servers.runtime import SHUTDOWN_GRACE_S, Runtime, set_nodelay
@@ -74,6 +81,7 @@ from servers.stdlib_io import (
     discard_body,
     graceful_close,
     read_line,
+    read_request_line,
 )
 from servers.stdlib_stop import StopAware, StopBook
 
@@ -85,8 +93,8 @@ WRITE_TIMEOUT_S = 60.0  # a client that stops reading a response does not hold a
 # a little after our sendall() returned (later still on a loaded machine), so the server waits
 # this much longer to make "not before T" hold from the client's side too.
 IDLE_GRACE_S = 0.05
-MAX_LEADING_EMPTY_LINES = 8  # RFC 9112 §2.2: ignore at least one CRLF before a request line
 _LINE_END = b"\r\n"
+_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding"))
 
 
 class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
@@ -133,14 +141,8 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             deadline = self.accepted_at + self.header_timeout_s
             self.connection.settimeout(max(deadline - time.monotonic(), 0.001))
             self.connection.do_handshake()
-        except TimeoutError:
-            self.close_reason = CloseReason.HEADER_TIMEOUT
-            return False
-        except (ConnectionError, ssl.SSLEOFError):
-            self.close_reason = CloseReason.CLIENT_CLOSED
-            return False
-        except OSError:  # ssl.SSLError included: not TLS, bad version, unknown CA...
-            self.close_reason = CloseReason.ERROR
+        except OSError as exc:  # ssl.SSLError included: not TLS, bad version, unknown CA...
+            self.close_reason = handshake_close_reason(exc)
             return False
         return True
 
@@ -227,13 +229,19 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
     # http.server's returns bool; ours raises to reject, and only handle_one_request calls it.
     def parse_request(self) -> BodyFraming:  # type: ignore[override]
         """Request line and header section under the header deadline, validated by
-        `servers.framing`. Sets http.server's attributes (command, path, request_version,
-        headers) and returns how the body is delimited; raises ProtocolError to reject."""
-        self.raw_requestline = self._read_request_line()
-        self.requestline = self.raw_requestline[:-2].decode("latin-1")
-        self.command, self.path, self.version = parse_request_line(self.raw_requestline[:-2])
-        self.request_version = self.requestline.rsplit(" ", 1)[1]
+        `servers.framing` in llhttp's order (the version's 505 after the header section).
+        Sets http.server's attributes (command, path, request_version, headers) and returns
+        how the body is delimited; raises ProtocolError to reject."""
+        self.raw_requestline = read_request_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2)
+        bare_lf = not self.raw_requestline.endswith(_LINE_END)
+        line = self.raw_requestline[: -1 if bare_lf else -2]
+        self.requestline = line.decode("latin-1")
+        self.command, self.path, self.version = parse_request_line(line)
+        if bare_lf and self.version != HTTP_09:  # llhttp takes a bare LF after `GET /x` only
+            raise ProtocolError(400, "request line ended by a bare LF")
+        self.request_version = f"HTTP/{self.version[0]}.{self.version[1]}"
         fields = self._read_header_fields()
+        check_version(self.version)
         self.headers = self.MessageClass()
         for name, value in fields:
             self.headers[name] = value
@@ -242,27 +250,49 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         self.tokens = connection_tokens(self.connection_values)
         return body_framing(self.version, lowered)
 
-    def _read_request_line(self) -> bytes:
-        """The request line, skipping a few empty lines before it (ROB-01); 414 beyond the
-        limit (400 when its method is already unknown, as llhttp decides)."""
-        for _ in range(MAX_LEADING_EMPTY_LINES + 1):
-            line = read_line(self.rfile, MAX_REQUEST_LINE_BYTES + 2, request_line_too_long)
-            if line != _LINE_END:
-                return line
-        raise ProtocolError(400, "too many empty lines before the request line")
-
     def _read_header_fields(self) -> list[tuple[str, str]]:
-        """(name, value) pairs in received order; 431 once the section exceeds its limit."""
+        """(name, value) pairs in received order; 431 once the section exceeds its limit; a
+        second Host field is a 400 before anything else (as aiohttp's parser decides)."""
         too_large = ProtocolError(431, "header section too large")
         fields: list[tuple[str, str]] = []
-        total = 0
+        framing = FramingFields()  # llhttp's checks as it reads: Content-Length, TE
+
+        def cut_short(prefix: bytes) -> ProtocolError | None:
+            return field_line_prefix_error(prefix) or framing.prefix_error(prefix)
+
+        total = hosts = 0
         while True:
-            line = read_line(self.rfile, MAX_HEADER_BYTES - total, lambda _: too_large)
+            limit = MAX_HEADER_BYTES - total
+            line = read_line(self.rfile, limit, lambda _: too_large, cut_short)
             total += len(line)
             if line == _LINE_END:
                 return fields
             name, value = parse_field_line(line[:-2])  # also rejects obs-fold and `\r\r\n`
+            key = name.lower()
+            if key == b"host":
+                hosts += 1
+                if hosts > 1:
+                    self._reject_at_next_line(ProtocolError(400, TWO_HOSTS))
+            elif key in _FRAMING_FIELDS:
+                raw = line[:-2].partition(b":")[2]
+                empty = framing.check(name, raw)
+                if empty is not None:
+                    self._reject_at_next_line(empty)
+                value = raw.lstrip(b" \t")  # a trailing HTAB is part of a coding (llhttp)
             fields.append((name.decode("ascii"), value.decode("latin-1")))
+
+    def _reject_at_next_line(self, error: ProtocolError) -> None:
+        """Raise `error` (a second Host, an empty Content-Length) once the next line starts,
+        when llhttp reports it (to aiohttp's and uvloop's parsers a field is done only at the
+        next one's first byte, or at the end of the section: a lone CR is not enough); at EOF
+        before that, nothing is answered."""
+        first = self.rfile.peek(1)[:1]
+        if first == b"\r":
+            self.rfile.read(1)
+            first = self.rfile.peek(1)[:1]
+        if not first:
+            raise ClientGone
+        raise error
 
     def _read_body(self, framing: BodyFraming) -> None:
         """Drain the body (rule 8), after `100 Continue` if the client waits for it. Silence

@@ -22,6 +22,7 @@ import httptools
 from servers.framing import (
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
+    TWO_HOSTS,
     BodyFraming,
     BodyKind,
     ProtocolError,
@@ -113,6 +114,8 @@ class HeadParser:
         key = name.lower()
         if key == b"host":
             self.hosts += 1
+            if self.hosts > 1:  # any version, before a 505 (framing.TWO_HOSTS)
+                raise ProtocolError(400, TWO_HOSTS)
         elif key in _TRACKED:
             self._track(key, value)
 

@@ -55,6 +55,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, state: ServerState) -> None:
         self._s = state
+        self._id = 0  # the connection's id once counted (counted_as, or connection_made)
         self._memo = state.memo.entries  # shortcuts for the hot path
         self._plain = state.plain
         self._idle_s = state.idle_s
@@ -92,10 +93,15 @@ class HttpProtocol(asyncio.Protocol):
         # (TCPTransport.new -> uv_tcp_nodelay), which saves a getsockname and a setsockopt.
         # asyncio types the argument BaseTransport; a stream server's transport is a Transport.
         self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
-        self._id = self._s.counters.connection_opened()
+        if not self._id:  # over TLS, tls_accept counted the connection at accept
+            self._id = self._s.counters.connection_opened()
         self._count = self._s.counters.request_served
         self._s.connections.add(self)
         self._deadline.set("header", self._s.header_s)
+
+    def counted_as(self, connection_id: int) -> None:
+        """tls_accept.TLSAccept counted this connection at accept, before its handshake."""
+        self._id = connection_id
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True

@@ -16,8 +16,11 @@ llhttp has none. Notes that are not conformance cases:
   `connect_accepted_socket`, not by `create_server`: at the descriptor limit libuv accepts and
   closes every queued connection; ours pause accepting and leave them queued.
 - `Upgrade` (and CONNECT) requests are answered as ordinary requests; no protocol switch.
+- llhttp takes `RTSP/1.0` (and `ICE/1.0` after SOURCE) for `HTTP/1.0` and httptools does not
+  say which it read, so such a request is served (README: RTSP-ICE-VERSION; stdlib says 400).
 - TLS transports cannot half-close: a closing TLS connection is closed (close_notify) at once.
-  The TLS handshake gets its own deadline of H before the header deadline starts.
+  The TLS handshake gets its own deadline of H before the header deadline starts; it runs in
+  `servers.tls_accept`, which counts every accepted connection, a failed handshake too.
 - A stalled request body is cut after H of no progress, counted as `header_timeout`.
 - Protocol-error responses are not counted in `requests_served`.
 - `route()` results that do not depend on the connection are memoised with their response
@@ -34,6 +37,7 @@ import uvloop
 
 from servers.accept import LoopAcceptor, connect_on_loop
 from servers.runtime import SHUTDOWN_GRACE_S, Runtime
+from servers.tls_accept import TLSAccept
 from servers.uvloop_protocol import HttpProtocol
 from servers.uvloop_wire import ServerState
 
@@ -52,20 +56,22 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # Slowloris on the TLS handshake: it gets H too (None without TLS, as asyncio requires).
-    handshake_s = None if runtime.ssl_context is None else state.header_s
+
+    def http() -> HttpProtocol:
+        return HttpProtocol(state)
+
+    tls = None
+    if runtime.ssl_context is not None:  # handshakes counted, failed ones too, and under H
+        tls = TLSAccept(loop, runtime.ssl_context, state.counters, state.header_s, http)
     # Not loop.create_server: at EMFILE libuv accepts and closes every queued connection.
-    connect = connect_on_loop(
-        loop,
-        lambda: HttpProtocol(state),
-        ssl=runtime.ssl_context,
-        ssl_handshake_timeout=handshake_s,
-    )
+    connect = connect_on_loop(loop, http if tls is None else tls)
     server = LoopAcceptor(loop, runtime.listener, runtime.accept_backoff(), connect)
     server.start()
     runtime.announce_ready()
     await stop.wait()
     server.close()
+    if tls is not None:
+        tls.abort_handshakes()
     await _close_connections(state)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)

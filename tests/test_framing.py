@@ -10,14 +10,19 @@ from servers.framing import (
     BodyFraming,
     BodyKind,
     BodyReader,
+    FramingFields,
     ProtocolError,
     body_framing,
     check_field_name,
     check_target,
+    check_version,
+    chunk_line_prefix_error,
+    field_line_prefix_error,
     parse_chunk_line,
     parse_field_line,
     parse_request_line,
     parse_version,
+    request_line_prefix_error,
     request_line_too_long,
 )
 
@@ -99,6 +104,9 @@ def test_check_field_name_rejects(name: bytes) -> None:
         ("OPTIONS", "*"),  # asterisk form: OPTIONS only
         ("CONNECT", "t:443"),  # authority form: CONNECT only
         ("CONNECT", "[::1]:443"),
+        ("GET", "http://u@t/"),  # userinfo, as llhttp takes it
+        ("GET", "http://[::1]:80/x?y"),
+        ("GET", "http://t?q"),
     ],
 )
 def test_check_target_accepts(method: str, target: str) -> None:
@@ -117,6 +125,13 @@ def test_check_target_accepts(method: str, target: str) -> None:
         ("GET", "/caf\u00e9"),
         ("CONNECT", "t"),  # authority form needs a port
         ("GET", "://t/"),
+        # llhttp's URL parser rejects these (stdlib served them before issue 8's fuzzing):
+        ("GET", "h1://t/"),  # a scheme is letters only
+        ("GET", "http://t#f/"),  # `#`, `{`, `"` ... are not host bytes
+        ("GET", "http://t{/"),
+        ("GET", "http://u@@t/"),
+        ("GET", "http://?q"),  # and a host is not empty
+        ("CONNECT", "t{:443"),
     ],
 )
 def test_check_target_rejects(method: str, target: str) -> None:
@@ -157,6 +172,7 @@ def test_body_framing(
 REJECTED_FRAMING = [
     pytest.param(H11, [], 400, id="err03-no-host"),
     pytest.param(H11, [HOST, ("host", "u")], 400, id="two-hosts"),
+    pytest.param(H10, [HOST, HOST], 400, id="1.0-two-hosts"),  # RFC 9112 §3.2: any version
     pytest.param((1, 2), [], 400, id="1.2-no-host"),
     pytest.param(H11, [HOST, ("content-length", "abc")], 400, id="err06-cl-abc"),
     pytest.param(H11, [HOST, ("content-length", "")], 400, id="cl-empty"),
@@ -241,6 +257,10 @@ def test_limits_are_8_kib() -> None:
         (b"OPTIONS * HTTP/1.1", ("OPTIONS", "*", (1, 1))),
         (b"CONNECT t:443 HTTP/1.1", ("CONNECT", "t:443", (1, 1))),
         (b"QUERY /q HTTP/1.1", ("QUERY", "/q", (1, 1))),
+        # The version is checked after the header section (check_version), as llhttp does:
+        (b"GET /x", ("GET", "/x", (0, 9))),  # HTTP/0.9 syntax, which llhttp reads as 0.9
+        (b"GET / HTTP/2.0", ("GET", "/", (2, 0))),
+        (b"GET / HTTP/3.1", ("GET", "/", (3, 1))),
     ],
 )
 def test_parse_request_line(line: bytes, parsed: tuple[str, str, tuple[int, int]]) -> None:
@@ -263,8 +283,8 @@ def test_parse_request_line(line: bytes, parsed: tuple[str, str, tuple[int, int]
         (b"GET / HTTP/1.1 x", 400),
         (b"GET", 400),
         (b"", 400),
-        (b"GET /x", 505),  # HTTP/0.9 syntax, which llhttp reads as version 0.9
-        (b"GET / HTTP/2.0", 505),
+        (b"GET / HTTP/1", 400),  # malformed, not unsupported: llhttp stops at the line
+        (b"GET / RTSP/1.0", 400),
     ],
 )
 def test_parse_request_line_rejects(line: bytes, status: int) -> None:
@@ -273,9 +293,26 @@ def test_parse_request_line_rejects(line: bytes, status: int) -> None:
     assert info.value.status == status
 
 
+@pytest.mark.parametrize(("version", "status"), [((0, 9), 505), ((2, 0), 505), ((3, 1), 505)])
+def test_check_version_rejects_other_majors(version: tuple[int, int], status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        check_version(version)
+    assert info.value.status == status
+
+
+def test_check_version_accepts_1x() -> None:
+    assert [check_version(v) for v in ((1, 0), (1, 1), (1, 2))] == [(1, 0), (1, 1), (1, 2)]
+
+
 @pytest.mark.parametrize(
     ("prefix", "status"),
-    [(b"GET /aaaa", 414), (b"A" * 9000, 400), (b"GETX /a", 400), (b"get /a", 400)],
+    [
+        (b"GET /aaaa", 414),
+        (b"A" * 9000, 400),
+        (b"GETX /a", 400),
+        (b"get /a", 400),
+        (b"GET /\x01aaaa", 400),  # llhttp stops at the bad byte, long before the limit
+    ],
 )
 def test_request_line_too_long(prefix: bytes, status: int) -> None:
     assert request_line_too_long(prefix).status == status
@@ -421,5 +458,178 @@ def test_body_reader_rejects_bad_bytes_after_chunk_data_at_once() -> None:
         reader.feed(b"X")
 
 
+@pytest.mark.parametrize(
+    ("sent", "bad"),
+    [
+        (b"5", b" "),  # issue 8 item 3's `5 `, rejected at the space, not at the CRLF
+        (b"5;a", b"\x01"),
+        (b"ffffffffffffffff", b"0"),  # overflow
+        (b"0\r\nX", b" "),  # a space before the colon of a trailer
+        (b"0\r\nX: a", b"\x7f"),
+    ],
+)
+def test_body_reader_rejects_a_bad_byte_before_its_line_ends(sent: bytes, bad: bytes) -> None:
+    """As llhttp: at the byte, not at a CRLF that a client may never send."""
+    reader = BodyReader(CHUNKED)
+    assert reader.feed(sent) is None
+    with pytest.raises(ProtocolError) as info:
+        reader.feed(bad)
+    assert info.value.status == 400
+
+
 def test_body_reader_without_a_body_takes_nothing() -> None:
     assert BodyReader(NO_BODY).feed(NEXT) == 0
+
+
+# -- lines that stop short: what llhttp has already rejected before their LF arrives ------------
+# (the stdlib server asks at EOF inside a line; BodyReader asks after every read)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [b"", b"G", b"GE", b"GET", b"PRI", b"DESCRIBE /", b"GET ", b"GET  /x", b"GET *x", b"GET h",
+     b"GET http:/", b"GET http://u@t", b"GET /x\r", b"CONNECT [::1]:4", b"GET / HTT",
+     b"GET / HTTP/1.", b"GET / HTTP/1.1\r", b"GET /  RTSP/1"],
+)  # fmt: skip
+def test_request_line_prefix_still_possible(prefix: bytes) -> None:
+    assert request_line_prefix_error(prefix) is None
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [b"\xa0", b" ", b"GX", b"get", b"FOO ", b"GET \t", b"GET 1", b"GET h1", b"GET http:x",
+     b"GET http://t#", b"GET /\x01", b"GET /x\rx", b"GET \r", b"GET h\r", b"GET / X",
+     b"GET / HTTPS", b"GET / HTTP/11", b"GET / HTTP/1.1 ", b"GET / HTTP/1.1\rx"],
+)  # fmt: skip
+def test_request_line_prefix_already_rejected(prefix: bytes) -> None:
+    error = request_line_prefix_error(prefix)
+    assert error is not None and error.status == 400
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\r", b"Ho", b"Host:", b"Host: t\r", b"X: \xe9\t"])
+def test_field_line_prefix_still_possible(prefix: bytes) -> None:
+    assert field_line_prefix_error(prefix) is None
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [b" ", b"\t", b":", b"Ho st", b"Host :", b"X: a\x01", b"X: a\rb", b"\rx",
+     b"Content-Length: 1x", b"content-length: 1 2", b"Content-Length: " + b"9" * 20],
+)  # fmt: skip
+def test_field_line_prefix_already_rejected(prefix: bytes) -> None:
+    error = field_line_prefix_error(prefix)
+    assert error is not None and error.status == 400
+
+
+@pytest.mark.parametrize("prefix", [b"", b"5", b"5;", b"5;a=", b'5;a="b', b'5;a="b\\', b"5\r"])
+def test_chunk_line_prefix_still_possible(prefix: bytes) -> None:
+    assert chunk_line_prefix_error(prefix) is None
+
+
+@pytest.mark.parametrize("prefix", [b"\r", b";", b"5 ", b" ", b"5;\r", b"5;a=\x01", b"5\rx"])
+def test_chunk_line_prefix_already_rejected(prefix: bytes) -> None:
+    error = chunk_line_prefix_error(prefix)
+    assert error is not None and error.status == 400
+
+
+def _llhttp_rejects(data: bytes) -> bool:
+    """httptools (llhttp) as the uvloop server configures it (versions relaxed)."""
+    httptools = pytest.importorskip("httptools")
+    parser = httptools.HttpRequestParser(object())
+    parser.set_dangerous_leniencies(lenient_version=True)
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        return False
+    except httptools.HttpParserError:
+        return True
+    return False
+
+
+def test_prefix_checks_agree_with_llhttp_on_every_prefix_of_fuzz_cases() -> None:
+    """Every prefix of the first line, of each field line and of each chunk line of 600 fuzz
+    cases (seed 1, `python -m benchmarks fuzz`): rejected by the prefix check exactly when
+    llhttp has already rejected it."""
+    from benchmarks.fuzz.mutator import make_case
+
+    chunked_head = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    lines: set[tuple[bytes, bytes, object]] = set()
+    for index in range(600):
+        data = make_case(1, index).data
+        head, _, body = data.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        first, *fields = head.split(b"\n")
+        lines.add((b"", first, request_line_prefix_error))
+        lines.update((b"GET / HTTP/1.1\r\n", f, field_line_prefix_error) for f in fields)
+        if b"chunked" in head.lower():
+            lines.update((chunked_head, c, chunk_line_prefix_error) for c in body.split(b"\n"))
+    disagree = [
+        (before + line[:k])[-60:]
+        for before, line, check in lines
+        for k in range(len(line) + 1)
+        if (check(line[:k]) is not None) != _llhttp_rejects(before + line[:k])  # type: ignore[operator]
+    ]
+    assert not disagree, disagree[:10]
+
+
+# -- framing fields as llhttp checks them while it reads (before the end of the section) --------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"Content-Length", b" 5\t")],
+        [(b"Content-Length", b"0" * 30)],  # leading zeros: llhttp's uint64 does not overflow
+        [(b"Transfer-Encoding", b"gzip"), (b"Transfer-Encoding", b"chunked")],
+        [(b"Transfer-Encoding", b",chunked ")],
+        [(b"Transfer-Encoding", b"chunked\t")],  # not chunked: body_framing's 400, at the end
+    ],
+)
+def test_framing_fields_accepted_while_reading(fields: list[tuple[bytes, bytes]]) -> None:
+    checks = FramingFields()
+    for name, value in fields:
+        checks.check(name, value)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"Content-Length", b"x")],
+        [(b"Content-Length", b"+0")],
+        [(b"Content-Length", b"\xa09")],
+        [(b"Content-Length", b"18446744073709551616")],
+        [(b"Content-Length", b"1"), (b"content-length", b"1")],
+        [(b"Content-Length", b"1"), (b"Transfer-Encoding", b"chunked")],
+        [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"1")],
+        [(b"Transfer-Encoding", b"chunked,")],
+        [(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"gzip")],
+    ],
+)
+def test_framing_fields_rejected_while_reading(fields: list[tuple[bytes, bytes]]) -> None:
+    checks = FramingFields()
+    with pytest.raises(ProtocolError) as info:
+        for name, value in fields:
+            checks.check(name, value)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("name", [b"Content-Length", b"Transfer-Encoding"])
+def test_an_empty_framing_field_is_rejected_at_the_next_line(name: bytes) -> None:
+    """llhttp knows that no value comes only when the next line starts: returned, not raised."""
+    error = FramingFields().check(name, b" \t")
+    assert error is not None and error.status == 400
+
+
+def test_a_second_content_length_is_rejected_at_its_first_digit() -> None:
+    checks = FramingFields()
+    checks.check(b"Content-Length", b" 1")
+    assert checks.prefix_error(b"Content-Length: ") is None
+    error = checks.prefix_error(b"content-length: 1")
+    assert error is not None and error.status == 400
+
+
+def test_a_coding_ends_before_sp_not_before_htab() -> None:
+    """llhttp: `chunked ` is chunked, `chunked\t` is not (final coding: 400)."""
+    assert body_framing(H11, [HOST, ("transfer-encoding", "chunked ")]).kind is BodyKind.CHUNKED
+    with pytest.raises(ProtocolError) as info:
+        body_framing(H11, [HOST, ("transfer-encoding", "chunked\t")])
+    assert info.value.status == 400

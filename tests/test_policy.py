@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 
 from servers.policy import (
@@ -12,6 +14,7 @@ from servers.policy import (
     client_wants_persistence,
     connection_tokens,
     error_decision,
+    handshake_close_reason,
 )
 
 H11 = (1, 1)
@@ -148,6 +151,8 @@ def test_keep_alive_value(t: float, n: int, k: int, value: str) -> None:
         (["closed"], {"closed"}),
         (["close-ish, x-close"], {"close-ish", "x-close"}),
         (["Upgrade,HTTP2-Settings"], {"upgrade", "http2-settings"}),
+        (["\tclose\t"], {"close"}),
+        (["close\xa0"], {"close\xa0"}),  # OWS is SP and HTAB only: NBSP is part of the token
     ],
 )
 def test_connection_tokens(values: list[str], tokens: set[str]) -> None:
@@ -209,4 +214,22 @@ def test_close_reason_values_are_the_counter_names() -> None:
         "handler",
         "error",
         "shutdown",
+        "handshake_failed",
     }
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (TimeoutError(), CloseReason.HEADER_TIMEOUT),  # past H
+        (ssl.SSLEOFError(), CloseReason.CLIENT_CLOSED),  # FIN inside the handshake
+        (ConnectionResetError(), CloseReason.CLIENT_CLOSED),
+        (ssl.SSLZeroReturnError(), CloseReason.CLIENT_CLOSED),
+        (ssl.SSLError(1, "[SSL: HTTP_REQUEST] http request"), CloseReason.HANDSHAKE_FAILED),
+        (ssl.SSLCertVerificationError(), CloseReason.HANDSHAKE_FAILED),
+        (OSError(9, "Bad file descriptor"), CloseReason.ERROR),
+    ],
+    ids=lambda x: type(x).__name__ if isinstance(x, BaseException) else x.value,
+)
+def test_handshake_close_reason(exc: BaseException, reason: CloseReason) -> None:
+    assert handshake_close_reason(exc) is reason

@@ -7,10 +7,9 @@ answers (`answers`, over each server's status sequence). `reference` points at t
 (or issue item) that documents it. A disagreement is explained when, taking one group of
 servers that agree as the reference, every other server is covered by a deviation that matches.
 
-Entries named `TODO-...` are not documented deviations but open defects that other branches are
-fixing (issue 8) or that the fuzzer found and the lead must triage; they keep `make test` honest
-about everything else meanwhile. Delete each once its fix is merged and rerun
-`python -m benchmarks fuzz --count 150 --seed 1`.
+Every entry is a documented deviation with its row in the README's table of known deviations.
+A disagreement that none explains is a finding: fix it, or document it there and here (issue 8
+turned every former `TODO-...` entry into one or the other).
 """
 
 from __future__ import annotations
@@ -23,21 +22,21 @@ Statuses = tuple[int, ...]
 Answers = Mapping[str, Statuses]
 DISAGREEMENT, HANG = "disagreement", "hang"
 
-# The methods llhttp knows (uppercase only); stdlib's http.server accepts any word.
-_LLHTTP_METHODS = frozenset(
-    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
-    b"SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY "
-    b"SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split()
-)
-_REQUEST_LINE = re.compile(rb"(?:^|\r\n\r\n)(?:\r\n)*([^ \r\n]*)( ?)")
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_BARE_CR = re.compile(rb"\r(?!\n)")
-_ODD_SEPARATOR = re.compile(rb"^[^\r\n]*[\t\x0b\x0c\xa0]", re.MULTILINE)
-_CHUNK_SIZE_SPACE = re.compile(rb"\n[0-9A-Fa-f]*[ \t]+[0-9A-Fa-f]*[\r;]|\n[ \t]+[0-9A-Fa-f]")
-_OBS_FOLD = re.compile(rb"\r\n[ \t]")
 _CLOSE = re.compile(rb"(?i)\r\nconnection:[^\r\n]*\bclose\b")
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:[ \t]*([0-9]{1,9})[ \t]*\r\n")
-_DUPLICATE_HOST = re.compile(rb"(?is)\r\nhost:.*\r\nhost:")
+# The fields aiohttp's parser allows once (its SINGLETON_HEADERS, aiohttp 3.14); Host and
+# Content-Length are not listed: a second one is a 400 on all three servers.
+_SINGLETONS = (
+    b"content-location", b"content-range", b"content-type", b"etag", b"max-forwards",
+    b"server", b"transfer-encoding", b"user-agent",
+)  # fmt: skip
+_FIELD_NAME = re.compile(rb"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):")
+# The first line of a request (at the start, or after an empty line) whose version is not 1.x
+# (`HTTP/2.0`, `HTTP/3.1`, or none: `GET /x`), with more of the head after it.
+_NOT_HTTP1_THEN_MORE = re.compile(
+    rb"(?:\A|\n\r?\n)(?:\r?\n)*[^ \r\n]+ +[^ \r\n]+(?: +HTTP/(?!1\.)[0-9]\.[0-9])? *\r?\n."
+)
+_RTSP_OR_ICE = re.compile(rb" (?:RTSP|ICE)/[0-9]\.[0-9]\r?\n")
 
 
 @dataclass(frozen=True)
@@ -50,24 +49,13 @@ class Deviation:
     kind: str = DISAGREEMENT  # or HANG: a known hang of `servers` on matching inputs
 
 
-def _methods(data: bytes) -> list[bytes]:
-    return [m[1] for m in _REQUEST_LINE.finditer(data)]
-
-
-def _unknown_method(data: bytes) -> bool:
-    return any(m and m not in _LLHTTP_METHODS for m in _methods(data))
-
-
-def _stdlib_lenient(data: bytes) -> bool:
-    """What issue 8 item 3 lists: stdlib serves what llhttp rejects."""
-    return bool(
-        _CONTROL.search(data)
-        or _BARE_CR.search(data)
-        or _ODD_SEPARATOR.search(data)
-        or _CHUNK_SIZE_SPACE.search(data)
-        or _OBS_FOLD.search(data)
-        or _unknown_method(data)
-    )
+def _repeated_singleton(data: bytes) -> bool:
+    """A header section (any of the requests) with one of `_SINGLETONS` twice."""
+    for head in data.split(b"\r\n\r\n"):
+        names = [m[1].lower() for m in _FIELD_NAME.finditer(head)]
+        if any(names.count(n) > 1 for n in _SINGLETONS):
+            return True
+    return False
 
 
 def _bytes_after_close(data: bytes) -> bool:
@@ -82,22 +70,28 @@ def _bytes_after_close(data: bytes) -> bool:
     return len(data) > head_end + 4 + (int(length[1]) if length else 0)
 
 
-def _aiohttp_one_400_for_many(answers: Answers) -> bool:
-    """aiohttp answered a single 400 where another server answered something before it."""
-    others = [s for name, s in answers.items() if name != "aiohttp"]
-    return answers.get("aiohttp") == (400,) and any(s and s != (400,) for s in others)
+def _aiohttp_one_error_for_many(answers: Answers) -> bool:
+    """aiohttp's answers end in one error (a 400, or the 414, 431 or 505 we make of its parser's
+    error) where another server, after the same answers, gave as many or more: the requests of
+    one read went into that error."""
+    mine = answers.get("aiohttp")
+    if not mine or mine[-1] not in (400, 414, 431, 505):
+        return False
+    same = mine[:-1]
+    return any(
+        name != "aiohttp" and len(s) >= len(mine) and s != mine and s[: len(same)] == same
+        for name, s in answers.items()
+    )
 
 
-def _stdlib_no_trailing_400(answers: Answers) -> bool:
-    """stdlib's answer is another server's, less one final 400."""
-    mine = answers.get("stdlib")
-    return mine is not None and any(s == (*mine, 400) for s in answers.values())
-
-
-def _trailing_junk_at_eof(data: bytes) -> bool:
-    """The input ends in a partial line that cannot start a request (no CRLF after it)."""
-    tail = data.rsplit(b"\n", 1)[-1]
-    return bool(tail) and not tail.isalpha()
+def _aiohttp_505_where_others_400(answers: Answers) -> bool:
+    """aiohttp's last answer is 505 where another's is 400, or the other way round."""
+    mine = answers.get("aiohttp")
+    if not mine:
+        return False
+    return any(
+        name != "aiohttp" and s and {s[-1], mine[-1]} == {400, 505} for name, s in answers.items()
+    )
 
 
 DEVIATIONS: tuple[Deviation, ...] = (
@@ -106,7 +100,7 @@ DEVIATIONS: tuple[Deviation, ...] = (
         frozenset({"aiohttp"}),
         "README, Known deviations: aiohttp PIPE-02 (bytes after a request that said close)",
         _bytes_after_close,
-        _aiohttp_one_400_for_many,
+        _aiohttp_one_error_for_many,
     ),
     Deviation(
         "aiohttp-ERR-08-HTTP/1.2",
@@ -114,70 +108,31 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "README, Known deviations: aiohttp ERR-08 HTTP/1.2 (400, not served as 1.1)",
         lambda data: re.search(rb"HTTP/1\.[2-9]\r\n", data) is not None,
     ),
-    # --- open defects of issue 8, fixed on other branches: delete after merging them ---
     Deviation(
-        "TODO-issue8-item1-uvloop-upgrade-body",
-        frozenset({"uvloop"}),
-        "issue 8 item 1 (wip-smuggle): uvloop parses the body of an Upgrade request as requests",
-        lambda data: re.search(rb"(?i)\r\nupgrade:", data) is not None,
+        "aiohttp-PIPELINE-BEFORE-ERROR",
+        frozenset({"aiohttp"}),
+        "README, Known deviations: aiohttp PIPELINE-BEFORE-ERROR (one error for a whole read)",
+        lambda data: 0 <= data.find(b"\n\r\n") < len(data) - 3,  # bytes after the first head
+        _aiohttp_one_error_for_many,
     ),
     Deviation(
-        "TODO-issue8-item2-connect-body",
+        "aiohttp-REPEATED-FIELD",
+        frozenset({"aiohttp"}),
+        "README, Known deviations: aiohttp REPEATED-FIELD (User-Agent twice, say: 400)",
+        _repeated_singleton,
+    ),
+    Deviation(
+        "aiohttp-VERSION-ORDER",
+        frozenset({"aiohttp"}),
+        "README, Known deviations: aiohttp VERSION-ORDER (505 or 400 first, another order)",
+        lambda data: _NOT_HTTP1_THEN_MORE.search(data) is not None,
+        _aiohttp_505_where_others_400,
+    ),
+    Deviation(
+        "llhttp-RTSP-ICE-VERSION",
         frozenset({"aiohttp", "uvloop"}),
-        "issue 8 item 2 (wip-smuggle): a CONNECT body is parsed as a request",
-        lambda data: b"CONNECT " in data,
-    ),
-    Deviation(
-        "TODO-issue8-item3-stdlib-lenient",
-        frozenset({"stdlib"}),
-        "issue 8 item 3 (wip-smuggle): stdlib accepts control characters, bare CR, odd "
-        "separators, spaced chunk sizes, obs-fold, lowercase or unknown methods",
-        _stdlib_lenient,
-    ),
-    Deviation(
-        "TODO-issue8-item9-status-differences",
-        frozenset({"stdlib", "aiohttp"}),
-        "issue 8 item 9 (wip-smuggle): 431/400/431, 414/400/400, 400/505/505 (no version)",
-        lambda data: (
-            re.match(rb"[^\r\n]*(?<! HTTP/\d\.\d)\r\n", data) is not None or len(data) > 8192
-        ),
-    ),
-    Deviation(
-        "TODO-issue8-item7-aiohttp-drops-pipelined",
-        frozenset({"aiohttp"}),
-        "issue 8 item 7 (faults branch): a malformed request in the same read as valid ones "
-        "before it makes aiohttp answer one 400 for all of them",
-        lambda data: 0 <= data.find(b"\r\n\r\n") < len(data) - 4,
-        _aiohttp_one_400_for_many,
-    ),
-    Deviation(
-        "TODO-issue8-item6-aiohttp-ignores-fin",
-        frozenset({"aiohttp"}),
-        "issue 8 item 6 (faults branch): aiohttp keeps a connection open after the client's FIN "
-        "(after a 501, and while a body is incomplete) until a timer fires",
-        lambda data: True,
-        kind=HANG,
-    ),
-    # --- found by this fuzzer, not in issue 8: for the lead to triage ---
-    Deviation(
-        "TODO-new-aiohttp-http10-duplicate-host",
-        frozenset({"aiohttp"}),
-        "new (fuzz): two Host fields in an HTTP/1.0 request: aiohttp 400, stdlib and uvloop 200",
-        lambda data: _DUPLICATE_HOST.search(data) is not None,
-    ),
-    Deviation(
-        "TODO-new-stdlib-leading-bare-lf",
-        frozenset({"stdlib"}),
-        "new (fuzz): a bare LF before a request line: stdlib 400, llhttp skips it as an empty line",
-        lambda data: re.search(rb"(?:^|\n)\n", data) is not None,
-    ),
-    Deviation(
-        "TODO-new-stdlib-silent-on-partial-junk",
-        frozenset({"stdlib"}),
-        "new (fuzz): junk after the last request, then EOF: llhttp answers 400 at its first "
-        "byte, stdlib waits for a line end and closes without a response",
-        _trailing_junk_at_eof,
-        _stdlib_no_trailing_400,
+        "README, Known deviations: aiohttp and uvloop RTSP-ICE-VERSION (served; stdlib 400)",
+        lambda data: _RTSP_OR_ICE.search(data) is not None,
     ),
 )
 
