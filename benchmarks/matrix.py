@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.clients.contract import ClientKind, Mode
@@ -71,8 +71,9 @@ class Dimension(Flag):
     innermost: bool = False  # varies fastest in the run order (the modes of one configuration)
     choices: Callable[[], tuple[str, ...]] | None = None  # names accepted, for the help text
     # The value of every run measured before this dimension existed, which a CSV without its
-    # column then holds (None: every results CSV has the column). Set it on a new dimension, so
-    # that the committed runs still read: `before=0.0` for an emulated delay that was never there.
+    # column then holds; None: every results CSV has the column. It is the CellKey field's
+    # default: give a new dimension one (`= field(default=0.0, ...)` for an emulated delay that
+    # was never there), so the committed runs still read and older code still builds keys.
     before: object = None
     column: str = ""
     kind: str = "str"  # the field's type: "str", "int" or "float"
@@ -250,10 +251,12 @@ class CellKey:
 
     def _labelled(self) -> list[tuple[Dimension, tuple[str, ...]]]:
         """(dimension, (label, value text)) of the labelled ones; a switch is (label,) when on
-        and left out when off."""
+        and left out when off, a dimension added later is left out at its `before` value."""
         out: list[tuple[Dimension, tuple[str, ...]]] = []
         for d in labelled():
             value = getattr(self, d.column)
+            if d.before is not None and value == d.before:
+                continue  # what every cell had before the dimension existed: labels stay put
             if not d.switch:
                 out.append((d, (d.label, d.text(value))))
             elif value:
@@ -271,8 +274,12 @@ class CellKey:
 
 def _dimensions() -> tuple[Dimension, ...]:
     return tuple(
-        replace(f.metadata[DIMENSION], column=f.name, kind=str(f.type)) for f in fields(CellKey)
-    )
+        replace(
+            f.metadata[DIMENSION], column=f.name, kind=str(f.type),
+            before=None if f.default is MISSING else f.default,
+        )
+        for f in fields(CellKey)
+    )  # fmt: skip
 
 
 DIMENSIONS: tuple[Dimension, ...] = _dimensions()
