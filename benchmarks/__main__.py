@@ -39,6 +39,7 @@ COMMANDS = {
         "benchmarks.conformance.cli",
         "the conformance suite against nginx and Node, next to ours",
     ),
+    "pageload": ("benchmarks.pageload.cli", "a page of N resources over RTT: keep-alive on/off"),
 }
 
 

@@ -35,6 +35,10 @@ from typing import Any
 ACCEPT_BACKOFF_S = 0.25  # nginx pauses 0.5 s, uvicorn (asyncio) 1 s; shorter serves sooner
 EPISODE_GAP_S = 1.0  # failures closer together than this are one episode (one log line)
 ACCEPT_BATCH = 128  # connections accepted per wake-up of an event loop, as asyncio does
+# struct tcp_info (linux/tcp.h): 8 bytes of u8 fields, then u32 rto, ato, snd_mss, rcv_mss,
+# unacked: for a listening socket, unacked is the accept queue's length (sk_ack_backlog).
+_TCP_INFO_BYTES = 32
+_UNACKED = slice(24, 28)
 
 # accept(2) on Linux: "pending network errors on the new socket" are returned by accept(); the
 # connection is gone, the next one is not affected.
@@ -127,7 +131,11 @@ class LoopAcceptor(asyncio.AbstractServer):
         self._on_socket = on_socket
         self._serving = False
         self._resume: asyncio.TimerHandle | None = None
-        self._socket_class = _accepted_socket_class(listener)
+        self._accept = listener._accept  # type: ignore[attr-defined]
+        self._make = _accepted_socket_class(loop, listener)
+        self._getsockopt = listener.getsockopt
+        tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
+        self._tcp_info: int | None = getattr(socket, "TCP_INFO", None) if tcp else None
 
     def start(self) -> None:
         self._listener.setblocking(False)
@@ -135,13 +143,16 @@ class LoopAcceptor(asyncio.AbstractServer):
         self._loop.add_reader(self._listener.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
-        """Accept what is queued (up to a batch). `socket.accept()` is the public spelling of
-        `_accept()` plus a socket built with enum lookups, a third of this path's cost."""
-        listener = self._listener
-        accept = listener._accept  # type: ignore[attr-defined]
-        make, on_socket = self._socket_class, self._on_socket
-        family, kind, proto = listener.family, listener.type, listener.proto
-        for _ in range(ACCEPT_BATCH):
+        """Accept what is queued: as many connections as the kernel's accept queue holds.
+
+        Accepting until accept() fails with EAGAIN costs an OSError per wake-up (strerror and
+        locale decoding, about 5 us: more than the rest of accepting), and accepting one per
+        wake-up stalls a recycling client: with 50 busy connections one loop iteration takes
+        hundreds of microseconds, and the k-th connection queued in it waits k iterations
+        (the recycle stall of `--keepalive-max`). The queue length is one getsockopt
+        (`queued`). `_accept()` is `socket.accept()` without the socket it builds."""
+        accept, make, on_socket = self._accept, self._make, self._on_socket
+        for _ in range(self._queued()):
             try:
                 fd, _ = accept()
             except (BlockingIOError, InterruptedError):
@@ -150,8 +161,21 @@ class LoopAcceptor(asyncio.AbstractServer):
                 if self._backoff.must_pause(exc):
                     self._pause()
                     return
-                continue
-            on_socket(make(family, kind, proto, fd))
+                continue  # one aborted connection: the next may be fine
+            on_socket(make(fd))
+
+    def _queued(self) -> int:
+        """Connections waiting in the listener's accept queue, at least 1 (the listener is
+        readable) and at most ACCEPT_BATCH: Linux reports the accept queue's length in
+        `tcpi_unacked` of a listening socket's TCP_INFO. 1 where that is not available."""
+        if self._tcp_info is None:
+            return 1
+        try:
+            info = self._getsockopt(socket.IPPROTO_TCP, self._tcp_info, _TCP_INFO_BYTES)
+        except OSError:
+            return 1
+        queued = int.from_bytes(info[_UNACKED], sys.byteorder)
+        return ACCEPT_BATCH if queued > ACCEPT_BATCH else queued or 1
 
     def _pause(self) -> None:
         self._loop.remove_reader(self._listener.fileno())
@@ -194,11 +218,39 @@ class LoopAcceptor(asyncio.AbstractServer):
         return (self._listener,)
 
 
-def _accepted_socket_class(listener: socket.socket) -> type[socket.socket]:
-    """A socket class whose `family` and `type` are plain attributes: the loop reads them for
-    every accepted socket, and `socket.socket`'s properties convert them to enums each time."""
-    attributes = {"__slots__": (), "family": listener.family, "type": listener.type}
-    return type("AcceptedSocket", (socket.socket,), attributes)
+class AdoptedFd(int):
+    """What uvloop's `connect_accepted_socket` needs of an accepted socket, without building
+    one: `socket.socket(fileno=...)` costs a getsockname() (CPython checks the descriptor) and
+    a `detach()` at close. uvloop reads `family` and `type`, takes `fileno()` into a libuv
+    handle that owns and closes it, and calls `close()` when that handle is closed (EBADF
+    from an already closed descriptor is what it expects; this one does nothing).
+
+    The descriptor itself, an int: built and asked for `fileno()` without a Python frame
+    (`int.__index__` returns it); `close` is the same no-op. `family` and `type` are class
+    attributes of the subclass made per listener (`_accepted_socket_class`)."""
+
+    __slots__ = ()
+    family: int
+    type: int
+
+    fileno = int.__index__
+    close = int.__index__
+
+
+def _accepted_socket_class(
+    loop: asyncio.AbstractEventLoop, listener: socket.socket
+) -> Callable[[int], Any]:
+    """How an accepted descriptor is handed to `loop`: an `AdoptedFd` for uvloop, whose
+    transports own the descriptor; for asyncio (whose transports use the socket object) a
+    socket class whose `family` and `type` are plain attributes, since the loop reads them
+    for every accepted socket and `socket.socket`'s properties convert them to enums."""
+    family, kind, proto = listener.family, listener.type, listener.proto
+    if type(loop).__module__.startswith("uvloop"):
+        return type("ListenerFd", (AdoptedFd,), {"__slots__": (), "family": family, "type": kind})
+    attributes = {"__slots__": (), "family": family, "type": kind}
+    return functools.partial(
+        type("AcceptedSocket", (socket.socket,), attributes), family, kind, proto
+    )
 
 
 def connect_on_loop(
@@ -219,11 +271,11 @@ def connect_on_loop(
     nowhere.
     """
 
-    def on_socket(sock: socket.socket) -> None:
+    connect = loop.connect_accepted_socket
+
+    def on_socket(sock: socket.socket) -> None:  # an AdoptedFd on uvloop (LoopAcceptor)
         _drive(
-            loop.connect_accepted_socket(
-                protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout
-            )
+            connect(protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout)
         )
 
     return on_socket

@@ -64,10 +64,12 @@ class Shared:
         tokens: frozenset[str],
         handler_close: bool,
         content_type: str,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> tuple[CloseReason | None, CIMultiDict[str]]:
-        """Close reason (None = keep) and response headers; callers pass `number` normalised."""
+        """Close reason (None = keep) and response headers; callers pass `number` normalised.
+        `extra` is the reply's own headers (`Reply.headers`)."""
         decision = self.policy.decide(number, version, tokens, handler_close=handler_close)
-        return decision.close_reason, self._headers(decision.headers, content_type)
+        return decision.close_reason, self._headers(decision.headers, content_type, extra)
 
     def answer(self, key: AnswerKey, ctx: RequestContext) -> Answer:
         """route() and the keep-alive plan for one request, remembered when they can be.
@@ -80,7 +82,9 @@ class Shared:
         """
         method, target, number, version, tokens = key
         reply = route(method, target, ctx)
-        reason, headers = self.plan(number, version, tokens, reply.close, reply.content_type)
+        reason, headers = self.plan(
+            number, version, tokens, reply.close, reply.content_type, reply.headers
+        )
         answer = (reply, reason, headers)
         if replayable(reply, target, MEMO_TARGET_MAX, MEMO_BODY_MAX):
             if len(self.answers) >= MEMO_ENTRIES:
@@ -88,13 +92,20 @@ class Shared:
             self.answers[key] = answer
         return answer
 
-    def _close_headers(self, content_type: str) -> CIMultiDict[str]:
+    def _close_headers(
+        self, content_type: str, extra: tuple[tuple[str, str], ...] = ()
+    ) -> CIMultiDict[str]:
         """`Connection: close` headers for closes the policy did not decide (errors, EOF)."""
-        return self._headers(CLOSE_HEADERS, content_type)
+        return self._headers(CLOSE_HEADERS, content_type, extra)
 
     @staticmethod
-    def _headers(pairs: tuple[tuple[str, str], ...], content_type: str) -> CIMultiDict[str]:
+    def _headers(
+        pairs: tuple[tuple[str, str], ...],
+        content_type: str,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict(pairs)
         headers[hdrs.SERVER] = SERVER_HEADER
         headers[hdrs.CONTENT_TYPE] = content_type
+        headers.extend(extra)
         return headers

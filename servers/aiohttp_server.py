@@ -106,7 +106,7 @@ from servers.aiohttp_answers import (
     tokens_of,
 )
 from servers.aiohttp_site import DeadlineSockSite, build_app
-from servers.endpoints import TEXT, RequestContext
+from servers.endpoints import TEXT, Reply, RequestContext
 from servers.framing import (
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
@@ -400,15 +400,17 @@ class _Connection(web.RequestHandler):
         return answer
 
     def _late_close(
-        self, content_type: str, headers: CIMultiDict[str]
+        self, reply: Reply, headers: CIMultiDict[str]
     ) -> tuple[CloseReason | None, CIMultiDict[str]]:
         """Closes the policy cannot see: the server is stopping, or the client half-closed and
         this answers the last request it sent (ROB-02; `_messages` is aiohttp's private queue)."""
         shared = self._shared
         if shared.stopping:
-            return CloseReason.SHUTDOWN, shared.close_headers(content_type)
+            return CloseReason.SHUTDOWN, shared.close_headers(reply.content_type, reply.headers)
         if not self._messages:
-            return CloseReason.CLIENT_CLOSED, shared.close_headers(content_type)
+            return CloseReason.CLIENT_CLOSED, shared.close_headers(
+                reply.content_type, reply.headers
+            )
         return None, headers
 
     def _reject(self, request: web.BaseRequest) -> web.StreamResponse | None:
@@ -504,7 +506,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if reply.delay_s:
         await asyncio.sleep(reply.delay_s)
     if reason is None and (shared.stopping or conn._peer_eof):
-        reason, headers = conn._late_close(reply.content_type, headers)
+        reason, headers = conn._late_close(reply, headers)
     response = web.Response(status=reply.status, body=reply.body, headers=headers)
     if reason is not None:
         conn._set_reason(reason)

@@ -9,6 +9,7 @@ only once the socket listens.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import socket
 import ssl
@@ -78,6 +79,15 @@ class Runtime:
             sys.stderr.flush()
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up (modules, classes, the server's state) out of
+    the cyclic collector's reach (`gc.freeze`): a full collection then walks only what
+    connections allocated since. With a connection per request the collector otherwise ran
+    through the whole start-up heap often enough to cost a tenth of a close-mode request."""
+    gc.collect()
+    gc.freeze()
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -106,6 +116,7 @@ def make_ssl_context(options: ServerOptions) -> tuple[ssl.SSLContext | None, Pat
     if not options.tls:
         return None, None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.set_alpn_protocols(["http/1.1"])  # HTTP/1.1 only: a browser must not try h2
     if options.certfile is not None and options.keyfile is not None:
         try:
             ctx.load_cert_chain(options.certfile, options.keyfile)

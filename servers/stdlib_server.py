@@ -338,6 +338,8 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in reply.headers:
+                self.send_header(name, value)
         for name, value in decision.headers:
             self.send_header(name, value)  # also sets close_connection, as in http.server
         self._end_headers_with_body(b"" if self.command == "HEAD" else body)

@@ -36,7 +36,7 @@ import signal
 import uvloop
 
 from servers.accept import LoopAcceptor, connect_on_loop
-from servers.runtime import SHUTDOWN_GRACE_S, Runtime
+from servers.runtime import SHUTDOWN_GRACE_S, Runtime, freeze_startup_heap
 from servers.tls_accept import TLSAccept
 from servers.uvloop_protocol import HttpProtocol
 from servers.uvloop_wire import ServerState
@@ -67,6 +67,7 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     connect = connect_on_loop(loop, http if tls is None else tls)
     server = LoopAcceptor(loop, runtime.listener, runtime.accept_backoff(), connect)
     server.start()
+    freeze_startup_heap()
     runtime.announce_ready()
     await stop.wait()
     server.close()

@@ -30,6 +30,10 @@ TICK_S = 0.05  # wheel resolution: deadlines are enforced up to this late, never
 DeadlineKind = Literal["header", "body", "idle", "linger", "abort", "send"]
 
 
+def _closed(kind: DeadlineKind) -> None:
+    """A cancelled deadline's callback: its connection is gone."""
+
+
 class DeadlineWheel:
     """Server-lifetime: the deadlines due in each TICK_S slot, one loop timer per slot."""
 
@@ -100,8 +104,10 @@ class Deadline:
         self.at = None
 
     def cancel(self) -> None:
-        """At connection_lost: leave the wheel so no closed connection stays referenced."""
+        """At connection_lost: leave the wheel so no closed connection stays referenced, and
+        drop the protocol's callback (a reference cycle: protocol, deadline, bound method)."""
         self.at = None
+        self._expire = _closed
         if self.slot is not None:
             self.slot.discard(self)
             self.slot = None

@@ -112,9 +112,16 @@ class ResponseEncoder:
         return line
 
     def encode(
-        self, status: int, content_type: str, body: bytes, block: bytes, head_only: bool
+        self,
+        status: int,
+        content_type: str,
+        body: bytes,
+        block: bytes,
+        head_only: bool,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> tuple[bytes, bytes]:
-        """(head, body-to-send); the body is b"" for HEAD, 1xx, 204 and 304."""
+        """(head, body-to-send); the body is b"" for HEAD, 1xx, 204 and 304. `extra` is the
+        reply's own headers (`Reply.headers`), after Content-Length."""
         head = STATUS_HEADS.get(status) or _status_head(status)
         if status in STATUSES_WITHOUT_BODY:
             return head + block, b""
@@ -123,6 +130,7 @@ class ResponseEncoder:
                 head,
                 self.content_type_line(content_type),
                 b"Content-Length: %d\r\n" % len(body),
+                header_block(extra)[:-2] if extra else b"",
                 block,
             )
         )
@@ -171,7 +179,7 @@ class ReplyMemo:
         data = cached.get(block) if cached is not None else None
         if data is None:
             head, body = self._encoder.encode(
-                reply.status, reply.content_type, reply.body, block, head_only
+                reply.status, reply.content_type, reply.body, block, head_only, reply.headers
             )
             data = head + body
             if cached is not None:
@@ -207,13 +215,19 @@ class ServerState:
         # otherwise, so that the hot path pays no lookup that can only miss.
         plain_ok = not self.log and self.policy.max_requests == 0
         self.plain: dict[tuple[bytes, bytes], bytes] | None = {} if plain_ok else None
+        # ... and to the same requests with `Connection: close` alone, answered then closed
+        # (used only where `plain` is: the decision is the same for every request number).
+        self.plain_close: dict[tuple[bytes, bytes], bytes] = {}
         self._tokens: dict[tuple[bytes, ...], frozenset[str]] = {}
 
-    def remember_plain(self, method: bytes, target: bytes, data: bytes) -> None:
+    def remember_plain(
+        self, method: bytes, target: bytes, data: bytes, *, close: bool = False
+    ) -> None:
         if self.plain is not None:
-            if len(self.plain) >= MEMO_ENTRIES:
-                self.plain.clear()
-            self.plain[method, target] = data
+            memo = self.plain_close if close else self.plain
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[method, target] = data
 
     def tokens(self, values: list[bytes]) -> frozenset[str]:
         """`policy.connection_tokens` of the Connection field values, memoised (bounded)."""
