@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.clients.contract import ClientKind, Mode
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from servers.options import ServerName
 
 DIMENSION = "dimension"  # the metadata key of a CellKey field
+ALWAYS: Any = type("Always", (), {"__repr__": lambda self: "ALWAYS"})()  # `before`: no default
 
 
 class Reach(enum.StrEnum):
@@ -71,16 +72,21 @@ class Dimension(Flag):
     innermost: bool = False  # varies fastest in the run order (the modes of one configuration)
     choices: Callable[[], tuple[str, ...]] | None = None  # names accepted, for the help text
     # The value of every run measured before this dimension existed, which a CSV without its
-    # column then holds; None: every results CSV has the column. It is the CellKey field's
-    # default: give a new dimension one (`= field(default=0.0, ...)` for an emulated delay that
-    # was never there), so the committed runs still read and older code still builds keys.
-    before: object = None
+    # column then holds (ALWAYS: every results CSV has the column). Set it on a new dimension, so
+    # that the committed runs still read: `before=0.0` for an emulated loss that was never there.
+    # A cell at that value is labelled as before too: the dimension is left out of its label.
+    before: object = ALWAYS
     column: str = ""
-    kind: str = "str"  # the field's type: "str", "int" or "float"
+    kind: str = "str"  # the field's type: "str", "int", "float" or "float | None"
 
     def text(self, value: object) -> str:
         """A value as labels, slugs and help show it: `5` rather than `5.0`."""
         return f"{value:g}" if isinstance(value, float) else str(value)
+
+    def shown(self, value: object) -> bool:
+        """False at the value every run had before the dimension existed: those cells keep the
+        labels and slugs they always had."""
+        return self.before is ALWAYS or value != self.before
 
     def option_value(self, value: object) -> Any:
         """The value as the component's option takes it: parsed again, so a key read from a CSV
@@ -154,6 +160,26 @@ def at_least(kind: Callable[[str], Any], low: float, flag: str, what: str) -> Ca
 
 def _switch(item: str) -> int:
     return int(item)
+
+
+LOOPBACK = "none"  # --rtt none: no delay line (127.0.0.1), how every run before it was measured
+
+
+def _rtt(item: str) -> float | None:
+    """`none` (loopback: None) or a round trip in ms, 0 included (the line's own overhead)."""
+    if item.strip().lower() in (LOOPBACK, str(None).lower()):
+        return None
+    return _rtt_ms(item)
+
+
+_rtt_ms = at_least(float, 0, "--rtt", "`none` or a number of ms >= 0")
+
+
+def _bandwidth(item: str) -> float:
+    """`none` or 0 (unlimited: 0.0) or a rate in Mbit/s > 0."""
+    if item.strip().lower() == LOOPBACK:
+        return 0.0
+    return at_least(float, 0, "--bandwidth", "`none` or a number of Mbit/s >= 0")(item)
 
 
 # --- the dimensions ---------------------------------------------------------------------------
@@ -230,6 +256,40 @@ class CellKey:
         )
     )  # fmt: skip
 
+    rtt_ms: float | None = field(
+        default=None,
+        metadata=dimension(
+            flag="--rtt",
+            help="round trip(s) in ms through the delay line (benchmarks.net; root and "
+            "/dev/net/tun): `none` is loopback (default), 0 the line's own overhead",
+            doc="round trip of the delay line in ms; empty for loopback (no line)",
+            parse=_rtt, default=lambda: (None,), label="rtt", before=None,
+        )
+    )  # fmt: skip
+    loss_pct: float = field(
+        default=0.0,
+        metadata=dimension(
+            flag="--loss", help="packet loss per direction on the delay line, percent (default 0)",
+            doc="delay line's random loss per packet and direction, %",
+            parse=at_least(float, 0, "--loss", "a number of % >= 0"), default=lambda: (0.0,),
+            label="loss", before=0.0,
+        )
+    )  # fmt: skip
+    bandwidth_mbit: float = field(
+        default=0.0,
+        metadata=dimension(
+            flag="--bandwidth",
+            help="delay line bottleneck(s), Mbit/s (default none: unlimited)",
+            doc="delay line's bottleneck rate, Mbit/s (0: unlimited)",
+            parse=_bandwidth, default=lambda: (0.0,), label="bw", before=0.0,
+        )
+    )  # fmt: skip
+
+    @property
+    def loopback(self) -> bool:
+        """No delay line: the server on 127.0.0.1, as every run before --rtt."""
+        return self.rtt_ms is None
+
     def label(self) -> str:
         """Short, stable, human-readable name used in tables, JSON and plot legends:
         `uvloop/pyperf-concurrent-raw/pooled c=16 kt=5 km=100 tls`."""
@@ -251,12 +311,12 @@ class CellKey:
 
     def _labelled(self) -> list[tuple[Dimension, tuple[str, ...]]]:
         """(dimension, (label, value text)) of the labelled ones; a switch is (label,) when on
-        and left out when off, a dimension added later is left out at its `before` value."""
+        and left out when off."""
         out: list[tuple[Dimension, tuple[str, ...]]] = []
         for d in labelled():
             value = getattr(self, d.column)
-            if d.before is not None and value == d.before:
-                continue  # what every cell had before the dimension existed: labels stay put
+            if not d.shown(value):
+                continue
             if not d.switch:
                 out.append((d, (d.label, d.text(value))))
             elif value:
@@ -274,12 +334,8 @@ class CellKey:
 
 def _dimensions() -> tuple[Dimension, ...]:
     return tuple(
-        replace(
-            f.metadata[DIMENSION], column=f.name, kind=str(f.type),
-            before=None if f.default is MISSING else f.default,
-        )
-        for f in fields(CellKey)
-    )  # fmt: skip
+        replace(f.metadata[DIMENSION], column=f.name, kind=str(f.type)) for f in fields(CellKey)
+    )
 
 
 DIMENSIONS: tuple[Dimension, ...] = _dimensions()

@@ -156,3 +156,10 @@ def test_bench_compare_default_rounds_match_the_noise_replay():
     args = benchcompare.build_parser().parse_args(["--base", "HEAD"])
     assert args.rounds == rounds.BENCH_COMPARE_ROUNDS
     assert (rounds.BENCH_COMPARE_ROUNDS,) * 2 in [(a, b) for a, b, _ in noise.REPLAYS]
+
+
+def test_a_ref_without_a_new_flag_is_refused_in_one_line(tmp_path):
+    side = fake_side(tmp_path, "--results-dir")
+    rounds.check_harness(side, ["--quick"])  # a flag it lists passes
+    with pytest.raises(RoundError, match=r"does not take --rtt \(that commit predates it\)$"):
+        rounds.check_harness(side, ["--rtt", "50", "--quick"])

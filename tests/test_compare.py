@@ -21,7 +21,7 @@ from benchmarks.analysis.compare import (
     rank_test_usable,
 )
 from benchmarks.records.keys import METRICS, cell_key, fingerprint_diff
-from benchmarks.records.schema import COLUMNS
+from benchmarks.records.schema import COLUMNS, SCHEMA_VERSION
 from tests.rowfactory import noise_file, reps, row, write
 
 THROUGHPUT = METRICS[0]
@@ -307,7 +307,7 @@ def test_a_header_missing_columns_names_a_few_not_all(tmp_path, capsys):
     keep = 10  # the fingerprint columns only
     cut.write_text(",".join(header.split(",")[:keep]) + "\n" + ",".join(first.split(",")[:keep]))
     code = compare.main([str(cut), str(good)])
-    expected = f"header has 10 columns, schema 1 has {len(COLUMNS)}"
+    expected = f"header has 10 columns, schema {SCHEMA_VERSION} has {len(COLUMNS)}"
     err = _assert_one_line_error(capsys, code, expected, "+29 more")
     assert len(err) < 200
 
@@ -352,7 +352,7 @@ def test_unknown_schema_version(tmp_path, capsys):
     good = write(tmp_path / "good.csv", reps(STEADY))
     text = good.read_text().splitlines()
     future = tmp_path / "future.csv"
-    future.write_text(text[0] + "\n" + text[1].replace("1,", "99,", 1) + "\n")
+    future.write_text(text[0] + "\n" + text[1].replace("2,", "99,", 1) + "\n")
     code = compare.main([str(future), str(good)])
     _assert_one_line_error(capsys, code, "unknown schema_version '99'")
 

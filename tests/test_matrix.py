@@ -39,18 +39,18 @@ from tests.server_pool import REPO
 COMMITTED_HEADER = (
     "schema_version,run_id,started_utc,git_commit,host_id,cpu_model,cpu_count,kernel,"
     "python_version,packages,server,client,mode,tls,concurrency,keepalive_timeout_s,"
-    "keepalive_max,duration_s,repetition,server_core,client_core,requests,errors,throughput_rps,"
+    "keepalive_max,rtt_ms,loss_pct,bandwidth_mbit,duration_s,repetition,server_core,client_core,requests,errors,throughput_rps,"
     "latency_p50_ms,latency_p90_ms,latency_p99_ms,latency_p999_ms,latency_max_ms,"
     "client_cpu_pct,server_cpu_s,server_cpu_us_per_req,server_cpu_pct,connections_opened,"
     "requests_per_connection,peak_open_connections,open_sockets,time_wait_sockets,"
+    "link_lateness_p50_us,link_lateness_p99_us,link_packets,link_drops,"
     "client_bound,valid,status,note"
 )
 KEY = CellKey("uvloop", "pyperf-concurrent-raw", "pooled", 0, 16, 5.0, 100)
 
 
 def test_columns_are_the_committed_ones_in_order() -> None:
-    """A dimension added later (with its `before=` value) is the only column that may join."""
-    assert ",".join(c for c in COLUMNS if c not in schema._BEFORE) == COMMITTED_HEADER
+    assert ",".join(COLUMNS) == COMMITTED_HEADER
 
 
 def test_every_committed_run_still_reads() -> None:

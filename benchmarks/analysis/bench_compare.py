@@ -106,7 +106,7 @@ def run_interleaved(
 ) -> dict[str, list[Path]]:
     """Run the sides round by round in schedule order; the CSVs each side wrote."""
     for side in sides:
-        rounds.check_harness(side)
+        rounds.check_harness(side, bench_args)
     written: dict[str, list[Path]] = {side.name: [] for side in sides}
     plan = rounds.schedule(sides, n_rounds, alternate)
     for step, (r, side) in enumerate(plan, start=1):

@@ -282,7 +282,7 @@ def rounds_from_csv(path: Path) -> list[list[ResultRow]]:
 def measure(args: argparse.Namespace) -> list[list[ResultRow]]:
     """Run the work tree `--rounds` times, one repetition each, in a scratch directory."""
     side = Side("A", REPO_ROOT, Path(sys.executable))
-    rounds.check_harness(side)
+    rounds.check_harness(side, rounds.bench_args(args))
     per_round = []
     with tempfile.TemporaryDirectory(prefix="kab-noise-") as tmp:
         for r in range(1, args.rounds + 1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -91,9 +92,10 @@ def side_env(side: Side) -> dict[str, str]:
     return env
 
 
-def check_harness(side: Side) -> None:
+def check_harness(side: Side, args: Sequence[str] = ()) -> None:
     """RoundError (one line) unless this tree has a `python -m benchmarks run` that takes
-    --results-dir: before its first round, so that a ref from before the harness fails at once."""
+    --results-dir and every flag of `args` (a round's flags): before its first round, so that
+    a ref from before the harness, or from before a flag (`--rtt`), fails at once."""
     proc = subprocess.run(
         [str(side.python), "-m", "benchmarks", "run", "--help"],
         cwd=side.tree, env=side_env(side), capture_output=True, text=True, timeout=120,
@@ -103,9 +105,16 @@ def check_harness(side: Side) -> None:
             f"{side.name}: `python -m benchmarks run --help` failed in {side.tree} "
             "(no harness at that commit?)"
         )
-    if OUTPUT_FLAG not in proc.stdout.replace(",", " ").split():
+    known = set(re.findall(r"--[A-Za-z0-9][A-Za-z0-9-]*", proc.stdout))
+    if OUTPUT_FLAG not in known:
         raise RoundError(
             f"{side.name}: `python -m benchmarks run` in {side.tree} has no {OUTPUT_FLAG}"
+        )
+    missing = [a for a in args if a.startswith("--") and a not in known]
+    if missing:
+        raise RoundError(
+            f"{side.name}: `python -m benchmarks run` in {side.tree} does not take "
+            f"{', '.join(missing)} (that commit predates it)"
         )
 
 

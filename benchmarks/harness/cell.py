@@ -10,10 +10,14 @@ the client tree and the server. One failure stops the run instead: a full result
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -31,8 +35,17 @@ from benchmarks.harness.procs import (
     start_client,
 )
 from benchmarks.harness.rows import CellContext, Measurement, failed_row, measured_row
-from benchmarks.harness.sockets import counters_delta, kernel_counters, socket_counts
-from benchmarks.matrix import Reach
+from benchmarks.harness.sockets import (
+    PROC_NET,
+    SocketCounts,
+    counters_delta,
+    kernel_counters,
+    socket_counts,
+)
+from benchmarks.matrix import CellKey, Reach
+from benchmarks.net.line import DelayLine
+from benchmarks.net.netns import NetError
+from benchmarks.net.spec import LinkSpec
 from benchmarks.records.layout import (
     NO_SPACE_TEXT,
     free_space,
@@ -43,7 +56,15 @@ from benchmarks.records.layout import (
     utc_iso,
 )
 from benchmarks.records.schema import ResultRow
-from servers.launch import ControlClient, ControlError, ReadyInfo, ServerProcess, ServerStartError
+from servers.launch import (
+    ChildServer,
+    ControlClient,
+    ControlError,
+    ReadyInfo,
+    ServerProcess,
+    ServerStartError,
+    server_command,
+)
 from servers.options import OptionsError, ServerOptions
 
 
@@ -104,13 +125,19 @@ def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str
     except OptionsError as exc:
         raise CellFailure("config", str(exc)) from None
     files = CellFiles.of(cell, ctx.artifacts)
-    with files.server_log.open("wb") as slog, files.client_log.open("wb") as clog:
+    with (
+        files.server_log.open("wb") as slog,
+        files.client_log.open("wb") as clog,
+        _network(cell.key, ctx) as line,
+    ):
         core = ctx.cores.server if ctx.cores.pinned else None
-        session = _Session(cell, ctx, files, ServerProcess(options, stderr=slog, cpu=core), clog)
+        session = _Session(cell, ctx, files, _server(options, line, slog, core), clog, line)
         try:
             measurement = session.run()
         except ControlError as exc:
             raise CellFailure("server-control", str(exc)) from None
+        except NetError as exc:
+            raise CellFailure("delay-line", str(exc)) from None
         finally:
             with deferred_signals():
                 session.stop()
@@ -118,6 +145,56 @@ def _measure(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str
     keep_artifacts(measurement.result.artifacts, ctx.artifacts, files.output.parent)
     row = measured_row(cell, ctx, started, measurement)
     return row, measurement.result.histogram or None
+
+
+def link_spec(key: CellKey) -> LinkSpec | None:
+    """The delay line a cell runs over (its rtt, loss and bandwidth), or None for loopback."""
+    if key.rtt_ms is None:
+        return None
+    return LinkSpec(
+        rtt_ms=key.rtt_ms, loss_pct=key.loss_pct, bandwidth_mbit=key.bandwidth_mbit or None
+    )
+
+
+@dataclass
+class _Line:
+    """A cell's delay line and the temporary folder of its server's control socket."""
+
+    line: DelayLine
+    folder: Path
+
+
+@contextlib.contextmanager
+def _network(key: CellKey, ctx: CellContext) -> Iterator[_Line | None]:
+    """A delay line of its own for a cell with an rtt (relay pinned to the client's core, so
+    its CPU is the client side's load), torn down with the cell; None on loopback."""
+    spec = link_spec(key)
+    if spec is None:
+        yield None
+        return
+    relay_cpu = ctx.cores.client if ctx.cores.pinned else None
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="kab-ctl-") as tmp,
+            DelayLine(spec, relay_cpu=relay_cpu) as line,
+        ):
+            yield _Line(line, Path(tmp))
+    except NetError as exc:
+        raise CellFailure("delay-line", str(exc)) from None
+
+
+def _server(
+    options: ServerOptions, net: _Line | None, log: IO[bytes], core: int | None
+) -> ChildServer:
+    """The cell's server: on 127.0.0.1, or in the line's server namespace on its address with
+    its control listener on a Unix socket (reachable from this, the root, namespace)."""
+    if net is None:
+        return ServerProcess(options, stderr=log, cpu=core)
+    options = replace(
+        options, host=net.line.server.address, control_socket=net.folder / "control.sock"
+    )
+    command = net.line.server_cmd(server_command(options))  # `ip netns exec` execs: same pid
+    return ChildServer(command, f"{options.name} server", stderr=log, cpu=core)
 
 
 @dataclass(frozen=True)
@@ -149,11 +226,11 @@ class _Session:
     called, with signals held) stops whatever was started."""
 
     def __init__(
-        self, cell: Cell, ctx: CellContext, files: CellFiles, server: ServerProcess,
-        client_log: IO[bytes],
+        self, cell: Cell, ctx: CellContext, files: CellFiles, server: ChildServer,
+        client_log: IO[bytes], net: _Line | None = None,
     ) -> None:  # fmt: skip
         self.cell, self.ctx, self.files, self.server = cell, ctx, files, server
-        self.client_log = client_log
+        self.client_log, self.net = client_log, net
         self.client: ClientProcess | None = None
         self.monitor: Monitor | None = None
         self.control: ControlClient | None = None
@@ -163,17 +240,43 @@ class _Session:
         assert self.control is not None
         before = self.control.counters()
         proc, cpu0 = self._server_cpu(None, "before the client ran")
-        kern0 = kernel_counters() if self.ctx.netns else {}
+        exact = self.ctx.netns or self.net is not None  # the server's namespace is its own
+        kern0 = kernel_counters(self._server_net()) if exact else {}
         status, wall, monitor = self._run_client(ready)
         self._check_server_survived(monitor)
         after = self.control.counters()
         _, cpu1 = self._server_cpu(proc, "after the run")
-        kern1 = kernel_counters() if self.ctx.netns else {}
-        end_sockets = socket_counts(ready.port)
+        kern1 = kernel_counters(self._server_net()) if exact else {}
+        end_sockets = self._sockets(ready.port)
+        link = self.net.line.stats() if self.net is not None else None
         return Measurement(
             self._read_result(status), before, after, cpu1 - cpu0, wall, monitor, end_sockets,
-            counters_delta(kern0, kern1) if kern1 else {}, status or 0,
+            counters_delta(kern0, kern1) if kern1 else {}, status or 0, link,
         )  # fmt: skip
+
+    def _server_net(self) -> Path:
+        """/proc/net as the server's namespace has it (its own on the delay line)."""
+        if self.net is None or self.server.proc is None:
+            return PROC_NET
+        return Path(f"/proc/{self.server.proc.pid}/net")
+
+    def _sockets(self, port: int) -> SocketCounts:
+        """Sockets with the server port at one end: on the line, the server's side is in its
+        namespace and the client's TIME_WAIT in the client's."""
+        if self.net is None:
+            return socket_counts(port)
+        server = socket_counts(port, self._server_net())
+        with self.net.line.inside(self.net.line.clients[0]):
+            client = socket_counts(port, Path("/proc/thread-self/net"))
+        return SocketCounts(
+            server.established_server, server.time_wait_server, client.time_wait_client
+        )
+
+    def _inside_client(self) -> ContextManager[None]:
+        """Sockets made in the body are the client namespace's (over the line), or ours."""
+        if self.net is None:
+            return contextlib.nullcontext()
+        return self.net.line.inside(self.net.line.clients[0])
 
     def _start_server(self) -> ReadyInfo:
         try:
@@ -182,7 +285,10 @@ class _Session:
             detail = last_line(self.files.server_log)
             raise CellFailure("server-start", _with_detail(str(exc), detail)) from None
         self.control = ControlClient(ready.control_url, keep_alive=True)
-        verify_identity(self.server, self.control, ready.url, ready.ca_path, self.cell.server.value)
+        verify_identity(
+            self.server, self.control, ready.url, ready.ca_path, self.cell.server.value,
+            self._inside_client,
+        )  # fmt: skip
         return ready
 
     def _server_cpu(self, proc: ServerCpu | None, when: str) -> tuple[ServerCpu, float]:
@@ -202,10 +308,13 @@ class _Session:
             output=self.files.output, warmup_s=cfg.warmup_s, ca_path=ready.ca_path,
             workers=cfg.workers,
         )  # fmt: skip
+        command = client_cfg.command()
+        if self.net is not None:
+            command = self.net.line.client_cmd(command)
         t_start = time.monotonic()
         try:
             start_client(
-                client_cfg.command(), core=self.ctx.cores.client, log=self.client_log,
+                command, core=self.ctx.cores.client, log=self.client_log,
                 started=self._adopt,
             )  # fmt: skip
         except OSError as exc:
@@ -214,7 +323,7 @@ class _Session:
         self.monitor = Monitor(
             server_pid=self.server.proc.pid, client=self.client, control=self.control,
             port=ready.port, snapshot_after_s=cfg.warmup_s + 0.8 * cfg.duration_s,
-            server_alive=self.server.alive,
+            server_alive=self.server.alive, proc_net=self._server_net(),
         )  # fmt: skip
         self.monitor.start()
         status = self.client.wait_or_kill(cfg.timeout_s)
@@ -258,8 +367,9 @@ class _Session:
 
 
 def verify_identity(
-    server: ServerProcess, control: ControlClient, url: str, ca_path: Path | None, name: str
-) -> None:
+    server: ChildServer, control: ControlClient, url: str, ca_path: Path | None, name: str,
+    inside: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+) -> None:  # fmt: skip
     """The port answers, and answers from the process we started: its control listener reports
     our child's pid, and one request on the main port moves that process's request counter."""
     assert server.proc is not None
@@ -273,7 +383,7 @@ def verify_identity(
     request = urllib.request.Request(url + "/", headers={"Connection": "close"})
     context = ssl.create_default_context(cafile=str(ca_path)) if ca_path else None
     try:
-        with urllib.request.urlopen(request, timeout=5, context=context) as resp:
+        with inside(), urllib.request.urlopen(request, timeout=5, context=context) as resp:
             resp.read()
             status = resp.status
     except OSError as exc:

@@ -127,10 +127,24 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
             workers=1 if args.workers is None else args.workers,
             **{d.dest: getattr(args, d.dest) for d in DIMENSIONS},
         )  # fmt: skip
+        if config.uses_line:
+            check_line(netns=args.netns)
     except UsageError as exc:
         parser.error(str(exc))
         raise  # unreachable
     return args, config
+
+
+def check_line(*, netns: bool) -> None:
+    """--rtt other than none: the delay line's needs (root, /dev/net/tun, ip), before any cell."""
+    from benchmarks.net.netns import NetError, check_preconditions
+
+    if netns:
+        raise UsageError("--netns and --rtt: the delay line's namespaces are private already")
+    try:
+        check_preconditions()
+    except NetError as exc:
+        raise UsageError(f"--rtt: {exc}") from None
 
 
 IN_NETNS_FLAG = "--in-netns"

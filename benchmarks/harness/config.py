@@ -48,6 +48,7 @@ class RunConfig:
             if not self.matrix.get(d.column):
                 raise UsageError(f"{d.flag} needs at least one value")
         self._check_client_limits()
+        self._check_link()
         if not 0 < self.duration_s <= 3600:
             raise UsageError(f"--duration must be in (0, 3600] seconds, got {self.duration_s:g}")
         if not 0 <= self.warmup_s <= 600:
@@ -72,6 +73,21 @@ class RunConfig:
                     raise UsageError(
                         f"--concurrency {conc} is above {client}'s maximum of {MAX_CONCURRENCY}"
                     )
+
+    def _check_link(self) -> None:
+        """--loss and --bandwidth shape the delay line: refused when no cell has one."""
+        if all(rtt is None for rtt in self.values("rtt_ms")):
+            for column, flag, off in (
+                ("loss_pct", "--loss", 0.0),
+                ("bandwidth_mbit", "--bandwidth", 0.0),
+            ):
+                if any(v != off for v in self.values(column)):
+                    raise UsageError(f"{flag} needs --rtt (the delay line), not loopback")
+
+    @property
+    def uses_line(self) -> bool:
+        """Some cell runs over the delay line (root and /dev/net/tun needed)."""
+        return any(rtt is not None for rtt in self.values("rtt_ms"))
 
     @property
     def timeout_s(self) -> float:
@@ -133,6 +149,8 @@ def expand(config: RunConfig) -> list[Cell]:
         for values in itertools.product(*(config.values(d.column) for d in order)):
             key = CellKey(**{d.column: v for d, v in zip(order, values, strict=True)})
             key = replace(key, concurrency=effective_concurrency(key.client, key.concurrency))
+            if key.loopback:  # loss and bandwidth are the delay line's: none on loopback
+                key = replace(key, loss_pct=0.0, bandwidth_mbit=0.0)
             if key not in seen:
                 seen.add(key)
                 cells.append(Cell(len(cells) + 1, key, rep))

@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
 from benchmarks.harness.procs import ClientProcess, ServerCpu, own_cpu_s, tree_cpu_s
-from benchmarks.harness.sockets import SocketCounts, socket_counts
+from benchmarks.harness.sockets import PROC_NET, SocketCounts, socket_counts
 from servers.launch import ControlClient, ControlError
 
 INTERVAL_S = 0.2
@@ -57,6 +58,7 @@ class Monitor:
     port: int
     snapshot_after_s: float  # take the /proc socket snapshot this long into the load period
     server_alive: Callable[[], bool]
+    proc_net: Path = PROC_NET  # /proc/net of the server's namespace (its own on the delay line)
     samples: list[Sample] = field(default_factory=list)
     sockets: SocketCounts | None = None
     server_died: bool = False
@@ -111,7 +113,7 @@ class Monitor:
                 and load_start is not None
                 and t - load_start >= self.snapshot_after_s
             ):
-                self.sockets = socket_counts(self.port)
+                self.sockets = socket_counts(self.port, self.proc_net)
             self._stop.wait(max(0.0, INTERVAL_S - (time.monotonic() - t)))
 
 

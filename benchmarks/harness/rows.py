@@ -18,6 +18,7 @@ from benchmarks.harness.fingerprint import Fingerprint
 from benchmarks.harness.monitor import Monitor, load_stats
 from benchmarks.harness.procs import Cores
 from benchmarks.harness.sockets import SocketCounts, format_counters
+from benchmarks.net.line import LinkStats
 from benchmarks.records.schema import SCHEMA_VERSION, ResultRow
 
 PORTS_EXHAUSTED = re.compile(r"EADDRNOTAVAIL|Cannot assign requested address|errno 99\b", re.I)
@@ -48,6 +49,7 @@ class Measurement:
     end_sockets: SocketCounts
     kernel: dict[str, int]  # kernel TCP counter deltas; empty outside a private netns
     client_status: int
+    link: LinkStats | None = None  # the delay line's figures over the cell; None on loopback
 
 
 def base_fields(cell: Cell, ctx: CellContext, started: str) -> dict[str, Any]:
@@ -67,7 +69,8 @@ ZERO_RESULTS: dict[str, Any] = dict(
     latency_p99_ms=0.0, latency_p999_ms=0.0, latency_max_ms=0.0, client_cpu_pct=0.0,
     server_cpu_s=0.0, server_cpu_us_per_req=0.0, server_cpu_pct=0.0, connections_opened=0,
     requests_per_connection=0.0, peak_open_connections=0, open_sockets=0, time_wait_sockets=0,
-    client_bound=0,
+    client_bound=0, link_lateness_p50_us=None, link_lateness_p99_us=None, link_packets=None,
+    link_drops=None,
 )  # fmt: skip
 
 
@@ -154,6 +157,12 @@ def status_and_notes(
         notes.append(format_counters(m.kernel))
     if m.client_status != 0:
         notes.append(f"client exit status {m.client_status}")
+    if m.link is not None:
+        core = f"core {ctx.cores.client} (the client's)" if ctx.cores.pinned else "not pinned"
+        notes.append(
+            f"delay line: relay on {core}, relay cpu {m.link.cpu_s:.2f} s, "
+            f"lateness max {m.link.lateness_max_us or 0:.0f} us"
+        )
     notes += [n for n in (load.note, m.monitor.failures_note()) if n]
     return ("ports-exhausted" if exhausted else "ok"), notes
 
@@ -182,4 +191,20 @@ def measured_row(cell: Cell, ctx: CellContext, started: str, m: Measurement) -> 
         open_sockets=sockets.established_server, time_wait_sockets=m.end_sockets.time_wait,
         client_bound=int(validity.is_client_bound(load.client_pct, load.client_core_busy_pct)),
         valid=int(verdict.valid and status == "ok"), status=status, note="; ".join(notes),
+        **link_fields(m.link),
     )  # fmt: skip
+
+
+def link_fields(link: LinkStats | None) -> dict[str, Any]:
+    """The link columns: the relay's figures, or empty on loopback."""
+    if link is None:
+        return {
+            k: None
+            for k in ("link_lateness_p50_us", "link_lateness_p99_us", "link_packets", "link_drops")
+        }
+    return dict(
+        link_lateness_p50_us=link.lateness_p50_us,
+        link_lateness_p99_us=link.lateness_p99_us,
+        link_packets=link.packets,
+        link_drops=link.drops,
+    )

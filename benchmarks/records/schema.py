@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import UsageError, write_atomic
-from benchmarks.matrix import DIMENSION_COLUMNS, DIMENSIONS, CellKey, by_column, key_of
+from benchmarks.matrix import ALWAYS, DIMENSION_COLUMNS, DIMENSIONS, CellKey, by_column, key_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code reads. Version 1 (before the delay line) lacks the link columns: its rows
+# read as loopback rows (no line: the link columns empty, the link dimensions at `before`).
+READABLE_VERSIONS = ("1", "2")
 
 
 class SchemaError(UsageError):
@@ -68,6 +71,11 @@ class ResultRow:
     peak_open_connections: int
     open_sockets: int
     time_wait_sockets: int
+    # The delay line (benchmarks.net), empty for loopback: the relay's figures over the cell
+    link_lateness_p50_us: float | None
+    link_lateness_p99_us: float | None
+    link_packets: int | None
+    link_drops: int | None
     # Verdicts
     client_bound: int
     valid: int
@@ -111,6 +119,13 @@ _ROW_DOCS: dict[str, str] = {
     "(/proc/net/tcp{,6})",
     "time_wait_sockets": "TIME_WAIT sockets with the server port at either end, right after the "
     "client exited (/proc; the note splits server/client side)",
+    "link_lateness_p50_us": "median lateness of the relay's packets (actual minus intended "
+    "release), microseconds, over the cell (server start to stop); empty for loopback",
+    "link_lateness_p99_us": "99th percentile of that lateness, microseconds; empty for loopback",
+    "link_packets": "packets the relay forwarded over the cell (both directions, the identity "
+    "check included); empty for loopback",
+    "link_drops": "packets the relay dropped (random loss and full bottleneck queue); empty for "
+    "loopback",
     "client_bound": "1 when the client used >= 85% of its core, or its core was >= 85% busy in "
     "total (the client, the harness pinned beside it, and other processes: a starved client); "
     "throughput is then a lower bound",
@@ -138,9 +153,24 @@ _TYPES = {
 COLUMN_DOCS: dict[str, str] = {
     name: by_column(name).doc if name in DIMENSION_COLUMNS else _ROW_DOCS[name] for name in COLUMNS
 }
-_CASTS = {"int": int, "float": float, "str": str}
-# Columns a file may lack: dimensions added after it was written, with the value they had then.
-_BEFORE: dict[str, Any] = {d.column: d.before for d in DIMENSIONS if d.before is not None}
+
+
+def _optional(cast: Any) -> Any:
+    """An empty field is None (a figure that does not apply: no delay line)."""
+    return lambda text: cast(text) if text != "" else None
+
+
+_CASTS = {
+    "int": int, "float": float, "str": str,
+    "int | None": _optional(int), "float | None": _optional(float),
+}  # fmt: skip
+# Columns a file may lack: dimensions added after it was written, with the value they had then,
+# and the row columns schema 2 added (what a version-1 row, on loopback, holds in them).
+_BEFORE: dict[str, Any] = {
+    **{d.column: d.before for d in DIMENSIONS if d.before is not ALWAYS},
+    **dict.fromkeys(_V2_COLUMNS := ("link_lateness_p50_us", "link_lateness_p99_us",
+                                    "link_packets", "link_drops")),
+}  # fmt: skip
 
 
 def row_values(row: ResultRow) -> dict[str, Any]:
@@ -168,6 +198,8 @@ def format_rows(rows: Iterable[ResultRow]) -> str:
 
 def _format_value(value: object) -> str:
     """Floats keep microsecond precision for ms columns and 6 significant digits elsewhere."""
+    if value is None:
+        return ""
     if isinstance(value, float):
         return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.1f}"
     return str(value)
@@ -251,14 +283,19 @@ def _parse_row(
     if len(raw) != len(header):
         raise SchemaError(f"{path}:{lineno}: {len(raw)} fields, the header has {len(header)}")
     values = dict(zip(header, raw, strict=True))
-    if values["schema_version"] != str(SCHEMA_VERSION):
+    if values["schema_version"] not in READABLE_VERSIONS:
         raise SchemaError(f"{path}:{lineno}: unknown schema_version {values['schema_version']!r}")
     if problem:
         raise SchemaError(f"{path}: {problem}")
     cast: dict[str, Any] = {}
     for name in COLUMNS:
-        if name not in values:  # a dimension newer than the file (_header_problem let it pass)
+        if name not in values and name in _V2_COLUMNS and values["schema_version"] != "1":
+            raise SchemaError(f"{path}: schema 2 file without its {name} column")
+        if name not in values:  # a column newer than the file (_header_problem let it pass)
             cast[name] = _BEFORE[name]
+            continue
+        if name == "schema_version":  # a version-1 row, read as it now is: the loopback row
+            cast[name] = SCHEMA_VERSION
             continue
         try:
             cast[name] = _CASTS[str(_TYPES[name])](values[name])
