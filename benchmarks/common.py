@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE_MODE = 0o644  # results are shared and committed; mkstemp's 0600 is for secrets
 EXIT_USAGE = 2
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -102,6 +103,26 @@ def sigterm_as_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+
+
+def parse_list(text: str, flag: str, convert: Callable[[str], T]) -> tuple[T, ...]:
+    """`a,b,c` -> each item converted, de-duplicated, in the given order. UsageError (one line)
+    names an empty item or one `convert` refuses (its own UsageError message, or "bad value"
+    for a ValueError)."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise UsageError(f"{flag}: empty value in {text!r} (use a comma-separated list)")
+    out: list[T] = []
+    for item in items:
+        try:
+            value = convert(item)
+        except UsageError:
+            raise
+        except ValueError:
+            raise UsageError(f"{flag}: bad value {item!r}") from None
+        if value not in out:
+            out.append(value)
+    return tuple(out)
 
 
 def choose_subset(values: Iterable[str], choices: Sequence[str], flag: str) -> tuple[str, ...]:

@@ -75,9 +75,9 @@ if "--help" in args:
 dest = Path(args[args.index("{flag}") + 1]) if "{flag}" in args else Path("results")
 (dest / "host").mkdir(parents=True, exist_ok=True)
 n = len(list((dest / "host").glob("*.csv")))
-shutil.copy({source!r}, dest / "host" / f"run{{n}}.csv")
-(dest / "host" / f"run{{n}}").mkdir()
-(dest / "host" / f"run{{n}}" / "artifact.csv").write_text("not,rows\\n")
+shutil.copy({source!r}, dest / "host" / f"20260101T00000{{n}}Z-fake.csv")
+(dest / "host" / f"20260101T00000{{n}}Z-fake").mkdir()
+(dest / "host" / f"20260101T00000{{n}}Z-fake" / "20260101T000000Z-x.csv").write_text("no\\n")
 """
 
 
@@ -95,7 +95,7 @@ def test_run_round_with_output_flag(tmp_path):
     side = fake_side(tmp_path, "--results-dir")
     rounds.check_harness(side)
     written = rounds.run_round(side, ["--repeat", "1"], tmp_path / "out")
-    assert [p.name for p in written] == ["run0.csv"]  # the artifacts folder's CSV is skipped
+    assert [p.name for p in written] == ["20260101T000000Z-fake.csv"]  # not the folder's CSV
     assert len(rounds.read_all(written)) == 1
     assert not (side.tree / "results").exists()
 

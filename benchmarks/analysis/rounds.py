@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from benchmarks.matrix import flag_dest, forwarded
-from benchmarks.records.layout import NOT_RUNS
+from benchmarks.records.layout import NOT_RUNS, RUN_CSV_NAME
 from benchmarks.records.schema import ResultRow, SchemaError, read_rows
 
 # The harness's matrix and run flags (benchmarks.matrix), passed through unchanged. Value flags
@@ -28,10 +28,6 @@ SWITCH_FLAGS = tuple(flag for flag, takes_value in forwarded() if not takes_valu
 VALUE_FLAGS = tuple(flag for flag, takes_value in forwarded() if takes_value)
 # Where `run` writes its CSV: every harness has taken it, since the first.
 OUTPUT_FLAG = "--results-dir"
-# `noise` saves its A/A rows as results/<host>/noise-<stamp>.csv: data, but not one run; `net
-# slowstart` its requests as slowstart-<stamp>-<commit>.csv, another format altogether; page-load
-# runs (pageload-), the race and ports scenarios (race-, ports-) have schemas of their own.
-SKIP_PREFIX = ("noise-", "slowstart-", "pageload-", "race-", "ports-")
 BENCH_COMPARE_ROUNDS = 5  # bench-compare's default; noise replays A/A splits at this size
 T = TypeVar("T")  # what is scheduled: a Side here, a client's name in harness.ceiling
 
@@ -126,14 +122,15 @@ def result_csvs(root: Path) -> set[Path]:
     """Run CSVs under `root`: not in scratch or plot folders, nor in a run's artifacts folder
     (results/<host>/<stamp>-<commit>/ beside results/<host>/<stamp>-<commit>.csv, as trees
     before issue 9 write it and as a bundle unpacked by hand gives it back; today's runs write
-    one .artifacts.tar.gz instead), nor the rows `noise` keeps beside its JSON
-    (noise-<stamp>.csv: several runs, not one)."""
+    one .artifacts.tar.gz instead), and named as a run names its CSV (layout.RUN_CSV_NAME):
+    not the rows `noise` keeps beside its JSON (noise-<stamp>.csv: several runs, not one) nor
+    the scenarios' and `net slowstart`'s files (other formats)."""
     if not root.is_dir():
         return set()
     found = set()
     for path in root.rglob("*.csv"):
         folders = path.relative_to(root).parents
-        if NOT_RUNS & {f.name for f in folders} or path.name.startswith(SKIP_PREFIX):
+        if NOT_RUNS & {f.name for f in folders} or not RUN_CSV_NAME.match(path.name):
             continue
         if any((root / f).with_name(f"{f.name}.csv").is_file() for f in folders if f.name):
             continue

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.clients.contract import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
-from benchmarks.common import UsageError
+from benchmarks.common import UsageError, parse_list
 from benchmarks.harness.target import TargetServer
 from benchmarks.matrix import (
     DIMENSIONS,
@@ -183,20 +183,7 @@ def estimate_cell_s(config: RunConfig) -> float:
 def parse_values(text: str, dim: Dimension) -> tuple[Any, ...]:
     """`a,b,c` -> the dimension's values, de-duplicated in given order; UsageError names the
     bad item."""
-    items = [item.strip() for item in text.split(",")]
-    if not text.strip() or any(not item for item in items):
-        raise UsageError(f"{dim.flag}: empty value in {text!r} (use a comma-separated list)")
-    out: list[Any] = []
-    for item in items:
-        try:
-            value = dim.parse(item)
-        except UsageError:
-            raise
-        except ValueError:
-            raise UsageError(f"{dim.flag}: bad value {item!r}") from None
-        if value not in out:
-            out.append(value)
-    return tuple(out)
+    return parse_list(text, dim.flag, dim.parse)
 
 
 # What `--target` changes in the matrix: the server is the target; its keep-alive settings are

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from servers.options import OneLineParser
+from benchmarks.common import OneLineParser
 
 PROG = "python -m benchmarks.pageload.browser"
 CHROMIUM = Path("/usr/bin/chromium")

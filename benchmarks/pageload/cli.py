@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TypeVar
 
-from benchmarks.common import write_atomic
+from benchmarks.common import OneLineParser, UsageError, parse_list, write_atomic
 from benchmarks.harness.fingerprint import PACKAGES, collect, package_versions
 from benchmarks.net import netns
 from benchmarks.net.netns import NetError
@@ -54,7 +54,7 @@ from benchmarks.records.layout import (
     utc_iso,
     utc_stamp,
 )
-from servers.options import REFERENCE_SERVERS, OneLineParser, ServerName
+from servers.options import REFERENCE_SERVERS, ServerName
 
 PROG = "python -m benchmarks pageload"
 T = TypeVar("T")
@@ -68,24 +68,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-def parse_list(text: str, flag: str, convert: Callable[[str], T]) -> tuple[T, ...]:
-    """`a,b,c` -> converted, de-duplicated, in the given order; ConfigError names the item."""
-    items = [item.strip() for item in text.split(",")]
-    if not text.strip() or any(not item for item in items):
-        raise ConfigError(f"{flag}: empty value in {text!r} (use a comma-separated list)")
-    out: list[T] = []
-    for item in items:
-        try:
-            value = convert(item)
-        except ConfigError:
-            raise
-        except ValueError:
-            raise ConfigError(f"{flag}: bad value {item!r}") from None
-        if value not in out:
-            out.append(value)
-    return tuple(out)
 
 
 def _choice(kind: type[T], flag: str, aliases: dict[str, T] | None = None) -> Callable[[str], T]:
@@ -262,7 +244,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = build_config(args)
         netns.check_preconditions()
-    except (ConfigError, NetError) as exc:
+    except (UsageError, NetError) as exc:  # ConfigError is one
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 2
     checked, note = without_missing_browser(config)

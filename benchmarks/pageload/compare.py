@@ -22,9 +22,9 @@ from typing import NamedTuple
 
 from benchmarks.analysis.compare import INCONCLUSIVE, REGRESSION, VERDICT_ORDER, Decision, decide
 from benchmarks.analysis.rule import DEFAULT_ALPHA
+from benchmarks.common import OneLineParser
 from benchmarks.pageload.rows import FILE_PREFIX, PageLoadRow, RowsError, read_rows
 from benchmarks.records.keys import FINGERPRINT_FIELDS, Metric
-from servers.options import OneLineParser
 
 PROG = "python -m benchmarks pageload compare"
 METRICS = (

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.clients.contract import Mode
+from benchmarks.common import UsageError
 from benchmarks.net.spec import MAX_RTT_MS
 from servers.endpoints import MAX_PAGE_RESOURCES, MAX_RESOURCE_BYTES
 from servers.options import DEFAULT_KEEPALIVE_MAX, DEFAULT_KEEPALIVE_TIMEOUT_S, ServerName
@@ -24,8 +25,8 @@ BACKUP_CONNECT_MS = 250.0
 DEFAULT_SIZE = 4096  # one flight: well under the initial window of ten segments
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run: one line, exit 2."""
+class ConfigError(UsageError):
+    """A page-load configuration that cannot run: one line, exit 2."""
 
 
 class Client(enum.StrEnum):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import matplotlib
 
-from servers.options import OneLineParser
+from benchmarks.common import OneLineParser
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from benchmarks.clients.contract import Mode, write_atomic
+from benchmarks.clients.contract import Mode
+from benchmarks.common import OneLineParser, write_atomic
 from benchmarks.pageload.model import CONNECTIONS_PER_HOST
 from servers.endpoints import MAX_PAGE_RESOURCES, MAX_RESOURCE_BYTES
-from servers.options import OneLineParser
 
 PROG = "python -m benchmarks.pageload.pyclient"
 RESULT_FORMAT = 1

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from benchmarks.clients.contract import write_atomic
+from benchmarks.common import write_atomic
 
 PAGELOAD_SCHEMA_VERSION = 1
 FILE_PREFIX = "pageload-"

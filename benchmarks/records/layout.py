@@ -42,6 +42,10 @@ LOG_SUFFIX = ".log"  # <cell>.client.log, <cell>.server.log
 
 # Folders under results/ that hold no run: scratch and the report's plots.
 NOT_RUNS = frozenset({"tmp", "plots"})
+# What new_run_paths names a run's CSV: `<UTC stamp>-<commit>[-n].csv`. Every other CSV under
+# results/ is something else (noise-*, slowstart-*, race-*, ports-*: other formats or several
+# runs) and is never read as one run.
+RUN_CSV_NAME = re.compile(r"^\d{8}T\d{6}Z-[^/]+\.csv$")
 
 
 def utc_stamp(now: datetime | None = None) -> str:

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import OneLineParser
 from benchmarks.net.cli import start_server
 from benchmarks.net.line import DelayLine
 from benchmarks.net.netns import NetError, check_preconditions
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.common import Output, ScenarioError, progress, pyplot
+from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot
 from servers.launch import ServerStartError, terminate
-from servers.options import OneLineParser, ServerName
+from servers.options import ServerName
 
 PROG = "python -m benchmarks ports"
 FIRST_PORT = 20000

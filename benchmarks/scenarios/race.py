@@ -41,13 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import OneLineParser
 from benchmarks.net.line import DelayLine
 from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.common import Output, ScenarioError, progress, pyplot
-from benchmarks.serverperf.nginx import find_nginx, free_port, nginx_string
+from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot
+from benchmarks.serverperf.nginx import find_nginx, free_port, nginx_string, temp_path_lines
 from servers.launch import ServerProcess, ServerStartError, terminate
-from servers.options import OneLineParser, OptionsError, ServerName, ServerOptions
+from servers.options import OptionsError, ServerName, ServerOptions
 
 PROG = "python -m benchmarks race"
 HERE = Path(__file__).resolve().parent
@@ -247,10 +248,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> str:
 
 def proxy_config(prefix: Path, port: int, backend: str, keepalive_s: float) -> str:
     """nginx in front of one backend with an upstream keep-alive pool (the AWS ALB situation)."""
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp_paths = temp_path_lines(prefix)
     return f"""daemon off;
 worker_processes 1;
 pid {prefix / "nginx.pid"};

@@ -37,14 +37,19 @@ def nginx_string(text: str) -> str:
     return f'"{escaped}"'
 
 
+def temp_path_lines(prefix: Path) -> str:
+    """nginx's temporary directories, all inside `prefix`: nothing under /var is written."""
+    return "\n".join(
+        f"    {kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
 def nginx_config(prefix: Path, port: int, keepalive: KeepAlivePolicy) -> str:
     """`daemon off`, one worker, no access log, `GET /` answered with our HELLO body."""
     timeout = f"{keepalive.timeout_s:g}s"
     requests = keepalive.max_requests or UNLIMITED_REQUESTS
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp_paths = temp_path_lines(prefix)
     return f"""daemon off;
 worker_processes 1;
 pid {prefix / "nginx.pid"};

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clients.contract import write_atomic
+from benchmarks.common import write_atomic
 from benchmarks.harness.fingerprint import Fingerprint, collect
 
 SCENARIO_SCHEMA_VERSION = 1
@@ -55,11 +55,7 @@ class Output:
         """Atomically too: rendered to memory, then written like the CSV."""
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
-        self.png.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.png.with_name(f".{self.png.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.chmod(0o644)
-        tmp.replace(self.png)
+        write_atomic(self.png, buf.getvalue())
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]], fingerprint: Fingerprint) -> str:
