@@ -223,3 +223,34 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_section(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with what lies between the markers `begin` and `end` replaced by `body`: how the
+    column tables of results/README.md are kept generated. UsageError when a marker is missing."""
+    head, sep, rest = text.partition(begin)
+    _, sep2, tail = rest.partition(end)
+    if not sep or not sep2:
+        raise UsageError(f"README has no {begin!r} ... {end!r} section")
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def generated_table_main(
+    prog: str, argv: list[str] | None, table: Callable[[], str], begin: str, end: str
+) -> int:
+    """`prog [--update README]`: print `table()`, or rewrite README's generated section with it
+    (atomically); a bad path or a README without the markers is one line, exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--update":
+        path = Path(args[1])
+        try:
+            write_atomic(path, replace_section(path.read_text(), begin, end, table()))
+        except (OSError, UsageError) as exc:
+            sys.stderr.write(f"{prog}: error: {exc}\n")
+            return 2
+        return 0
+    if args:
+        sys.stderr.write(f"usage: {prog} [--update results/README.md]\n")
+        return 2
+    print(table())
+    return 0

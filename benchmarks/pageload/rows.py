@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from benchmarks.common import write_atomic
+from benchmarks.common import generated_table_main, replace_section, write_atomic
 
 PAGELOAD_SCHEMA_VERSION = 1
 FILE_PREFIX = "pageload-"
@@ -207,32 +207,15 @@ README_END = "<!-- end of generated page-load columns -->"
 
 
 def readme_with_columns(readme: str) -> str:
-    """`readme` with the text between the two markers replaced by the current table."""
-    head, sep, rest = readme.partition(README_BEGIN)
-    _, sep2, tail = rest.partition(README_END)
-    if not sep or not sep2:
-        raise RowsError(f"README has no {README_BEGIN!r} ... {README_END!r} section")
-    return f"{head}{README_BEGIN}\n{column_table()}\n{README_END}{tail}"
+    """`readme` with the text between the two markers replaced by the current column table."""
+    return replace_section(readme, README_BEGIN, README_END, column_table())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the column table, or `--update results/README.md` to rewrite its section."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) == 2 and args[0] == "--update":
-        path = Path(args[1])
-        try:
-            write_atomic(path, readme_with_columns(path.read_text()))
-        except (OSError, RowsError) as exc:
-            sys.stderr.write(f"python -m benchmarks.pageload.rows: error: {exc}\n")
-            return 2
-        return 0
-    if args:
-        sys.stderr.write("usage: python -m benchmarks.pageload.rows [--update results/README.md]\n")
-        return 2
-    print(column_table())
-    return 0
+    return generated_table_main(
+        "python -m benchmarks.pageload.rows", argv, column_table, README_BEGIN, README_END
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import UsageError, write_atomic
+from benchmarks.common import UsageError, generated_table_main, replace_section, write_atomic
 from benchmarks.matrix import ALWAYS, DIMENSION_COLUMNS, DIMENSIONS, CellKey, by_column, key_of
 
 SCHEMA_VERSION = 2
@@ -341,33 +341,14 @@ def column_table() -> str:
 
 def readme_with_columns(readme: str) -> str:
     """`readme` with the text between the two markers replaced by the current column table."""
-    head, sep, rest = readme.partition(README_BEGIN)
-    _, sep2, tail = rest.partition(README_END)
-    if not sep or not sep2:
-        raise SchemaError(f"README has no {README_BEGIN!r} ... {README_END!r} section")
-    return f"{head}{README_BEGIN}\n{column_table()}\n{README_END}{tail}"
+    return replace_section(readme, README_BEGIN, README_END, column_table())
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the column table, or `--update README` to rewrite its generated section."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) == 2 and args[0] == "--update":
-        path = Path(args[1])
-        try:
-            write_atomic(path, readme_with_columns(path.read_text()))
-        except (OSError, SchemaError) as exc:
-            sys.stderr.write(f"python -m benchmarks.records.schema: error: {exc}\n")
-            return 2
-        return 0
-    if args:
-        sys.stderr.write(
-            "usage: python -m benchmarks.records.schema [--update results/README.md]\n"
-        )
-        return 2
-    print(column_table())
-    return 0
+    """Print the column table, or `--update results/README.md` to rewrite its section."""
+    return generated_table_main(
+        "python -m benchmarks.records.schema", argv, column_table, README_BEGIN, README_END
+    )
 
 
 if __name__ == "__main__":
