@@ -82,7 +82,7 @@ def test_the_makefile_lists_every_forwarded_flag() -> None:
 def test_make_turns_each_variable_into_its_flag() -> None:
     assigned = {flag_make_var(f): "7" for f, _ in forwarded()}
     done = subprocess.run(
-        ["make", "-n", "bench", *(f"{k}={v}" for k, v in assigned.items())],
+        ["make", "-n", "--no-print-directory", "bench", *(f"{k}={v}" for k, v in assigned.items())],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
