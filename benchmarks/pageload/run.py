@@ -34,7 +34,7 @@ from benchmarks.pageload.config import Batch, Client, KeepAlive, PageLoadConfig,
 from benchmarks.pageload.model import CONNECTIONS_PER_HOST, handshake_round_trips, schedule
 from benchmarks.pageload.pyclient import PageClientConfig
 from benchmarks.pageload.rows import PAGELOAD_SCHEMA_VERSION, PageLoadRow
-from servers.launch import ReadyInfo, ServerStartError, parse_ready_line, server_command
+from servers.launch import ReadyInfo, ServerStartError, read_ready, server_command
 from servers.options import ServerName, ServerOptions
 
 READY_TIMEOUT_S = 30.0
@@ -111,7 +111,7 @@ class LineServer:
             stderr=self._log,
             text=True,
         )
-        self.ready: ReadyInfo = parse_ready_line(_read_line(self.proc, READY_TIMEOUT_S, name))
+        self.ready: ReadyInfo = read_ready(self.proc, name, READY_TIMEOUT_S)
 
     @property
     def url(self) -> str:
