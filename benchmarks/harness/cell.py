@@ -242,6 +242,21 @@ def _with_detail(message: str, detail: str) -> str:
     return f"{message}: {detail}" if detail else message
 
 
+def client_result(
+    cell: Cell, timeout_s: float, files: CellFiles, status: int | None
+) -> ClientResult:
+    """The client's result file, or CellFailure saying why there is none (killed at the
+    timeout, or crashed: its own last words). Both sessions, ours and a target's, read it so."""
+    if status is None:
+        raise CellFailure(
+            "client-timeout", f"{cell.client} still running after {timeout_s:g} s: killed"
+        )
+    result = read_result(files.output, files.client_log)
+    if isinstance(result, str):
+        raise CellFailure("client-crashed", f"{cell.client} exited with status {status}: {result}")
+    return result
+
+
 class _Session:
     """The processes of one cell, in the order they start, are measured and stop.
 
@@ -367,17 +382,7 @@ class _Session:
             )
 
     def _read_result(self, status: int | None) -> ClientResult:
-        cell, timeout_s = self.cell, self.ctx.config.timeout_s
-        if status is None:
-            raise CellFailure(
-                "client-timeout", f"{cell.client} still running after {timeout_s:g} s: killed"
-            )
-        result = read_result(self.files.output, self.files.client_log)
-        if isinstance(result, str):
-            raise CellFailure(
-                "client-crashed", f"{cell.client} exited with status {status}: {result}"
-            )
-        return result
+        return client_result(self.cell, self.ctx.config.timeout_s, self.files, status)
 
     def stop(self) -> None:
         if self.monitor is not None:
@@ -507,17 +512,7 @@ class _TargetSession:
         self.client = client
 
     def _read_result(self, status: int | None) -> ClientResult:
-        cell, timeout_s = self.cell, self.ctx.config.timeout_s
-        if status is None:
-            raise CellFailure(
-                "client-timeout", f"{cell.client} still running after {timeout_s:g} s: killed"
-            )
-        result = read_result(self.files.output, self.files.client_log)
-        if isinstance(result, str):
-            raise CellFailure(
-                "client-crashed", f"{cell.client} exited with status {status}: {result}"
-            )
-        return result
+        return client_result(self.cell, self.ctx.config.timeout_s, self.files, status)
 
     def stop(self) -> None:
         if self.monitor is not None:
