@@ -12,22 +12,28 @@ ends, under one `servers.policy.CloseReason`: max_reached, idle_timeout, header_
 a header section, a stalled body, or a TLS handshake), client_requested, client_closed (FIN or
 reset between requests, inside one, or inside a handshake), keepalive_disabled, handler, error
 (an error status was answered, or a socket error), shutdown, and handshake_failed (TLS: not TLS,
-a bad ClientHello, no common version or cipher, an alert from the client). The README lists them
-with the spec's wording.
+a bad ClientHello, no common version or cipher, an alert from the client), and reclaimed (closed
+while idle to make room for a waiting connection: `--reclaim-idle`). The README lists them with
+the spec's wording. `on_closed`, when set, is told of every close: the connection slots of
+`--max-connections` (`servers.slots`) are freed there, whichever path ended the connection.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from servers.policy import CloseReason
 
 
 class Counters:
-    """Connections accepted, open, peak open, requests served, closes by reason, and accept
-    back-off episodes (accept() failing, mostly at the descriptor limit: `servers.accept`)."""
+    """Connections accepted, open, peak open, requests served, closes by reason, accept
+    back-off episodes (accept() failing, mostly at the descriptor limit: `servers.accept`) and
+    accept pauses (all `--max-connections` slots taken: `servers.slots`)."""
+
+    on_closed: Callable[[], None] | None = None  # servers.slots: a slot is free again
 
     def __init__(self, *, threaded: bool = True) -> None:
         """`threaded=False` promises that one thread does all updates (an event loop)."""
@@ -41,6 +47,7 @@ class Counters:
         self._requests = 0
         self._closed = dict.fromkeys(CloseReason, 0)
         self._accept_backoffs = 0
+        self._accept_pauses = 0
 
     def connection_opened(self) -> int:
         """Count an accepted connection and return its id (1, 2, ... in accept order)."""
@@ -54,6 +61,8 @@ class Counters:
         with self._lock:
             self._open -= 1
             self._closed[reason] += 1
+        if self.on_closed is not None:
+            self.on_closed()
 
     def request_served(self) -> None:
         with self._lock:
@@ -67,6 +76,11 @@ class Counters:
         with self._lock:
             self._accept_backoffs += 1
 
+    def accept_paused(self) -> None:
+        """An episode in which every connection slot was taken and accepting stopped."""
+        with self._lock:
+            self._accept_pauses += 1
+
     def snapshot(self) -> dict[str, Any]:
         """A consistent JSON-ready view of every counter."""
         with self._lock:
@@ -77,4 +91,5 @@ class Counters:
                 "requests_served": self._requests,
                 "closed": {reason.value: n for reason, n in self._closed.items()},
                 "accept_backoffs": self._accept_backoffs,
+                "accept_pauses": self._accept_pauses,
             }
