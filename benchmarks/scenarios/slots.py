@@ -372,7 +372,7 @@ def figure(rows: Sequence[dict[str, Any]], title: str) -> Any:
     ax.set_yscale("log")
     ax.set_xlabel("keep-alive timeout T (s); keep-alive off plotted at T = 0", fontsize=8)
     ax.set_ylabel("newcomer: connect() to first response byte (s)", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.2)
     fig.tight_layout()
