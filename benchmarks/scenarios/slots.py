@@ -313,13 +313,12 @@ def seed_verdict(
     if keep["status"] != 200:
         return f"{nth} was dumped: {keep['error'] or 'no answer'}"
     t, wait, age = keep["keepalive_timeout_s"], keep["first_byte_s"], keep["idle_age_s"]
-    extra = wait - keep["model_wait_s"]
+    off_by = abs(wait - keep["model_wait_s"])
     text = (
         f"{nth} is not dumped: it waited {wait:.2f} s for its first byte (connect() returned "
         f"after {_ms(keep['connect_s'])}: the kernel's backlog), which is T ({t:g} s) minus the "
-        f"{age:.2f} s the oldest idle connection had already been idle, "
-        f"{'plus' if extra >= 0 else 'minus'} {_ms(abs(extra))} (the server's close "
-        f"granularity and the request itself)"
+        f"{age:.2f} s the oldest idle connection had already been idle, to within "
+        f"{_ms(off_by)} (the server's timer granularity and the request itself)"
     )
     if reclaim is not None and reclaim["valid"] and reclaim["status"] == 200:
         text += f"; with --reclaim-idle it waited {_ms(reclaim['first_byte_s'])}"
