@@ -83,9 +83,10 @@ class SlotsConfig:
             raise ScenarioError(f"--newcomers must be between 1 and --slots, got {self.newcomers}")
         if not 0 <= self.rtt_ms <= 100:
             raise ScenarioError(f"--rtt must be between 0 and 100 ms, got {self.rtt_ms}")
-        # The oldest holder's idle age at the arrival is about T/2 + the margin + RTTs: under T.
-        if any(t / 2 <= ARRIVE_MARGIN_S + 8 * self.rtt_ms / 1000 for t in self.timeouts):
-            raise ScenarioError("every T must exceed 2 x (0.25 s + 8 RTT): the slots would free")
+        # The oldest holder is idle about T/2 + 0.25 s at the arrival: the newcomers' requests
+        # (2 RTT after it, with the handshake) must reach the server before T runs out.
+        if any(t / 2 <= ARRIVE_MARGIN_S + 2 * self.rtt_ms / 1000 + 0.1 for t in self.timeouts):
+            raise ScenarioError("every T must exceed 2 x (0.35 s + 2 RTT): the slots would free")
 
 
 @dataclass(frozen=True)
