@@ -134,8 +134,9 @@ class Site:
         from benchmarks.net.cli import start_server
 
         line = self.line
-        words = [w for w in options.to_argv() if w not in ("--host", options.host)]
-        info = start_server(line, words, 0)  # the line adds the server's --host
+        argv, placed = options.to_argv(), ("--host", "--port")  # the line chooses these two
+        words = [w for i, w in enumerate(argv) if w not in placed and argv[i - 1] not in placed]
+        info = start_server(line, words, 0)
         control = str(info.control_url)
         try:
             yield info.url, lambda: json.loads(line.fetch(line.server, control))
