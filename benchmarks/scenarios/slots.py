@@ -137,7 +137,7 @@ class Site:
         argv, placed = options.to_argv(), ("--host", "--port")  # the line chooses these two
         words = [w for i, w in enumerate(argv) if w not in placed and argv[i - 1] not in placed]
         info = start_server(line, words, 0)
-        control = str(info.control_url)
+        control = str(info.control_url).rstrip("/") + "/counters"
         try:
             yield info.url, lambda: json.loads(line.fetch(line.server, control))
         finally:
