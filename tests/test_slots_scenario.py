@@ -45,15 +45,16 @@ def test_newcomers_wait_for_the_oldest_idle_connection_then_reclaim_serves_them_
 
 def _row(**fields: object) -> dict[str, object]:
     base = {"max_connections": 100, "valid": 1, "invalid_reason": "", "status": 200, "error": "",
-            "keepalive_timeout_s": 2.0, "first_byte_s": 0.8, "connect_s": 0.002,
+            "keepalive_timeout_s": 2.0, "first_byte_s": 0.801, "connect_s": 0.002,
+            "accept_wait_s": 0.8, "baseline_first_byte_s": 0.001,
             "idle_age_s": 1.23, "model_wait_s": 0.77, "holder_connections": 300, "holders": 100,
             "requests_per_holder": 3}  # fmt: skip
     return base | fields
 
 
 def test_verdict_in_the_seeds_terms() -> None:
-    text = seed_verdict(_row(), _row(first_byte_s=0.007), _row(first_byte_s=0.004))
-    assert text.startswith("the 101st connection is not dumped: it waited 0.80 s")
+    text = seed_verdict(_row(), _row(accept_wait_s=0.007), _row(accept_wait_s=0.004))
+    assert text.startswith("the 101st connection is not dumped: it waited 0.80 s (its first byte")
     assert "T (2 s) minus the 1.23 s the oldest idle connection had already been idle" in text
     assert "to within 30.0 ms" in text and "with --reclaim-idle it waited 7.0 ms" in text
     assert "with keep-alive off 4.0 ms, at the price of 300 connections for 300 requests" in text

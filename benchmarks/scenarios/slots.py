@@ -183,7 +183,7 @@ def invalid_reason(mode: Mode, plan: SlotsPlan, result: dict[str, Any], counters
     """Why the run did not achieve its mode ('' when it did)."""
     holders = result["holders"]
     if any(h["answered"] != plan.requests for h in holders):
-        return "a holder was not answered every time"
+        return f"a holder was not answered every time ({holder_errors(holders) or 'no error'})"
     connections = sum(h["connections"] for h in holders)
     if mode is Mode.OFF:
         return "" if connections == plan.holders * plan.requests else "keep-alive off not achieved"
@@ -226,6 +226,7 @@ def rows_of(
             "holder_connections": sum(h["connections"] for h in result["holders"]),
             "holders_closed_by_server": sum(h["closed_by_server_at"] is not None
                                             for h in result["holders"]),
+            "holder_errors": holder_errors(result["holders"]),
             "server_accepted": counters["connections_accepted"],
             "server_accept_pauses": counters["accept_pauses"],
             "server_reclaimed": counters["closed"]["reclaimed"],
@@ -233,6 +234,15 @@ def rows_of(
             "valid": int(not reason), "invalid_reason": reason,
         })  # fmt: skip
     return rows
+
+
+def holder_errors(holders: Sequence[dict[str, Any]]) -> str:
+    """`ConnectionResetError=2;...`: what went wrong for holders ('' when nothing did)."""
+    counts: dict[str, int] = {}
+    for h in holders:
+        if h["error"]:
+            counts[h["error"]] = counts.get(h["error"], 0) + 1
+    return ";".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
 
 def _r(value: float | None) -> float | str:
@@ -308,25 +318,28 @@ def _first(rows: Sequence[dict[str, Any]], mode: Mode, t: float) -> dict[str, An
 def seed_verdict(
     keep: dict[str, Any], reclaim: dict[str, Any] | None, off: dict[str, Any] | None
 ) -> str:
-    """'the 101st connection is not dumped: it waited X s, which is T minus ...'."""
+    """'the 101st connection is not dumped: it waited X s, which is T minus ...'. The wait is
+    `accept_wait_s`: its first byte minus that of a request to the empty server (which holds
+    the handshake's and the request's round trips)."""
     nth = f"the {ordinal(keep['max_connections'] + 1)} connection"
     if not keep["valid"]:
         return f"inconclusive ({keep['invalid_reason']})"
     if keep["status"] != 200:
         return f"{nth} was dumped: {keep['error'] or 'no answer'}"
-    t, wait, age = keep["keepalive_timeout_s"], keep["first_byte_s"], keep["idle_age_s"]
+    t, wait, age = keep["keepalive_timeout_s"], keep["accept_wait_s"], keep["idle_age_s"]
     off_by = abs(wait - keep["model_wait_s"])
     text = (
-        f"{nth} is not dumped: it waited {wait:.2f} s for its first byte (connect() returned "
+        f"{nth} is not dumped: it waited {wait:.2f} s (its first byte came "
+        f"{keep['first_byte_s']:.2f} s after connect(), "
+        f"{_ms(keep['baseline_first_byte_s'])} on an empty server; connect() itself returned "
         f"after {_ms(keep['connect_s'])}: the kernel's backlog), which is T ({t:g} s) minus the "
-        f"{age:.2f} s the oldest idle connection had already been idle, to within "
-        f"{_ms(off_by)} (the server's timer granularity and the request itself)"
+        f"{age:.2f} s the oldest idle connection had already been idle, to within {_ms(off_by)}"
     )
     if reclaim is not None and reclaim["valid"] and reclaim["status"] == 200:
-        text += f"; with --reclaim-idle it waited {_ms(reclaim['first_byte_s'])}"
+        text += f"; with --reclaim-idle it waited {_ms(reclaim['accept_wait_s'])}"
     if off is not None and off["valid"] and off["status"] == 200:
         text += (
-            f"; with keep-alive off {_ms(off['first_byte_s'])}, at the price of "
+            f"; with keep-alive off {_ms(off['accept_wait_s'])}, at the price of "
             f"{off['holder_connections']} connections for "
             f"{off['holders'] * off['requests_per_holder']} requests"
         )
@@ -359,13 +372,14 @@ def figure(rows: Sequence[dict[str, Any]], title: str) -> Any:
                 ax.vlines(x, min(waits), max(waits), color=color, alpha=0.4, linewidth=3)
                 ax.scatter(x, first[0]["first_byte_s"], color=color, marker=MARKERS[server],
                            s=36, zorder=3, edgecolors="black", linewidths=0.4)  # fmt: skip
-    model = sorted({(r["keepalive_timeout_s"], r["model_wait_s"]) for r in rows
+    model = sorted({(r["keepalive_timeout_s"], r["model_wait_s"] + r["baseline_first_byte_s"])
+                    for r in rows
                     if r["mode"] == Mode.KEEPALIVE and r["rank"] == 1 and r["valid"]})  # fmt: skip
     if model:
         ts = sorted({t for t, _ in model})
         means = [sum(m for tt, m in model if tt == t) / sum(tt == t for tt, _ in model) for t in ts]
         ax.plot(ts, means, linestyle="--", color="grey", linewidth=1,
-                label="model: T - oldest idle age at arrival")  # fmt: skip
+                label="model: T - oldest idle age at arrival + empty server's first byte")  # fmt: skip
     for color, label in MODE_STYLE.values():
         ax.scatter([], [], color=color, marker="s", label=label)
     for server in servers:
