@@ -53,11 +53,12 @@ def _row(**fields: object) -> dict[str, object]:
 
 
 def test_verdict_in_the_seeds_terms() -> None:
-    text = seed_verdict(_row(), _row(accept_wait_s=0.007), _row(accept_wait_s=0.004))
+    text = seed_verdict(_row(), _row(first_byte_s=0.007), _row(first_byte_s=0.004))
     assert text.startswith("the 101st connection is not dumped: it waited 0.80 s (its first byte")
     assert "T (2 s) minus the 1.23 s the oldest idle connection had already been idle" in text
-    assert "to within 30.0 ms" in text and "with --reclaim-idle it waited 7.0 ms" in text
-    assert "with keep-alive off 4.0 ms, at the price of 300 connections for 300 requests" in text
+    assert "to within 30.0 ms" in text
+    assert "with --reclaim-idle its first byte came after 7.0 ms" in text
+    assert "keep-alive off after 4.0 ms, at the price of 300 connections for 300 requests" in text
     assert seed_verdict(_row(status="", error="ConnectionResetError"), None, None) == (
         "the 101st connection was dumped: ConnectionResetError"
     )

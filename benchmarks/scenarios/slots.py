@@ -336,10 +336,10 @@ def seed_verdict(
         f"{age:.2f} s the oldest idle connection had already been idle, to within {_ms(off_by)}"
     )
     if reclaim is not None and reclaim["valid"] and reclaim["status"] == 200:
-        text += f"; with --reclaim-idle it waited {_ms(reclaim['accept_wait_s'])}"
+        text += f"; with --reclaim-idle its first byte came after {_ms(reclaim['first_byte_s'])}"
     if off is not None and off["valid"] and off["status"] == 200:
         text += (
-            f"; with keep-alive off {_ms(off['accept_wait_s'])}, at the price of "
+            f"; with keep-alive off after {_ms(off['first_byte_s'])}, at the price of "
             f"{off['holder_connections']} connections for "
             f"{off['holders'] * off['requests_per_holder']} requests"
         )
@@ -378,8 +378,8 @@ def figure(rows: Sequence[dict[str, Any]], title: str) -> Any:
     if model:
         ts = sorted({t for t, _ in model})
         means = [sum(m for tt, m in model if tt == t) / sum(tt == t for tt, _ in model) for t in ts]
-        ax.plot(ts, means, linestyle="--", color="grey", linewidth=1,
-                label="model: T - oldest idle age at arrival + empty server's first byte")  # fmt: skip
+        label = "model: T - oldest idle age at arrival + an empty server's first byte"
+        ax.plot(ts, means, linestyle="--", color="grey", linewidth=1, label=label)
     for color, label in MODE_STYLE.values():
         ax.scatter([], [], color=color, marker="s", label=label)
     for server in servers:
