@@ -48,7 +48,7 @@ def _row(**fields: object) -> dict[str, object]:
             "keepalive_timeout_s": 2.0, "first_byte_s": 0.801, "connect_s": 0.002,
             "accept_wait_s": 0.8, "baseline_first_byte_s": 0.001,
             "idle_age_s": 1.23, "model_wait_s": 0.77, "holder_connections": 300, "holders": 100,
-            "requests_per_holder": 3}  # fmt: skip
+            "requests_per_holder": 3, "rtt_ms": 0.0}  # fmt: skip
     return base | fields
 
 
@@ -59,6 +59,8 @@ def test_verdict_in_the_seeds_terms() -> None:
     assert "to within 30.0 ms" in text
     assert "with --reclaim-idle its first byte came after 7.0 ms" in text
     assert "keep-alive off after 4.0 ms, at the price of 300 connections for 300 requests" in text
+    rtt = seed_verdict(_row(rtt_ms=50.0, model_wait_s=0.67), None, None)
+    assert "had already been idle, minus 2 RTT (0.1 s: the server's timer" in rtt
     assert seed_verdict(_row(status="", error="ConnectionResetError"), None, None) == (
         "the 101st connection was dumped: ConnectionResetError"
     )

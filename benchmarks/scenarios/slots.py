@@ -16,9 +16,11 @@ request at once (slots_client.py). Measured per newcomer, from one client clock:
 - `first_byte_s`: connect() start to the response's first byte: the wait for the server to
   accept (a slot), then the request's own time. `accept_wait_s` subtracts the same client's
   first byte on an empty server (`baseline_first_byte_s`);
-- `model_wait_s`: where the k-th newcomer (k = `rank` in first-byte order) should be served if
+- `model_wait_s`: the `accept_wait_s` of the k-th newcomer (k = `rank` in first-byte order) if
   it waits for the k-th oldest idle holder's timeout: T minus that holder's idle age at the
-  arrival (`idle_age_s`). A model (the client's timestamps, no server timer granularity).
+  arrival (`idle_age_s`, the client's clock), minus 2 RTT: the server's idle timer started half
+  an RTT before the client read the holder's response, and the newcomer's handshake and
+  request (1.5 RTT) travel while it waits. A model: no server timer granularity in it.
 
 Three modes per server: `keepalive` (T, no reclaim), `reclaim` (`--reclaim-idle`: the
 longest-idle connection is closed for each newcomer) for every T, and `off` (T = 0: every
@@ -212,7 +214,9 @@ def rows_of(
     rows = []
     for rank, n in enumerate(newcomers, 1):
         age = ages[rank - 1] if mode is not Mode.OFF and rank <= len(ages) else None
-        model = max(timeout_s - age, 0.0) if mode is Mode.KEEPALIVE and age is not None else 0.0
+        model = 0.0
+        if mode is Mode.KEEPALIVE and age is not None:
+            model = max(timeout_s - age - 2 * config.rtt_ms / 1000, 0.0)
         first = n["first_byte_s"]
         rows.append({
             "server": name.value, "mode": mode.value,
@@ -328,12 +332,19 @@ def seed_verdict(
         return f"{nth} was dumped: {keep['error'] or 'no answer'}"
     t, wait, age = keep["keepalive_timeout_s"], keep["accept_wait_s"], keep["idle_age_s"]
     off_by = abs(wait - keep["model_wait_s"])
+    rtts = ""
+    if keep["rtt_ms"]:
+        rtts = (
+            f", minus 2 RTT ({2 * keep['rtt_ms'] / 1000:g} s: the server's timer started before "
+            "the client read the response, the handshake travelled during the wait)"
+        )
     text = (
         f"{nth} is not dumped: it waited {wait:.2f} s (its first byte came "
         f"{keep['first_byte_s']:.2f} s after connect(), "
         f"{_ms(keep['baseline_first_byte_s'])} on an empty server; connect() itself returned "
         f"after {_ms(keep['connect_s'])}: the kernel's backlog), which is T ({t:g} s) minus the "
-        f"{age:.2f} s the oldest idle connection had already been idle, to within {_ms(off_by)}"
+        f"{age:.2f} s the oldest idle connection had already been idle{rtts}, to within "
+        f"{_ms(off_by)}"
     )
     if reclaim is not None and reclaim["valid"] and reclaim["status"] == 200:
         text += f"; with --reclaim-idle its first byte came after {_ms(reclaim['first_byte_s'])}"
