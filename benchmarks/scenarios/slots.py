@@ -367,7 +367,7 @@ def figure(rows: Sequence[dict[str, Any]], title: str) -> Any:
     """Wait to the first byte against T: the 101st connection (marker) and every newcomer (bar),
     per mode and server; the model T - idle age as a dashed line."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.4))
+    fig, ax = plt.subplots(figsize=(8, 5.0))
     servers = list(dict.fromkeys(r["server"] for r in rows))
     width = 0.06
     for s_index, server in enumerate(servers):
@@ -398,7 +398,8 @@ def figure(rows: Sequence[dict[str, Any]], title: str) -> Any:
     ax.set_yscale("log")
     ax.set_xlabel("keep-alive timeout T (s); keep-alive off plotted at T = 0", fontsize=8)
     ax.set_ylabel("newcomer: connect() to first response byte (s)", fontsize=8)
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    # Below the axes: inside, it hides points at one T or another.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.2)
     fig.tight_layout()
