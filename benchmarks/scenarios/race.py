@@ -519,27 +519,24 @@ def _strip_name(row: dict[str, Any]) -> str:
 
 
 def _strip_panel(ax: Any, rows: Sequence[dict[str, Any]], xlabel: str) -> None:
-    """Clients: one column per asked delta. nginx: each trial at the delta it really waited,
-    with the model's race window, (-RTT, 0), shaded."""
+    """Each trial at the delta it really waited (a busy machine oversleeps), with the model's
+    race window, (-RTT, 0), shaded; linear across the sweep, logarithmic past it."""
     strips = _strips(rows)
-    numeric = rows[0]["part"] != "client"
-    deltas = sorted({r["delta_ms"] for r in rows})
+    rtt = float(rows[0]["rtt_ms"])
     for y, strip in enumerate(strips):
         for r in rows:
             if (_strip_name(r), r["method"]) == strip:
-                x = r["actual_delta_ms"] if numeric else deltas.index(r["delta_ms"])
-                ax.scatter(x, y, color=COLORS[r["outcome"]], s=60, marker="s")
+                ax.scatter(_real_delta(r), y, color=COLORS[r["outcome"]], s=50, marker="s")
     ax.set_yticks(range(len(strips)), [f"{c} {m}" for c, m in strips], fontsize=8)
-    if numeric:
-        rtt = float(rows[0]["rtt_ms"])
-        if rtt > 0:
-            ax.axvspan(-rtt, 0, color="tab:red", alpha=0.08, label="model: race window (-RTT, 0)")
-            ax.legend(fontsize=7, loc="lower right")
-        ax.tick_params(axis="x", labelsize=7)
-        xlabel += ", as measured"
-    else:
-        ax.set_xticks(range(len(deltas)), [f"{d:+g}" for d in deltas], fontsize=7, rotation=45)
-    ax.set_xlabel(f"delta (ms): {xlabel}", fontsize=8)
+    ax.set_xscale("symlog", linthresh=max(2.5 * rtt, 10.0))
+    if rtt > 0:
+        ax.axvspan(-rtt, 0, color="tab:red", alpha=0.08, label="model: race window (-RTT, 0)")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.axvline(0, color="grey", lw=0.6, ls=":")
+    step = max(rtt, 5.0)
+    ticks = [k * step for k in range(-3, 3)] + [t for t in (50, 100, 300) if t > 2.5 * step]
+    ax.set_xticks(ticks, [f"{t:+g}" for t in ticks], fontsize=7)
+    ax.set_xlabel(f"delta (ms), as waited: {xlabel}", fontsize=8)
     ax.set_ylim(len(strips) - 0.5, -0.5)
 
 
