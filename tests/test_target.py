@@ -54,7 +54,7 @@ def _rows(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def _check(rows: list[ResultRow], url: str, cpu: bool) -> None:
     assert {r.key.mode for r in rows} == {"pooled", "unpooled"}
     for r in rows:
-        assert (r.status, r.key.server, r.target_url) == ("ok", "target", url), r.note
+        assert (r.status, r.key.server, r.key.target_url) == ("ok", "target", url), r.note
         # Pooled reused, unpooled did not, by the client's count. The peak comes from samples of
         # /proc/net/tcp five times a second: on a crowded machine a short window may miss the
         # moments with every connection open (an honest "at most N open at once"), never the

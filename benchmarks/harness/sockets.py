@@ -23,6 +23,8 @@ TIME_WAIT = "06"
 NOT_HELD = frozenset({TIME_WAIT, "07", "0A"})
 
 TCP_COUNTERS = ("ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab")
+# Read as well, never printed in the note: it moves with any traffic (a target's activity)
+TCP_TRAFFIC = ("InSegs",)
 TCPEXT_COUNTERS = ("TW", "TWRecycled", "ListenOverflows", "ListenDrops")
 
 
@@ -119,7 +121,7 @@ def kernel_counters(proc_net: Path = PROC_NET) -> dict[str, int]:
     """The namespace's TCP counters of interest (missing files give an empty dict)."""
     out: dict[str, int] = {}
     for name, proto, keys in (
-        ("snmp", "Tcp", TCP_COUNTERS),
+        ("snmp", "Tcp", TCP_COUNTERS + TCP_TRAFFIC),
         ("netstat", "TcpExt", TCPEXT_COUNTERS),
     ):
         try:
