@@ -190,8 +190,10 @@ class _FastBase(_Common, FastHttpUser):
     def __init__(self, environment: Environment) -> None:
         opts = _options(environment)
         if opts is not None and (opts.kab_ca or opts.kab_insecure):
-            # insecure: our factory, not Locust's (which lacks `cafile`: the 50 ms path below)
+            # insecure: our factory, not Locust's (which lacks `cafile`: the 50 ms path below);
+            # and `insecure`, or geventhttpclient turns the check back on in our context
             self.ssl_context_factory = tls_context_factory(opts.kab_ca or None)
+            self.insecure = bool(opts.kab_insecure)
         super().__init__(environment)
 
     def _drop_connections(self) -> None:
@@ -203,6 +205,29 @@ class _FastBase(_Common, FastHttpUser):
         self._request()
 
 
+def _unverified_requests(session: Any) -> None:
+    """`--kab-insecure` for HttpUser: no verification, with one prepared context. With
+    `verify=False` alone urllib3 builds a context and loads the system store for every new
+    connection (hundreds of ms each on a busy machine: an unpooled run measured that)."""
+    import ssl
+
+    import requests.adapters  # after locust, as in _count_connects
+    import urllib3
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    class Unverified(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["ssl_context"] = context
+            super().init_poolmanager(*args, **kwargs)
+
+    session.verify = False
+    session.mount("https://", Unverified())
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
 class _RequestsBase(_Common, HttpUser):
     abstract = True
 
@@ -212,10 +237,7 @@ class _RequestsBase(_Common, HttpUser):
         if opts is not None and opts.kab_ca:
             self.client.verify = opts.kab_ca
         elif opts is not None and opts.kab_insecure:
-            import urllib3  # after locust, as in _count_connects
-
-            self.client.verify = False
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            _unverified_requests(self.client)
 
     def _drop_connections(self) -> None:
         self.client.close()  # empties the adapters' pools; the session stays usable
