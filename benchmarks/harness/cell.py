@@ -244,7 +244,7 @@ def _start_command(
     assert info.pid is not None
     target = command.running(info.url, info.pid, info.ca_path)
     with line.inside(line.clients[0]):
-        why = check_answers(target)
+        why = check_answers(target, started=True)
     if why is not None:
         raise CellFailure("server-start", why)
     return target

@@ -165,17 +165,37 @@ def parse_command(
     from benchmarks.net.netns import NetError
 
     try:
-        reference_server_argv(list(words), SERVER_ADDRESS)
+        ours = reference_server_argv(list(words), SERVER_ADDRESS) is not None
     except NetError as exc:
         raise UsageError(f"--target-command: {exc}") from None
+    if ours:
+        _check_reference_flags(words)
     check_tls_flags(None, ca, insecure)
     return TargetCommand(words, port, "/", ca, insecure)
 
 
-def check_answers(target: TargetServer, timeout_s: float = 5.0) -> str | None:
+def _check_reference_flags(words: tuple[str, ...]) -> None:
+    """A first word that names one of our servers runs `python -m servers NAME`: flags it does
+    not take are a one-line error here (not a failed start in every cell), with the way to run
+    a binary of the same name (Debian's nginx or node) instead."""
+    from servers.options import build_parser
+
+    known = {flag for action in build_parser()._actions for flag in action.option_strings}
+    unknown = [w for w in words[1:] if w.startswith("-") and w.split("=")[0] not in known]
+    if unknown:
+        raise UsageError(
+            f"--target-command: {words[0]!r} is `python -m servers {words[0]}`, which does not "
+            f"take {unknown[0]} (run a binary of that name by its path: /usr/sbin/nginx -c FILE)"
+        )
+
+
+def check_answers(
+    target: TargetServer, timeout_s: float = 5.0, started: bool = False
+) -> str | None:
     """Why the target cannot be measured (one line), or None: it must answer one request over
     HTTP, any status (the rows count 4xx/5xx as errors), and a `--target-pid` must be the
-    process, or a parent of the process, that listens on its port."""
+    process, or a parent of the process, that listens on its port (not checked for a command
+    we `started`: its pid is ours to know, its sockets in a namespace psutil does not read)."""
     request = urllib.request.Request(target.base_url + target.path, headers={"Connection": "close"})
     try:
         with urllib.request.urlopen(
@@ -191,7 +211,7 @@ def check_answers(target: TargetServer, timeout_s: float = 5.0) -> str | None:
             why = reason.verify_message
             return f"--target {target.url}: certificate not verified ({why}): {how}"
         return f"--target {target.url} did not answer: {reason}"
-    if target.pid is not None and not listens_on(target.pid, target.port):
+    if target.pid is not None and not started and not listens_on(target.pid, target.port):
         return f"--target-pid {target.pid}: it and its children do not listen on {target.port}"
     return None
 
@@ -222,7 +242,8 @@ class KernelWatch:
     or closing) is the row's peak. Loopback: the clients' ends are in this namespace too.
 
     With `proc_net` of a command target's own namespace (`namespace=True`) only the server's
-    ends are there: the peak is of its ESTABLISHED sockets, and activity is the namespace's
+    ends are there: the peak is of those in any state but TIME_WAIT (an unpooled one is mostly
+    in its handshake or closing, a round trip each), and activity is the namespace's
     `InSegs` (every segment that reached it: nothing but the clients' traffic does)."""
 
     port: int
@@ -234,7 +255,7 @@ class KernelWatch:
     def activity(self) -> int:
         counts = socket_counts(self.port, self.proc_net)
         if self.namespace:
-            self.peak_open = max(self.peak_open, counts.established_server)
+            self.peak_open = max(self.peak_open, counts.held_server)
             return kernel_counters(self.proc_net).get("InSegs", 0)
         held = counts.held_client
         self.peak_open = max(self.peak_open, held)
