@@ -159,8 +159,10 @@ def test_https_target_insecure_reaches_both_locust_clients(
                   "unpooled", "--target", url, "--target-insecure"], tmp_path, capsys)  # fmt: skip
     assert {r.key.client for r in rows} == {"locust-fasthttp", "locust-requests"}
     for r in rows:
+        # Handshakes that completed without a verification error are what this is about; on a
+        # crowded machine a 0.6 s window may close before Locust's users got a request through.
         assert (r.status, r.key.tls, r.errors) == ("ok", 1, 0), r.note
-        assert r.requests > 0 and r.connections_opened >= r.requests, r.note
+        assert r.connections_opened > 0 and r.connections_opened >= r.requests, r.note
 
 
 def test_https_target_without_its_ca_is_one_line(

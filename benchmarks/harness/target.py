@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.clients.contract import check_ca, check_verification
+from benchmarks.clients.shared import Target as ClientTarget
 from benchmarks.common import UsageError, split_http_url
 from benchmarks.harness.sockets import PROC_NET, kernel_counters, socket_counts
 from benchmarks.net.spec import SERVER_ADDRESS
@@ -61,14 +62,11 @@ class TargetServer:
         return self.scheme == "https"
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """What the clients do: verify with the CA (or the system store), or not at all."""
-        if not self.tls:
-            return None
-        context = ssl.create_default_context(cafile=str(self.ca_path) if self.ca_path else None)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        """What the clients do (the same code): verify with the CA, or the system store, or
+        not at all."""
+        client = ClientTarget(self.scheme, self.host, self.port, self.path, self.ca_path,
+                              self.insecure)  # fmt: skip
+        return client.ssl_context()
 
 
 COMMAND_PREFIX = "command: "  # a command target's target_url: `command: nginx -c ...`
