@@ -35,14 +35,14 @@ def get_once(
 ) -> tuple[ssl.SSLSession | None, bool, str | None]:
     """One GET on a new connection, offering `session`: (the session to resume next time,
     taken after the response was read, whether this one was resumed, the ALPN protocol)."""
-    with socket.create_connection((server.host, server.port), timeout=TIMEOUT_S) as raw:
-        with ctx.wrap_socket(raw, server_hostname=server.host, session=session) as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-            assert data.startswith(b"HTTP/1.1 200"), data[:80]
-            return tls.session, tls.session_reused, tls.selected_alpn_protocol()
+    raw = socket.create_connection((server.host, server.port), timeout=TIMEOUT_S)
+    with raw, ctx.wrap_socket(raw, server_hostname=server.host, session=session) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:80]
+        return tls.session, bool(tls.session_reused), tls.selected_alpn_protocol()
 
 
 @pytest.fixture(params=list(TlsVersion), ids=lambda v: f"tls{v}")

@@ -24,6 +24,7 @@ from benchmarks.harness.target import TargetServer
 from benchmarks.matrix import (
     DIMENSIONS,
     FULL,
+    NO_TLS,
     QUICK,
     TARGET_SERVER,
     UNKNOWN,
@@ -205,10 +206,7 @@ def matrix_of(
         if d.column in matrix:
             continue
         text = given.get(d.dest)
-        if d.switch:
-            matrix[d.column] = (1,) if text else d.default()
-        else:
-            matrix[d.column] = d.default() if text is None else parse_values(str(text), d)
+        matrix[d.column] = d.default() if text is None else parse_values(str(text), d)
     return matrix
 
 
@@ -218,7 +216,7 @@ def _target_matrix(given: Mapping[str, str | bool | None]) -> dict[str, tuple[An
         d = by_column(column)
         if given.get(d.dest):
             raise UsageError(f"--target measures the server at its URL: {d.flag} does not apply")
-    matrix: dict[str, tuple[Any, ...]] = {"server": (TARGET_SERVER,), "tls": (0,)}
+    matrix: dict[str, tuple[Any, ...]] = {"server": (TARGET_SERVER,), "tls": (NO_TLS,)}
     if given.get(by_column("client").dest) is None:  # a target is measured by every client
         matrix["client"] = tuple(ClientKind)
     for column in TARGET_DECLARES:
@@ -246,7 +244,7 @@ def build(
     """RunConfig from CLI strings: unset values take the profile's (QUICK or FULL) defaults.
 
     `dimensions` are keyed by each dimension's argparse dest (`servers="uvloop,aiohttp"`,
-    `keepalive_max="0"`, `tls=True`); TypeError for a name that is none of them."""
+    `keepalive_max="0"`, `tls="1.2,1.3"`); TypeError for a name that is none of them."""
     unknown = set(dimensions) - {d.dest for d in DIMENSIONS}
     if unknown:
         raise TypeError(f"build() got unknown dimensions {sorted(unknown)}")

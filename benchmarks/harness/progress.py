@@ -24,7 +24,7 @@ from typing import TextIO
 from benchmarks import latency
 from benchmarks.clients.contract import ClientKind, Mode
 from benchmarks.harness.config import Cell
-from benchmarks.matrix import DIMENSION_COLUMNS
+from benchmarks.matrix import DIMENSION_COLUMNS, NO_TLS
 from benchmarks.records.keys import CellKey, cell_key
 from benchmarks.records.schema import ResultRow
 
@@ -208,7 +208,7 @@ def sequential_headline(key: CellKey, pooled: ModeStats, unpooled: ModeStats) ->
     )
 
 
-# Shown in columns of their own (server, client, c) or as the keep-alive policy (`5s/100 tls`);
+# Shown in columns of their own (server, client, c) or as the keep-alive policy (`5s/100 tls1.3`);
 # any other dimension follows the policy as `name=value`.
 _SHOWN = ("server", "client", "mode", "concurrency", "keepalive_timeout_s", "keepalive_max", "tls")
 
@@ -217,7 +217,8 @@ def _ka(key: CellKey) -> str:
     """The keep-alive policy as the table and the headline both show it: timeout/max [tls],
     then the cell's other settings."""
     others = key.settings(only=[c for c in DIMENSION_COLUMNS if c not in _SHOWN])
-    policy = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
+    tls = f" tls{key.tls}" if key.tls != NO_TLS else ""
+    policy = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}{tls}"
     return f"{policy} {others}" if others else policy
 
 
