@@ -164,3 +164,10 @@ def test_a_ref_without_a_new_flag_is_refused_in_one_line(tmp_path):
     rounds.check_harness(side, ["--quick"])  # a flag it lists passes
     with pytest.raises(RoundError, match=r"does not take --rtt \(that commit predates it\)$"):
         rounds.check_harness(side, ["--rtt", "50", "--quick"])
+
+
+def test_a_ref_where_a_flag_took_no_value_is_refused_in_one_line(tmp_path):
+    """`--tls` was a switch before it took versions: `--tls 1.2` cannot run there."""
+    side = fake_side(tmp_path, "[--tls] --results-dir")
+    with pytest.raises(RoundError, match=r"takes --tls without a value \(that commit predates"):
+        rounds.check_harness(side, ["--tls", "1.2", "--quick"])
