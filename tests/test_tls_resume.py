@@ -66,7 +66,7 @@ def test_resumed_sessions_are_counted(pool: ServerPool, version: TlsVersion) -> 
 
 def test_a_full_handshake_is_not_counted_as_resumed(pool: ServerPool) -> None:
     """Without a session, or with one the server never issued: full handshakes only."""
-    server = pool.get(tls=True)
+    server = pool.get(tls=True, tls_version=TlsVersion.TLS13)
     ctx = client_context(server, TlsVersion.TLS13)
     before = server.wait_idle()
     for _ in range(2):
