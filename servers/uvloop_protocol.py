@@ -102,11 +102,12 @@ class HttpProtocol(asyncio.Protocol):
         # (TCPTransport.new -> uv_tcp_nodelay), which saves a getsockname and a setsockopt.
         # asyncio types the argument BaseTransport; a stream server's transport is a Transport.
         self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
+        s = self._s
         if not self._id:  # over TLS, tls_accept counted the connection at accept
-            self._id = self._s.counters.connection_opened()
-        self._count = self._s.counters.request_served
-        self._s.connections.add(self)
-        self._deadline.set("header", self._s.header_s)
+            self._id = s.counters.connection_opened()
+        self._count = s.counters.request_served
+        s.connections.add(self)
+        self._deadline.set("header", s.header_s)
 
     def counted_as(self, connection_id: int) -> None:
         """tls_accept.TLSAccept counted this connection at accept, before its handshake."""

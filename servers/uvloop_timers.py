@@ -89,8 +89,11 @@ class Deadline:
     def set(self, kind: DeadlineKind, delay: float) -> None:
         when = self._loop.time() + delay
         self.at, self.kind = when, kind
-        if self.slot is None or when < self.slot_at:
-            self.refile(when)
+        slot = self.slot
+        if slot is None or when < self.slot_at:  # `refile`, inlined: once per connection
+            if slot is not None:
+                slot.discard(self)
+            self.slot, self.slot_at = self._wheel.file(self, when)
         # else: the pending slot comes due early, then re-files for the real deadline
 
     def refile(self, when: float) -> None:
