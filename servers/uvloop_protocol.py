@@ -521,7 +521,7 @@ class HttpProtocol(asyncio.Protocol):
             self._responded = False
             when = self._loop.time() + self._idle_s
             deadline.at, deadline.kind = when, "idle"
-            if deadline.slot is None or when < deadline.slot_at:
+            if deadline.slot is None or when <= deadline.slot_from:
                 deadline.refile(when)
 
     def _expire(self, kind: DeadlineKind) -> None:
