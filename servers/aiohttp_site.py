@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
-from servers.accept import AcceptBackoff, connect_on_loop
+from servers.accept import AcceptBackoff, Connector
 from servers.counters import Counters
 from servers.slots import Slots, loop_acceptor
 from servers.tls_accept import CountedProtocol, TLSAccept
@@ -127,7 +127,7 @@ class DeadlineSockSite(web.SockSite):
             self._tls = TLSAccept(
                 loop, self._ssl_context, self._counters, self._handshake_timeout_s, http
             )
-        connect = connect_on_loop(loop, server if self._tls is None else self._tls)
+        connect = Connector(loop, server if self._tls is None else self._tls)
         acceptor = loop_acceptor(loop, self._sock, self._backoff, connect, slots=self._slots,
                                  counters=self._counters, reclaim=self._reclaim)  # fmt: skip
         acceptor.start()

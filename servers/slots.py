@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from servers.accept import AcceptBackoff, LoopAcceptor
+from servers.accept import AcceptBackoff, Connector, LoopAcceptor
 from servers.counters import Counters
 
 # With --reclaim-idle and nothing idle to reclaim (every connection is being served), how often
@@ -126,6 +126,7 @@ class LimitedAcceptor(LoopAcceptor):
         listener: socket.socket,
         backoff: AcceptBackoff,
         on_socket: Callable[[socket.socket], None],
+        on_batch_end: Callable[[], None] | None = None,
         *,
         slots: Slots,
         counters: Counters,
@@ -135,7 +136,7 @@ class LimitedAcceptor(LoopAcceptor):
             slots.take()
             on_socket(sock)
 
-        super().__init__(loop, listener, backoff, take_slot)
+        super().__init__(loop, listener, backoff, take_slot, on_batch_end)
         self._slots = slots
         self._counters = counters
         self._reclaim = reclaim
@@ -191,15 +192,17 @@ def loop_acceptor(
     loop: asyncio.AbstractEventLoop,
     listener: socket.socket,
     backoff: AcceptBackoff,
-    on_socket: Callable[[socket.socket], None],
+    connector: Connector,
     *,
     slots: Slots | None,
     counters: Counters,
     reclaim: Callable[[int], int] | None,
 ) -> LoopAcceptor:
     """The acceptor of an asyncio server: `LimitedAcceptor` with slots, else the plain one."""
+    on_socket, batch_end = connector.on_socket, connector.batch_end
     if slots is None:
-        return LoopAcceptor(loop, listener, backoff, on_socket)
+        return LoopAcceptor(loop, listener, backoff, on_socket, batch_end)
     return LimitedAcceptor(
-        loop, listener, backoff, on_socket, slots=slots, counters=counters, reclaim=reclaim
-    )
+        loop, listener, backoff, on_socket, batch_end, slots=slots, counters=counters,
+        reclaim=reclaim,
+    )  # fmt: skip

@@ -37,7 +37,7 @@ import signal
 
 import uvloop
 
-from servers.accept import connect_on_loop
+from servers.accept import Connector
 from servers.runtime import SHUTDOWN_GRACE_S, Runtime, freeze_startup_heap
 from servers.slots import loop_acceptor, reclaim_longest_idle
 from servers.tls_accept import TLSAccept
@@ -67,7 +67,7 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     if runtime.ssl_context is not None:  # handshakes counted, failed ones too, and under H
         tls = TLSAccept(loop, runtime.ssl_context, state.counters, state.header_s, http)
     # Not loop.create_server: at EMFILE libuv accepts and closes every queued connection.
-    connect = connect_on_loop(loop, http if tls is None else tls)
+    connect = Connector(loop, http if tls is None else tls)
     reclaim = None
     if runtime.options.reclaim_idle:
         reclaim = functools.partial(reclaim_longest_idle, state.connections)

@@ -31,6 +31,7 @@ from servers.options import (
     OptionsError,
     ServerName,
     ServerOptions,
+    TlsVersion,
 )
 from tests.wire_client import RawConnection, Response
 
@@ -243,13 +244,14 @@ class ServerPool:
         keepalive_max: int = SUITE_N,
         header_timeout_s: float | None = SUITE_H,
         tls: bool = False,
+        tls_version: TlsVersion | None = None,
         tag: str = "",
         max_connections: int = 0,
         reclaim_idle: bool = False,
     ) -> Server:
         """The server for this configuration (`tag` separates otherwise equal configurations)."""
-        key = (keepalive_timeout_s, keepalive_max, header_timeout_s, tls, tag, max_connections,
-               reclaim_idle)  # fmt: skip
+        key = (keepalive_timeout_s, keepalive_max, header_timeout_s, tls, tls_version, tag,
+               max_connections, reclaim_idle)  # fmt: skip
         if key in self._failures:
             pytest.fail(self._failures[key], pytrace=False)
         server = self._servers.get(key)
@@ -269,14 +271,15 @@ class ServerPool:
 
     @staticmethod
     def _describe(key: tuple[Any, ...]) -> str:
-        t, n, h, tls, tag, slots, reclaim = key
-        text = f"T={t:g} N={n} H={h} tls={tls}" + (f" {tag}" if tag else "")
+        t, n, h, tls, version, tag, slots, reclaim = key
+        tls_text = f"{tls}" + (f" {version}" if version else "")
+        text = f"T={t:g} N={n} H={h} tls={tls_text}" + (f" {tag}" if tag else "")
         if slots:
             text += f" max-connections={slots}" + (" reclaim-idle" if reclaim else "")
         return text
 
     def _start(self, key: tuple[Any, ...]) -> Server:
-        t, n, h, tls, _, slots, reclaim = key
+        t, n, h, tls, tls_version, _, slots, reclaim = key
         if not module_path(self.name).is_file():
             message = f"servers/{self.name}_server.py does not exist (yet): nothing to test"
             self._failures[key] = message
@@ -288,6 +291,7 @@ class ServerPool:
                 keepalive_max=n,
                 header_timeout_s=h,
                 tls=tls,
+                tls_version=tls_version,
                 log_connections=True,
                 max_connections=slots,
                 reclaim_idle=reclaim,

@@ -350,9 +350,15 @@ TCP6 = """\
 
 
 def test_parse_tcp_table_counts_the_server_port_only() -> None:
-    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1)
+    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1, held_server=1)
     assert parse_tcp_table(TCP6, 0x1F90) == SocketCounts(0, 1, 0)
     assert parse_tcp_table(TCP, 1234) == SocketCounts()
+    # a server end closing (FIN_WAIT2) or in its handshake (SYN_RECV) is held, not ESTABLISHED
+    closing = (
+        TCP + "   6: 0100007F:1F90 0100007F:A2C8 05 0:0 0\n   7: 0100007F:1F90 0100007F:A2C9 03 0\n"
+    )
+    assert parse_tcp_table(closing, 0x1F90).held_server == 3
+    assert parse_tcp_table(closing, 0x1F90).established_server == 1
 
 
 def test_socket_counts_and_kernel_counters_from_a_fake_proc(tmp_path: Path) -> None:
@@ -366,7 +372,7 @@ def test_socket_counts_and_kernel_counters_from_a_fake_proc(tmp_path: Path) -> N
     )
     (tmp_path / "netstat").write_text("TcpExt: SyncookiesSent TW\nTcpExt: 0 7\n")
     counts = socket_counts(0x1F90, tmp_path)
-    assert counts == SocketCounts(1, 2, 1, held_client=1) and counts.time_wait == 3
+    assert counts == SocketCounts(1, 2, 1, held_client=1, held_server=1) and counts.time_wait == 3
     assert kernel_counters(tmp_path) == {
         "ActiveOpens": 10,
         "PassiveOpens": 12,
@@ -769,3 +775,18 @@ def test_kill_tree_reaps_a_child_orphaned_by_its_client(tmp_path: Path) -> None:
         client.kill_tree()
         assert not child.is_running(), child.status()  # is_running: a zombie is running
         assert client.proc.returncode == -signal.SIGTERM
+
+
+def test_tls_handshakes_must_be_the_kind_the_client_claims() -> None:
+    def judge(resuming: bool, mode: Mode, handshakes: int, resumed: int, client: int = -1):
+        return rules.judge_tls(
+            resuming=resuming, mode=mode, load_processes=3, handshakes=handshakes,
+            resumed=resumed, client_resumed=client,
+        )  # fmt: skip
+
+    assert judge(False, Mode.UNPOOLED, 500, 0).valid
+    assert "not the full handshakes" in judge(False, Mode.UNPOOLED, 500, 1).reason
+    assert judge(True, Mode.UNPOOLED, 500, 497, client=497).valid  # each process's first: full
+    assert "were not resumed" in judge(True, Mode.UNPOOLED, 500, 400, client=400).reason
+    assert "the server 497" in judge(True, Mode.UNPOOLED, 500, 497, client=0).reason
+    assert judge(True, Mode.POOLED, 5, 2, client=2).valid  # reconnects after the max resume
