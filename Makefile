@@ -18,7 +18,7 @@ BENCH_FLAGS = $(strip $(foreach v,$(BENCH_SWITCHES),$(if $($(v)),$(call flag_of,
 	$(foreach v,$(BENCH_VALUES),$(if $($(v)),$(call flag_of,$(v)) $($(v)))))
 
 .PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
-	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports \
+	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports slots \
 	pageload test-pageload-browser
 
 install: $(STAMP)
@@ -118,6 +118,12 @@ race: install
 ports: install
 	$(PY) -m benchmarks ports $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
 	  $(if $(SERVER),--server $(SERVER)) $(if $(PORTS),--ports $(PORTS)))
+# The 101st connection: SLOTS keep-alive users hold --max-connections, then NEWCOMERS arrive;
+# their wait against T (TIMEOUTS=1,2,4), with and without --reclaim-idle, and keep-alive off.
+slots: install
+	$(PY) -m benchmarks slots $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
+	  $(if $(SERVERS),--servers $(SERVERS)) $(if $(SLOTS),--slots $(SLOTS)) \
+	  $(if $(NEWCOMERS),--newcomers $(NEWCOMERS)) $(if $(TIMEOUTS),--timeouts $(TIMEOUTS)))
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install

@@ -15,8 +15,11 @@ ends, under one `servers.policy.CloseReason`: max_reached, idle_timeout, header_
 a header section, a stalled body, or a TLS handshake), client_requested, client_closed (FIN or
 reset between requests, inside one, or inside a handshake), keepalive_disabled, handler, error
 (an error status was answered, or a socket error), shutdown, and handshake_failed (TLS: not TLS,
-a bad ClientHello, no common version or cipher, an alert from the client). The README lists them
-with the spec's wording.
+a bad ClientHello, no common version or cipher, an alert from the client), and reclaimed (closed
+while idle to make room for a waiting connection: `--reclaim-idle`). The README lists them with
+the spec's wording. `on_closed`, when set, is told of every close, after the counts: the
+connection slots of `--max-connections` (`servers.slots`) are freed there, whichever path ended
+the connection.
 
 Over TLS, each handshake that succeeds counts in `tls_handshakes` and, when the client resumed
 an earlier session (a TLS 1.2 session ID or ticket, a TLS 1.3 ticket: `session_reused` once the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from servers.policy import CloseReason
@@ -34,7 +38,10 @@ from servers.policy import CloseReason
 
 class Counters:
     """Connections accepted, open, peak open, requests served, closes by reason, and accept
-    back-off episodes (accept() failing, mostly at the descriptor limit: `servers.accept`)."""
+    back-off episodes (accept() failing, mostly at the descriptor limit: `servers.accept`) and
+    accept pauses (every `--max-connections` slot taken: `servers.slots`)."""
+
+    on_closed: Callable[[], None] | None = None  # servers.slots: a slot is free again
 
     def __init__(self, *, threaded: bool = True) -> None:
         """`threaded=False` promises that one thread does all updates (an event loop)."""
@@ -50,6 +57,7 @@ class Counters:
         self._requests = 0
         self._closed = dict.fromkeys(CloseReason, 0)
         self._accept_backoffs = 0
+        self._accept_pauses = 0
         self._tls_handshakes = 0
         self._tls_resumed = 0
 
@@ -65,6 +73,8 @@ class Counters:
         with self._lock:
             self._open -= 1
             self._closed[reason] += 1
+        if self.on_closed is not None:
+            self.on_closed()
 
     def _opened_single_writer(self) -> int:
         # No call between the stores (see the module docstring); the id is the count, as
@@ -78,6 +88,8 @@ class Counters:
     def _closed_single_writer(self, reason: CloseReason) -> None:
         self._open -= 1
         self._closed[reason] += 1  # a StrEnum key: str hashing, in C
+        if self.on_closed is not None:  # after the stores: snapshots stay consistent
+            self.on_closed()
 
     def request_served(self) -> None:
         with self._lock:
@@ -91,6 +103,11 @@ class Counters:
         with self._lock:
             self._accept_backoffs += 1
 
+    def accept_paused(self) -> None:
+        """An episode in which every connection slot was taken and accepting stopped."""
+        with self._lock:
+            self._accept_pauses += 1
+
     def tls_handshake_done(self, *, resumed: bool) -> None:
         """A TLS handshake that succeeded (from any thread: once per connection)."""
         with self._lock:
@@ -100,10 +117,10 @@ class Counters:
     def snapshot(self) -> dict[str, Any]:
         """A consistent JSON-ready view of every counter."""
         with self._lock:  # one expression, its only call last: no single-writer update between
-            accepted, now_open, peak, requests, backoffs, handshakes, resumed, closed = (
+            accepted, now_open, peak, requests, backoffs, pauses, handshakes, resumed, closed = (
                 self._accepted, self._open, self._peak_open, self._requests,
-                self._accept_backoffs, self._tls_handshakes, self._tls_resumed,
-                self._closed.copy(),
+                self._accept_backoffs, self._accept_pauses, self._tls_handshakes,
+                self._tls_resumed, self._closed.copy(),
             )  # fmt: skip
         return {
             "connections_accepted": accepted,
@@ -112,6 +129,7 @@ class Counters:
             "requests_served": requests,
             "closed": {reason.value: n for reason, n in closed.items()},
             "accept_backoffs": backoffs,
+            "accept_pauses": pauses,
             "tls_handshakes": handshakes,
             "tls_resumed": resumed,
         }

@@ -74,6 +74,8 @@ class ServerOptions:
     keyfile: Path | None = None
     log_connections: bool = False
     control_socket: Path | None = None  # control listener on this Unix socket instead of TCP
+    max_connections: int = 0  # connections open at once; 0 = unlimited (spec rule 11)
+    reclaim_idle: bool = False  # when full, close the longest-idle keep-alive connection
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -101,6 +103,12 @@ class ServerOptions:
                 raise OptionsError(f"no such file: {path}")
         if self.control_socket is not None:
             check_control_socket(self.control_socket)
+        if self.max_connections < 0:
+            raise OptionsError(f"--max-connections must be >= 0, got {self.max_connections}")
+        if self.reclaim_idle and self.max_connections == 0:
+            raise OptionsError("--reclaim-idle needs --max-connections")
+        if self.max_connections and self.name in EXTERNAL_SERVERS:
+            raise OptionsError(f"--max-connections is for the reference servers, not {self.name}")
 
     @property
     def effective_header_timeout_s(self) -> float:
@@ -130,6 +138,10 @@ class ServerOptions:
             argv.append("--log-connections")
         if self.control_socket is not None:
             argv += ["--control-socket", str(self.control_socket)]
+        if self.max_connections:
+            argv += ["--max-connections", str(self.max_connections)]
+        if self.reclaim_idle:
+            argv.append("--reclaim-idle")
         return argv
 
 
@@ -196,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the control listener (GET /counters) on a Unix socket at PATH instead of "
         "a TCP port, reachable from other network namespaces; READY says control=unix:PATH",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-connections", type=int, default=0, metavar="COUNT",
+        help="connections open at once; beyond them the server stops accepting (the listen "
+        "backlog holds the rest) until one closes; 0 = unlimited (default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reclaim-idle", action="store_true",
+        help="with --max-connections: when full, close the longest-idle keep-alive connection "
+        "to make room for a waiting one (as nginx does), counted as 'reclaimed'",
+    )  # fmt: skip
     return parser
 
 
@@ -217,6 +239,8 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
             keyfile=ns.keyfile,
             log_connections=ns.log_connections,
             control_socket=ns.control_socket,
+            max_connections=ns.max_connections,
+            reclaim_idle=ns.reclaim_idle,
         )
     except OptionsError as exc:
         parser.error(str(exc))

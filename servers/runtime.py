@@ -25,6 +25,7 @@ from servers.counters import Counters
 from servers.endpoints import RequestContext, connection_log_line
 from servers.options import OptionsError, ServerName, ServerOptions, TlsVersion
 from servers.policy import KeepAlivePolicy
+from servers.slots import Slots
 
 LISTEN_BACKLOG = 1024
 # After SIGTERM/SIGINT, a request being handled gets this long to be answered (with
@@ -43,6 +44,7 @@ class Runtime:
     ca_path: Path | None
     control: ControlListener
     counters: Counters = field(default_factory=Counters)
+    slots: Slots | None = None  # --max-connections (servers.slots); None: unlimited
 
     @cached_property
     def policy(self) -> KeepAlivePolicy:
@@ -179,4 +181,5 @@ def build_runtime(options: ServerOptions) -> Runtime:
     counters = Counters(threaded=options.name is ServerName.STDLIB)
     listener = bind_listener(options)
     control = bind_control(options, listener, counters)
-    return Runtime(options, listener, ssl_context, ca_path, control, counters)
+    slots = Slots(options.max_connections, counters) if options.max_connections else None
+    return Runtime(options, listener, ssl_context, ca_path, control, counters, slots)

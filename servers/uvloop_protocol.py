@@ -167,6 +167,21 @@ class HttpProtocol(asyncio.Protocol):
         if not self._lost:
             self._transport.abort()
 
+    def idle_deadline(self) -> float | None:
+        """`servers.slots.Reclaimable`: the idle deadline while waiting between requests (the
+        idle timer runs only then: nothing queued, pending or being written)."""
+        deadline = self._deadline
+        if deadline.kind != "idle" or self._closing or self._lost:
+            return None
+        return deadline.at
+
+    def reclaim(self) -> None:
+        """--reclaim-idle (rule 11): close this idle connection now, as its idle timer would."""
+        self._closing = True
+        self._reason = CloseReason.RECLAIMED
+        self._transport.close()  # nothing is buffered: a FIN
+        self._deadline.set("abort", LINGER_S)
+
     # -- input --------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
