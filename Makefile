@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # sets the `python -m benchmarks run` flag of the same name in lower case (KEEPALIVE_MAX=0 is
 # --keepalive-max 0); a switch is on when set (TLS=1 is --tls). The lists are benchmarks.matrix's
 # dimensions and run settings (tests/test_matrix.py checks that they agree).
-BENCH_VALUES   := SERVERS CLIENTS MODES CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS BANDWIDTH \
+BENCH_VALUES   := SERVERS CLIENTS MODES CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS BANDWIDTH RATE \
 	DURATION WARMUP REPEAT WORKERS
 BENCH_SWITCHES := TLS QUICK NETNS
 lower = $(subst Z,z,$(subst Y,y,$(subst X,x,$(subst W,w,$(subst V,v,$(subst U,u,$(subst T,t,$(subst S,s,$(subst R,r,$(subst Q,q,$(subst P,p,$(subst O,o,$(subst N,n,$(subst M,m,$(subst L,l,$(subst K,k,$(subst J,j,$(subst I,i,$(subst H,h,$(subst G,g,$(subst F,f,$(subst E,e,$(subst D,d,$(subst C,c,$(subst B,b,$(subst A,a,$(1)))))))))))))))))))))))))))

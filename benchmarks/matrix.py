@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.clients.contract import ClientKind, Mode
+from benchmarks.clients.contract import DEFAULT_RATE_RPS, ClientKind, Mode
 from benchmarks.common import UsageError
 
 if TYPE_CHECKING:
@@ -76,6 +76,9 @@ class Dimension(Flag):
     # that the committed runs still read: `before=0.0` for an emulated loss that was never there.
     # A cell at that value is labelled as before too: the dimension is left out of its label.
     before: object = ALWAYS
+    # Its CSV column after every other (a dimension added once the header was committed: the
+    # columns before it keep their order)
+    column_last: bool = False
     column: str = ""
     kind: str = "str"  # the field's type: "str", "int", "float" or "float | None"
 
@@ -289,6 +292,19 @@ class CellKey:
             help="delay line bottleneck(s), Mbit/s (default none: unlimited)",
             doc="delay line's bottleneck rate, Mbit/s (0: unlimited)",
             parse=_bandwidth, default=lambda: (0.0,), label="bw", before=0.0,
+        )
+    )  # fmt: skip
+
+    rate_rps: float = field(
+        default=0.0,
+        metadata=dimension(
+            flag="--rate",
+            help="starts per second of open-loop clients (pyperf-openloop; default "
+            f"{DEFAULT_RATE_RPS:g}); closed-loop clients ignore it",
+            doc="open-loop client's scheduled starts per second (0: a closed-loop client)",
+            parse=at_least(float, 0, "--rate", "a number of starts per second >= 0"),
+            default=lambda: (0.0,), label="rate", before=0.0, column_last=True,
+            reach=Reach.CLIENT, option="rate_rps",
         )
     )  # fmt: skip
 

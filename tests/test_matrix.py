@@ -50,7 +50,7 @@ KEY = CellKey("uvloop", "pyperf-concurrent-raw", "pooled", 0, 16, 5.0, 100)
 
 
 # Columns added since, at the end (older files read without them)
-ADDED_COLUMNS = ("target_url",)
+ADDED_COLUMNS = ("target_url", "rate_rps")
 
 
 def test_columns_are_the_committed_ones_in_order() -> None:
@@ -135,6 +135,7 @@ def test_labels_slugs_and_options() -> None:
     }  # fmt: skip
     assert KEY.options(Reach.CLIENT) == {
         "kind": ClientKind.PYPERF_CONCURRENT_RAW, "mode": Mode.POOLED, "concurrency": 16,
+        "rate_rps": 0.0,
     }  # fmt: skip
     assert type(KEY.options(Reach.SERVER)["name"]) is ServerName  # a CSV's text -> the enum
 

@@ -108,6 +108,13 @@ class Tally:
     connections: int = 0  # TCP connections this process opened (every request, like requests_total)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
+    paced: Counter[str] = field(default_factory=Counter)  # open loop: counts, added up
+    paced_max: Counter[str] = field(default_factory=Counter)  # open loop: maxima
+
+    def add_paced(self, counts: Counter[str], maxima: Counter[str]) -> None:
+        self.paced.update(counts)
+        for key, value in maxima.items():
+            self.paced_max[key] = max(self.paced_max[key], value)
 
     def record_latencies_ns(self, latencies_ns: Iterable[int]) -> None:
         """Bulk-record after the clock stopped: identical values are recorded once, with a count."""
@@ -128,6 +135,8 @@ class Tally:
             "connections": self.connections,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
+            "paced": dict(self.paced),
+            "paced_max": dict(self.paced_max),
         }
 
     @classmethod
@@ -140,6 +149,8 @@ class Tally:
             connections=data.get("connections", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
+            paced=Counter(data.get("paced", {})),
+            paced_max=Counter(data.get("paced_max", {})),
         )
 
     def merge(self, other: Tally) -> None:
@@ -151,6 +162,7 @@ class Tally:
         self.connections += other.connections
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
+        self.add_paced(other.paced, other.paced_max)
 
 
 def dump_part(parts_dir: Path, tally: Tally) -> None:

@@ -148,7 +148,9 @@ KEY_FIELD = "key"
 def _columns() -> tuple[str, ...]:
     names = [f.name for f in fields(ResultRow)]
     at = names.index(KEY_FIELD)
-    return (*names[:at], *DIMENSION_COLUMNS, *names[at + 1 :])
+    first = [d.column for d in DIMENSIONS if not d.column_last]
+    last = [d.column for d in DIMENSIONS if d.column_last]
+    return (*names[:at], *first, *names[at + 1 :], *last)
 
 
 COLUMNS: tuple[str, ...] = _columns()
