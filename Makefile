@@ -17,7 +17,7 @@ BENCH_FLAGS = $(strip $(foreach v,$(BENCH_SWITCHES),$(if $($(v)),$(call flag_of,
 	$(foreach v,$(BENCH_VALUES),$(if $($(v)),$(call flag_of,$(v)) $($(v)))))
 
 .PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
-	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports \
+	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports thinktime \
 	pageload test-pageload-browser
 
 install: $(STAMP)
@@ -109,6 +109,11 @@ race: install
 	$(PY) -m benchmarks race $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
 	  $(if $(SERVER),--server $(SERVER)) $(if $(KEEPALIVE_TIMEOUT),--timeout $(KEEPALIVE_TIMEOUT)) \
 	  $(if $(CLIENTS),--clients $(CLIENTS)))
+# Open-loop users' think time against the keep-alive timeout (issue 12): reuse against the model,
+# its cost in idle connections and memory. QUICK=1 (<= 45 s), RTT= over the delay line (root).
+thinktime: install
+	$(PY) -m benchmarks thinktime $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
+	  $(if $(SERVER),--server $(SERVER)) $(if $(SEED),--seed $(SEED)))
 ports: install
 	$(PY) -m benchmarks ports $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
 	  $(if $(SERVER),--server $(SERVER)) $(if $(PORTS),--ports $(PORTS)))

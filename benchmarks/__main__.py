@@ -35,6 +35,10 @@ COMMANDS = {
     "net": ("benchmarks.net.cli", "any server and client behind a delay line: RTT, loss, ..."),
     "race": ("benchmarks.scenarios.race", "the idle-timeout race per client library, nginx's 502s"),
     "ports": ("benchmarks.scenarios.ports", "unpooled load against the ephemeral port range"),
+    "thinktime": (
+        "benchmarks.scenarios.thinktime",
+        "open-loop users' think time against the keep-alive timeout: reuse, cost",
+    ),
     "conformance-report": (
         "benchmarks.conformance.cli",
         "the conformance suite against nginx and Node, next to ours",

@@ -237,10 +237,11 @@ class UserStats:
     races: int = 0  # requests that met the server's close in flight and were sent again
     think_sum_s: float = 0.0  # the think times drawn, summed (to check the distribution)
     requests: int = 0
+    firsts: int = 0  # answered requests that followed no gap: a user's first, or after an error
 
     def counts(self) -> Counter[str]:
         return Counter(
-            gaps=self.gaps, reused=self.reused, races=self.races,
+            gaps=self.gaps, reused=self.reused, races=self.races, firsts=self.firsts,
             think_sum_ms=round(self.think_sum_s * 1000),
         )  # fmt: skip
 
@@ -439,10 +440,17 @@ class OpenLoopClient:
             return True
 
         async def user(u: int) -> None:
-            # the first start after one think time too, so the users' starts are spread out
+            # The first start after one think time too, so the users' starts are spread out. A
+            # gap is drawn only to be realized: the run ends between a response and the next
+            # draw (at `until`, or when the budget is spent), never in the middle of a wait, so
+            # the long gaps are not cut off at the end (which would bias reuse upwards).
+            if not take():
+                return
             intended = start + round(think.draw(self.rng) * 1e9)
             first = True
-            while (until is None or intended <= until) and take():
+            if until is not None and intended > until:
+                return
+            while True:
                 await _sleep_until(self.loop, intended)
                 ledger.start(intended, self.clock())
                 conn = self.user_conns[u]
@@ -454,7 +462,9 @@ class OpenLoopClient:
                     self.user_conns[u] = None
                     done, first, raced = self.clock(), True, False
                 else:
-                    if not first:
+                    if first:
+                        stats.firsts += 1
+                    else:
                         stats.gaps += 1
                         stats.reused += int(reused and not raced)
                     stats.races += int(raced)
@@ -467,6 +477,8 @@ class OpenLoopClient:
                     if close:
                         conn.close()
                     self.user_conns[u] = conn if conn.open else None
+                if (until is not None and done > until) or not take():
+                    return
                 wait = think.draw(self.rng)
                 stats.think_sum_s += wait
                 intended = done + round(wait * 1e9)
@@ -474,7 +486,8 @@ class OpenLoopClient:
         await asyncio.gather(*(user(u) for u in range(self.concurrency)))
         end = self.clock()
         out.elapsed_s = out.window_s = (end - start) / 1e9
-        out.counts = ledger.counts() + stats.counts()
+        out.counts = ledger.counts()
+        out.counts.update(stats.counts())  # update, not +: a count of 0 is kept
         out.counts["scheduled"] = ledger.started
         out.counts["users_requests"] = stats.requests
         out.lateness_max_ns = ledger.lateness_max_ns
