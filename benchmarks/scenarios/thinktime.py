@@ -191,8 +191,11 @@ class Site:
         from benchmarks.net.cli import start_server
 
         line = self.line
-        words = [w for w in options.to_argv() if w not in ("--host", options.host)]
-        info = start_server(line, words, 0)  # the line adds the server's --host
+        argv = options.to_argv()
+        for flag in ("--host", "--port"):  # the line chooses both
+            at = argv.index(flag)
+            del argv[at : at + 2]
+        info = start_server(line, argv, 0)
         control = f"{info.control_url}/counters"
         try:
             assert info.pid is not None
@@ -451,11 +454,11 @@ def parse(argv: list[str]) -> tuple[ThinkConfig, Path]:
             timeouts_s=_floats(
                 args.timeouts or ("1,2,3" if quick else "1,1.5,2,3,4,6"), "--timeouts"
             ),  # fmt: skip
-            seconds=args.seconds if args.seconds is not None else (20.0 if quick else 100.0),
+            seconds=args.seconds if args.seconds is not None else (15.0 if quick else 100.0),
             rtt_ms=args.rtt,
             server=server,
             max_requests=tuple(int(v) for v in args.max.split(",") if v.strip()),
-            gaps_per_point=args.gaps if args.gaps is not None else (2500 if quick else 6000),
+            gaps_per_point=args.gaps if args.gaps is not None else (2000 if quick else 6000),
             seed=args.seed,
         )
     except (ScenarioError, OptionsError) as exc:
