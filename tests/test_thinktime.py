@@ -17,7 +17,7 @@ from benchmarks.scenarios.thinktime import (
     Site,
     ThinkConfig,
     idle_model,
-    measure_point,
+    measure_points,
     parse,
     reuse_from_server,
     reuse_model,
@@ -94,7 +94,7 @@ def test_measured_reuse_agrees_with_the_model_within_4_sigma() -> None:
                          server=ServerName.AIOHTTP, gaps_per_point=3000, seed=12)  # fmt: skip
     (point,) = config.points()
     assert point == Point(1.0, 2.0, 0, users=334, seed=12)
-    row = measure_point(Site(None), config, point)
+    (row,) = measure_points(Site(None), config, [point])
     assert row["gaps"] >= 2000 and row["errors"] == 0
     model = 1 - math.exp(-2.0)
     assert row["reuse_model"] == pytest.approx(model, abs=1e-4)

@@ -252,16 +252,15 @@ def cpu_s(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def measure_point(site: Site, config: ThinkConfig, point: Point) -> dict[str, Any]:
-    """One server and its users; one row."""
-    with site.server(config.server, point.timeout_s, point.keepalive_max) as server:
-        process = psutil.Process(server.pid)
-        before, rss_base, cpu_before = server.counters(), process.memory_info().rss, cpu_s(process)
-        with Sampler(server) as sampler:
-            started = time.monotonic()
-            result = site.client(client_argv(server.url, point, config.seconds),
-                                 config.seconds + CLIENT_SLACK_S)  # fmt: skip
-        after, cpu_after = server.counters(), cpu_s(process)
+def measure_point(site: Site, config: ThinkConfig, point: Point, server: Server) -> dict[str, Any]:
+    """One point's users against its own (running) server; one row."""
+    process = psutil.Process(server.pid)
+    before, rss_base, cpu_before = server.counters(), process.memory_info().rss, cpu_s(process)
+    with Sampler(server) as sampler:
+        started = time.monotonic()
+        result = site.client(client_argv(server.url, point, config.seconds),
+                             config.seconds + CLIENT_SLACK_S)  # fmt: skip
+    after, cpu_after = server.counters(), cpu_s(process)
     # Idle connections in the steady state: once every user had time to come back (T and 3 m
     # after the start) until the users stop (after that, connections only time out)
     settle = min(max(point.timeout_s, 3 * point.mean_s), config.seconds / 2)
@@ -321,15 +320,30 @@ def _round(value: float | None, digits: int = 4) -> float | str:
     return "" if value is None else round(value, digits)
 
 
+def measure_points(
+    site: Site, config: ThinkConfig, points: Sequence[Point]
+) -> list[dict[str, Any]]:
+    """The servers one after another (a start is mostly imports: at once, on a busy machine,
+    they would crowd each other), then every point's users at once."""
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(site.server(config.server, p.timeout_s, p.keepalive_max))
+            for p in points
+        ]
+        with ThreadPoolExecutor(max_workers=len(points)) as pool:
+            futures = [
+                pool.submit(measure_point, site, config, p, s)
+                for p, s in zip(points, servers, strict=True)
+            ]
+            return [f.result() for f in futures]
+
+
 def measure(config: ThinkConfig) -> list[dict[str, Any]]:
     """Every point at once (the users mostly sleep), on loopback or in one delay line."""
     line_cm: Any = DelayLine(LinkSpec(rtt_ms=config.rtt_ms)) if config.rtt_ms > 0 else None
     points = config.points()
     with line_cm if line_cm is not None else contextlib.nullcontext() as line:
-        site = Site(line)
-        with ThreadPoolExecutor(max_workers=len(points)) as pool:
-            futures = [pool.submit(measure_point, site, config, p) for p in points]
-            rows = [f.result() for f in futures]
+        rows = measure_points(Site(line), config, points)
     for row in rows:
         progress(PROG, point_line(row))
     return rows
@@ -436,8 +450,12 @@ def parse(argv: list[str]) -> tuple[ThinkConfig, Path]:
     parser.add_argument("--rtt", type=float, default=0.0, help="ms; > 0 uses the delay line (root)")
     parser.add_argument("--server", default="aiohttp", help="reference server (default aiohttp)")
     parser.add_argument("--means", help="mean think times m, s (default 0.5,1,2; quick 0.5,1)")
-    parser.add_argument("--timeouts", help="server timeouts T >= 1, s (default 1,1.5,2,3,4,6)")
-    parser.add_argument("--seconds", type=float, help="per point, all at once (default 100)")
+    parser.add_argument(
+        "--timeouts", help="server timeouts T >= 1, s (default 1,1.5,2,3,4,6; quick 1,3)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, help="per point, all at once (default 100, quick 12)"
+    )
     parser.add_argument("--max", default="10", help="keep-alive max points (N), comma-separated")
     parser.add_argument("--gaps", type=int, help="gaps per point the users are sized for")
     parser.add_argument("--seed", type=int, default=1)
@@ -452,13 +470,13 @@ def parse(argv: list[str]) -> tuple[ThinkConfig, Path]:
         config = ThinkConfig(
             means_s=_floats(args.means or ("0.5,1" if quick else "0.5,1,2"), "--means"),
             timeouts_s=_floats(
-                args.timeouts or ("1,2,3" if quick else "1,1.5,2,3,4,6"), "--timeouts"
+                args.timeouts or ("1,3" if quick else "1,1.5,2,3,4,6"), "--timeouts"
             ),  # fmt: skip
-            seconds=args.seconds if args.seconds is not None else (15.0 if quick else 100.0),
+            seconds=args.seconds if args.seconds is not None else (12.0 if quick else 100.0),
             rtt_ms=args.rtt,
             server=server,
             max_requests=tuple(int(v) for v in args.max.split(",") if v.strip()),
-            gaps_per_point=args.gaps if args.gaps is not None else (2000 if quick else 6000),
+            gaps_per_point=args.gaps if args.gaps is not None else (1800 if quick else 6000),
             seed=args.seed,
         )
     except (ScenarioError, OptionsError) as exc:
