@@ -1,6 +1,6 @@
 """benchmarks.scenarios.thinktime: the model's arithmetic, then one real point against it.
 
-The real point: aiohttp with T = 2 s, users of mean think m = 1 s (P(reuse) = 1 - e^-2), a fixed
+The real point: uvloop with T = 2 s, users of mean think m = 1 s (P(reuse) = 1 - e^-2), a fixed
 seed, at least 2,000 gaps from a few hundred users at once (about 20 s), and the server's reuse
 fraction within 4 sigma of the model.
 """
@@ -91,7 +91,7 @@ def test_config_refuses_what_cannot_run() -> None:
 
 def test_measured_reuse_agrees_with_the_model_within_4_sigma() -> None:
     config = ThinkConfig(means_s=(1.0,), timeouts_s=(2.0,), seconds=10.0, max_requests=(),
-                         server=ServerName.AIOHTTP, gaps_per_point=3000, seed=12)  # fmt: skip
+                         server=ServerName.UVLOOP, gaps_per_point=3000, seed=12)  # fmt: skip
     (point,) = config.points()
     assert point == Point(1.0, 2.0, 0, users=334, seed=12)
     (row,) = measure_points(Site(None), config, [point])

@@ -1,6 +1,6 @@
 """`python -m benchmarks thinktime`: the keep-alive timeout against the time between requests.
 
-    python -m benchmarks thinktime [--quick] [--rtt MS] [--server aiohttp] [--means 0.5,1,2]
+    python -m benchmarks thinktime [--quick] [--rtt MS] [--server uvloop] [--means 0.5,1,2]
                                    [--timeouts 1,1.5,2,3,4,6] [--seconds S] [--max N]
 
 Users that wait a random think time between requests (exponential, mean m) keep their
@@ -79,7 +79,7 @@ class ThinkConfig:
     timeouts_s: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
     seconds: float = 100.0
     rtt_ms: float = 0.0  # 0: loopback, no delay line
-    server: ServerName = ServerName.AIOHTTP
+    server: ServerName = ServerName.UVLOOP
     max_requests: tuple[int, ...] = (10,)
     gaps_per_point: int = 6000  # users are sized so that each point sees about this many gaps
     seed: int = 1
@@ -448,7 +448,7 @@ def parse(argv: list[str]) -> tuple[ThinkConfig, Path]:
     parser = OneLineParser(prog=PROG, description="Keep-alive timeout against think time.")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter points (<= 45 s)")
     parser.add_argument("--rtt", type=float, default=0.0, help="ms; > 0 uses the delay line (root)")
-    parser.add_argument("--server", default="aiohttp", help="reference server (default aiohttp)")
+    parser.add_argument("--server", default="uvloop", help="reference server (default uvloop)")
     parser.add_argument("--means", help="mean think times m, s (default 0.5,1,2; quick 0.5,1)")
     parser.add_argument(
         "--timeouts", help="server timeouts T >= 1, s (default 1,1.5,2,3,4,6; quick 1,3)"
