@@ -107,6 +107,8 @@ def test_rate_check_holds_within_one_percent_and_says_why_not() -> None:
     assert not lost.held and "the client's own loop fell behind" in lost.note()
     slots = rate_check(1000.0, 5000, 5000, 800, 900, 5.0, waited_for_slot=700)
     assert "700 starts waited for a free slot" in slots.note()
+    busy = rate_check(1000.0, 5000, 5000, 800, 900, 5.0, waited_for_slot=700, client_cpu_pct=97)
+    assert "client CPU 97% of a core" in busy.note() and "core is saturated" in busy.note()
     failed = rate_check(1000.0, scheduled=5000, started=4000, missed=0, late=0, window_s=5.0)
     assert not failed.held  # a connect that failed started nothing
 

@@ -38,6 +38,7 @@ from benchmarks.clients.shared import Target, error_kind
 
 LATE_NS = 1_000_000  # a start more than 1 ms after its intended time is late
 RATE_TOLERANCE = 0.01  # the started rate within 1% of the scheduled one
+CLIENT_BOUND_PCT = 85.0  # the harness's client-bound line (benchmarks.harness.validity)
 REQUEST_TIMEOUT_S = 30.0
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 _CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
@@ -123,6 +124,7 @@ class RateCheck:
     missed: int
     held: bool
     waited_for_slot: int = 0  # starts that found every slot busy: the server (or C) limits it
+    client_cpu_pct: float | None = None  # the client process's CPU over its batches, % of a core
 
     def note(self) -> str:
         what = (
@@ -130,9 +132,13 @@ class RateCheck:
             f"started {self.achieved_rps:,.1f}/s on time ({self.missed} missed, {self.late} late "
             f"> {LATE_NS / 1e6:g} ms)"
         )
+        if self.client_cpu_pct is not None:
+            what += f", client CPU {self.client_cpu_pct:.0f}% of a core"
         if self.held:
             return f"{what}: rate held within {RATE_TOLERANCE:.0%}"
-        if self.waited_for_slot:
+        if self.client_cpu_pct is not None and self.client_cpu_pct >= CLIENT_BOUND_PCT:
+            why = "the client's core is saturated: the rate is beyond what this client can start"
+        elif self.waited_for_slot:
             why = (f"{self.waited_for_slot} starts waited for a free slot: the server's answers "
                    "(or --concurrency) limit it")  # fmt: skip
         else:
@@ -148,6 +154,7 @@ def rate_check(
     late: int,
     window_s: float,
     waited_for_slot: int = 0,
+    client_cpu_pct: float | None = None,
 ) -> RateCheck:
     """`scheduled` starts were due in `window_s` (summed over batches), `started` were made
     (a failed connect makes none), `missed` of them after the schedule's end. Held when the
@@ -155,7 +162,9 @@ def rate_check(
     scheduled_rps = scheduled / window_s if window_s > 0 else 0.0
     achieved_rps = (started - missed) / window_s if window_s > 0 else 0.0
     held = scheduled > 0 and achieved_rps >= (1 - RATE_TOLERANCE) * scheduled_rps
-    return RateCheck(asked_rps, scheduled_rps, achieved_rps, late, missed, held, waited_for_slot)
+    return RateCheck(
+        asked_rps, scheduled_rps, achieved_rps, late, missed, held, waited_for_slot, client_cpu_pct
+    )
 
 
 # -- the connection ---------------------------------------------------------------------------
@@ -400,11 +409,13 @@ class OpenLoopClient:
             if deadline is not None:
                 self.loop.call_at(deadline / 1e9, tick)
 
-        t0 = self.clock()
+        t0, cpu0 = self.clock(), time.process_time()
         self.loop.call_at(times[0] / 1e9, tick)
         await finished
         out.elapsed_s = (self.clock() - t0) / 1e9
-        out.counts = ledger.counts()
+        out.counts["cpu_us"] = round((time.process_time() - cpu0) * 1e6)
+        out.counts["elapsed_us"] = round(out.elapsed_s * 1e6)
+        out.counts.update(ledger.counts())
         out.counts["scheduled"] = loops
         out.counts["waited_for_slot"] = waited
         out.lateness_max_ns = ledger.lateness_max_ns

@@ -68,6 +68,7 @@ def describe(config: ClientConfig, tally: Tally) -> dict[str, object]:
     check = rate_check(
         config.rate_rps, paced["scheduled"], paced["started"], paced["missed"], paced["late"],
         window_s, paced["waited_for_slot"],
+        100 * paced["cpu_us"] / paced["elapsed_us"] if paced["elapsed_us"] else None,
     )  # fmt: skip
     info |= {"rate_asked": check.asked_rps, "rate_scheduled": round(check.scheduled_rps, 2),
              "rate_achieved": round(check.achieved_rps, 2), "rate_held": check.held,
