@@ -309,6 +309,7 @@ def row_of(
         "latency_p99_ms": round(float(result["latency_p99_ms"]), 3),
         "races": result.get("races", 0), "late_starts": result.get("late", 0),
         "errors": sum(result.get("errors", {}).values()),
+        "error_kinds": ";".join(f"{k}={v}" for k, v in sorted(result.get("errors", {}).items())),
         "closed_idle_timeout": int(after["closed"]["idle_timeout"])
         - int(before["closed"]["idle_timeout"]),
         "closed_max_reached": int(after["closed"]["max_reached"])
