@@ -204,3 +204,19 @@ def test_a_csv_older_than_a_dimension_reads_with_its_before_value(
         read_rows(path)
     monkeypatch.setitem(schema._BEFORE, "tls", 0)
     assert {r.key.tls for r in read_rows(path)} == {0}
+
+
+def test_a_rate_reaches_the_open_loop_client_only() -> None:
+    """RATE is one dimension: open-loop cells at each rate (1000/s when none is given), closed-loop
+    cells once, at 0; the cell's ClientConfig options carry it, its label shows it."""
+    clients = "pyperf-openloop,pyperf-concurrent-raw"
+    cells = build(quick=True, servers="uvloop", modes="pooled", clients=clients,
+                  rate="500,3000").cells()  # fmt: skip
+    keys = [(c.key.client, c.key.rate_rps) for c in cells]
+    assert keys == [("pyperf-openloop", 500.0), ("pyperf-openloop", 3000.0),
+                    ("pyperf-concurrent-raw", 0.0)]  # fmt: skip
+    assert cells[0].key.options(Reach.CLIENT)["rate_rps"] == 500.0
+    assert cells[0].key.label().endswith("rate=500") and "rate" not in cells[2].key.label()
+    (default,) = build(quick=True, servers="uvloop", modes="pooled",
+                       clients="pyperf-openloop").cells()  # fmt: skip
+    assert default.key.rate_rps == 1000.0
