@@ -46,6 +46,9 @@ class ClientKind(enum.StrEnum):
     LOCUST_FASTHTTP = "locust-fasthttp"  # FastHttpUser: PooledUser / UnpooledUser
     LOCUST_REQUESTS = "locust-requests"  # HttpUser: PooledRequestsUser / UnpooledRequestsUser
     PYPERF_SEQUENTIAL = "pyperf-sequential"  # one request at a time (the seed experiment)
+    # The same, and each new connection resumes the previous one's TLS session (no Python HTTP
+    # client does: urllib3/requests, aiohttp and geventhttpclient all start every one afresh).
+    PYPERF_SEQUENTIAL_RESUME = "pyperf-sequential-resume"
     PYPERF_CONCURRENT_RAW = "pyperf-concurrent-raw"  # asyncio Protocol client on uvloop
     PYPERF_CONCURRENT_AIOHTTP = "pyperf-concurrent-aiohttp"  # aiohttp ClientSession
     PYPERF_OPENLOOP = "pyperf-openloop"  # starts on a schedule (--rate), latency from it
@@ -67,8 +70,16 @@ class ClientKind(enum.StrEnum):
         return rate_rps or DEFAULT_RATE_RPS
 
     def connections(self, concurrency: int) -> int:
-        """Connections this client holds at once: the sequential client always uses one."""
-        return 1 if self is ClientKind.PYPERF_SEQUENTIAL else concurrency
+        """Connections this client holds at once: the sequential clients always use one."""
+        return 1 if self in SEQUENTIAL_CLIENTS else concurrency
+
+    @property
+    def resumes_tls(self) -> bool:
+        """Offers the previous connection's TLS session on each new connection."""
+        return self is ClientKind.PYPERF_SEQUENTIAL_RESUME
+
+
+SEQUENTIAL_CLIENTS = frozenset({ClientKind.PYPERF_SEQUENTIAL, ClientKind.PYPERF_SEQUENTIAL_RESUME})
 
 
 class Arrivals(enum.StrEnum):
@@ -134,6 +145,7 @@ LOCUST_USER_CLASSES = {
 
 PYPERF_MODULES = {
     ClientKind.PYPERF_SEQUENTIAL: "benchmarks.clients.pyperf_sequential",
+    ClientKind.PYPERF_SEQUENTIAL_RESUME: "benchmarks.clients.pyperf_sequential_resume",
     ClientKind.PYPERF_CONCURRENT_RAW: "benchmarks.clients.pyperf_concurrent",
     ClientKind.PYPERF_CONCURRENT_AIOHTTP: "benchmarks.clients.pyperf_concurrent",
     ClientKind.PYPERF_OPENLOOP: "benchmarks.clients.pyperf_openloop",
@@ -456,6 +468,9 @@ class ClientResult:
     # TCP connections the client opened over the same span as requests_total (every process):
     # what a target without our counters is judged by. -1: a result written before it counted.
     connections_opened: int = -1
+    # Of those, the ones whose TLS session was resumed (session_reused), over the same span;
+    # -1: a client that never offers a session (every one but pyperf-sequential-resume).
+    tls_resumed: int = -1
     # An open-loop client's schedule against its starts (benchmarks.clients.openloop): scheduled,
     # started, late, missed, the rates, `rate_held` and the `note` the row shows. Empty otherwise.
     open_loop: dict[str, Any] = field(default_factory=dict)

@@ -28,6 +28,8 @@ PROG = "python -m benchmarks.clients.pyperf_openloop"
 class PyperfOpenLoop:
     """The open-loop client as the driver's LoadClient: its batches as `Batch`es."""
 
+    tls_resumed = 0  # never offers a TLS session to resume
+
     def __init__(self, config: ClientConfig, target: Target) -> None:
         self.client = OpenLoopClient(
             target, config.mode, config.concurrency, rate_rps=config.rate_rps,
