@@ -155,7 +155,7 @@ def test_bad_locust_flags_are_refused(argv: list[str], message: str) -> None:
 def test_insecure_reaches_every_pyperf_client_and_reads_back(
     tmp_path: Path, kind: ClientKind
 ) -> None:
-    concurrency = 1 if kind is ClientKind.PYPERF_SEQUENTIAL else 7
+    concurrency = kind.connections(7)  # the sequential clients take no --concurrency
     extra: dict[str, Any] = {"rate_rps": 100.0} if kind.open_loop else {}
     config = _config(tmp_path, kind=kind, insecure=True, concurrency=concurrency, **extra)
     argv = config.command()
