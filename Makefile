@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # The lists are benchmarks.matrix's dimensions and run settings (tests/test_matrix.py checks that
 # they agree).
 BENCH_VALUES   := SERVERS CLIENTS MODES TLS CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS \
-	BANDWIDTH TARGET DURATION WARMUP REPEAT WORKERS
+	BANDWIDTH TARGET RATE DURATION WARMUP REPEAT WORKERS
 BENCH_SWITCHES := QUICK NETNS
 lower = $(subst Z,z,$(subst Y,y,$(subst X,x,$(subst W,w,$(subst V,v,$(subst U,u,$(subst T,t,$(subst S,s,$(subst R,r,$(subst Q,q,$(subst P,p,$(subst O,o,$(subst N,n,$(subst M,m,$(subst L,l,$(subst K,k,$(subst J,j,$(subst I,i,$(subst H,h,$(subst G,g,$(subst F,f,$(subst E,e,$(subst D,d,$(subst C,c,$(subst B,b,$(subst A,a,$(1)))))))))))))))))))))))))))
 flag_of = --$(subst _,-,$(call lower,$(1)))
@@ -19,6 +19,7 @@ BENCH_FLAGS = $(strip $(foreach v,$(BENCH_SWITCHES),$(if $($(v)),$(call flag_of,
 
 .PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
 	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports slots \
+	thinktime \
 	pageload test-pageload-browser
 
 install: $(STAMP)
@@ -115,6 +116,11 @@ race: install
 	$(PY) -m benchmarks race $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
 	  $(if $(SERVER),--server $(SERVER)) $(if $(KEEPALIVE_TIMEOUT),--timeout $(KEEPALIVE_TIMEOUT)) \
 	  $(if $(CLIENTS),--clients $(CLIENTS)))
+# Open-loop users' think time against the keep-alive timeout (issue 12): reuse against the model,
+# its cost in idle connections and memory. QUICK=1 (<= 45 s), RTT= over the delay line (root).
+thinktime: install
+	$(PY) -m benchmarks thinktime $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
+	  $(if $(SERVER),--server $(SERVER)) $(if $(SEED),--seed $(SEED)))
 ports: install
 	$(PY) -m benchmarks ports $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
 	  $(if $(SERVER),--server $(SERVER)) $(if $(PORTS),--ports $(PORTS)))

@@ -36,6 +36,10 @@ COMMANDS = {
     "race": ("benchmarks.scenarios.race", "the idle-timeout race per client library, nginx's 502s"),
     "ports": ("benchmarks.scenarios.ports", "unpooled load against the ephemeral port range"),
     "slots": ("benchmarks.scenarios.slots", "the 101st connection: N slots held by keep-alive"),
+    "thinktime": (
+        "benchmarks.scenarios.thinktime",
+        "open-loop users' think time against the keep-alive timeout: reuse, cost",
+    ),
     "conformance-report": (
         "benchmarks.conformance.cli",
         "the conformance suite against nginx and Node, next to ours",

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.clients.contract import ClientKind, Mode
+from benchmarks.clients.contract import DEFAULT_RATE_RPS, ClientKind, Mode
 from benchmarks.common import UsageError
 
 if TYPE_CHECKING:
@@ -354,6 +354,18 @@ class CellKey:
             "CPU from that namespace's kernel and the command's pid); empty otherwise. Part of "
             "the cell key: rows of two targets are never one cell",
             parse=str.strip, default=lambda: ("",), label="target", before="", after="note",
+        )
+    )  # fmt: skip
+    rate_rps: float = field(
+        default=0.0,
+        metadata=dimension(
+            flag="--rate",
+            help="starts per second of open-loop clients (pyperf-openloop; default "
+            f"{DEFAULT_RATE_RPS:g}); closed-loop clients ignore it",
+            doc="open-loop client's scheduled starts per second (0: a closed-loop client)",
+            parse=at_least(float, 0, "--rate", "a number of starts per second >= 0"),
+            default=lambda: (0.0,), label="rate", before=0.0, after="target_url",
+            reach=Reach.CLIENT, option="rate_rps",
         )
     )  # fmt: skip
 

@@ -4,6 +4,7 @@ once (the model is servers/options.py: to_argv and parse_args side by side)."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ import pytest
 
 from benchmarks.clients.contract import (
     PYPERF_MODULES,
-    SEQUENTIAL_CLIENTS,
+    Arrivals,
     ClientConfig,
     ClientKind,
     LocustSettings,
     Mode,
+    ThinkTime,
     add_locust_arguments,
     parse_pyperf_args,
 )
@@ -38,7 +40,8 @@ def test_a_pyperf_command_reads_back_as_the_same_config(tmp_path: Path, kind: Cl
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     concurrency = kind.connections(7)  # the sequential clients take no --concurrency
-    config = _config(tmp_path, kind=kind, ca_path=ca, concurrency=concurrency)
+    extra: dict[str, Any] = {"rate_rps": 250.5} if kind.open_loop else {}
+    config = _config(tmp_path, kind=kind, ca_path=ca, concurrency=concurrency, **extra)
     argv = config.command()
     assert argv[1:3] == ["-m", PYPERF_MODULES[kind]]
     parsed, parts_dir, rest = parse_pyperf_args(PYPERF_MODULES[kind], [*argv[3:], "--worker"])
@@ -46,8 +49,44 @@ def test_a_pyperf_command_reads_back_as_the_same_config(tmp_path: Path, kind: Cl
 
 
 @pytest.mark.parametrize(
+    "extra",
+    [
+        {"rate_rps": 40.0, "arrivals": Arrivals.POISSON, "seed": 9},
+        {"mode": Mode.POOLED, "think": ThinkTime.parse("exp:0.5")},
+        {"mode": Mode.POOLED, "think": ThinkTime.parse("uniform:1-2.5"), "seed": 3},
+    ],
+)
+def test_open_loop_flags_read_back(tmp_path: Path, extra: dict[str, Any]) -> None:
+    config = _config(tmp_path, kind=ClientKind.PYPERF_OPENLOOP, **extra)
+    module = PYPERF_MODULES[ClientKind.PYPERF_OPENLOOP]
+    parsed, _, rest = parse_pyperf_args(module, config.command()[3:])
+    assert parsed == config and rest == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("exp", "--think must be exp:MEAN, const:SECONDS or uniform:LOW-HIGH, got 'exp'"),
+        ("gauss:1", "--think must be exp:MEAN, const:SECONDS or uniform:LOW-HIGH"),
+        ("uniform:3-1", "--think: seconds must be finite, >= 0 and in order, got 'uniform:3-1'"),
+        ("exp:-1", "--think: seconds must be finite, >= 0 and in order"),
+    ],
+)
+def test_a_think_time_that_cannot_be_drawn_is_refused(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        ThinkTime.parse(text)
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        ({"kind": ClientKind.PYPERF_OPENLOOP}, "pyperf-openloop needs --rate > 0"),
+        ({"rate_rps": 100.0}, "--rate and --think are for pyperf-openloop, not pyperf-concurrent"),
+        (
+            {"kind": ClientKind.PYPERF_OPENLOOP, "think": ThinkTime("exp", 1.0)},
+            "--think (per-user load) keeps each user's connection: pooled only",
+        ),
+        ({"kind": ClientKind.PYPERF_OPENLOOP, "rate_rps": float("inf")}, "--rate must be between"),
         ({"concurrency": 0}, "--concurrency must be between 1 and 10000, got 0"),
         ({"duration_s": float("nan")}, "--duration must be a finite number > 0, got nan"),
         ({"warmup_s": -1.0}, "--warmup must be a finite number >= 0, got -1"),
@@ -60,7 +99,7 @@ def test_a_pyperf_command_reads_back_as_the_same_config(tmp_path: Path, kind: Cl
 def test_a_config_that_cannot_run_is_refused(
     tmp_path: Path, overrides: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(UsageError, match=f"^{message}"):
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}"):
         _config(tmp_path, **overrides)
 
 
@@ -116,8 +155,9 @@ def test_bad_locust_flags_are_refused(argv: list[str], message: str) -> None:
 def test_insecure_reaches_every_pyperf_client_and_reads_back(
     tmp_path: Path, kind: ClientKind
 ) -> None:
-    concurrency = 1 if kind in SEQUENTIAL_CLIENTS else 7
-    config = _config(tmp_path, kind=kind, insecure=True, concurrency=concurrency)
+    concurrency = kind.connections(7)  # the sequential clients take no --concurrency
+    extra: dict[str, Any] = {"rate_rps": 100.0} if kind.open_loop else {}
+    config = _config(tmp_path, kind=kind, insecure=True, concurrency=concurrency, **extra)
     argv = config.command()
     assert "--insecure" in argv
     parsed, _, _ = parse_pyperf_args(PYPERF_MODULES[kind], argv[3:])

@@ -480,7 +480,9 @@ def test_rows_of_two_targets_are_never_one_cell(tmp_path):
     assert "/" not in one[0].key.slug() and ":" not in one[0].key.slug()
     path = write(tmp_path / "old.csv", reps(STEADY))
     lines = path.read_text().splitlines()
-    at = lines[0].split(",").index("target_url")
-    assert at == len(lines[0].split(",")) - 1  # last: the committed columns keep their order
-    path.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    header = lines[0].split(",")
+    at = header.index("target_url")
+    # after the committed columns, which keep their order; only rate_rps was added after it
+    assert header[at - 1] == "note" and header[at + 1 :] == ["rate_rps"]
+    path.write_text("\n".join(line.rsplit(",", 2)[0] for line in lines) + "\n")
     assert {r.key.target_url for r in read_rows(path)} == {""}

@@ -50,7 +50,7 @@ KEY = CellKey("uvloop", "pyperf-concurrent-raw", "pooled", "none", 16, 5.0, 100)
 
 
 # Columns added since, at the end (older files read without them)
-ADDED_COLUMNS = ("target_url",)
+ADDED_COLUMNS = ("target_url", "rate_rps")
 
 
 def test_columns_are_the_committed_ones_in_order() -> None:
@@ -138,6 +138,7 @@ def test_labels_slugs_and_options() -> None:
     }  # fmt: skip
     assert KEY.options(Reach.CLIENT) == {
         "kind": ClientKind.PYPERF_CONCURRENT_RAW, "mode": Mode.POOLED, "concurrency": 16,
+        "rate_rps": 0.0,
     }  # fmt: skip
     assert type(KEY.options(Reach.SERVER)["name"]) is ServerName  # a CSV's text -> the enum
 
@@ -227,3 +228,19 @@ def test_tls_is_a_list_of_versions_and_old_switch_values_read_as_before(tmp_path
         csv.writer(fh).writerows(records[:3])
     with pytest.raises(SchemaError, match="bad value for tls: '1.1'"):
         read_rows(path)
+
+
+def test_a_rate_reaches_the_open_loop_client_only() -> None:
+    """RATE is one dimension: open-loop cells at each rate (1000/s when none is given), closed-loop
+    cells once, at 0; the cell's ClientConfig options carry it, its label shows it."""
+    clients = "pyperf-openloop,pyperf-concurrent-raw"
+    cells = build(quick=True, servers="uvloop", modes="pooled", clients=clients,
+                  rate="500,3000").cells()  # fmt: skip
+    keys = [(c.key.client, c.key.rate_rps) for c in cells]
+    assert keys == [("pyperf-openloop", 500.0), ("pyperf-openloop", 3000.0),
+                    ("pyperf-concurrent-raw", 0.0)]  # fmt: skip
+    assert cells[0].key.options(Reach.CLIENT)["rate_rps"] == 500.0
+    assert cells[0].key.label().endswith("rate=500") and "rate" not in cells[2].key.label()
+    (default,) = build(quick=True, servers="uvloop", modes="pooled",
+                       clients="pyperf-openloop").cells()  # fmt: skip
+    assert default.key.rate_rps == 1000.0

@@ -8,4 +8,6 @@ pyperf_sequential  one request at a time over http.client (the seed experiment)
 pyperf_sequential_resume  the same, each new connection resuming the last TLS session
 pyperf_concurrent  C connections at once: the raw Protocol client or aiohttp
 raw_client         the wrk-like asyncio Protocol client on uvloop
+openloop           open-loop load on stdlib asyncio: scheduled starts or users with think times
+pyperf_openloop    the open-loop client under pyperf (pyperf-openloop)
 """

@@ -14,6 +14,7 @@ import argparse
 import enum
 import json
 import math
+import random
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,10 +51,23 @@ class ClientKind(enum.StrEnum):
     PYPERF_SEQUENTIAL_RESUME = "pyperf-sequential-resume"
     PYPERF_CONCURRENT_RAW = "pyperf-concurrent-raw"  # asyncio Protocol client on uvloop
     PYPERF_CONCURRENT_AIOHTTP = "pyperf-concurrent-aiohttp"  # aiohttp ClientSession
+    PYPERF_OPENLOOP = "pyperf-openloop"  # starts on a schedule (--rate), latency from it
+
+    @property
+    def open_loop(self) -> bool:
+        """Paced by a schedule, not by responses: the only kind a rate applies to."""
+        return self is ClientKind.PYPERF_OPENLOOP
 
     @property
     def is_locust(self) -> bool:
         return self.value.startswith("locust")
+
+    def rate(self, rate_rps: float) -> float:
+        """The rate a cell of this client runs at: none for a closed-loop client, the default
+        for an open-loop one when the matrix gives none."""
+        if not self.open_loop:
+            return 0.0
+        return rate_rps or DEFAULT_RATE_RPS
 
     def connections(self, concurrency: int) -> int:
         """Connections this client holds at once: the sequential clients always use one."""
@@ -68,6 +82,60 @@ class ClientKind(enum.StrEnum):
 SEQUENTIAL_CLIENTS = frozenset({ClientKind.PYPERF_SEQUENTIAL, ClientKind.PYPERF_SEQUENTIAL_RESUME})
 
 
+class Arrivals(enum.StrEnum):
+    CONSTANT = "constant"  # t0 + i / R
+    POISSON = "poisson"  # exponential gaps of mean 1 / R
+
+
+@dataclass(frozen=True)
+class ThinkTime:
+    """A user's wait between a response and its next request, in seconds."""
+
+    kind: str  # exp, const or uniform
+    a: float  # exp: mean; const: the value; uniform: low
+    b: float = 0.0  # uniform: high
+
+    @classmethod
+    def parse(cls, text: str) -> ThinkTime:
+        """`exp:MEAN`, `const:SECONDS` or `uniform:LOW-HIGH`; UsageError (one line) otherwise."""
+        kind, _, value = text.partition(":")
+        try:
+            if kind == "uniform":
+                low, high = (float(v) for v in value.split("-", 1))
+                think = cls(kind, low, high)
+            elif kind in ("exp", "const"):
+                think = cls(kind, float(value))
+            else:
+                raise ValueError(kind)
+        except ValueError:
+            raise UsageError(
+                f"--think must be exp:MEAN, const:SECONDS or uniform:LOW-HIGH, got {text!r}"
+            ) from None
+        if not all(math.isfinite(v) and v >= 0 for v in (think.a, think.b)) or (
+            kind == "uniform" and think.b < think.a
+        ):
+            raise UsageError(f"--think: seconds must be finite, >= 0 and in order, got {text!r}")
+        return think
+
+    @property
+    def mean_s(self) -> float:
+        return (self.a + self.b) / 2 if self.kind == "uniform" else self.a
+
+    def draw(self, rng: random.Random) -> float:
+        if self.kind == "exp":
+            return rng.expovariate(1 / self.a) if self.a > 0 else 0.0
+        if self.kind == "uniform":
+            return rng.uniform(self.a, self.b)
+        return self.a
+
+    def __str__(self) -> str:
+        return (
+            f"uniform:{self.a:g}-{self.b:g}"
+            if self.kind == "uniform"
+            else f"{self.kind}:{self.a:g}"
+        )
+
+
 LOCUST_USER_CLASSES = {
     (ClientKind.LOCUST_FASTHTTP, Mode.POOLED): "PooledUser",
     (ClientKind.LOCUST_FASTHTTP, Mode.UNPOOLED): "UnpooledUser",
@@ -80,7 +148,10 @@ PYPERF_MODULES = {
     ClientKind.PYPERF_SEQUENTIAL_RESUME: "benchmarks.clients.pyperf_sequential_resume",
     ClientKind.PYPERF_CONCURRENT_RAW: "benchmarks.clients.pyperf_concurrent",
     ClientKind.PYPERF_CONCURRENT_AIOHTTP: "benchmarks.clients.pyperf_concurrent",
+    ClientKind.PYPERF_OPENLOOP: "benchmarks.clients.pyperf_openloop",
 }
+DEFAULT_RATE_RPS = 1000.0  # an open-loop cell's rate when the matrix gives none
+MAX_RATE_RPS = 1e6
 
 
 PYPERF_VARIANTS = {  # `--variant` of benchmarks.clients.pyperf_concurrent
@@ -108,6 +179,12 @@ class ClientConfig:
     ca_path: Path | None = None  # CA to trust for https URLs
     insecure: bool = False  # https without verifying the certificate (a target's own choice)
     workers: int = 1  # Locust worker processes (--processes); the pyperf clients ignore it
+    # Open loop only (pyperf-openloop): starts per second, how they are spaced, and per-user
+    # think times instead (`concurrency` users, each on its own connection).
+    rate_rps: float = 0.0
+    arrivals: Arrivals = Arrivals.CONSTANT
+    think: ThinkTime | None = None
+    seed: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
@@ -121,10 +198,23 @@ class ClientConfig:
         check_verification("--ca", "--insecure", self.ca_path, self.insecure)
         if not 1 <= self.workers <= MAX_WORKERS:
             raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
+        self._check_open_loop()
         try:
             split_http_url(self.url)
         except UsageError as exc:
             raise UsageError(f"--url: {exc}") from None
+
+    def _check_open_loop(self) -> None:
+        if not (math.isfinite(self.rate_rps) and 0 <= self.rate_rps <= MAX_RATE_RPS):
+            raise UsageError(f"--rate must be between 0 and {MAX_RATE_RPS:g}, got {self.rate_rps}")
+        if not self.kind.open_loop:
+            if self.rate_rps or self.think is not None:
+                raise UsageError(f"--rate and --think are for pyperf-openloop, not {self.kind}")
+            return
+        if self.think is None and self.rate_rps <= 0:
+            raise UsageError("pyperf-openloop needs --rate > 0 (or --think for per-user load)")
+        if self.think is not None and self.mode is not Mode.POOLED:
+            raise UsageError("--think (per-user load) keeps each user's connection: pooled only")
 
     def command(self) -> list[str]:
         """The full argv of the client process."""
@@ -142,6 +232,10 @@ class ClientConfig:
                 "--concurrency",
                 str(self.concurrency),
             ]
+        if self.kind.open_loop:
+            args += ["--concurrency", str(self.concurrency), "--rate", repr(self.rate_rps),
+                     "--arrivals", self.arrivals.value, "--seed", str(self.seed)]  # fmt: skip
+            args += ["--think", str(self.think)] if self.think is not None else []
         args += [
             "--url", self.url, "--mode", self.mode.value, "--path", self.path,
             "--duration", seconds_text(self.duration_s), "--warmup", seconds_text(self.warmup_s),
@@ -219,6 +313,8 @@ def pyperf_parser(module: str, description: str = "") -> OneLineParser:
         parser.add_argument(
             "--concurrency", type=int, required=True, help="connections in parallel"
         )
+    if module == PYPERF_MODULES[ClientKind.PYPERF_OPENLOOP]:
+        add_open_loop_arguments(parser)
     parser.add_argument("--url", required=True, help="server base URL, http:// or https://")
     parser.add_argument("--mode", required=True, choices=[m.value for m in Mode])
     parser.add_argument("--path", default="/", help="request path (default %(default)s)")
@@ -231,6 +327,25 @@ def pyperf_parser(module: str, description: str = "") -> OneLineParser:
     )
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)  # main -> workers
     return parser
+
+
+def add_open_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """pyperf-openloop's own flags (also the thinktime scenario client's)."""
+    parser.add_argument(
+        "--concurrency", type=int, required=True,
+        help="requests in flight at most (rate mode), or users (with --think)",
+    )  # fmt: skip
+    parser.add_argument("--rate", type=float, default=0.0, help="starts per second (rate mode)")
+    parser.add_argument(
+        "--arrivals", choices=[a.value for a in Arrivals], default=Arrivals.CONSTANT.value,
+        help="constant spacing or Poisson arrivals (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1, help="of the Poisson and think draws")
+    parser.add_argument(
+        "--think", type=ThinkTime.parse,
+        help="per-user load instead: each user waits exp:MEAN, const:S or uniform:LOW-HIGH "
+        "seconds after each response",
+    )  # fmt: skip
 
 
 def parse_pyperf_args(
@@ -247,11 +362,17 @@ def parse_pyperf_args(
         config = ClientConfig(
             kind=kind, url=ns.url, mode=Mode(ns.mode), concurrency=getattr(ns, "concurrency", 1),
             duration_s=ns.duration, output=ns.output, warmup_s=ns.warmup, path=ns.path,
-            ca_path=ns.ca, insecure=ns.insecure,
+            ca_path=ns.ca, insecure=ns.insecure, **_open_loop_options(ns),
         )  # fmt: skip
     except UsageError as exc:
         parser.error(str(exc))
     return config, ns.parts_dir, rest
+
+
+def _open_loop_options(ns: argparse.Namespace) -> dict[str, Any]:
+    if not hasattr(ns, "rate"):
+        return {}
+    return dict(rate_rps=ns.rate, arrivals=Arrivals(ns.arrivals), think=ns.think, seed=ns.seed)
 
 
 @dataclass(frozen=True)
@@ -350,6 +471,9 @@ class ClientResult:
     # Of those, the ones whose TLS session was resumed (session_reused), over the same span;
     # -1: a client that never offers a session (every one but pyperf-sequential-resume).
     tls_resumed: int = -1
+    # An open-loop client's schedule against its starts (benchmarks.clients.openloop): scheduled,
+    # started, late, missed, the rates, `rate_held` and the `note` the row shows. Empty otherwise.
+    open_loop: dict[str, Any] = field(default_factory=dict)
     format: int = RESULT_FORMAT
 
     @property

@@ -53,6 +53,9 @@ class Batch:
     elapsed_s: float
     latencies_ns: list[int] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    # An open-loop client's start counts (added up across batches and workers) and maxima
+    paced: Counter[str] = field(default_factory=Counter)
+    paced_max: Counter[str] = field(default_factory=Counter)
 
 
 class LoadClient(Protocol):
@@ -76,6 +79,8 @@ class ClientSpec:
     description: str  # the first line of its --help
     bench_name: Callable[[ClientConfig], str]
     make_client: Callable[[ClientConfig, Target], LoadClient]
+    # The result's `open_loop` from the merged paced counts (open-loop clients only)
+    describe: Callable[[ClientConfig, Tally], dict[str, object]] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,9 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
     if reason is not None:
         fail(spec.prog, reason)
     client = spec.make_client(config, target)
+    # An open-loop client's pace is its schedule's, not the server's: probe until one request
+    # succeeded (reachable), then size the loops from that pace.
+    paced = getattr(client, "paced_seconds_per_loop", None)
     sent, elapsed, ok, loops = 0, 0.0, 0, 1
     errors: Counter[str] = Counter()
     try:
@@ -152,6 +160,8 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
             errors.update(batch.errors)
             if not batch.latencies_ns:  # a server that fails every request fails fast
                 break
+            if paced is not None:
+                break
             loops *= 2
     finally:
         client.close()
@@ -159,7 +169,7 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
         kinds = ", ".join(f"{k} x{n}" for k, n in errors.most_common(3))
         where = f"{config.url}{config.path}"
         fail(spec.prog, f"no request to {where} succeeded while probing ({kinds})")
-    return elapsed / sent, sent, client
+    return (paced if paced is not None else elapsed / sent), sent, client
 
 
 def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
@@ -188,6 +198,8 @@ def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args
     pyperf_json = output.with_name(output.name + ".pyperf.json")
     bench.dump(str(pyperf_json), replace=True)
     result = _result(config.kind.value, config.mode.value, tally, workers, [str(pyperf_json)])
+    if spec.describe is not None:
+        result = replace(result, open_loop=spec.describe(config, tally))
     result.write(output)
     print(_summary_line(spec.bench_name(config), result))
     return 0
@@ -220,12 +232,14 @@ def _summary_line(name: str, result: ClientResult) -> str:
     rps = result.throughput_rps
     us_per_request = 1e6 / rps if rps else float("nan")
     lat = result.latency_us
-    return (
+    line = (
         f"{name}: {us_per_request:.1f} us per request, {rps:,.0f} req/s; latency p50 "
         f"{lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, max {lat['max']:.0f} us; "
         f"{result.requests} requests, {result.errors} errors in {result.elapsed_s:.2f} s"
         + _resumed_text(result)
     )
+    note = result.open_loop.get("note")
+    return f"{line}; {note}" if note else line
 
 
 def _resumed_text(result: ClientResult) -> str:
@@ -255,6 +269,7 @@ def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args:
             tally.elapsed_s += batch.elapsed_s
             tally.add_errors(batch.errors)
             tally.record_latencies_ns(batch.latencies_ns)
+            tally.add_paced(batch.paced, batch.paced_max)
         calls += 1
         return batch.elapsed_s
 

@@ -116,6 +116,13 @@ class Tally:
     tls_resumed: int = 0  # of those, the ones whose TLS session was resumed (resuming clients)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
+    paced: Counter[str] = field(default_factory=Counter)  # open loop: counts, added up
+    paced_max: Counter[str] = field(default_factory=Counter)  # open loop: maxima
+
+    def add_paced(self, counts: Counter[str], maxima: Counter[str]) -> None:
+        self.paced.update(counts)
+        for key, value in maxima.items():
+            self.paced_max[key] = max(self.paced_max[key], value)
 
     def record_latencies_ns(self, latencies_ns: Iterable[int]) -> None:
         """Bulk-record after the clock stopped: identical values are recorded once, with a count."""
@@ -137,6 +144,8 @@ class Tally:
             "tls_resumed": self.tls_resumed,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
+            "paced": dict(self.paced),
+            "paced_max": dict(self.paced_max),
         }
 
     @classmethod
@@ -150,6 +159,8 @@ class Tally:
             tls_resumed=data.get("tls_resumed", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
+            paced=Counter(data.get("paced", {})),
+            paced_max=Counter(data.get("paced_max", {})),
         )
 
     def merge(self, other: Tally) -> None:
@@ -162,6 +173,7 @@ class Tally:
         self.tls_resumed += other.tls_resumed
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
+        self.add_paced(other.paced, other.paced_max)
 
 
 def dump_part(parts_dir: Path, tally: Tally) -> None:

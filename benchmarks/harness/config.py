@@ -177,6 +177,7 @@ def expand(config: RunConfig) -> list[Cell]:
         for values in itertools.product(*(config.values(d.column) for d in order)):
             key = CellKey(**{d.column: v for d, v in zip(order, values, strict=True)})
             key = replace(key, concurrency=effective_concurrency(key.client, key.concurrency))
+            key = replace(key, rate_rps=ClientKind(key.client).rate(key.rate_rps))
             if key.loopback:  # loss and bandwidth are the delay line's: none on loopback
                 key = replace(key, loss_pct=0.0, bandwidth_mbit=0.0)
             if key not in seen:

@@ -159,6 +159,8 @@ def status_and_notes(
     """`ok` or `ports-exhausted`, and the note's parts, most important first."""
     result = m.result
     notes = [verdict.reason] if verdict.reason else []
+    if result.open_loop.get("note"):  # the asked rate held or not: as important as validity
+        notes.append(str(result.open_loop["note"]))
     if load.contended and load.contended != verdict.reason:
         notes.append(load.contended)
     exhausted = sum(n for kind, n in result.error_kinds.items() if PORTS_EXHAUSTED.search(kind))
