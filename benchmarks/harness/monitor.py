@@ -19,12 +19,18 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.harness.procs import ClientProcess, ServerCpu, own_cpu_s, tree_cpu_s
+from benchmarks.harness.procs import ClientProcess, ServerCpu, tree_cpu_s
 from benchmarks.harness.sockets import PROC_NET, SocketCounts, socket_counts
 from servers.launch import ControlClient, ControlError
 
 INTERVAL_S = 0.2
 MIN_INTERIOR = 5  # busy intervals (1 s) needed before edge intervals are dropped
+# A load window starts when a process joins the client's tree (a pyperf worker, a Locust
+# worker): its connections open within a second, and a short window may end before the next
+# 5 Hz tick. So for WINDOW_START_S after a new process is seen, samples come every
+# WINDOW_INTERVAL_S: every window is sampled while it runs, whatever its length.
+WINDOW_START_S = 1.0
+WINDOW_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class Sample:
     requests_served: int
     server_cpu_s: float
     client_cpu_s: float
-    harness_cpu_s: float = 0.0  # this process (the monitor thread is most of it)
+    harness_cpu_s: float = 0.0  # this process, all threads (the monitor thread is most of it)
     core_busy_s: dict[int, float] = field(default_factory=dict)  # busy seconds of each CPU
 
 
@@ -71,7 +77,6 @@ class Monitor:
     def start(self) -> None:
         pid = self.server_pid
         self._server = ServerCpu(psutil.Process(pid)) if pid is not None else None
-        self._self = psutil.Process()
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
         self._thread.start()
 
@@ -97,6 +102,8 @@ class Monitor:
         client_cpu = 0.0
         load_start: float | None = None
         last_requests = -1
+        members: set[int] = set()
+        burst_until = 0.0
         while not self._stop.is_set():
             if not self.server_alive():
                 self.server_died = True
@@ -111,8 +118,13 @@ class Monitor:
                 self.last_control_error = f"{type(exc).__name__}: {exc}"[:120]
                 self._stop.wait(INTERVAL_S)
                 continue
-            client_cpu = max(client_cpu, tree_cpu_s(self.client.remember_tree()))
-            sample = Sample(t, requests, server_cpu, client_cpu, own_cpu_s(self._self), core_busy())
+            tree = self.client.remember_tree()
+            pids = {p.pid for p in tree}
+            if not pids <= members:  # a new client process: a load window is starting
+                burst_until = t + WINDOW_START_S
+            members |= pids
+            client_cpu = max(client_cpu, tree_cpu_s(tree))
+            sample = Sample(t, requests, server_cpu, client_cpu, time.process_time(), core_busy())
             self.samples.append(sample)
             if last_requests >= 0 and requests > last_requests and load_start is None:
                 load_start = t
@@ -123,7 +135,8 @@ class Monitor:
                 and t - load_start >= self.snapshot_after_s
             ):
                 self.sockets = socket_counts(self.port, self.proc_net)
-            self._stop.wait(max(0.0, INTERVAL_S - (time.monotonic() - t)))
+            interval = WINDOW_INTERVAL_S if t < burst_until else INTERVAL_S
+            self._stop.wait(max(0.0, interval - (time.monotonic() - t)))
 
 
 def core_busy() -> dict[int, float]:
