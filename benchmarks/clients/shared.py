@@ -118,9 +118,9 @@ class Tally:
         """Bulk-record after the clock stopped: each distinct microsecond once, with a count.
 
         Nanosecond values are nearly all distinct, so they are floored to microseconds first,
-        in C (`map` with `operator.floordiv`, counted by `Counter`'s C loop): one `record_value`
-        (Python) per distinct microsecond instead of one per request; it runs on the client's
-        core, so it is CPU the client does not spend sending."""
+        in C (`map` with `operator.floordiv`, counted by `Counter`'s C loop), then recorded once
+        per distinct microsecond (`latency.record_counts`) instead of once per request; it runs
+        on the client's core, so it is CPU the client does not spend sending."""
         _record_ns(self.hist, latencies_ns)
 
     def add_errors(self, kinds: Counter[str]) -> None:
@@ -163,8 +163,7 @@ class Tally:
 
 def _record_ns(hist: Any, values_ns: Iterable[int]) -> None:
     """Nanoseconds into a microsecond histogram: floored in C, each distinct value once."""
-    for us, count in Counter(map(floordiv, values_ns, repeat(1000))).items():
-        hist.record_value(min(max(us, latency.LOWEST_US), latency.HIGHEST_US), count)
+    latency.record_counts(hist, Counter(map(floordiv, values_ns, repeat(1000))))
 
 
 def dump_part(parts_dir: Path, tally: Tally) -> None:
