@@ -353,6 +353,11 @@ TCP6 = """\
 
 def test_parse_tcp_table_counts_the_server_port_only() -> None:
     assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1)
+    # The port's digits elsewhere in a line (queues, timers) are not a port; a connection to
+    # itself counts as the server's end, and as a held client end, as it always did.
+    lookalike = "   9: 0100007F:0050 0100007F:A2C8 01 00001F90:00001F90 00:00001F90 00000000\n"
+    itself = "  10: 0100007F:1F90 0100007F:1F90 06 00000000:00000000 03:00000F3A 00000000\n"
+    assert parse_tcp_table(TCP + lookalike + itself, 0x1F90) == SocketCounts(1, 2, 1, 1)
     assert parse_tcp_table(TCP6, 0x1F90) == SocketCounts(0, 1, 0)
     assert parse_tcp_table(TCP, 1234) == SocketCounts()
 
