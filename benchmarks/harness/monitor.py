@@ -26,12 +26,14 @@ from servers.launch import ControlClient, ControlError
 INTERVAL_S = 0.2
 MIN_INTERIOR = 5  # busy intervals (1 s) needed before edge intervals are dropped
 # A load window starts when a process joins the client's tree (a pyperf worker, a Locust
-# worker): its connections open within a second, and a short window may end before the next
-# 5 Hz tick. Against a target (no server counters: the peak of open connections is what the
-# samples of /proc/net/tcp see), samples come every WINDOW_INTERVAL_S for WINDOW_START_S after
-# a new process is seen, so every window is sampled while it runs, whatever its length. Our
-# servers count their own peak, so their cells keep the 5 Hz timer alone.
+# worker) and has started up (imports: seconds on a crowded machine); a short window may then
+# end between two 5 Hz ticks. Against a target (no server counters: the peak of open
+# connections is what the samples of /proc/net/tcp see), samples come every WINDOW_INTERVAL_S
+# from a new process's appearance until WINDOW_START_S after the first sample with traffic
+# (at most WINDOW_WAIT_S in all), so every window is sampled while it runs, whatever its
+# length. Our servers count their own peak: their cells keep the 5 Hz timer alone.
 WINDOW_START_S = 1.0
+WINDOW_WAIT_S = 5.0
 WINDOW_INTERVAL_S = 0.05
 
 
@@ -105,7 +107,7 @@ class Monitor:
         load_start: float | None = None
         last_requests = -1
         members: set[int] = set()
-        burst_until = 0.0
+        burst_until, waiting = 0.0, False  # dense sampling until; no traffic seen in it yet
         while not self._stop.is_set():
             if not self.server_alive():
                 self.server_died = True
@@ -122,13 +124,16 @@ class Monitor:
                 continue
             tree = self.client.remember_tree()
             pids = {p.pid for p in tree}
-            if not pids <= members and self.control is None:  # a window starts: see
-                burst_until = t + WINDOW_START_S  # WINDOW_START_S (our servers count the peak)
+            moved = 0 <= last_requests < requests
+            if not pids <= members and self.control is None:  # a window will start: see
+                burst_until, waiting = t + WINDOW_WAIT_S, True  # WINDOW_START_S
+            elif waiting and moved:
+                burst_until, waiting = min(burst_until, t + WINDOW_START_S), False
             members |= pids
             client_cpu = max(client_cpu, tree_cpu_s(tree))
             sample = Sample(t, requests, server_cpu, client_cpu, time.process_time(), core_busy())
             self.samples.append(sample)
-            if last_requests >= 0 and requests > last_requests and load_start is None:
+            if moved and load_start is None:
                 load_start = t
             last_requests = requests
             if (
