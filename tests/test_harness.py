@@ -352,14 +352,15 @@ TCP6 = """\
 
 
 def test_parse_tcp_table_counts_the_server_port_only() -> None:
-    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1)
-    # The port's digits elsewhere in a line (queues, timers) are not a port; a connection to
-    # itself counts as the server's end, and as a held client end, as it always did.
-    lookalike = "   9: 0100007F:0050 0100007F:A2C8 01 00001F90:00001F90 00:00001F90 00000000\n"
-    itself = "  10: 0100007F:1F90 0100007F:1F90 06 00000000:00000000 03:00000F3A 00000000\n"
-    assert parse_tcp_table(TCP + lookalike + itself, 0x1F90) == SocketCounts(1, 2, 1, 1)
+    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1, held_server=1)
     assert parse_tcp_table(TCP6, 0x1F90) == SocketCounts(0, 1, 0)
     assert parse_tcp_table(TCP, 1234) == SocketCounts()
+    # a server end closing (FIN_WAIT2) or in its handshake (SYN_RECV) is held, not ESTABLISHED
+    closing = (
+        TCP + "   6: 0100007F:1F90 0100007F:A2C8 05 0:0 0\n   7: 0100007F:1F90 0100007F:A2C9 03 0\n"
+    )
+    assert parse_tcp_table(closing, 0x1F90).held_server == 3
+    assert parse_tcp_table(closing, 0x1F90).established_server == 1
 
 
 def test_socket_counts_and_kernel_counters_from_a_fake_proc(tmp_path: Path) -> None:
@@ -373,7 +374,7 @@ def test_socket_counts_and_kernel_counters_from_a_fake_proc(tmp_path: Path) -> N
     )
     (tmp_path / "netstat").write_text("TcpExt: SyncookiesSent TW\nTcpExt: 0 7\n")
     counts = socket_counts(0x1F90, tmp_path)
-    assert counts == SocketCounts(1, 2, 1, held_client=1) and counts.time_wait == 3
+    assert counts == SocketCounts(1, 2, 1, held_client=1, held_server=1) and counts.time_wait == 3
     assert kernel_counters(tmp_path) == {
         "ActiveOpens": 10,
         "PassiveOpens": 12,
@@ -799,3 +800,18 @@ def test_descendants_walks_the_tree_parents_first() -> None:
     finally:
         proc.communicate(b"\n", timeout=30)
     assert descendants(proc.pid) == []
+
+
+def test_tls_handshakes_must_be_the_kind_the_client_claims() -> None:
+    def judge(resuming: bool, mode: Mode, handshakes: int, resumed: int, client: int = -1):
+        return rules.judge_tls(
+            resuming=resuming, mode=mode, load_processes=3, handshakes=handshakes,
+            resumed=resumed, client_resumed=client,
+        )  # fmt: skip
+
+    assert judge(False, Mode.UNPOOLED, 500, 0).valid
+    assert "not the full handshakes" in judge(False, Mode.UNPOOLED, 500, 1).reason
+    assert judge(True, Mode.UNPOOLED, 500, 497, client=497).valid  # each process's first: full
+    assert "were not resumed" in judge(True, Mode.UNPOOLED, 500, 400, client=400).reason
+    assert "the server 497" in judge(True, Mode.UNPOOLED, 500, 497, client=0).reason
+    assert judge(True, Mode.POOLED, 5, 2, client=2).valid  # reconnects after the max resume

@@ -42,24 +42,31 @@ class Target(HttpTarget):
     """Where a client's requests go, and the CA that verifies an https server."""
 
     ca: Path | None = None
+    insecure: bool = False  # https without verifying the certificate
 
     @classmethod
     def from_url(
-        cls, url: str, path: str = "/", ca: Path | None = None, flag: str = "--url"
-    ) -> Target:
+        cls, url: str, path: str = "/", ca: Path | None = None, flag: str = "--url",
+        insecure: bool = False,
+    ) -> Target:  # fmt: skip
         """The base URL's scheme, host and port (its own path is not used: `path` is);
         UsageError naming `flag` when it is not http(s)://HOST[:PORT]."""
         try:
             scheme, host, port, _ = split_http_url(url)
         except UsageError as exc:
             raise UsageError(f"{flag}: {exc}") from None
-        return cls(scheme, host, port, path, ca)
+        return cls(scheme, host, port, path, ca, insecure)
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """Verifying context: the given CA, or the system store when none was given."""
+        """Verifying context: the given CA, or the system store when none was given; with
+        `insecure`, one that checks neither the chain nor the name."""
         if not self.tls:
             return None
-        return ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def request_bytes(self, mode: Mode) -> bytes:
         """The one GET the raw client sends over and over: what wrk sends (a Host field only;
@@ -111,6 +118,7 @@ class Tally:
     elapsed_s: float = 0.0
     requests_total: int = 0
     connections: int = 0  # TCP connections this process opened (every request, like requests_total)
+    tls_resumed: int = 0  # of those, the ones whose TLS session was resumed (resuming clients)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
 
@@ -134,6 +142,7 @@ class Tally:
             "elapsed_s": self.elapsed_s,
             "requests_total": self.requests_total,
             "connections": self.connections,
+            "tls_resumed": self.tls_resumed,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
         }
@@ -146,6 +155,7 @@ class Tally:
             elapsed_s=data["elapsed_s"],
             requests_total=data["requests_total"],
             connections=data.get("connections", 0),
+            tls_resumed=data.get("tls_resumed", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
         )
@@ -157,6 +167,7 @@ class Tally:
         self.elapsed_s += other.elapsed_s
         self.requests_total += other.requests_total
         self.connections += other.connections
+        self.tls_resumed += other.tls_resumed
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
 

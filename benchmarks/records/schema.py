@@ -82,8 +82,6 @@ class ResultRow:
     valid: int
     status: str
     note: str
-    # The existing server measured (`run --target`), last: added after the others
-    target_url: str = ""
 
 
 _ROW_DOCS: dict[str, str] = {
@@ -97,9 +95,6 @@ _ROW_DOCS: dict[str, str] = {
     "kernel": "`uname -r`",
     "python_version": "interpreter of servers and clients",
     "packages": "versions of aiohttp, uvloop, httptools, locust, pyperf (`name=ver;...`)",
-    "target_url": "URL of the existing server measured when `server` is `target` (`run --target`; "
-    "connections then counted by the client, peak open from /proc/net/tcp, server CPU from "
-    "`--target-pid`, blank without it); empty otherwise",
     "duration_s": "measured window in seconds, client-reported (pyperf: total measured time)",
     "repetition": "1-based repetition of this cell in the run",
     "server_core": "CPU the server was pinned to (-1: not pinned)",
@@ -146,9 +141,15 @@ KEY_FIELD = "key"
 
 
 def _columns() -> tuple[str, ...]:
+    """The row's fields with the key's columns in place of `key`, but a dimension added after
+    the row's columns were committed right after the column it names (`Dimension.after`)."""
     names = [f.name for f in fields(ResultRow)]
     at = names.index(KEY_FIELD)
-    return (*names[:at], *DIMENSION_COLUMNS, *names[at + 1 :])
+    columns = [*names[:at], *(d.column for d in DIMENSIONS if not d.after), *names[at + 1 :]]
+    for d in DIMENSIONS:
+        if d.after:
+            columns.insert(columns.index(d.after) + 1, d.column)
+    return tuple(columns)
 
 
 COLUMNS: tuple[str, ...] = _columns()
@@ -170,6 +171,8 @@ _CASTS = {
     "int": int, "float": float, "str": str,
     "int | None": _optional(int), "float | None": _optional(float),
 }  # fmt: skip
+# Dimension columns whose older files spell values differently (tls 0/1 as none/1.3).
+_READS = {d.column: d.read for d in DIMENSIONS if d.read is not None}
 # Columns a file may lack: dimensions added after it was written, with the value they had then,
 # and the row columns schema 2 added (what a version-1 row, on loopback, holds in them).
 _BEFORE: dict[str, Any] = {
@@ -177,7 +180,6 @@ _BEFORE: dict[str, Any] = {
     **dict.fromkeys(_V2_COLUMNS := ("link_lateness_p50_us", "link_lateness_p99_us",
                                     "link_packets", "link_drops")),
 }  # fmt: skip
-_BEFORE["target_url"] = ""  # files from before `run --target` measured our servers only
 # Float columns that may be blank: not measured (a target's CPU without --target-pid). NaN in a
 # row, an empty field in the file.
 BLANK_FLOATS = frozenset({"server_cpu_s", "server_cpu_us_per_req", "server_cpu_pct"})
@@ -318,8 +320,8 @@ def _parse_row(
             cast[name] = math.nan
             continue
         try:
-            cast[name] = _CASTS[str(_TYPES[name])](values[name])
-        except ValueError:
+            cast[name] = _READS.get(name, _CASTS[str(_TYPES[name])])(values[name])
+        except (ValueError, UsageError):
             raise SchemaError(f"{path}:{lineno}: bad value for {name}: {values[name]!r}") from None
     return row_from(cast)
 
