@@ -53,7 +53,7 @@ PROG = "python -m benchmarks instructions"
 TARGETS = ("uvloop", "bare-uvloop", "aiohttp", "bare-aiohttp", "stdlib", "bare-stdlib")
 CLIENTS = {"raw": "pyperf-concurrent-raw"}  # --clients name: the client it counts
 MODES = ("keep-alive", "close")
-READY_TIMEOUT_S = 180.0  # Python starts about 50x slower under callgrind
+READY_TIMEOUT_S = 600.0  # Python starts about 50x slower under callgrind (aiohttp: minutes)
 IO_TIMEOUT_S = 30.0
 _TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
