@@ -91,7 +91,7 @@ ceiling: install
 # Instructions per request of each server under callgrind (valgrind), independent of the load.
 instructions: install
 	$(PY) -m benchmarks instructions $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) \
-	  $(if $(REQUESTS),--requests $(REQUESTS))
+	  $(if $(PERF_CLIENTS),--clients $(PERF_CLIENTS)) $(if $(REQUESTS),--requests $(REQUESTS))
 
 # Real keep-alive behaviour of any server: make doctor URL=http://127.0.0.1:8080/ [MAX_IDLE=30]
 doctor: DOCTOR_FLAGS = $(if $(CA),--ca $(CA)) $(if $(INSECURE),--insecure) \

@@ -238,3 +238,24 @@ def test_control_listener_does_not_count_itself(pool: ServerPool) -> None:
     last = server.counters()
     assert last["connections_accepted"] == first["connections_accepted"]
     assert last["requests_served"] == first["requests_served"]
+
+
+def test_record_counts_is_record_value_in_bulk() -> None:
+    """The clients' bulk recording gives the histogram record_value gives, bucket for bucket,
+    at every bucket edge and beyond the clamps."""
+    import random
+
+    from benchmarks import latency
+
+    rng = random.Random(14)
+    edges = [0, 1, 2, 1023, 1024, 2047, 2048, 2049, 4095, 4096, 10**6, latency.HIGHEST_US + 5]
+    values = {v: rng.randint(1, 9) for v in [*edges, *(rng.randint(1, 10**8) for _ in range(3000))]}
+    bulk, one_by_one = latency.new_histogram(), latency.new_histogram()
+    latency.record_counts(bulk, values)
+    for value, count in values.items():
+        one_by_one.record_value(min(max(value, latency.LOWEST_US), latency.HIGHEST_US), count)
+    assert list(bulk.counts) == list(one_by_one.counts)
+    assert (bulk.total_count, bulk.min_value, bulk.max_value) == (
+        one_by_one.total_count, one_by_one.min_value, one_by_one.max_value,
+    )  # fmt: skip
+    assert latency.encode(bulk) == latency.encode(one_by_one)

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -328,7 +329,8 @@ def test_server_contended_counts_only_foreign_load_on_the_server_core() -> None:
     assert rules.server_contended(Cores(-1, -1), {0: 100.0}, 10.0) == ""
     note = rules.core_note(cores, {0: 97.0, 1: 60.0}, 55.0, 94.0, 1.0)
     assert (
-        note == "cores: server 1 60% busy (55% server), client 0 97% busy (94% client, 1% harness)"
+        note == "cores: server 1 60% busy (55% server), "
+        "client 0 97% busy (94% client, 1.0% harness)"
     )
 
 
@@ -513,8 +515,9 @@ def test_measured_row_applies_rules_and_flags_port_exhaustion(tmp_path: Path) ->
     assert r.server_cpu_us_per_req == 50.0 and r.time_wait_sockets == 9000
     assert r.client_bound == 1 and r.client_cpu_pct == pytest.approx(90.0)
     assert "EADDRNOTAVAIL" in r.note and "time_wait server=9000" in r.note
-    assert "cores: server 1 50% busy (50% server), client 0 91% busy (90% client, 1% harness)" in (
-        r.note
+    assert (
+        "cores: server 1 50% busy (50% server), client 0 91% busy (90% client, 1.0% harness)"
+        in r.note
     )
 
 
@@ -775,6 +778,28 @@ def test_kill_tree_reaps_a_child_orphaned_by_its_client(tmp_path: Path) -> None:
         client.kill_tree()
         assert not child.is_running(), child.status()  # is_running: a zombie is running
         assert client.proc.returncode == -signal.SIGTERM
+
+
+def test_descendants_walks_the_tree_parents_first() -> None:
+    """The monitor's per-sample tree walk (/proc/PID/task/TID/children), against real processes."""
+    from benchmarks.harness.procs import descendants
+
+    script = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()'])"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            pids = descendants(proc.pid)
+            if pids is None:
+                pytest.skip("the kernel has no /proc/PID/task/TID/children")
+            if len(pids) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert pids[0] == proc.pid and len(pids) == 2
+        assert psutil.Process(pids[1]).ppid() == proc.pid
+    finally:
+        proc.communicate(b"\n", timeout=30)
+    assert descendants(proc.pid) == []
 
 
 def test_tls_handshakes_must_be_the_kind_the_client_claims() -> None:

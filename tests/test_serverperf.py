@@ -7,6 +7,7 @@ run (bare uvloop app next to nginx, 1 s per row) is skipped when either binary i
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,50 @@ def test_short_run_writes_json(tmp_path: Path) -> None:
     assert "SKIP uvloop >= nginx (keep-alive)" in done.stdout
     assert "INFO nginx keep-alive max 100 of unlimited: " in done.stdout
     assert data["instructions"] == []  # counted only with --instructions
+
+
+def test_instructions_client_flags() -> None:
+    from benchmarks.serverperf import instructions
+
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        pytest.skip("valgrind not installed")
+    config = instructions.parse_config(["--servers", "--clients", "raw", "--connections", "8"])
+    assert config.targets == () and config.clients == ("raw",) and config.connections == 8
+    with pytest.raises(UsageError, match="nothing to count"):
+        instructions.parse_config(["--servers"])
+    with pytest.raises(UsageError, match="--connections"):
+        instructions.parse_config(["--clients", "raw", "--connections", "0"])
+
+
+def test_client_child_steps_through_warm_run_record(tmp_path: Path) -> None:
+    """The child `instructions --clients` puts under callgrind, here without it: each line only
+    after the parent said go, and exactly --requests requests in the counted run."""
+    from servers.launch import ServerProcess
+    from servers.options import ServerName, ServerOptions
+
+    with ServerProcess(ServerOptions(ServerName.UVLOOP)) as server:
+        url = server.start().url
+        child = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.serverperf.client_child", "--url", url,
+             "--concurrency", "4", "--warmup", "20", "--requests", "100"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        out, _ = child.communicate("go\ngo\ngo\n", timeout=60)
+        served = server.counters()["requests_served"]
+    assert child.returncode == 0
+    lines = out.split("\n")
+    assert lines[:2] == ["WARM", "RAN"]
+    assert lines[2] == "DONE 100 0 4" and lines[3] == "BYE"
+    assert served == 120
+
+
+def test_raw_client_sends_what_wrk_sends() -> None:
+    """Host only (HTTP/1.1 is persistent by default), `Connection: close` when unpooled."""
+    from benchmarks.clients.contract import Mode
+    from benchmarks.clients.shared import Target
+
+    target = Target.from_url("http://127.0.0.1:8080", "/x")
+    assert target.request_bytes(Mode.POOLED) == b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+    assert target.request_bytes(Mode.UNPOOLED) == (
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
+    )

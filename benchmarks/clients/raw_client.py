@@ -23,6 +23,7 @@ import re
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from benchmarks.clients.contract import Mode
 from benchmarks.clients.pyperf_driver import Batch
@@ -40,11 +41,12 @@ clock = time.perf_counter_ns
 class _Conn(asyncio.Protocol):
     """One connection; carries requests one at a time (no pipelining, like wrk)."""
 
-    __slots__ = ("c", "transport", "buf", "need", "t0", "waiter", "open", "close_after",
-                 "status", "head_len", "in_flight")  # fmt: skip
+    __slots__ = ("c", "transport", "write", "buf", "need", "t0", "waiter", "open",
+                 "close_after", "status", "head_len", "in_flight")  # fmt: skip
 
     # Set by connection_made, before create_connection hands the connection out: never unset.
     transport: asyncio.Transport
+    write: Callable[[bytes], None]
 
     def __init__(self, client: RawClient) -> None:
         self.c = client
@@ -61,6 +63,7 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio types the argument BaseTransport; a stream connection's is a Transport.
         self.transport = transport  # type: ignore[assignment]
+        self.write = self.transport.write  # bound once: one lookup less per request
         self.open = True
 
     def begin(self, t0: int) -> asyncio.Future[bool]:
@@ -68,16 +71,30 @@ class _Conn(asyncio.Protocol):
         self.waiter = self.c.loop.create_future()
         self.t0 = t0
         self.in_flight = True
-        self.transport.write(self.c.request)
+        self.write(self.c.request)
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        if self.need == _NO_HEAD and buf == self.c.last_response:
-            self.buf = b""
-            self._complete(self.c.last_status, self.c.last_close)
+        c = self.c
+        # Nothing buffered means no head read yet (`need` is _NO_HEAD): a response that is the
+        # previous one byte for byte is complete, with its status and framing known.
+        if not self.buf and data == c.last_response:
+            now = clock()
+            if c.last_reuse:  # the hot path, inlined: a success, kept open, pooled
+                c.latencies.append(now - self.t0)
+                if c.remaining > 0:
+                    c.remaining -= 1
+                    self.t0 = now
+                    self.write(c.request)
+                    return
+                self.in_flight = False
+                waiter, self.waiter = self.waiter, None
+                if waiter is not None:
+                    waiter.set_result(True)
+                return
+            self._complete(c.last_status, c.last_close, now)
             return
-        self._parse(buf)
+        self._parse(self.buf + data if self.buf else data)
 
     def _parse(self, buf: bytes) -> None:
         if self.need == _NO_HEAD:
@@ -92,11 +109,10 @@ class _Conn(asyncio.Protocol):
             self.buf = buf
             return
         if len(buf) == self.need:  # the common case: remember it for the fast path
-            self.c.last_response, self.c.last_status = buf, self.status
-            self.c.last_close = self.close_after
+            self.c.remember(buf, self.status, self.close_after)
         self.buf = buf[self.need :]  # anything beyond is a protocol error; kept, then ignored
         self.need = _NO_HEAD
-        self._complete(self.status, self.close_after)
+        self._complete(self.status, self.close_after, clock())
 
     def _head(self, head: bytes) -> bool:
         """Parse what framing needs; False (and the connection aborted) if it cannot frame."""
@@ -120,9 +136,9 @@ class _Conn(asyncio.Protocol):
         self.transport.abort()
         return False
 
-    def _complete(self, status: int, close_after: bool) -> None:
+    def _complete(self, status: int, close_after: bool, now: int) -> None:
+        """A whole response arrived at `now`: count it, then the next request, or the close."""
         c = self.c
-        now = clock()
         self.in_flight = False
         if status < 400:
             c.latencies.append(now - self.t0)
@@ -140,7 +156,7 @@ class _Conn(asyncio.Protocol):
             c.remaining -= 1
             self.t0 = now
             self.in_flight = True
-            self.transport.write(c.request)
+            self.write(c.request)
             return
         waiter, self.waiter = self.waiter, None
         if waiter is not None:
@@ -150,7 +166,7 @@ class _Conn(asyncio.Protocol):
         if self.in_flight and self.need == _TO_EOF:
             self.need = _NO_HEAD
             self.buf = b""
-            self._complete(self.status, True)
+            self._complete(self.status, True, clock())
         return None  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -185,7 +201,13 @@ class RawClient:
         self.last_response = b"\0"  # never equal to a real response
         self.last_status = 0
         self.last_close = False
+        self.last_reuse = False  # last_response is a success that keeps a pooled connection
         self.connections_opened = 0
+
+    def remember(self, response: bytes, status: int, close_after: bool) -> None:
+        """A whole response of one read: the next one equal to it skips parsing."""
+        self.last_response, self.last_status, self.last_close = response, status, close_after
+        self.last_reuse = status < 400 and not close_after and not self.unpooled
 
     def run(self, loops: int) -> Batch:
         self.remaining = loops

@@ -18,6 +18,8 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import floordiv
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -67,12 +69,15 @@ class Target(HttpTarget):
         return context
 
     def request_bytes(self, mode: Mode) -> bytes:
-        """The one GET this client sends over and over; unpooled asks the server to close."""
-        connection = "close" if mode is Mode.UNPOOLED else "keep-alive"
-        return (
-            f"GET {self.path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-            f"User-Agent: keepalive-bench\r\nConnection: {connection}\r\n\r\n"
-        ).encode("latin-1")
+        """The one GET the raw client sends over and over: what wrk sends (a Host field only;
+        HTTP/1.1 is persistent without `Connection: keep-alive`), `Connection: close` when
+        unpooled. The same bytes as wrk's, so that a ceiling against wrk compares the same work
+        on the server: our uvloop server spent 41k instructions on a request that also carried
+        `User-Agent` and `Connection: keep-alive`, 24k on wrk's (callgrind, one connection)."""
+        close = "Connection: close\r\n" if mode is Mode.UNPOOLED else ""
+        return f"GET {self.path} HTTP/1.1\r\nHost: {self.host_header}\r\n{close}\r\n".encode(
+            "latin-1"
+        )
 
     def resolve(self) -> tuple[int, str]:
         """(family, address) of the first resolved address; ValueError if none."""
@@ -125,10 +130,13 @@ class Tally:
             self.paced_max[key] = max(self.paced_max[key], value)
 
     def record_latencies_ns(self, latencies_ns: Iterable[int]) -> None:
-        """Bulk-record after the clock stopped: identical values are recorded once, with a count."""
-        for value_ns, count in Counter(latencies_ns).items():
-            us = min(max(value_ns // 1000, latency.LOWEST_US), latency.HIGHEST_US)
-            self.hist.record_value(us, count)
+        """Bulk-record after the clock stopped: each distinct microsecond once, with a count.
+
+        Nanosecond values are nearly all distinct, so they are floored to microseconds first,
+        in C (`map` with `operator.floordiv`, counted by `Counter`'s C loop), then recorded once
+        per distinct microsecond (`latency.record_counts`) instead of once per request; it runs
+        on the client's core, so it is CPU the client does not spend sending."""
+        _record_ns(self.hist, latencies_ns)
 
     def add_errors(self, kinds: Counter[str]) -> None:
         self.errors += sum(kinds.values())
@@ -174,6 +182,11 @@ class Tally:
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
         self.add_paced(other.paced, other.paced_max)
+
+
+def _record_ns(hist: Any, values_ns: Iterable[int]) -> None:
+    """Nanoseconds into a microsecond histogram: floored in C, each distinct value once."""
+    latency.record_counts(hist, Counter(map(floordiv, values_ns, repeat(1000))))
 
 
 def dump_part(parts_dir: Path, tally: Tally) -> None:

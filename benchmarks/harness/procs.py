@@ -103,15 +103,32 @@ class ClientProcess:
         self.remember_tree()
 
     def remember_tree(self) -> list[psutil.Process]:
-        """The live tree (root first); every process seen is remembered for cleanup."""
-        try:
-            root = psutil.Process(self.pid)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            tree = []
-        for p in tree:
-            self._seen.setdefault(p.pid, p)
-        return tree
+        """The live tree (root first); every process seen is remembered for cleanup.
+
+        The monitor calls this at every sample: the tree is walked through each thread's
+        /proc/PID/task/TID/children (a few small reads) rather than psutil's `children()`, which
+        reads the stat file of every process on the machine (3.7 ms a call with ~120 processes,
+        most of the monitor's cost), and the psutil.Process objects already seen are reused."""
+        pids = descendants(self.pid)
+        if pids is None:  # no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): psutil's scan
+            try:
+                root = psutil.Process(self.pid)
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for p in tree:
+                self._seen.setdefault(p.pid, p)
+            return tree
+        out = []
+        for pid in pids:
+            seen = self._seen.get(pid)
+            if seen is None:
+                try:
+                    seen = self._seen[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+            out.append(seen)
+        return out
 
     def wait(self, timeout_s: float) -> int | None:
         """Exit status, or None if it is still running after `timeout_s`."""
@@ -169,6 +186,29 @@ class ClientProcess:
                 elif p.pid != self.pid and p.ppid() == os.getpid():
                     os.waitpid(p.pid, os.WNOHANG)
         return out
+
+
+def descendants(pid: int) -> list[int] | None:
+    """`pid` and every process below it, parents first, from the kernel's per-thread children
+    lists (a fork from any thread is found); [] when `pid` is gone, None when the kernel has no
+    such lists. Racy as any /proc walk: a process that exits meanwhile is left out."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        return None
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        try:
+            tids = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        out.append(current)
+        for tid in tids:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                continue
+    return out
 
 
 def start_client(

@@ -219,5 +219,5 @@ def core_note(
     return (
         f"cores: server {cores.server} {server:.0f}% busy ({server_pct:.0f}% server), "
         f"client {cores.client} {client:.0f}% busy ({client_pct:.0f}% client, "
-        f"{harness_pct:.0f}% harness)"
+        f"{harness_pct:.1f}% harness)"
     )

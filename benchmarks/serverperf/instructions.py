@@ -12,6 +12,14 @@ Modes: `keep-alive` (one connection, reconnecting only when the server says `Con
 as wrk does) and `close` (`Connection: close` on every request, a new connection each time; the
 client closes as soon as it has read the response, as wrk does). The kernel's work (accept,
 socket set-up and teardown) is not counted: this is the Python and C code of the server process.
+
+`--clients raw` counts the load generator instead (the server then runs natively, pinned to
+another core): pyperf-concurrent-raw's client, `--connections` pooled connections, in a child
+under callgrind (`benchmarks.serverperf.client_child`). The counters are zeroed after its
+warm-up; the counted part is one `run()` of `--requests` requests (what pyperf times: the event
+loop, the callbacks, the timing), then, apart, the recording of their latencies into the
+histogram after the clock stopped (still on the client's core). Its spread, and so its cost,
+is wider under callgrind than in a real run (the client is slowed about 50 times).
 Exit status: 0, 1 when a run failed, 2 for bad input or a missing valgrind.
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -31,15 +40,18 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from benchmarks.clients.contract import MAX_CONCURRENCY
 from benchmarks.common import OneLineParser, UsageError, print_error
+from benchmarks.harness.procs import choose_cores
 from benchmarks.serverperf import bare
 from benchmarks.serverperf.targets import BARE_PREFIX
-from servers.launch import ChildServer, server_command
+from servers.launch import ChildServer, ServerProcess, ServerStartError, server_command, terminate
 from servers.options import ServerName, ServerOptions
 from servers.policy import KeepAlivePolicy
 
 PROG = "python -m benchmarks instructions"
 TARGETS = ("uvloop", "bare-uvloop", "aiohttp", "bare-aiohttp", "stdlib", "bare-stdlib")
+CLIENTS = {"raw": "pyperf-concurrent-raw"}  # --clients name: the client it counts
 MODES = ("keep-alive", "close")
 READY_TIMEOUT_S = 600.0  # Python starts about 50x slower under callgrind (aiohttp: minutes)
 IO_TIMEOUT_S = 30.0
@@ -56,17 +68,35 @@ class Config:
     keepalive_max: int
     keep_dir: Path | None = None
     tree: Path | None = None
+    clients: tuple[str, ...] = ()
+    connections: int = 50
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument(
         "--servers",
-        nargs="+",
+        nargs="*",
         default=["uvloop", "bare-uvloop"],
         choices=TARGETS,
         metavar="NAME",
-        help=f"from {', '.join(TARGETS)} (default: uvloop bare-uvloop)",
+        help=f"from {', '.join(TARGETS)} (default: uvloop bare-uvloop; none: no server)",
+    )
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        default=[],
+        choices=list(CLIENTS),
+        metavar="NAME",
+        help="count a load client too, against the uvloop server: raw "
+        "(pyperf-concurrent-raw's client, pooled)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=50,
+        metavar="N",
+        help="the client's connections with --clients (default %(default)d)",
     )
     parser.add_argument(
         "--modes", nargs="+", default=list(MODES), choices=MODES, help="default: both"
@@ -122,6 +152,10 @@ def parse_config(argv: Sequence[str]) -> Config:
     ns = build_parser().parse_args(list(argv))
     if ns.requests < 1 or ns.warmup < 0 or ns.settle < 0 or ns.keepalive_max < 0:
         raise UsageError("--requests must be >= 1; --warmup, --settle, --keepalive-max >= 0")
+    if not 1 <= ns.connections <= MAX_CONCURRENCY:
+        raise UsageError(f"--connections must be between 1 and {MAX_CONCURRENCY}")
+    if not ns.servers and not ns.clients:
+        raise UsageError("nothing to count: name --servers or --clients")
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             raise UsageError(f"{tool} not found; install it with `apt-get install valgrind`")
@@ -135,6 +169,8 @@ def parse_config(argv: Sequence[str]) -> Config:
         ns.keepalive_max,
         ns.keep,
         ns.tree,
+        tuple(dict.fromkeys(ns.clients)),
+        ns.connections,
     )
 
 
@@ -281,6 +317,103 @@ def measure(target: str, config: Config) -> dict[str, float]:
     return results
 
 
+class ClientUnderCallgrind:
+    """The load client in a child under callgrind, stepped over its stdin/stdout so that the
+    counters cover one `run()` (and, apart, the recording after it): see client_child."""
+
+    def __init__(self, url: str, config: Config, folder: Path, cpu: int | None) -> None:
+        self.out = folder / "callgrind.client.out"
+        self.command = [
+            "valgrind", "--tool=callgrind", "--compress-strings=no",
+            f"--callgrind-out-file={self.out}",
+            sys.executable, "-m", "benchmarks.serverperf.client_child", "--url", url,
+            "--concurrency", str(config.connections), "--warmup", str(config.warmup),
+            "--requests", str(config.requests),
+        ]  # fmt: skip
+        self.cpu = cpu
+        self.proc: subprocess.Popen[str] | None = None
+        self.dumps = 0
+
+    def _line(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError("the client under callgrind exited or stayed silent")
+        return line.strip()
+
+    def _step(self, expect: str) -> list[str]:
+        """Let the child go on, read its next line, which must start with `expect`."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        words = self._line().split()
+        if not words or words[0] != expect:
+            raise RuntimeError(f"the client said {' '.join(words)!r}, expected {expect}")
+        return words
+
+    def _dump(self) -> int:
+        assert self.proc is not None
+        _callgrind_control("--dump", self.proc.pid)
+        self.dumps += 1
+        return read_total(Path(f"{self.out}.{self.dumps}"))
+
+    def measure(self) -> tuple[float, float, int]:
+        """(instructions per request in run(), in the recording, requests that succeeded)."""
+        cpu = self.cpu
+        self.proc = subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+        )  # fmt: skip
+        try:
+            if self._line() != "WARM":
+                raise RuntimeError("the client under callgrind did not warm up")
+            _callgrind_control("--zero", self.proc.pid)
+            self._step("RAN")
+            run = self._dump()
+            done = self._step("DONE")
+            record = self._dump()
+            ok, errors = int(done[1]), int(done[2])
+            if errors or ok == 0:
+                raise RuntimeError(f"the client's counted run had {errors} errors, {ok} ok")
+            self._step("BYE")
+            return run / ok, record / ok, ok
+        finally:
+            terminate(self.proc, 30.0)
+
+
+def _callgrind_control(flag: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True,
+                   timeout=60)  # fmt: skip
+
+
+def measure_client(name: str, config: Config) -> dict[str, float]:
+    """A client's instructions per request against the uvloop server (run natively, pinned)."""
+    cores = choose_cores()
+    options = ServerOptions(
+        ServerName.UVLOOP, keepalive_timeout_s=5.0, keepalive_max=config.keepalive_max
+    )
+    with tempfile.TemporaryDirectory(prefix="instructions-client-") as folder:
+        if config.keep_dir is not None:
+            config.keep_dir.mkdir(parents=True, exist_ok=True)
+        server = ServerProcess(options, cpu=cores.server if cores.pinned else None)
+        try:
+            url = server.start().url
+            cg = ClientUnderCallgrind(
+                url, config, config.keep_dir or Path(folder),
+                cores.client if cores.pinned else None,
+            )  # fmt: skip
+            run, record, ok = cg.measure()
+        finally:
+            server.stop()
+    progress(
+        f"{CLIENTS[name]} ({config.connections} connections, {ok} requests): {run:,.0f} "
+        f"instructions per request in run(), {record:,.0f} recording them afterwards"
+    )
+    return {"run()": run, "recording": record, "total": run + record}
+
+
 def send(client: Client, count: int) -> None:
     for _ in range(count):
         client.one()
@@ -307,11 +440,49 @@ def format_table(config: Config, results: dict[str, dict[str, float]]) -> str:
     )
 
 
+def format_client_table(config: Config, results: dict[str, dict[str, float]]) -> str:
+    parts = ("run()", "recording", "total")
+    lines = [["client", *parts]] + [
+        [CLIENTS[c], *(f"{results[c][p]:,.0f}" if p in results[c] else "error" for p in parts)]
+        for c in config.clients
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(parts) + 1)]
+    return "\n".join(
+        "  ".join(
+            [f"{line[0]:<{widths[0]}}"]
+            + [f"{c:>{w}}" for c, w in zip(line[1:], widths[1:], strict=True)]
+        )
+        for line in lines
+    )
+
+
 def main(argv: list[str]) -> int:
     try:
         config = parse_config(argv)
     except UsageError as exc:
         return print_error(PROG, exc)
+    failed = measure_servers(config)
+    if config.clients:
+        clients: dict[str, dict[str, float]] = {}
+        for name in config.clients:
+            try:
+                clients[name] = measure_client(name, config)
+            except (OSError, RuntimeError, ServerStartError, subprocess.SubprocessError) as exc:
+                sys.stderr.write(f"{PROG}: {name}: error: {exc}\n")
+                clients[name] = {}
+                failed = True
+        print(
+            f"client instructions per request (callgrind, {config.requests} requests, "
+            f"{config.connections} pooled connections, the uvloop server not counted)"
+        )
+        print(format_client_table(config, clients))
+    return 1 if failed else 0
+
+
+def measure_servers(config: Config) -> bool:
+    """The servers' table (printed); True if a target failed."""
+    if not config.targets:
+        return False
     results: dict[str, dict[str, float]] = {}
     failed = False
     for target in config.targets:
@@ -326,7 +497,7 @@ def main(argv: list[str]) -> int:
         f"keep-alive max {config.keepalive_max or 'unlimited'}, pid {os.getpid()})"
     )
     print(format_table(config, results))
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":
