@@ -175,8 +175,9 @@ def test_client_child_steps_through_warm_run_record(tmp_path: Path) -> None:
     from servers.launch import ServerProcess
     from servers.options import ServerName, ServerOptions
 
-    with ServerProcess(ServerOptions(ServerName.UVLOOP)) as server:
-        url = server.start().url
+    with ServerProcess(ServerOptions(ServerName.UVLOOP)) as server:  # entering starts it
+        assert server.ready is not None
+        url = server.ready.url
         child = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.serverperf.client_child", "--url", url,
              "--concurrency", "4", "--warmup", "20", "--requests", "100"],
