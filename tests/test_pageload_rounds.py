@@ -166,7 +166,7 @@ def test_page_load_noise_floor_is_written_and_used_by_compare_only_for_page_rows
 ) -> None:
     per_round = noisy_rounds(committed_rows(), 4)
     rule = ruleconfig.Rule(thresholds={m.column: m.default_threshold for m in PAGE_METRICS})
-    summary = page_noise.summarize(per_round, rule, ["--quick"])
+    summary: dict[str, Any] = page_noise.summarize(per_round, rule, ["--quick"])
     assert summary["scenario"] == "pageload" and summary["rounds"] == 4
     floor = summary["false_positives"]["page_load_p50_ms"]["suggested_threshold"]
     assert 0.02 <= floor <= 0.05  # the rounds move by at most 4% between each other
