@@ -161,7 +161,7 @@ def noisy_rounds(rows: list[PageLoadRow], n: int) -> list[list[PageLoadRow]]:
     ]  # fmt: skip
 
 
-def test_page_load_noise_floor_is_written_and_used_by_compare_only_for_page_rows(
+def test_page_load_noise_floor_is_written_and_used_by_compare_per_client_for_page_rows_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     per_round = noisy_rounds(committed_rows(), 4)
@@ -178,7 +178,11 @@ def test_page_load_noise_floor_is_written_and_used_by_compare_only_for_page_rows
     assert len(page_noise.rounds_from_csv(path.with_suffix(".csv"))) == 4
     # compare finds it for page-load rows (a floor raised above 10% shows as "(floor)") ...
     data = json.loads(path.read_text())
+    assert set(data["by_client"]) == {"chromium", "python"}
     data["false_positives"]["page_load_p50_ms"]["suggested_threshold"] = 0.15
+    data["by_client"]["chromium"]["false_positives"]["page_load_p90_ms"]["suggested_threshold"] = (
+        0.4
+    )
     path.write_text(json.dumps(data))
     base_csv, new_csv = tmp_path / "pageload-a.csv", tmp_path / "pageload-b.csv"
     write_rows(base_csv, per_round[0] + per_round[1])
@@ -186,7 +190,18 @@ def test_page_load_noise_floor_is_written_and_used_by_compare_only_for_page_rows
     assert compare_main([str(base_csv), str(new_csv), "--results-dir", str(results)]) == 0
     err = capsys.readouterr().err
     assert f"noise: {path}" in err or path.name in err
-    assert "p50 15% (floor), p90 20%" in err
+    assert "thresholds: p50 15% (floor), p90 20%;" in err  # the file's, for other clients
+    assert "chromium: p50 10%, p90 40% (floor); python: p50 10%, p90 20%" in err  # their own
+    # each cell against its client's floor: Chromium's 40% p90 floor is not the Python client's
+    floor = ruleconfig.resolve_floor(str(path), results, per_round[0], (), PAGE_METRICS,
+                                     "pageload")  # fmt: skip
+    two = slower(per_round[0], 1.3)
+    verdicts, _, _ = pages.compare_pages(per_round[0] + per_round[1], two + two, None, floor)
+    p90: dict[str, set[str]] = {}
+    for v in verdicts:
+        if v.metric.column == "page_load_p90_ms" and v.cell.resources == 70:
+            p90.setdefault(v.cell.client, set()).add(v.decision.verdict)
+    assert p90 == {"python": {"regression"}, "chromium": {"no change"}}
     # ... and the bench rows' lookup passes it by: another scenario's floor is no floor there
     bench_rows: Any = per_round[0]
     found = ruleconfig.newest_matching(results, bench_rows, ())

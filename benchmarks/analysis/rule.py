@@ -54,6 +54,13 @@ class NoiseFloor:
     source: str = ""
     floors: dict[str, float] = field(default_factory=dict)
     note: str = ""  # how the file was chosen, or why none was
+    # Floors measured apart per client (page-load files: `by_client`), where a file has them: a
+    # browser's noise is not a Python client's, so each is judged against its own.
+    by_client: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def for_client(self, client: str) -> dict[str, float]:
+        """The floors for `client`'s cells: its own when measured, else the file's."""
+        return self.by_client.get(client, self.floors)
 
 
 def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +201,15 @@ def _floor(path: Path, data: dict[str, Any], how: str, metrics: Sequence[Metric]
     version = data.get("format_version", 0)
     scope = "host matched; version 0 has no fingerprint" if version == 0 else "machine matched"
     note = f"{how}, format {version}, {data.get('rounds', '?')} rounds, {scope}"
-    return NoiseFloor(_display(path), floors_of(data, metrics), note)
+    groups = data.get("by_client")
+    if not isinstance(groups, dict):
+        groups = {}
+    by_client = {
+        str(client): floors_of(sub, metrics)
+        for client, sub in groups.items()
+        if isinstance(sub, dict) and isinstance(sub.get("false_positives"), dict)
+    }
+    return NoiseFloor(_display(path), floors_of(data, metrics), note, by_client)
 
 
 def newest_matching(
@@ -266,4 +281,8 @@ def thresholds_line(
         for m in metrics
     ]
     note = f" ({floor.note})" if floor.note else ""
-    return f"noise: {floor.source or 'none'}{note}; thresholds: {', '.join(parts)}"
+    line = f"noise: {floor.source or 'none'}{note}; thresholds: {', '.join(parts)}"
+    for client, floors in sorted(floor.by_client.items()):
+        own = thresholds_line(thresholds, NoiseFloor(floors=floors), metrics)
+        line += f"; {client}: {own.partition('thresholds: ')[2]}"
+    return line

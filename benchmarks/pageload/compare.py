@@ -23,7 +23,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -124,10 +124,13 @@ def default_rule() -> Rule:
 
 
 def compare_pages(
-    base: Sequence[PageLoadRow], new: Sequence[PageLoadRow], rule: Rule | None = None
+    base: Sequence[PageLoadRow],
+    new: Sequence[PageLoadRow],
+    rule: Rule | None = None,
+    floor: NoiseFloor | None = None,
 ) -> tuple[list[Verdict], list[PageCell], list[PageCell]]:
     """(verdicts, cells only in base, cells only in new), by `rule` (thresholds keyed by the
-    page metrics' columns, already raised to any noise floor)."""
+    page metrics' columns), each cell's raised to the floor of its client (`floor`)."""
     rule = rule or default_rule()
     base_cells, new_cells = cells(base), cells(new)
     verdicts = []
@@ -139,7 +142,12 @@ def compare_pages(
         for metric in METRICS:
             b = tuple(float(getattr(r, metric.column)) for r in base_rows)
             n = tuple(float(getattr(r, metric.column)) for r in new_rows)
-            threshold = rule.thresholds.get(metric.column, metric.default_threshold)
+            thresholds = rule.thresholds
+            if floor is not None:
+                thresholds = with_noise_floor(
+                    thresholds, NoiseFloor(floors=floor.for_client(key.client))
+                )
+            threshold = thresholds.get(metric.column, metric.default_threshold)
             d = decide(b, n, metric, threshold, rule.alpha)
             if problem:
                 own = d.reason if d.verdict == INCONCLUSIVE else ""
@@ -245,10 +253,9 @@ def judge(
     except UsageError as exc:  # SchemaError is one
         return print_error(prog, exc)
     print(thresholds_line(rule.thresholds, floor, METRICS), file=sys.stderr)
-    effective = replace(rule, thresholds=with_noise_floor(rule.thresholds, floor))
-    verdicts, only_base, only_new = compare_pages(base, new, effective)
+    verdicts, only_base, only_new = compare_pages(base, new, rule, floor)
     if args.json:
-        data = to_json(verdicts, only_base, only_new, effective, floor)
+        data = to_json(verdicts, only_base, only_new, rule, floor)
         print(json.dumps(data, indent=1, allow_nan=False))
     else:
         print(format_table(verdicts, only_base, only_new))

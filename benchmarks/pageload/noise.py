@@ -5,7 +5,9 @@ scenario runs `--rounds` times (one repetition each, flags as `make pageload` ta
 per cell the spread of page_load_p50_ms and page_load_p90_ms, and the page-load compare rule
 (benchmarks.pageload.compare) replayed on A/A splits of the rounds: every regression or
 improvement there is a false positive, and the 95% quantile of |median ratio - 1| over the
-halves' splits is the floor `compare` raises each threshold to. Written as
+halves' splits is the floor `compare` raises each threshold to: per client (`by_client`: a
+busy machine moves Chromium's loads far more than the Python client's), the whole file's for a
+client it did not run. Written as
 results/<host_id>/noise-pageload-<stamp>.json (the noise format, `scenario: pageload`) with the
 rows beside it as noise-pageload-<stamp>.csv (page-load columns), which `--from-csv` re-reads.
 """
@@ -125,6 +127,14 @@ def summarize(
         "spread": [asdict(s) for s in spreads(rows)],
         "false_positives": replay(per_round, rule),
         "replays": [replay(per_round, rule, a, b, why) for a, b, why in REPLAYS],
+        "by_client": {
+            client: {
+                "false_positives": replay(
+                    [[r for r in rs if r.client == client] for rs in per_round], rule
+                )
+            }
+            for client in sorted({r.client for r in rows})
+        },  # fmt: skip
     }
     safe = json_safe(summary)
     assert isinstance(safe, dict)
@@ -144,6 +154,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         med = statistics.median(cvs) if cvs else math.nan
         lines.append(f"{m.column:<24}{len(cvs):>6}{med:>11.1%}{max(cvs, default=math.nan):>10.1%}")
     for rp in [summary["false_positives"], *summary["replays"]]:
+        lines += ["", *bench._replay_lines(rp, METRICS)]
+    for client, sub in summary.get("by_client", {}).items():
+        rp = {**sub["false_positives"], "used_by": f"{client} rows alone, halves"}
         lines += ["", *bench._replay_lines(rp, METRICS)]
     lines.append(
         f"suggested = {SPLIT_QUANTILE:.0%} quantile of |median ratio - 1| over splits "
