@@ -437,3 +437,23 @@ def test_node(runs: dict[str, Run]) -> None:
     assert_idle(report, (NODE_T_MS + node_server_buffer_ms()) / 1000)
     assert report["max_requests"] == NODE_N
     assert report["advertised"]["keep_alive"] == f"timeout={NODE_T_MS // 1000}, max={NODE_N}"
+
+
+def test_readme_defaults_table_is_current() -> None:
+    from benchmarks.common import replace_section
+    from benchmarks.doctor.defaults import TABLE_BEGIN, TABLE_END, defaults_table, load_servers
+
+    assert {s.name for s in load_servers()} >= {"nginx", "Apache httpd 2.4", "Node http.Server"}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert replace_section(readme, TABLE_BEGIN, TABLE_END, defaults_table()) == readme, (
+        "run `python -m benchmarks.doctor.defaults --update README.md`"
+    )
+
+
+def test_a_bad_server_entry_is_one_line(tmp_path: Path) -> None:
+    from benchmarks.doctor.defaults import load_servers
+
+    bad = tmp_path / "defaults.toml"
+    bad.write_text('[[server]]\nname = "x"\nidle_s = -1\nsetting = "s"\nsource = "u"\n')
+    with pytest.raises(UsageError, match="idle_s must be > 0"):
+        load_servers(bad)
