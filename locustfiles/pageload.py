@@ -31,8 +31,8 @@ from locust.env import Environment
 from benchmarks.clients.contract import PAGE_CONNECTIONS, PAGE_EVENT_TYPE
 
 # The harness's flags (--kab-output, --kab-warmup, --kab-duration, --kab-path, --kab-ca,
-# --kab-think-time), its recorder and its connection count: imported as a module, so none of
-# its user classes becomes one of this file's.
+# --kab-insecure, --kab-think-time), its recorder and its connection count: imported as a
+# module, so none of its user classes becomes one of this file's.
 from locustfiles import keepalive
 
 CONNECTIONS_PER_HOST = PAGE_CONNECTIONS
@@ -60,8 +60,10 @@ class _PageBase(FastHttpUser):
 
     def __init__(self, environment: Environment) -> None:
         opts = environment.parsed_options
-        if opts is not None and opts.kab_ca:
-            self.ssl_context_factory = keepalive.tls_context_factory(opts.kab_ca)
+        if opts is not None and (opts.kab_ca or opts.kab_insecure):
+            # as keepalive.py's users: our context factory, and `insecure` kept in step with it
+            self.ssl_context_factory = keepalive.tls_context_factory(opts.kab_ca or None)
+            self.insecure = bool(opts.kab_insecure)
         super().__init__(environment)
         self._pool = gevent.pool.Pool(CONNECTIONS_PER_HOST)
 

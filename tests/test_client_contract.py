@@ -122,3 +122,32 @@ def test_the_page_client_holds_six_connections_per_user(tmp_path: Path) -> None:
     argv = config.command()
     assert argv[argv.index("-f") + 1].endswith("locustfiles/pageload.py")
     assert argv[argv.index("-u") + 1] == "2" and argv[-1] == "UnpooledPageUser"
+
+
+@pytest.mark.parametrize("kind", PYPERF_KINDS)
+def test_insecure_reaches_every_pyperf_client_and_reads_back(
+    tmp_path: Path, kind: ClientKind
+) -> None:
+    concurrency = 1 if kind is ClientKind.PYPERF_SEQUENTIAL else 7
+    config = _config(tmp_path, kind=kind, insecure=True, concurrency=concurrency)
+    argv = config.command()
+    assert "--insecure" in argv
+    parsed, _, _ = parse_pyperf_args(PYPERF_MODULES[kind], argv[3:])
+    assert parsed == config and parsed.insecure
+
+
+def test_insecure_reaches_both_locust_clients(tmp_path: Path) -> None:
+    for kind in (ClientKind.LOCUST_FASTHTTP, ClientKind.LOCUST_REQUESTS):
+        argv = _config(tmp_path, kind=kind, insecure=True).command()
+        flags = argv[argv.index("--kab-output") : argv.index(argv[-1])]
+        assert _read_back(flags).insecure, kind
+    assert LocustSettings(insecure=True).to_argv() == ["--kab-insecure"]
+
+
+def test_a_ca_and_insecure_together_are_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    with pytest.raises(UsageError, match="^--ca and --insecure: give one"):
+        _config(tmp_path, ca_path=ca, insecure=True)
+    with pytest.raises(UsageError, match="^--kab-ca and --kab-insecure: give one"):
+        LocustSettings(ca=ca, insecure=True)
