@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 
 # Knobs shared by bench, bench-compare and noise (empty = the command's default): each variable
 # sets the `python -m benchmarks run` flag of the same name in lower case (KEEPALIVE_MAX=0 is
-# --keepalive-max 0); a switch is on when set (TLS=1 is --tls). The lists are benchmarks.matrix's
-# dimensions and run settings (tests/test_matrix.py checks that they agree).
-BENCH_VALUES   := SERVERS CLIENTS MODES CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS BANDWIDTH \
-	TARGET DURATION WARMUP REPEAT WORKERS
-BENCH_SWITCHES := TLS QUICK NETNS
+# --keepalive-max 0, TLS=1.2,1.3 is --tls 1.2,1.3); a switch is on when set (QUICK=1 is --quick).
+# The lists are benchmarks.matrix's dimensions and run settings (tests/test_matrix.py checks that
+# they agree).
+BENCH_VALUES   := SERVERS CLIENTS MODES TLS CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS \
+	BANDWIDTH TARGET DURATION WARMUP REPEAT WORKERS
+BENCH_SWITCHES := QUICK NETNS
 lower = $(subst Z,z,$(subst Y,y,$(subst X,x,$(subst W,w,$(subst V,v,$(subst U,u,$(subst T,t,$(subst S,s,$(subst R,r,$(subst Q,q,$(subst P,p,$(subst O,o,$(subst N,n,$(subst M,m,$(subst L,l,$(subst K,k,$(subst J,j,$(subst I,i,$(subst H,h,$(subst G,g,$(subst F,f,$(subst E,e,$(subst D,d,$(subst C,c,$(subst B,b,$(subst A,a,$(1)))))))))))))))))))))))))))
 flag_of = --$(subst _,-,$(call lower,$(1)))
 BENCH_FLAGS = $(strip $(foreach v,$(BENCH_SWITCHES),$(if $($(v)),$(call flag_of,$(v)))) \

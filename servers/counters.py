@@ -14,6 +14,10 @@ reset between requests, inside one, or inside a handshake), keepalive_disabled, 
 (an error status was answered, or a socket error), shutdown, and handshake_failed (TLS: not TLS,
 a bad ClientHello, no common version or cipher, an alert from the client). The README lists them
 with the spec's wording.
+
+Over TLS, each handshake that succeeds counts in `tls_handshakes` and, when the client resumed
+an earlier session (a TLS 1.2 session ID or ticket, a TLS 1.3 ticket: `session_reused` once the
+handshake is done), in `tls_resumed` too; the harness checks a resuming client's mode with it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Counters:
         self._requests = 0
         self._closed = dict.fromkeys(CloseReason, 0)
         self._accept_backoffs = 0
+        self._tls_handshakes = 0
+        self._tls_resumed = 0
 
     def connection_opened(self) -> int:
         """Count an accepted connection and return its id (1, 2, ... in accept order)."""
@@ -67,6 +73,12 @@ class Counters:
         with self._lock:
             self._accept_backoffs += 1
 
+    def tls_handshake_done(self, *, resumed: bool) -> None:
+        """A TLS handshake that succeeded (from any thread: once per connection)."""
+        with self._lock:
+            self._tls_handshakes += 1
+            self._tls_resumed += resumed
+
     def snapshot(self) -> dict[str, Any]:
         """A consistent JSON-ready view of every counter."""
         with self._lock:
@@ -77,4 +89,6 @@ class Counters:
                 "requests_served": self._requests,
                 "closed": {reason.value: n for reason, n in self._closed.items()},
                 "accept_backoffs": self._accept_backoffs,
+                "tls_handshakes": self._tls_handshakes,
+                "tls_resumed": self._tls_resumed,
             }

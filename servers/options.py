@@ -45,6 +45,14 @@ MAX_TIMEOUT_S = 86_400.0
 MAX_UNIX_PATH_BYTES = 107
 
 
+class TlsVersion(enum.StrEnum):
+    """`--tls-version`: the one TLS version a server accepts (without it, 1.2 and 1.3 both are,
+    as OpenSSL's defaults allow), so a cell measures the handshake it names."""
+
+    TLS12 = "1.2"
+    TLS13 = "1.3"
+
+
 class OptionsError(UsageError):
     """A server configuration that cannot run (one line, exit 2); callers that start servers
     catch it apart from other bad input."""
@@ -61,6 +69,7 @@ class ServerOptions:
     keepalive_max: int = DEFAULT_KEEPALIVE_MAX
     header_timeout_s: float | None = None
     tls: bool = False
+    tls_version: TlsVersion | None = None  # None: 1.2 and 1.3 both accepted
     certfile: Path | None = None
     keyfile: Path | None = None
     log_connections: bool = False
@@ -83,6 +92,8 @@ class ServerOptions:
             )
         if (self.certfile is None) != (self.keyfile is None):
             raise OptionsError("--certfile and --keyfile must be given together")
+        if self.tls_version is not None and not self.tls:
+            raise OptionsError("--tls-version needs --tls")
         if self.certfile is not None and not self.tls:
             raise OptionsError("--certfile/--keyfile need --tls")
         for path in (self.certfile, self.keyfile):
@@ -111,6 +122,8 @@ class ServerOptions:
             argv += ["--header-timeout", seconds_text(self.header_timeout_s)]
         if self.tls:
             argv.append("--tls")
+        if self.tls_version is not None:
+            argv += ["--tls-version", self.tls_version.value]
         if self.certfile is not None and self.keyfile is not None:
             argv += ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile)]
         if self.log_connections:
@@ -167,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         "keep-alive timeout, or 5 when keep-alive is off)",
     )  # fmt: skip
     parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed by default)")
+    parser.add_argument(
+        "--tls-version", choices=[v.value for v in TlsVersion],
+        help="accept only this TLS version (with --tls; default: 1.2 and 1.3)",
+    )  # fmt: skip
     parser.add_argument("--certfile", type=Path, help="PEM certificate chain (with --tls)")
     parser.add_argument("--keyfile", type=Path, help="PEM private key (with --tls)")
     parser.add_argument(
@@ -195,6 +212,7 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
             keepalive_max=ns.keepalive_max,
             header_timeout_s=ns.header_timeout,
             tls=ns.tls,
+            tls_version=None if ns.tls_version is None else TlsVersion(ns.tls_version),
             certfile=ns.certfile,
             keyfile=ns.keyfile,
             log_connections=ns.log_connections,

@@ -144,6 +144,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         except OSError as exc:  # ssl.SSLError included: not TLS, bad version, unknown CA...
             self.close_reason = handshake_close_reason(exc)
             return False
+        self.runtime.counters.tls_handshake_done(resumed=bool(self.connection.session_reused))
         return True
 
     def handle(self) -> None:

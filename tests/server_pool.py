@@ -25,7 +25,13 @@ from typing import IO, Any
 import pytest
 
 from servers.launch import ServerProcess, ServerStartError
-from servers.options import EXTERNAL_SERVERS, REFERENCE_SERVERS, ServerName, ServerOptions
+from servers.options import (
+    EXTERNAL_SERVERS,
+    REFERENCE_SERVERS,
+    ServerName,
+    ServerOptions,
+    TlsVersion,
+)
 from tests.wire_client import RawConnection, Response
 
 REPO = Path(__file__).resolve().parent.parent
@@ -236,10 +242,11 @@ class ServerPool:
         keepalive_max: int = SUITE_N,
         header_timeout_s: float | None = SUITE_H,
         tls: bool = False,
+        tls_version: TlsVersion | None = None,
         tag: str = "",
     ) -> Server:
         """The server for this configuration (`tag` separates otherwise equal configurations)."""
-        key = (keepalive_timeout_s, keepalive_max, header_timeout_s, tls, tag)
+        key = (keepalive_timeout_s, keepalive_max, header_timeout_s, tls, tls_version, tag)
         if key in self._failures:
             pytest.fail(self._failures[key], pytrace=False)
         server = self._servers.get(key)
@@ -259,11 +266,12 @@ class ServerPool:
 
     @staticmethod
     def _describe(key: tuple[Any, ...]) -> str:
-        t, n, h, tls, tag = key
-        return f"T={t:g} N={n} H={h} tls={tls}" + (f" {tag}" if tag else "")
+        t, n, h, tls, version, tag = key
+        tls_text = f"{tls}" + (f" {version}" if version else "")
+        return f"T={t:g} N={n} H={h} tls={tls_text}" + (f" {tag}" if tag else "")
 
     def _start(self, key: tuple[Any, ...]) -> Server:
-        t, n, h, tls, _ = key
+        t, n, h, tls, tls_version, _ = key
         if not module_path(self.name).is_file():
             message = f"servers/{self.name}_server.py does not exist (yet): nothing to test"
             self._failures[key] = message
@@ -274,6 +282,7 @@ class ServerPool:
             keepalive_max=n,
             header_timeout_s=h,
             tls=tls,
+            tls_version=tls_version,
             log_connections=True,
         )
         self._started += 1

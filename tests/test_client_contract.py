@@ -36,7 +36,7 @@ def _config(tmp_path: Path, **overrides: Any) -> ClientConfig:
 def test_a_pyperf_command_reads_back_as_the_same_config(tmp_path: Path, kind: ClientKind) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
-    concurrency = 1 if kind is ClientKind.PYPERF_SEQUENTIAL else 7  # it takes no --concurrency
+    concurrency = kind.connections(7)  # the sequential clients take no --concurrency
     config = _config(tmp_path, kind=kind, ca_path=ca, concurrency=concurrency)
     argv = config.command()
     assert argv[1:3] == ["-m", PYPERF_MODULES[kind]]

@@ -429,8 +429,9 @@ def test_quick_runs_without_a_missing_browser_and_a_full_run_refuses(
 
 
 def test_chromium_tls_handshakes_come_from_the_servers_counters() -> None:
-    """Chromium does not report handshakes: the server's tls_full/tls_resumed deltas do, per
-    load; a server without the counters leaves them unknown (-1), plain HTTP has none (0)."""
+    """Chromium does not report handshakes: the server's tls_handshakes/tls_resumed deltas do
+    (full = handshakes - resumed), per load; a server without the counters leaves them unknown
+    (-1), plain HTTP has none (0)."""
     from benchmarks.harness.fingerprint import Fingerprint
     from benchmarks.pageload.run import make_row, server_delta
 
@@ -439,8 +440,8 @@ def test_chromium_tls_handshakes_come_from_the_servers_counters() -> None:
             "fetches": [{"connection": i % 6, "reused": i >= 6} for i in range(11)]}  # fmt: skip
     base = {"connections_accepted": 10, "requests_served": 100}
     after = {"connections_accepted": 22, "requests_served": 122}
-    counted = server_delta({**base, "tls_full": 3, "tls_resumed": 1},
-                           {**after, "tls_full": 5, "tls_resumed": 11})  # fmt: skip
+    counted = server_delta({**base, "tls_handshakes": 4, "tls_resumed": 1},
+                           {**after, "tls_handshakes": 16, "tls_resumed": 11})  # fmt: skip
     assert (counted.tls_full, counted.tls_resumed) == (2, 10)
     assert server_delta(base, after).tls_resumed == -1
     assert server_delta({**base, "tls_resumed": 1}, after).tls_resumed == -1

@@ -52,6 +52,9 @@ class ClientKind(enum.StrEnum):
     LOCUST_REQUESTS = "locust-requests"  # HttpUser: PooledRequestsUser / UnpooledRequestsUser
     LOCUST_PAGE = "locust-page"  # PageUser / UnpooledPageUser: pages, six requests at a time
     PYPERF_SEQUENTIAL = "pyperf-sequential"  # one request at a time (the seed experiment)
+    # The same, and each new connection resumes the previous one's TLS session (no Python HTTP
+    # client does: urllib3/requests, aiohttp and geventhttpclient all start every one afresh).
+    PYPERF_SEQUENTIAL_RESUME = "pyperf-sequential-resume"
     PYPERF_CONCURRENT_RAW = "pyperf-concurrent-raw"  # asyncio Protocol client on uvloop
     PYPERF_CONCURRENT_AIOHTTP = "pyperf-concurrent-aiohttp"  # aiohttp ClientSession
 
@@ -65,10 +68,10 @@ class ClientKind(enum.StrEnum):
         return self is ClientKind.LOCUST_PAGE
 
     def connections(self, concurrency: int) -> int:
-        """Connections this client holds at once: the sequential client always uses one; a
+        """Connections this client holds at once: the sequential clients always use one; a
         page user holds six, so the page client's concurrency is a multiple of six (rounded
         up: 1 and 6 are one user, 10 and 12 two)."""
-        if self is ClientKind.PYPERF_SEQUENTIAL:
+        if self in SEQUENTIAL_CLIENTS:
             return 1
         if self is ClientKind.LOCUST_PAGE:
             return PAGE_CONNECTIONS * math.ceil(concurrency / PAGE_CONNECTIONS)
@@ -79,6 +82,14 @@ class ClientKind(enum.StrEnum):
         return (
             self.connections(concurrency) // PAGE_CONNECTIONS if self.loads_pages else concurrency
         )
+
+    @property
+    def resumes_tls(self) -> bool:
+        """Offers the previous connection's TLS session on each new connection."""
+        return self is ClientKind.PYPERF_SEQUENTIAL_RESUME
+
+
+SEQUENTIAL_CLIENTS = frozenset({ClientKind.PYPERF_SEQUENTIAL, ClientKind.PYPERF_SEQUENTIAL_RESUME})
 
 
 LOCUST_USER_CLASSES = {
@@ -92,6 +103,7 @@ LOCUST_USER_CLASSES = {
 
 PYPERF_MODULES = {
     ClientKind.PYPERF_SEQUENTIAL: "benchmarks.clients.pyperf_sequential",
+    ClientKind.PYPERF_SEQUENTIAL_RESUME: "benchmarks.clients.pyperf_sequential_resume",
     ClientKind.PYPERF_CONCURRENT_RAW: "benchmarks.clients.pyperf_concurrent",
     ClientKind.PYPERF_CONCURRENT_AIOHTTP: "benchmarks.clients.pyperf_concurrent",
 }
@@ -363,6 +375,9 @@ class ClientResult:
     # TCP connections the client opened over the same span as requests_total (every process):
     # what a target without our counters is judged by. -1: a result written before it counted.
     connections_opened: int = -1
+    # Of those, the ones whose TLS session was resumed (session_reused), over the same span;
+    # -1: a client that never offers a session (every one but pyperf-sequential-resume).
+    tls_resumed: int = -1
     # The page client only (PAGE_EVENT_TYPE events): whole pages loaded in the window and their
     # load times (microseconds; p50, p90, p99, p999, max of their own HdrHistogram).
     pages: int = 0

@@ -31,6 +31,8 @@ REQUEST_TIMEOUT_S = 30.0
 class AiohttpClient:
     """aiohttp ClientSession shared by `concurrency` tasks that draw from one request budget."""
 
+    tls_resumed = 0  # never offers a TLS session to resume
+
     def __init__(self, target: Target, mode: Mode, concurrency: int) -> None:
         import uvloop
 

@@ -14,6 +14,7 @@ histogram; pyperf's own JSON is kept beside --output as `<output>.pyperf.json`.
 from __future__ import annotations
 
 import http.client
+import ssl
 import sys
 import time
 from collections import Counter
@@ -33,6 +34,8 @@ PROG = "python -m benchmarks.clients.pyperf_sequential"
 class SequentialClient:
     """http.client, one request in flight; pooled keeps one connection for the whole worker."""
 
+    tls_resumed = 0  # never offers a TLS session to resume
+
     def __init__(self, target: Target, mode: Mode) -> None:
         self.target = target
         self.mode = mode
@@ -45,15 +48,19 @@ class SequentialClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.context is not None:
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S, context=self.context
-            )
+            conn = self._https(self.context)
         else:
             conn = http.client.HTTPConnection(
                 self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S
             )
         conn.connect = self._counting(conn.connect)  # type: ignore[method-assign]
         return conn
+
+    def _https(self, context: ssl.SSLContext) -> http.client.HTTPConnection:
+        """An https connection (not yet connected); a full handshake on each new connection."""
+        return http.client.HTTPSConnection(
+            self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S, context=context
+        )
 
     def _counting(self, connect: Callable[[], None]) -> Callable[[], None]:
         """http.client reconnects by itself (auto_open) once the server closed: every connect,

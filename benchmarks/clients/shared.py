@@ -113,6 +113,7 @@ class Tally:
     elapsed_s: float = 0.0
     requests_total: int = 0
     connections: int = 0  # TCP connections this process opened (every request, like requests_total)
+    tls_resumed: int = 0  # of those, the ones whose TLS session was resumed (resuming clients)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
 
@@ -133,6 +134,7 @@ class Tally:
             "elapsed_s": self.elapsed_s,
             "requests_total": self.requests_total,
             "connections": self.connections,
+            "tls_resumed": self.tls_resumed,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
         }
@@ -145,6 +147,7 @@ class Tally:
             elapsed_s=data["elapsed_s"],
             requests_total=data["requests_total"],
             connections=data.get("connections", 0),
+            tls_resumed=data.get("tls_resumed", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
         )
@@ -156,6 +159,7 @@ class Tally:
         self.elapsed_s += other.elapsed_s
         self.requests_total += other.requests_total
         self.connections += other.connections
+        self.tls_resumed += other.tls_resumed
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
 

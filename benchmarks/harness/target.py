@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -103,6 +104,35 @@ class TargetCommand:
         return TargetServer(
             self.url, scheme, host, port, self.path, pid, ca_path or self.ca_path, self.insecure
         )
+
+
+def target_tls(target: TargetServer | TargetCommand) -> str:
+    """The tls dimension of a target's rows: `none` for http; for an https URL the version the
+    clients' own context negotiates with it (one handshake, now); for a command, the
+    `--tls-version` it is given, else 1.3 (the clients offer 1.2 and 1.3 and take the highest;
+    a server that speaks only 1.2 must be given as a URL to be labelled right)."""
+    if not target.tls:
+        return "none"
+    if isinstance(target, TargetCommand):
+        words = list(target.words)
+        if "--tls-version" in words[:-1]:
+            return words[words.index("--tls-version") + 1]
+        return "1.3"
+    context = target.ssl_context()
+    assert context is not None
+    try:
+        with (
+            socket.create_connection((target.host, target.port), timeout=5.0) as raw,
+            context.wrap_socket(raw, server_hostname=target.host) as tls,
+        ):
+            version = tls.version() or ""
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--target {target.url}: TLS handshake failed: {exc}") from None
+    version = version.removeprefix("TLSv")
+    if version not in ("1.2", "1.3"):
+        raise UsageError(f"--target {target.url}: negotiated TLS {version or '?'}: only 1.2 and "
+                         "1.3 are measured")  # fmt: skip
+    return version
 
 
 def is_loopback(host: str) -> bool:

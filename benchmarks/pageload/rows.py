@@ -122,7 +122,8 @@ COLUMN_DOCS: dict[str, str] = {
     "preconnected_per_page": "connections per load whose first response already said reused "
     "(Chromium opened them before it had a request for them)",
     "tls_full_per_page": "full TLS handshakes per load: the Python client's own count; "
-    "Chromium's by the server's `tls_full` counter (-1: the server has none); 0 for plain HTTP",
+    "Chromium's by the server's counters, `tls_handshakes` - `tls_resumed` (-1: the server has "
+    "none); 0 for plain HTTP",
     "tls_resumed_per_page": "resumed TLS handshakes per load: the Python client's own count; "
     "Chromium's by the server's `tls_resumed` counter (-1: the server has none); 0 for plain "
     "HTTP",

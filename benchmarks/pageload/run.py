@@ -278,9 +278,10 @@ def chromium_agreement(loads: list[dict[str, Any]]) -> tuple[int, str]:
 
 
 UNKNOWN = -1  # a handshake count nobody counted (a server without the counter)
-# The servers' /counters keys for TLS handshakes (servers.counters; the `tls` branch adds
-# them). A server without one leaves that figure unknown.
-TLS_COUNTERS = ("tls_full", "tls_resumed")
+# The servers' /counters keys for TLS (servers.counters): handshakes that succeeded, and of
+# those the resumed ones; full = handshakes - resumed. A server without them (a build from before
+# they existed) leaves both figures unknown.
+TLS_COUNTERS = ("tls_handshakes", "tls_resumed")
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,8 @@ def server_delta(before: dict[str, Any], after: dict[str, Any]) -> ServerDelta:
         a, b = after.get(key), before.get(key)
         return a - b if isinstance(a, int) and isinstance(b, int) else UNKNOWN
 
-    full, resumed = (diff(key) for key in TLS_COUNTERS)
+    handshakes, resumed = (diff(key) for key in TLS_COUNTERS)
+    full = handshakes - resumed if UNKNOWN not in (handshakes, resumed) else UNKNOWN
     return ServerDelta(
         after["connections_accepted"] - before["connections_accepted"],
         after["requests_served"] - before["requests_served"],
