@@ -77,12 +77,14 @@ noise: install
 report: install
 	$(PY) -m benchmarks report $(CSV)
 
-# wrk against each reference server, next to nginx and bare apps (issue 2's performance check).
+# wrk against each reference server, next to nginx and bare apps (issues 2 and 14's targets),
+# then callgrind's instructions per request beside every ratio (NO_INSTRUCTIONS=1 skips them).
 # `servers-perf` is its old name, kept as an alias.
 servers-perf: serverperf
 serverperf: install
 	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION)) \
-	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX))
+	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) \
+	  $(if $(NO_INSTRUCTIONS),,--instructions)
 
 # The fastest pyperf client against wrk on the uvloop server: how close a Python client gets.
 ceiling: install

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
-from servers.accept import AcceptBackoff, LoopAcceptor, connect_on_loop
+from servers.accept import AcceptBackoff, Connector, LoopAcceptor
 from servers.counters import Counters
 from servers.tls_accept import CountedProtocol, TLSAccept
 
@@ -121,8 +121,10 @@ class DeadlineSockSite(web.SockSite):
             self._tls = TLSAccept(
                 loop, self._ssl_context, self._counters, self._handshake_timeout_s, http
             )
-        connect = connect_on_loop(loop, server if self._tls is None else self._tls)
-        acceptor = LoopAcceptor(loop, self._sock, self._backoff, connect)
+        connect = Connector(loop, server if self._tls is None else self._tls)
+        acceptor = LoopAcceptor(
+            loop, self._sock, self._backoff, connect.on_socket, connect.batch_end
+        )
         acceptor.start()
         self._server = acceptor
 

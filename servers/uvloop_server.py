@@ -35,7 +35,7 @@ import signal
 
 import uvloop
 
-from servers.accept import LoopAcceptor, connect_on_loop
+from servers.accept import Connector, LoopAcceptor
 from servers.runtime import SHUTDOWN_GRACE_S, Runtime, freeze_startup_heap
 from servers.tls_accept import TLSAccept
 from servers.uvloop_protocol import HttpProtocol
@@ -64,8 +64,10 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     if runtime.ssl_context is not None:  # handshakes counted, failed ones too, and under H
         tls = TLSAccept(loop, runtime.ssl_context, state.counters, state.header_s, http)
     # Not loop.create_server: at EMFILE libuv accepts and closes every queued connection.
-    connect = connect_on_loop(loop, http if tls is None else tls)
-    server = LoopAcceptor(loop, runtime.listener, runtime.accept_backoff(), connect)
+    connect = Connector(loop, http if tls is None else tls)
+    server = LoopAcceptor(
+        loop, runtime.listener, runtime.accept_backoff(), connect.on_socket, connect.batch_end
+    )
     server.start()
     freeze_startup_heap()
     runtime.announce_ready()

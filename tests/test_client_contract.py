@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.clients.contract import (
     PYPERF_MODULES,
+    SEQUENTIAL_CLIENTS,
     ClientConfig,
     ClientKind,
     LocustSettings,
@@ -128,7 +129,7 @@ def test_the_page_client_holds_six_connections_per_user(tmp_path: Path) -> None:
 def test_insecure_reaches_every_pyperf_client_and_reads_back(
     tmp_path: Path, kind: ClientKind
 ) -> None:
-    concurrency = 1 if kind is ClientKind.PYPERF_SEQUENTIAL else 7
+    concurrency = 1 if kind in SEQUENTIAL_CLIENTS else 7
     config = _config(tmp_path, kind=kind, insecure=True, concurrency=concurrency)
     argv = config.command()
     assert "--insecure" in argv

@@ -126,13 +126,23 @@ def target_tls(target: TargetServer | TargetCommand) -> str:
             context.wrap_socket(raw, server_hostname=target.host) as tls,
         ):
             version = tls.version() or ""
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"--target {target.url}: TLS handshake failed: {exc}") from None
+    except OSError as exc:  # ssl.SSLError is one
+        raise UsageError(_no_answer(target, exc)) from None
     version = version.removeprefix("TLSv")
     if version not in ("1.2", "1.3"):
         raise UsageError(f"--target {target.url}: negotiated TLS {version or '?'}: only 1.2 and "
                          "1.3 are measured")  # fmt: skip
     return version
+
+
+def _no_answer(target: TargetServer, reason: object) -> str:
+    """The one line for a target that did not answer; a certificate that did not verify says
+    which flag to give."""
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        how = "--target-ca FILE (make bench CA=FILE) or --target-insecure (INSECURE=1)"
+        why = reason.verify_message
+        return f"--target {target.url}: certificate not verified ({why}): {how}"
+    return f"--target {target.url} did not answer: {reason}"
 
 
 def is_loopback(host: str) -> bool:
@@ -234,11 +244,7 @@ def check_answers(
         pass  # it answered
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ssl.SSLCertVerificationError):
-            how = "--target-ca FILE (make bench CA=FILE) or --target-insecure (INSECURE=1)"
-            why = reason.verify_message
-            return f"--target {target.url}: certificate not verified ({why}): {how}"
-        return f"--target {target.url} did not answer: {reason}"
+        return _no_answer(target, reason)
     if target.pid is not None and not started and not listens_on(target.pid, target.port):
         return f"--target-pid {target.pid}: it and its children do not listen on {target.port}"
     return None
