@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import gevent
 import gevent.ssl
 from locust import FastHttpUser, HttpUser, events, task
 from locust.env import Environment
@@ -419,6 +420,11 @@ def _check_reachable(host: str) -> None:
 
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    # Locust arms --run-time with gevent.spawn_later soon after init, against the loop's cached
+    # clock, last read when gevent's hub started, before the locustfile's imports: on a busy
+    # machine seconds ago, and a timer armed on a stale clock fires at once (a run that served
+    # nothing). Read the clock again here.
+    gevent.get_hub().loop.update_now()
     opts = _options(environment)
     if opts is None:
         return
