@@ -66,11 +66,14 @@ bench: install
 compare: install
 	$(PY) -m benchmarks compare $(BASE) $(NEW) $(COMPARE_FLAGS)
 
+# SCENARIO=pageload: the page-load scenario's rounds instead, with `make pageload`'s variables.
+SCENARIO_FLAGS = $(if $(filter pageload,$(SCENARIO)),--scenario pageload $(strip $(PAGELOAD_FLAGS)),$(if $(SCENARIO),--scenario $(SCENARIO)) $(BENCH_FLAGS))
+
 bench-compare: install
-	$(PY) -m benchmarks bench-compare --base $(BASE) $(if $(ROUNDS),--rounds $(ROUNDS)) $(BENCH_FLAGS)
+	$(PY) -m benchmarks bench-compare --base $(BASE) $(if $(ROUNDS),--rounds $(ROUNDS)) $(strip $(SCENARIO_FLAGS))
 
 noise: install
-	$(PY) -m benchmarks noise $(if $(ROUNDS),--rounds $(ROUNDS)) $(BENCH_FLAGS)
+	$(PY) -m benchmarks noise $(if $(ROUNDS),--rounds $(ROUNDS)) $(strip $(SCENARIO_FLAGS))
 
 report: install
 	$(PY) -m benchmarks report $(CSV)
@@ -160,7 +163,7 @@ BROWSER_DEPS = test -x /usr/bin/chromium || (apt-get update -q && apt-get instal
 
 # The seed's question on a page of N resources behind the delay line (issue 11; root). QUICK
 # does not install the browser: without it, it runs the Python client alone and says so.
-pageload: PAGELOAD_FLAGS = $(if $(QUICK),--quick) $(if $(SERVERS),--servers $(SERVERS)) \
+PAGELOAD_FLAGS = $(if $(QUICK),--quick) $(if $(SERVERS),--servers $(SERVERS)) \
 	$(if $(CLIENTS),--clients $(CLIENTS)) $(if $(RTT),--rtt $(RTT)) \
 	$(if $(RESOURCES),--resources $(RESOURCES)) $(if $(SIZE),--size $(SIZE)) \
 	$(if $(TLS),--tls $(TLS)) $(if $(KEEPALIVE),--keepalive $(KEEPALIVE)) \

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import gevent
 import gevent.ssl
 from locust import FastHttpUser, HttpUser, events, task
 from locust.env import Environment
@@ -34,6 +35,7 @@ from locust.runners import WorkerRunner
 from benchmarks import latency
 from benchmarks.clients.contract import (
     LOCUST_USER_CLASSES,
+    PAGE_EVENT_TYPE,
     ClientResult,
     LocustSettings,
     Mode,
@@ -282,7 +284,9 @@ class Recorder:
 
     def reset(self) -> None:
         self.hist = latency.new_histogram()
+        self.page_hist = latency.new_histogram()
         self.requests = 0
+        self.pages = 0
         self.error_kinds: Counter[str] = Counter()
         self.window_start: float | None = None
         self.window_stop: float | None = None
@@ -298,12 +302,20 @@ class Recorder:
         if self.window_stop is None or now < self.window_stop:
             self.window_stop = now
 
-    def on_request(self, response_time: float, exception: Any, response: Any = None) -> None:
-        self.total += 1
+    def on_request(
+        self, response_time: float, exception: Any, response: Any = None, request_type: str = ""
+    ) -> None:
+        page = request_type == PAGE_EVENT_TYPE  # a whole page (locustfiles/pageload.py)
+        self.total += not page
         now = time.monotonic()
         if self.window_start is None or now < self.window_start:
             return
         if self.window_stop is not None and now > self.window_stop:
+            return
+        if page:  # its requests were recorded one by one; a failed page is counted there too
+            if exception is None:
+                self.pages += 1
+                latency.record_us(self.page_hist, response_time * 1000.0)
             return
         if exception is None:
             self.requests += 1
@@ -315,6 +327,8 @@ class Recorder:
         """A worker's measurements since its last report, for the master (then forgotten here)."""
         report = {
             "histogram": latency.encode(self.hist),
+            "page_histogram": latency.encode(self.page_hist),
+            "pages": self.pages,
             "requests": self.requests,
             "total": self.total,
             "error_kinds": dict(self.error_kinds),
@@ -322,13 +336,17 @@ class Recorder:
         }
         _Connects.opened = 0
         self.hist = latency.new_histogram()
-        self.requests = self.total = 0
+        self.page_hist = latency.new_histogram()
+        self.requests = self.total = self.pages = 0
         self.error_kinds = Counter()
         return report
 
     def absorb(self, report: dict[str, Any]) -> None:
         """The master adds a worker's report: histograms merged, never percentiles averaged."""
         self.hist.add(latency.decode(report["histogram"]))
+        if "page_histogram" in report:
+            self.page_hist.add(latency.decode(report["page_histogram"]))
+        self.pages += int(report.get("pages", 0))
         self.requests += int(report["requests"])
         self.total += int(report["total"])
         self.connections += int(report.get("connections", 0))
@@ -354,6 +372,8 @@ class Recorder:
             histogram=latency.encode(self.hist),
             error_kinds=dict(self.error_kinds),
             connections_opened=self.connections + _Connects.opened,
+            pages=self.pages,
+            page_latency_us=latency.summary_us(self.page_hist) if self.pages else {},
         )
 
 
@@ -400,6 +420,11 @@ def _check_reachable(host: str) -> None:
 
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    # Locust arms --run-time with gevent.spawn_later soon after init, against the loop's cached
+    # clock, last read when gevent's hub started, before the locustfile's imports: on a busy
+    # machine seconds ago, and a timer armed on a stale clock fires at once (a run that served
+    # nothing). Read the clock again here.
+    gevent.get_hub().loop.update_now()
     opts = _options(environment)
     if opts is None:
         return
@@ -413,8 +438,11 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     if output is not None and opts.headless and environment.host:
         _check_reachable(environment.host)
 
-    def on_request(response_time: float, exception: Any, response: Any = None, **_: Any) -> None:
-        recorder.on_request(response_time, exception, response)
+    def on_request(
+        response_time: float, exception: Any, response: Any = None, request_type: str = "",
+        **_: Any,
+    ) -> None:  # fmt: skip
+        recorder.on_request(response_time, exception, response, request_type)
 
     def on_quitting(environment: Environment, **_: Any) -> None:
         recorder.stop()

@@ -151,6 +151,19 @@ def test_bad_locust_flags_are_refused(argv: list[str], message: str) -> None:
         _read_back(argv)
 
 
+def test_the_page_client_holds_six_connections_per_user(tmp_path: Path) -> None:
+    """locust-page's concurrency counts connections, six per page user, rounded up."""
+    page = ClientKind.LOCUST_PAGE
+    assert [page.connections(c) for c in (1, 6, 10, 12, 13)] == [6, 6, 12, 12, 18]
+    assert [page.users(c) for c in (1, 12)] == [1, 2]
+    assert ClientKind.LOCUST_FASTHTTP.users(12) == 12
+    config = ClientConfig(kind=page, url="http://127.0.0.1:1", mode=Mode.UNPOOLED,
+                          concurrency=12, duration_s=1, output=tmp_path / "r.json")  # fmt: skip
+    argv = config.command()
+    assert argv[argv.index("-f") + 1].endswith("locustfiles/pageload.py")
+    assert argv[argv.index("-u") + 1] == "2" and argv[-1] == "UnpooledPageUser"
+
+
 @pytest.mark.parametrize("kind", PYPERF_KINDS)
 def test_insecure_reaches_every_pyperf_client_and_reads_back(
     tmp_path: Path, kind: ClientKind

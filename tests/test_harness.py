@@ -131,6 +131,11 @@ def test_sequential_client_ignores_concurrency_and_collapses_duplicates() -> Non
             {"concurrency": str(MAX_CONCURRENCY + 1), "clients": "pyperf-concurrent-raw"},
             f"--concurrency {MAX_CONCURRENCY + 1} is above pyperf-concurrent-raw's maximum",
         ),
+        (
+            {"servers": "uvloop,nginx", "clients": "locust-page"},
+            "locust-page loads /page, which only our servers serve (stdlib, aiohttp, uvloop), "
+            "not nginx",
+        ),
     ],
 )
 def test_bad_input_is_one_config_error(kwargs: dict[str, object], message: str) -> None:

@@ -374,3 +374,20 @@ def test_a_results_disk_that_fills_up_stops_the_run(
     (full,) = read_rows(csvs[0])
     assert full.status == "disk-full", full.note
     assert full.note.startswith("results disk full: No space left on device"), full.note
+
+
+def test_locust_page_users_run_as_a_harness_client(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """make bench CLIENTS=locust-page: page users (six connections each) in a real cell; the
+    row's mode is the server's counters' verdict, its note says how many pages loaded."""
+    argv = ["--servers", "uvloop", "--clients", "locust-page", "--concurrency", "6",
+            "--duration", "1", "--warmup", "0.3", "--repeat", "1", "--modes", "pooled",
+            "--results-dir", str(tmp_path)]  # fmt: skip
+    rc, csv_path, err = _run(argv, capsys)
+    assert rc == 0, err
+    (row,) = read_rows(csv_path)
+    assert (row.status, row.key.client, row.key.concurrency) == ("ok", "locust-page", 6)
+    assert row.valid == 1 or row.note.startswith("contended:"), row.note
+    assert row.peak_open_connections >= 6 and 6 <= row.connections_opened < row.requests
+    assert " pages " in f" {row.note}" and "page load p50 " in row.note

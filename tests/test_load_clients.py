@@ -203,6 +203,31 @@ print(first is second, len(first.get_ca_certs()))
     assert done.stdout.split() == ["True", "1"], done.stdout
 
 
+# Pooled runs in tests/test_harness_e2e.py (a whole harness cell); both would add 5 s.
+@pytest.mark.parametrize("mode", [Mode.UNPOOLED], ids=str)
+def test_locust_page_users_achieve_their_mode(
+    server: ServerProcess, tmp_path: Path, mode: Mode
+) -> None:
+    """locust-page (PageUser / UnpooledPageUser) as the harness runs it: concurrency 12 is two
+    users of six connections; pooled keeps those twelve for every page, unpooled opens one per
+    request. Requests are counted one by one, the pages (Locust's PAGE events) apart."""
+    config = _config(server, tmp_path, ClientKind.LOCUST_PAGE, mode, concurrency=12,
+                     duration_s=0.8, warmup_s=0.3)  # fmt: skip
+    assert "locustfiles/pageload.py" in " ".join(config.command())
+    served_before = server.counters()["requests_served"]
+    result, accepted = _run(server, config)
+    served = server.counters()["requests_served"] - served_before
+    assert result.pages > 0 and result.requests > result.pages
+    assert 0 < result.page_latency_us["p50"] <= result.page_latency_us["max"]
+    # every page is 11 requests (the page, 10 resources): more than one request's time
+    assert result.page_latency_us["p50"] > result.latency_us["p50"]
+    assert served - 12 <= result.requests_total <= served  # the PAGE events are not requests
+    if mode is Mode.POOLED:
+        assert accepted == 12 + 1
+    else:
+        assert abs(accepted - (result.requests_total + 1)) <= 12  # in flight at the stop
+
+
 def test_pyperf_sequential_resume_resumes_every_new_connection(tmp_path: Path) -> None:
     """Unpooled over TLS 1.3 (tickets come after the handshake: the client takes its session
     from a connection once the response arrived): every connection but each process's first

@@ -39,13 +39,26 @@ def net_locust(*args: str, timeout_s: float = 180) -> subprocess.CompletedProces
     )
 
 
+def test_page_users_run_from_their_own_locustfile() -> None:
+    """PageUser and UnpooledPageUser are in locustfiles/pageload.py: master and workers load it."""
+    from benchmarks.net.distributed import DistributedConfig
+    from benchmarks.net.spec import LinkSpec
+
+    for user_class, name in [("PageUser", "pageload.py"), ("PooledUser", "keepalive.py")]:
+        config = DistributedConfig(LinkSpec(rtt_ms=20, clients=2), user_class=user_class)
+        assert config.locustfile.name == name
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--rtt", "20", "--workers", "0"], "--workers must be between 1 and 63, got 0"),
         (["--rtt", "20", "--users", "0"], "--users must be between 1 and"),
         (["--rtt", "20", "--run-time", "0"], "--run-time must be 1 to 86400 s, got 0"),
-        (["--rtt", "20", "--user-class", "Nope"], "--user-class must be one of PooledRequestsUser"),
+        (
+            ["--rtt", "20", "--user-class", "Nope"],
+            "--user-class must be one of PageUser, PooledRequestsUser",
+        ),
         (["--rtt", "-3"], "--rtt must be between 0"),
         (["--rtt", "20", "--server", "apache"], "--server must name a reference server"),
         (["--rtt", "20", "--json", "/no/such/dir/x.json"], "--json: no such directory"),

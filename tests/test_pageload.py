@@ -426,3 +426,34 @@ def test_quick_runs_without_a_missing_browser_and_a_full_run_refuses(
     assert checked is None and "make pageload` installs both" in note
     monkeypatch.setattr(cli, "browser_missing", lambda: "")
     assert cli.without_missing_browser(full) == (full, "")
+
+
+def test_chromium_tls_handshakes_come_from_the_servers_counters() -> None:
+    """Chromium does not report handshakes: the server's tls_handshakes/tls_resumed deltas do
+    (full = handshakes - resumed), per load; a server without the counters leaves them unknown
+    (-1), plain HTTP has none (0)."""
+    from benchmarks.harness.fingerprint import Fingerprint
+    from benchmarks.pageload.run import make_row, server_delta
+
+    fp = Fingerprint("h", "cpu", 2, "k", "3.11", "p", "c")
+    load = {"page_load_ms": 10.0, "document_ms": 2.0, "connections": 6, "error": "",
+            "fetches": [{"connection": i % 6, "reused": i >= 6} for i in range(11)]}  # fmt: skip
+    base = {"connections_accepted": 10, "requests_served": 100}
+    after = {"connections_accepted": 22, "requests_served": 122}
+    counted = server_delta({**base, "tls_handshakes": 4, "tls_resumed": 1},
+                           {**after, "tls_handshakes": 16, "tls_resumed": 11})  # fmt: skip
+    assert (counted.tls_full, counted.tls_resumed) == (2, 10)
+    assert server_delta(base, after).tls_resumed == -1
+    assert server_delta({**base, "tls_resumed": 1}, after).tls_resumed == -1
+
+    def row(tls: Tls, delta: Any) -> Any:
+        batch = Batch(1, ServerName.UVLOOP, Client.CHROMIUM, 20.0, 10, 100, KeepAlive(5, 100),
+                      tls, 1, 2)  # fmt: skip
+        return make_row(batch, fp, "run", "t", {"loads": [load, load]}, delta, (0, 0, 0), "v")
+
+    with_counters = row(Tls.TLS13, counted)
+    assert (with_counters.tls_full_per_page, with_counters.tls_resumed_per_page) == (1, 5)
+    without = row(Tls.TLS13, server_delta(base, after))
+    assert (without.tls_full_per_page, without.tls_resumed_per_page) == (-1, -1)
+    plain = row(Tls.NONE, server_delta(base, after))
+    assert (plain.tls_full_per_page, plain.tls_resumed_per_page) == (0, 0)

@@ -12,6 +12,12 @@ worktree gets its own .venv via `make install`, so a dependency change is really
 `packages` fingerprint then differs by construction and is ignored (said on stderr), since the
 dependency change is what is being measured. The worktree is removed afterwards, also on error
 and Ctrl-C.
+
+`--scenario pageload` does the same for the page-load scenario (`make bench-compare
+SCENARIO=pageload`): its flags instead of the harness's (benchmarks.pageload.rounds), one
+`python -m benchmarks pageload` per side and round, and the page-load rows judged as compare
+judges them (benchmarks.pageload.compare: page_load_p50_ms and page_load_p90_ms, the noise floor
+of noise-pageload-*.json), so a commit that slows page loads is caught.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from benchmarks.analysis import rounds
 from benchmarks.analysis.compare import compare_rows, report
@@ -101,12 +109,37 @@ def rule_for_venvs(rule: Rule, same_deps: bool) -> Rule:
     return replace(rule, ignore_fingerprint=(*rule.ignore_fingerprint, "packages"))
 
 
+BENCH, PAGELOAD = "bench", "pageload"
+SCENARIOS = (BENCH, PAGELOAD)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How one scenario's rounds run: the refusal check, one round, its rows."""
+
+    check: Callable[[Side, Sequence[str]], None]
+    run_round: Callable[[Side, Sequence[str], Path], list[Path]]
+    read_all: Callable[[Sequence[Path]], list[Any]]
+    args: Callable[[argparse.Namespace], list[str]]
+
+
+def runner_for(scenario: str) -> Runner:
+    """`make bench` rows (benchmarks.analysis.rounds) or page loads (benchmarks.pageload)."""
+    if scenario == PAGELOAD:
+        from benchmarks.pageload import rounds as pages
+
+        return Runner(pages.check_scenario, pages.run_round, pages.read_all, pages.scenario_args)
+    return Runner(rounds.check_harness, rounds.run_round, rounds.read_all, rounds.bench_args)
+
+
 def run_interleaved(
-    sides: list[Side], bench_args: list[str], n_rounds: int, alternate: bool, out_root: Path
-) -> dict[str, list[Path]]:
+    sides: list[Side], bench_args: list[str], n_rounds: int, alternate: bool, out_root: Path,
+    runner: Runner | None = None,
+) -> dict[str, list[Path]]:  # fmt: skip
     """Run the sides round by round in schedule order; the CSVs each side wrote."""
+    runner = runner or runner_for(BENCH)
     for side in sides:
-        rounds.check_harness(side, bench_args)
+        runner.check(side, bench_args)
     written: dict[str, list[Path]] = {side.name: [] for side in sides}
     plan = rounds.schedule(sides, n_rounds, alternate)
     for step, (r, side) in enumerate(plan, start=1):
@@ -116,12 +149,21 @@ def run_interleaved(
             flush=True,
         )
         out_dir = out_root / side.name / f"round-{r:03d}"
-        written[side.name] += rounds.run_round(side, bench_args, out_dir)
+        written[side.name] += runner.run_round(side, bench_args, out_dir)
     return written
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The bench-compare CLI: the ref, rounds and order, --save, bench and rule flags."""
+def scenario_of(argv: Sequence[str]) -> str:
+    """`--scenario` before the full parse: it decides which flags the parser has."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--scenario", choices=SCENARIOS, default=BENCH)
+    known, _ = pre.parse_known_args(list(argv))
+    return str(known.scenario)
+
+
+def build_parser(scenario: str = BENCH) -> argparse.ArgumentParser:
+    """The bench-compare CLI: the ref, rounds and order, --save, the scenario's and the rule's
+    flags."""
     parser = OneLineParser(
         prog="python -m benchmarks bench-compare",
         description="Bench a git ref and the work tree interleaved, then compare them. "
@@ -144,17 +186,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--save",
         type=Path,
         metavar="DIR",
-        help="also write base.csv and new.csv here, for a later `compare`",
+        help="also write base.csv and new.csv here (pageload-base.csv and pageload-new.csv for "
+        "the page-load scenario), for a later `compare`",
     )
-    rounds.add_bench_arguments(parser)
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default=BENCH,
+        help="bench (default): `python -m benchmarks run` rows; pageload: `python -m "
+        "benchmarks pageload` rows, with its flags (see --scenario pageload --help)",
+    )
+    if scenario == PAGELOAD:
+        from benchmarks.pageload import rounds as pages
+
+        pages.add_arguments(parser)
+    else:
+        rounds.add_bench_arguments(parser)
     add_rule_arguments(parser)
     add_noise_arguments(parser)
     return parser
 
 
 def measure_in_worktree(
-    args: argparse.Namespace, repo: Path, commit: str, tmp: Path
-) -> tuple[list[ResultRow], list[ResultRow], bool]:
+    args: argparse.Namespace, repo: Path, commit: str, tmp: Path, runner: Runner | None = None
+) -> tuple[list[Any], list[Any], bool]:
     """Base rows, work-tree rows, and whether both used the same dependencies.
 
     The worktree exists only inside this function: it is removed on success, error and Ctrl-C.
@@ -171,9 +226,10 @@ def measure_in_worktree(
         print(f"bench-compare: base {args.base} = {commit[:12]}; {why}", file=sys.stderr)
         sides = [Side("base", worktree, python), Side("new", repo, Path(sys.executable))]
         alternate = args.order == "alternate"
-        bench = rounds.bench_args(args)
-        written = run_interleaved(sides, bench, args.rounds, alternate, tmp / "runs")
-        return rounds.read_all(written["base"]), rounds.read_all(written["new"]), same_deps
+        runner = runner or runner_for(BENCH)
+        bench = runner.args(args)
+        written = run_interleaved(sides, bench, args.rounds, alternate, tmp / "runs", runner)
+        return runner.read_all(written["base"]), runner.read_all(written["new"]), same_deps
     finally:
         subprocess.run(worktree_remove_command(repo, worktree), capture_output=True)
         subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
@@ -188,9 +244,36 @@ def judge(args: argparse.Namespace, base: list[ResultRow], new: list[ResultRow],
     return report(comparison, effective, args.json, args.fail_on_inconclusive, floor)
 
 
+def judge_pages(args: argparse.Namespace, base: list[Any], new: list[Any], same_deps: bool) -> int:
+    """The page-load rows judged as `compare` judges them; `packages` ignored with own venv."""
+    from benchmarks.pageload import compare as pages
+
+    if not same_deps and "packages" not in args.ignore_fingerprint.split(","):
+        print(
+            "bench-compare: the base has its own venv, so package versions differ by design: "
+            "ignoring the packages fingerprint",
+            file=sys.stderr,
+        )
+        args.ignore_fingerprint = ",".join(filter(None, [args.ignore_fingerprint, "packages"]))
+    return pages.judge(base, new, args, "bench-compare")
+
+
+def save_rows(scenario: str, folder: Path, base: list[Any], new: list[Any]) -> None:
+    """base.csv and new.csv (bench rows), or pageload-base.csv and pageload-new.csv."""
+    if scenario == PAGELOAD:
+        from benchmarks.pageload.rows import write_rows as write_pages
+
+        write_pages(folder / "pageload-base.csv", base)
+        write_pages(folder / "pageload-new.csv", new)
+        return
+    write_rows(folder / "base.csv", base)
+    write_rows(folder / "new.csv", new)
+
+
 def main(argv: list[str]) -> int:
     """Validate everything cheap first, then measure, save if asked, and judge."""
-    parser = build_parser()
+    scenario = scenario_of(argv)
+    parser = build_parser(scenario)
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -200,11 +283,13 @@ def main(argv: list[str]) -> int:
             read_noise_file(Path(args.noise))  # a bad file fails now, not after the rounds
         repo = Path(git(REPO_ROOT, "rev-parse", "--show-toplevel"))
         commit = resolve(repo, args.base)
+        runner = runner_for(scenario)
         with tempfile.TemporaryDirectory(prefix="kab-bench-compare-") as tmp:
-            base, new, same_deps = measure_in_worktree(args, repo, commit, Path(tmp))
+            base, new, same_deps = measure_in_worktree(args, repo, commit, Path(tmp), runner)
         if args.save:
-            write_rows(args.save / "base.csv", base)
-            write_rows(args.save / "new.csv", new)
+            save_rows(scenario, args.save, base, new)
+        if scenario == PAGELOAD:
+            return judge_pages(args, base, new, same_deps)
         return judge(args, base, new, rule_for_venvs(rule, same_deps))
     except (RoundError, UsageError) as exc:
         return print_error("bench-compare", exc)

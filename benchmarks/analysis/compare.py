@@ -376,12 +376,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from benchmarks.pageload import compare as pages  # page-load runs: their own cells, metrics
 
+    if pages.is_pageload_csv(args.baseline) or pages.is_pageload_csv(args.candidate):
+        return pages.run(args, "compare")
     try:
         rule = rule_from_args(args)
-        if pages.is_pageload_csv(args.baseline) or pages.is_pageload_csv(args.candidate):
-            return pages.run(
-                args.baseline, args.candidate, rule.alpha, args.fail_on_inconclusive, "compare"
-            )
         base, new = load(args.baseline), load(args.candidate)
         floor = resolve_floor(args.noise, args.results_dir, base + new, rule.ignore_fingerprint)
     except UsageError as exc:

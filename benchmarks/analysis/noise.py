@@ -11,6 +11,10 @@ suggested threshold, the floor compare uses), 2 + 2 (what two `make bench` runs 
 The stats go to results/<host_id>/noise-<UTC timestamp>.json (atomically, format described in
 benchmarks.analysis.rule), the raw rows beside it as noise-<stamp>.csv, so the numbers can be
 re-analysed later (`--from-csv`); a noise floor belongs to a machine.
+
+`--scenario pageload` (`make noise SCENARIO=pageload`) measures the page-load scenario instead,
+with its flags (benchmarks.pageload.noise): noise-pageload-<stamp>.json, the floor of
+page_load_p50_ms and page_load_p90_ms that compare uses for page-load rows.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from benchmarks.analysis.rounds import RoundError, Side
 from benchmarks.analysis.rule import FORMAT_VERSION, Rule, add_rule_arguments, rule_from_args
 from benchmarks.common import REPO_ROOT, OneLineParser, UsageError, print_error, write_atomic
 from benchmarks.matrix import FULL
-from benchmarks.records.keys import FINGERPRINT_FIELDS, METRICS, group_by_cell
+from benchmarks.records.keys import FINGERPRINT_FIELDS, METRICS, PAGE_METRICS, Metric, group_by_cell
 from benchmarks.records.schema import ResultRow, SchemaError, read_rows, write_rows
 
 MAX_SPLITS = 200
@@ -228,7 +232,7 @@ def _spread_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _replay_lines(rp: dict) -> list[str]:
+def _replay_lines(rp: dict, metrics: Sequence[Metric] = METRICS) -> list[str]:
     """One replay: its split count and share of splits with a regression, then per metric."""
     title = f"compare's rule on A/A splits, {rp['base_reps']} + {rp['new_reps']} ({rp['used_by']})"
     if not rp["splits"]:
@@ -238,7 +242,7 @@ def _replay_lines(rp: dict) -> list[str]:
         f"{title}: {rp['splits']} splits, {share:.0%} with a regression somewhere",
         f"{'metric':<24}{'threshold':>10}{'false pos.':>11}{'inconcl.':>10}{'suggested':>11}",
     ]
-    for m in METRICS:
+    for m in metrics:
         s = rp[m.column]
         rate, sugg = s["false_positive_rate"], s["suggested_threshold"]
         inc = s["inconclusive"] / s["decided"] if s["decided"] else math.nan
@@ -302,8 +306,8 @@ def save(summary: dict, per_round: Sequence[Sequence[ResultRow]], results_dir: P
     return path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The noise CLI: round count, output directory, bench flags and the rule's flags."""
+def build_parser(scenario: str = "bench") -> argparse.ArgumentParser:
+    """The noise CLI: round count, output directory, the scenario's and the rule's flags."""
     parser = OneLineParser(
         prog="python -m benchmarks noise",
         description="A/A runs of the work tree: run-to-run spread and the compare rule's "
@@ -322,17 +326,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CSV",
         help="re-analyse a saved noise-*.csv instead of running (prints, writes nothing)",
     )
-    rounds.add_bench_arguments(parser)
+    parser.add_argument(
+        "--scenario",
+        choices=("bench", "pageload"),
+        default="bench",
+        help="bench (default): `python -m benchmarks run` rows; pageload: `python -m "
+        "benchmarks pageload` rows, with its flags (see --scenario pageload --help)",
+    )
+    if scenario == "pageload":
+        from benchmarks.pageload import rounds as pages
+
+        pages.add_arguments(parser)
+    else:
+        rounds.add_bench_arguments(parser)
     add_rule_arguments(parser)
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Measure (or re-read) the rounds, print the summary, write JSON and rows when measured."""
-    parser = build_parser()
+    from benchmarks.analysis.bench_compare import PAGELOAD, scenario_of
+
+    scenario = scenario_of(argv)
+    parser = build_parser(scenario)
     args = parser.parse_args(argv)
     if args.from_csv is None and args.rounds < 2:
         parser.error("--rounds must be at least 2")
+    if scenario == PAGELOAD:
+        return main_pages(args)
     try:
         rule = rule_from_args(args)
         per_round = rounds_from_csv(args.from_csv) if args.from_csv else measure(args)
@@ -345,4 +366,25 @@ def main(argv: list[str]) -> int:
     if not args.from_csv:
         print(f"written: {save(summary, per_round, args.results_dir)}", file=sys.stderr)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
+
+
+def main_pages(args: argparse.Namespace) -> int:
+    """The page-load scenario's A/A runs (benchmarks.pageload.noise), as `main` for bench."""
+    from benchmarks.pageload import noise as pages
+    from benchmarks.pageload import rounds as page_rounds
+
+    try:
+        rule = rule_from_args(args, PAGE_METRICS)
+        per_round = pages.rounds_from_csv(args.from_csv) if args.from_csv else pages.measure(args)
+    except (RoundError, UsageError) as exc:
+        return print_error("noise", exc)
+    except KeyboardInterrupt:
+        sys.stderr.write("noise: interrupted\n")
+        return 130
+    argv = None if args.from_csv else page_rounds.scenario_args(args)
+    summary = pages.summarize(per_round, rule, argv)
+    if not args.from_csv:
+        print(f"written: {pages.save(summary, per_round, args.results_dir)}", file=sys.stderr)
+    print(json.dumps(summary, indent=1) if args.json else pages.format_summary(summary))
     return 0

@@ -11,7 +11,10 @@ Noise file format versions: 0 = files written before `format_version` existed (h
 fingerprint, no raw rows); 1 adds format_version, git_commit, fingerprint, bench (argv, rounds,
 cells, window), rows_csv, replays and splits_with_regression. Both keep the floor in the same
 place: `false_positives.<metric>.suggested_threshold` (the 95% quantile of |median ratio - 1|
-over A/A splits of all rounds into halves, whole percent, at least 2%).
+over A/A splits of all rounds into halves, whole percent, at least 2%). A `scenario` key says
+which runs the file measured: absent or `bench` (`make bench` rows, noise-<stamp>.json) or
+`pageload` (page-load rows, noise-pageload-<stamp>.json, metrics page_load_p50_ms and
+page_load_p90_ms); a lookup uses only the files of its own scenario.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO_ROOT, UsageError
-from benchmarks.records.keys import FINGERPRINT_FIELDS, METRICS, fingerprint
-from benchmarks.records.schema import ResultRow, SchemaError
+from benchmarks.records.keys import FINGERPRINT_FIELDS, METRICS, PAGE_METRICS, Metric, fingerprint
+from benchmarks.records.schema import SchemaError
 
 FORMAT_VERSION = 1  # of the noise JSON
+BENCH = "bench"  # the noise file's `scenario` when it has none: `make bench` rows
 DEFAULT_ALPHA = 0.05
 
 
@@ -50,6 +54,13 @@ class NoiseFloor:
     source: str = ""
     floors: dict[str, float] = field(default_factory=dict)
     note: str = ""  # how the file was chosen, or why none was
+    # Floors measured apart per client (page-load files: `by_client`), where a file has them: a
+    # browser's noise is not a Python client's, so each is judged against its own.
+    by_client: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def for_client(self, client: str) -> dict[str, float]:
+        """The floors for `client`'s cells: its own when measured, else the file's."""
+        return self.by_client.get(client, self.floors)
 
 
 def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,14 +90,18 @@ def _fraction(text: str) -> float:
 
 
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
-    """The rule's flags, shared with bench-compare and noise so the three agree."""
-    for m in METRICS:
+    """The rule's flags, shared with bench-compare and noise so the three agree. A page-load
+    metric shares the flag of its bench namesake (p50: `latency_p50_ms` and `page_load_p50_ms`)
+    and has its own where it has none (p90)."""
+    shared = {m.short: m for m in PAGE_METRICS}
+    for m in (*METRICS, *(p for p in PAGE_METRICS if p.short not in {b.short for b in METRICS})):
+        also = f" and {shared[m.short].column}" if m.short in shared and m in METRICS else ""
         parser.add_argument(
             f"--threshold-{m.short}",
             type=_fraction,
             default=m.default_threshold,
             metavar="FRAC",
-            help=f"practical threshold for {m.column} "
+            help=f"practical threshold for {m.column}{also} "
             f"(default {m.default_threshold * 100:.0f}%%; '0.1' or '10%%')",  # %% for argparse
         )
     parser.add_argument(
@@ -110,8 +125,9 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def rule_from_args(args: argparse.Namespace) -> Rule:
-    """The validated Rule from parsed flags; UsageError (one line) on a bad value."""
+def rule_from_args(args: argparse.Namespace, metrics: Sequence[Metric] = METRICS) -> Rule:
+    """The validated Rule from parsed flags, for `metrics` (the bench rows' by default, the
+    page-load rows' with PAGE_METRICS); UsageError (one line) on a bad value."""
     ignore = tuple(f for f in args.ignore_fingerprint.split(",") if f)
     unknown = set(ignore) - set(FINGERPRINT_FIELDS)
     if unknown:
@@ -119,7 +135,7 @@ def rule_from_args(args: argparse.Namespace) -> Rule:
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha:g}")
     return Rule(
-        thresholds={m.column: getattr(args, f"threshold_{m.short}") for m in METRICS},
+        thresholds={m.column: getattr(args, f"threshold_{m.short}") for m in metrics},
         alpha=args.alpha,
         ignore_fingerprint=ignore,
     )
@@ -141,10 +157,15 @@ def read_noise_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def floors_of(data: dict[str, Any]) -> dict[str, float]:
+def scenario_of(data: dict[str, Any]) -> str:
+    """Which runs a noise file measured (files before the page-load scenario: bench rows)."""
+    return str(data.get("scenario", BENCH))
+
+
+def floors_of(data: dict[str, Any], metrics: Sequence[Metric] = METRICS) -> dict[str, float]:
     """The measured floor per metric; metrics the file has no usable number for are left out."""
     out = {}
-    for m in METRICS:
+    for m in metrics:
         entry = data["false_positives"].get(m.column)
         value = entry.get("suggested_threshold") if isinstance(entry, dict) else None
         if isinstance(value, int | float) and math.isfinite(value) and 0 <= value < 10:
@@ -152,7 +173,7 @@ def floors_of(data: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def machine_mismatch(data: dict[str, Any], rows: Sequence[ResultRow], ignore: Iterable[str]) -> str:
+def machine_mismatch(data: dict[str, Any], rows: Sequence[Any], ignore: Iterable[str]) -> str:
     """Why the file does not describe the machine of `rows` ("" when it does).
 
     Version 0 recorded only host_id, so only the host can be checked there.
@@ -175,18 +196,30 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _floor(path: Path, data: dict[str, Any], how: str) -> NoiseFloor:
+def _floor(path: Path, data: dict[str, Any], how: str, metrics: Sequence[Metric]) -> NoiseFloor:
     """A NoiseFloor from a file already read and matched."""
     version = data.get("format_version", 0)
     scope = "host matched; version 0 has no fingerprint" if version == 0 else "machine matched"
     note = f"{how}, format {version}, {data.get('rounds', '?')} rounds, {scope}"
-    return NoiseFloor(_display(path), floors_of(data), note)
+    groups = data.get("by_client")
+    if not isinstance(groups, dict):
+        groups = {}
+    by_client = {
+        str(client): floors_of(sub, metrics)
+        for client, sub in groups.items()
+        if isinstance(sub, dict) and isinstance(sub.get("false_positives"), dict)
+    }
+    return NoiseFloor(_display(path), floors_of(data, metrics), note, by_client)
 
 
 def newest_matching(
-    results_dir: Path, rows: Sequence[ResultRow], ignore: Iterable[str]
+    results_dir: Path,
+    rows: Sequence[Any],
+    ignore: Iterable[str],
+    metrics: Sequence[Metric] = METRICS,
+    scenario: str = BENCH,
 ) -> NoiseFloor:
-    """The newest noise-*.json under results_dir/<host_id>/ that fits `rows`, or none."""
+    """The newest noise-*.json of `scenario` under results_dir/<host_id>/ that fits `rows`."""
     hosts = sorted({r.host_id for r in rows})
     if len(hosts) != 1:
         return NoiseFloor(note="the CSVs come from more than one host")
@@ -198,28 +231,38 @@ def newest_matching(
         except SchemaError:
             skipped.append(f"{path.name} unreadable")
             continue
+        if scenario_of(data) != scenario:
+            continue  # another scenario's runs: not skipped for a reason worth saying
         why = machine_mismatch(data, rows, ignore)
         if not why:
-            return _floor(path, data, "newest match")
+            return _floor(path, data, "newest match", metrics)
         skipped.append(f"{path.name}: {why}")
     tail = f"; skipped {', '.join(skipped)}" if skipped else ""
     return NoiseFloor(note=f"no matching noise-*.json in {_display(folder)}{tail}")
 
 
 def resolve_floor(
-    choice: str, results_dir: Path, rows: Sequence[ResultRow], ignore: Iterable[str]
+    choice: str,
+    results_dir: Path,
+    rows: Sequence[Any],
+    ignore: Iterable[str],
+    metrics: Sequence[Metric] = METRICS,
+    scenario: str = BENCH,
 ) -> NoiseFloor:
-    """`--noise auto|none|FILE`; an explicit file for another machine is an error, not a guess."""
+    """`--noise auto|none|FILE`; an explicit file for another machine or another scenario is an
+    error, not a guess."""
     if choice == "none":
         return NoiseFloor(note="--noise none")
     if choice == "auto":
-        return newest_matching(results_dir, rows, ignore)
+        return newest_matching(results_dir, rows, ignore, metrics, scenario)
     path = Path(choice)
     data = read_noise_file(path)
+    if scenario_of(data) != scenario:
+        raise SchemaError(f"{path}: a noise file of {scenario_of(data)} runs, not {scenario} runs")
     why = machine_mismatch(data, rows, ignore)
     if why:
         raise SchemaError(f"{path}: noise file of another machine ({why})")
-    return _floor(path, data, "--noise")
+    return _floor(path, data, "--noise", metrics)
 
 
 def with_noise_floor(thresholds: dict[str, float], floor: NoiseFloor) -> dict[str, float]:
@@ -227,13 +270,19 @@ def with_noise_floor(thresholds: dict[str, float], floor: NoiseFloor) -> dict[st
     return {c: max(t, floor.floors.get(c, 0.0)) for c, t in thresholds.items()}
 
 
-def thresholds_line(thresholds: dict[str, float], floor: NoiseFloor) -> str:
+def thresholds_line(
+    thresholds: dict[str, float], floor: NoiseFloor, metrics: Sequence[Metric] = METRICS
+) -> str:
     """One line: which noise file was used (and why), and the thresholds in effect."""
     effective = with_noise_floor(thresholds, floor)
     parts = [
         f"{m.short} {effective[m.column] * 100:g}%"
         + (" (floor)" if effective[m.column] > thresholds[m.column] else "")
-        for m in METRICS
+        for m in metrics
     ]
     note = f" ({floor.note})" if floor.note else ""
-    return f"noise: {floor.source or 'none'}{note}; thresholds: {', '.join(parts)}"
+    line = f"noise: {floor.source or 'none'}{note}; thresholds: {', '.join(parts)}"
+    for client, floors in sorted(floor.by_client.items()):
+        own = thresholds_line(thresholds, NoiseFloor(floors=floors), metrics)
+        line += f"; {client}: {own.partition('thresholds: ')[2]}"
+    return line

@@ -31,6 +31,12 @@ from benchmarks.common import (
 
 RESULT_FORMAT = 1
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "keepalive.py"
+PAGE_LOCUSTFILE = REPO_ROOT / "locustfiles" / "pageload.py"  # the page users (issue 11)
+# A browser's HTTP/1.1 connections per host: one page user holds this many at once.
+PAGE_CONNECTIONS = 6
+# The request_type of the page user's whole-page event: Locust charts it beside the requests,
+# but it is no HTTP request, so the result counts it apart (ClientResult.pages).
+PAGE_EVENT_TYPE = "PAGE"
 MAX_CONCURRENCY = 10_000  # connections one client holds at once (file descriptors, ports)
 MAX_WORKERS = 64  # Locust worker processes of one client: make bench's and the lab's --workers
 
@@ -45,6 +51,7 @@ class ClientKind(enum.StrEnum):
 
     LOCUST_FASTHTTP = "locust-fasthttp"  # FastHttpUser: PooledUser / UnpooledUser
     LOCUST_REQUESTS = "locust-requests"  # HttpUser: PooledRequestsUser / UnpooledRequestsUser
+    LOCUST_PAGE = "locust-page"  # PageUser / UnpooledPageUser: pages, six requests at a time
     PYPERF_SEQUENTIAL = "pyperf-sequential"  # one request at a time (the seed experiment)
     # The same, and each new connection resumes the previous one's TLS session (no Python HTTP
     # client does: urllib3/requests, aiohttp and geventhttpclient all start every one afresh).
@@ -69,9 +76,26 @@ class ClientKind(enum.StrEnum):
             return 0.0
         return rate_rps or DEFAULT_RATE_RPS
 
+    @property
+    def loads_pages(self) -> bool:
+        """True for the page user: it needs a server of /page (ours), not any URL."""
+        return self is ClientKind.LOCUST_PAGE
+
     def connections(self, concurrency: int) -> int:
-        """Connections this client holds at once: the sequential clients always use one."""
-        return 1 if self in SEQUENTIAL_CLIENTS else concurrency
+        """Connections this client holds at once: the sequential clients always use one; a
+        page user holds six, so the page client's concurrency is a multiple of six (rounded
+        up: 1 and 6 are one user, 10 and 12 two)."""
+        if self in SEQUENTIAL_CLIENTS:
+            return 1
+        if self is ClientKind.LOCUST_PAGE:
+            return PAGE_CONNECTIONS * math.ceil(concurrency / PAGE_CONNECTIONS)
+        return concurrency
+
+    def users(self, concurrency: int) -> int:
+        """Locust users for `concurrency` connections: one per connection, a page user per six."""
+        return (
+            self.connections(concurrency) // PAGE_CONNECTIONS if self.loads_pages else concurrency
+        )
 
     @property
     def resumes_tls(self) -> bool:
@@ -141,6 +165,8 @@ LOCUST_USER_CLASSES = {
     (ClientKind.LOCUST_FASTHTTP, Mode.UNPOOLED): "UnpooledUser",
     (ClientKind.LOCUST_REQUESTS, Mode.POOLED): "PooledRequestsUser",
     (ClientKind.LOCUST_REQUESTS, Mode.UNPOOLED): "UnpooledRequestsUser",
+    (ClientKind.LOCUST_PAGE, Mode.POOLED): "PageUser",
+    (ClientKind.LOCUST_PAGE, Mode.UNPOOLED): "UnpooledPageUser",
 }
 
 PYPERF_MODULES = {
@@ -252,9 +278,11 @@ class ClientConfig:
         closes the window itself after exactly --kab-duration seconds."""
         user_class = LOCUST_USER_CLASSES[(self.kind, self.mode)]
         total_s = max(math.ceil(self.duration_s + self.warmup_s), 1)
+        locustfile = PAGE_LOCUSTFILE if self.kind.loads_pages else LOCUSTFILE
+        users = str(self.kind.users(self.concurrency))
         argv = [
-            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-            "--host", self.url, "-u", str(self.concurrency), "-r", str(self.concurrency),
+            sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+            "--host", self.url, "-u", users, "-r", users,
             "-t", f"{total_s}s", "--stop-timeout", "2", "--only-summary", "--loglevel", "WARNING",
         ]  # fmt: skip
         settings = LocustSettings(
@@ -474,6 +502,10 @@ class ClientResult:
     # An open-loop client's schedule against its starts (benchmarks.clients.openloop): scheduled,
     # started, late, missed, the rates, `rate_held` and the `note` the row shows. Empty otherwise.
     open_loop: dict[str, Any] = field(default_factory=dict)
+    # The page client only (PAGE_EVENT_TYPE events): whole pages loaded in the window and their
+    # load times (microseconds; p50, p90, p99, p999, max of their own HdrHistogram).
+    pages: int = 0
+    page_latency_us: dict[str, float] = field(default_factory=dict)
     format: int = RESULT_FORMAT
 
     @property

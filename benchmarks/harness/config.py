@@ -33,8 +33,9 @@ from benchmarks.matrix import (
     Reach,
     by_column,
 )
-from servers.options import ServerName
+from servers.options import REFERENCE_SERVERS, ServerName
 
+PAGE_SERVERS = tuple(name.value for name in REFERENCE_SERVERS)  # the servers of /page
 # Fixed cost of a cell on top of warm-up + window (server start, identity check, client start,
 # teardown): about the same for every client here; only for the estimate before a cell has run.
 STARTUP_ESTIMATE_S = 3.0
@@ -82,6 +83,14 @@ class RunConfig:
 
     def _check_client_limits(self) -> None:
         """What a client would refuse must fail here, once, not as a failed row per cell."""
+        if any(ClientKind(c).loads_pages for c in self.values("client")):
+            # Only ours serve /page (servers.endpoints); a target's URL is not known to.
+            other = [str(s) for s in self.values("server") if s not in PAGE_SERVERS]
+            if other:
+                raise UsageError(
+                    f"{ClientKind.LOCUST_PAGE} loads /page, which only our servers serve "
+                    f"({', '.join(PAGE_SERVERS)}), not {', '.join(other)}"
+                )
         for client in self.values("client"):
             for conc in self.values("concurrency"):
                 if effective_concurrency(client, conc) > MAX_CONCURRENCY:
@@ -233,7 +242,7 @@ def _target_matrix(
         "server": (TARGET_SERVER,), "tls": (target_tls(target),), "target_url": (target.url,),
     }  # fmt: skip
     if given.get(by_column("client").dest) is None:  # a target is measured by every client
-        matrix["client"] = tuple(ClientKind)
+        matrix["client"] = tuple(k for k in ClientKind if not k.loads_pages)
     for column in TARGET_DECLARES:
         d = by_column(column)
         text = given.get(d.dest)

@@ -172,6 +172,8 @@ def status_and_notes(
     tw = m.end_sockets
     notes.append(f"time_wait server={tw.time_wait_server} client={tw.time_wait_client}")
     notes.append(f"client sent {result.requests_total} in {result.load_processes} process(es)")
+    if result.pages:
+        notes.append(page_note(result))
     if cell.is_target:
         notes.append(target_note(ctx, m))
     if cell.client.is_locust and ctx.config.workers > 1:
@@ -188,6 +190,18 @@ def status_and_notes(
         )
     notes += [n for n in (load.note, m.monitor.failures_note()) if n]
     return ("ports-exhausted" if exhausted else "ok"), notes
+
+
+def page_note(result: ClientResult) -> str:
+    """The page client's whole pages (the row's latencies are its single requests')."""
+    lat = result.page_latency_us
+    ms = lambda key: lat.get(key, 0.0) / 1000  # noqa: E731
+    return (
+        f"pages {result.pages} ({result.pages / result.elapsed_s:.1f}/s), page load "
+        f"p50 {ms('p50'):.1f} ms p90 {ms('p90'):.1f} ms p99 {ms('p99'):.1f} ms"
+        if result.elapsed_s > 0
+        else f"pages {result.pages}"
+    )
 
 
 def target_note(ctx: CellContext, m: Measurement) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clients.contract import LOCUST_USER_CLASSES, LocustSettings
+from benchmarks.clients.contract import LOCUST_USER_CLASSES, PAGE_LOCUSTFILE, LocustSettings
 from benchmarks.common import write_atomic
 from benchmarks.net.cli import Interrupted, ServerInfo, raise_interrupted, start_server
 from benchmarks.net.line import DelayLine, LinkStats
@@ -44,6 +44,8 @@ LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfiles" / "keepalive.py
 MASTER_PORT = 5557  # Locust's default; safe here, the namespace is ours alone
 START_ALLOWANCE_S = 120.0  # Locust imports gevent and the locustfile: slow on a busy machine
 USER_CLASSES = sorted(LOCUST_USER_CLASSES.values())
+# The page users (PageUser, UnpooledPageUser) live in their own locustfile.
+PAGE_USER_CLASSES = frozenset(n for (k, _), n in LOCUST_USER_CLASSES.items() if k.loads_pages)
 MAX_USERS = 100_000
 
 
@@ -77,10 +79,15 @@ class DistributedConfig:
             names = ", ".join(n.value for n in ServerName)
             raise NetError(f"--server must name a reference server ({names}) and its options")
 
+    @property
+    def locustfile(self) -> Path:
+        """keepalive.py, or pageload.py for a page user (master and workers load the same)."""
+        return PAGE_LOCUSTFILE if self.user_class in PAGE_USER_CLASSES else LOCUSTFILE
+
     def master_argv(self, address: str, info: ServerInfo) -> list[str]:
         rate = self.spawn_rate if self.spawn_rate is not None else self.users
         argv = [
-            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--master",
+            sys.executable, "-m", "locust", "-f", str(self.locustfile), "--master",
             "--master-bind-host", address, "--master-bind-port", str(MASTER_PORT),
             "--expect-workers", str(self.workers), "--headless", "--host", info.url,
             "-u", str(self.users), "-r", f"{rate:g}", "-t", f"{self.run_time_s}s",
@@ -90,7 +97,7 @@ class DistributedConfig:
 
     def worker_argv(self, master_address: str, info: ServerInfo) -> list[str]:
         argv = [
-            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+            sys.executable, "-m", "locust", "-f", str(self.locustfile), "--worker",
             "--master-host", master_address, "--master-port", str(MASTER_PORT),
             "--loglevel", "WARNING",
         ]  # fmt: skip

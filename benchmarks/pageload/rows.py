@@ -121,8 +121,12 @@ COLUMN_DOCS: dict[str, str] = {
     "reused_per_page": "responses per load on a reused connection (CDP connectionReused)",
     "preconnected_per_page": "connections per load whose first response already said reused "
     "(Chromium opened them before it had a request for them)",
-    "tls_full_per_page": "full TLS handshakes per load (Python client; -1 where not known)",
-    "tls_resumed_per_page": "resumed TLS handshakes per load (Python client; -1 where not known)",
+    "tls_full_per_page": "full TLS handshakes per load: the Python client's own count; "
+    "Chromium's by the server's counters, `tls_handshakes` - `tls_resumed` (-1: the server has "
+    "none); 0 for plain HTTP",
+    "tls_resumed_per_page": "resumed TLS handshakes per load: the Python client's own count; "
+    "Chromium's by the server's `tls_resumed` counter (-1: the server has none); 0 for plain "
+    "HTTP",
     "bytes_per_page": "response bytes received per load (head and body; Chromium: encoded "
     "data length)",
     "client_cpu_p50_ms": "median CPU the client used per load (Chromium: the driver and every "

@@ -277,13 +277,69 @@ def chromium_agreement(loads: list[dict[str, Any]]) -> tuple[int, str]:
     return preconnected, ""
 
 
+UNKNOWN = -1  # a handshake count nobody counted (a server without the counter)
+# The servers' /counters keys for TLS (servers.counters): handshakes that succeeded, and of
+# those the resumed ones; full = handshakes - resumed. A server without them (a build from before
+# they existed) leaves both figures unknown.
+TLS_COUNTERS = ("tls_handshakes", "tls_resumed")
+
+
+@dataclass(frozen=True)
+class ServerDelta:
+    """What the server counted over one batch: its /counters after minus before."""
+
+    connections: int
+    requests: int
+    # full and resumed TLS handshakes; UNKNOWN where the server has no such counter
+    tls_full: int = UNKNOWN
+    tls_resumed: int = UNKNOWN
+
+
+def server_delta(before: dict[str, Any], after: dict[str, Any]) -> ServerDelta:
+    """The batch's counts from two /counters snapshots; a counter missing from either is
+    unknown (a server from before the counter existed), never 0."""
+
+    def diff(key: str) -> int:
+        a, b = after.get(key), before.get(key)
+        return a - b if isinstance(a, int) and isinstance(b, int) else UNKNOWN
+
+    handshakes, resumed = (diff(key) for key in TLS_COUNTERS)
+    full = handshakes - resumed if UNKNOWN not in (handshakes, resumed) else UNKNOWN
+    return ServerDelta(
+        after["connections_accepted"] - before["connections_accepted"],
+        after["requests_served"] - before["requests_served"],
+        full,
+        resumed,
+    )
+
+
+def tls_per_page(
+    batch: Batch, good: list[dict[str, Any]], delta: ServerDelta, n_loads: int
+) -> tuple[float, float]:
+    """(full, resumed) TLS handshakes per load. The Python client counts its own; Chromium
+    does not say, so the server's counters do (UNKNOWN without them); plain HTTP has none."""
+    if not batch.tls.enabled:
+        return 0.0, 0.0
+    pages = max(len(good), 1)
+    if batch.client is not Client.CHROMIUM:
+        return (
+            sum(float(ld.get("tls_full", 0)) for ld in good) / pages,
+            sum(float(ld.get("tls_resumed", 0)) for ld in good) / pages,
+        )
+    full, resumed = (
+        float(UNKNOWN) if n == UNKNOWN else n / max(n_loads, 1)
+        for n in (delta.tls_full, delta.tls_resumed)
+    )
+    return full, resumed
+
+
 def make_row(
     batch: Batch,
     fp: Fingerprint,
     run_id: str,
     started: str,
     result: dict[str, Any],
-    delta: tuple[int, int],
+    delta: ServerDelta | tuple[int, int],
     link: tuple[int, int, int],
     browser_version: str,
 ) -> PageLoadRow:
@@ -294,7 +350,9 @@ def make_row(
     good = [ld for ld in loads if not ld.get("error")]
     n_loads = max(len(loads), 1)
     times = [float(ld["page_load_ms"]) for ld in good]
-    d_conn, d_req = delta
+    if not isinstance(delta, ServerDelta):
+        delta = ServerDelta(*delta)
+    d_conn, d_req = delta.connections, delta.requests
     expected_requests = batch.loads * (batch.resources + 1)
     rounds, model_conns = model_for(batch)
     model_ms = rounds * batch.rtt_ms
@@ -331,7 +389,7 @@ def make_row(
             notes.append(f"pooled not achieved: {d_conn} connections for {d_req} requests")
     valid = int(all(n.startswith(INFO) for n in notes))
     notes = [n.removeprefix(INFO) for n in notes]
-    tls_known = batch.client is not Client.CHROMIUM
+    tls_full, tls_resumed = tls_per_page(batch, good, delta, n_loads)
     tls_versions = sorted({str(ld.get("tls_version", "")) for ld in good} - {""})
     return PageLoadRow(
         schema_version=PAGELOAD_SCHEMA_VERSION,
@@ -365,8 +423,8 @@ def make_row(
         client_connections_per_page=per_page("connections"),
         reused_per_page=per_page("reused"),
         preconnected_per_page=preconnected / max(len(good), 1),
-        tls_full_per_page=per_page("tls_full") if tls_known else -1.0,
-        tls_resumed_per_page=per_page("tls_resumed") if tls_known else -1.0,
+        tls_full_per_page=tls_full,
+        tls_resumed_per_page=tls_resumed,
         bytes_per_page=per_page("bytes_received"),
         client_cpu_p50_ms=percentile([float(ld.get("cpu_ms", 0.0)) for ld in good], 50),
         connections_per_page=d_conn / n_loads,
@@ -482,10 +540,7 @@ def _run_batch(
         return _failed(ctx, batch, "server-died", str(exc))
     except subprocess.TimeoutExpired:
         return _failed(ctx, batch, "client-timeout", "the client did not finish")
-    delta = (
-        after["connections_accepted"] - before["connections_accepted"],
-        after["requests_served"] - before["requests_served"],
-    )
+    delta = server_delta(before, after)
     link = (
         link_after.packets - link_before.packets,
         link_after.drops - link_before.drops,
