@@ -34,7 +34,7 @@ import pyperf
 
 from benchmarks import latency
 from benchmarks.clients.contract import ClientConfig, ClientResult, Mode, parse_pyperf_args
-from benchmarks.clients.shared import Tally, Target, dump_part, fail, load_parts
+from benchmarks.clients.shared import Phase, Tally, Target, dump_part, fail, load_parts
 
 PROBE_S = 0.25  # how long the main process probes the server to size `loops`
 MAX_LOOPS = 2**31
@@ -42,15 +42,23 @@ MAX_LOOPS = 2**31
 
 @dataclass
 class Batch:
-    """What one call of a client's `run(loops)` produced."""
+    """What one call of a client's `run(loops)` produced.
+
+    The phase lists hold what the client measures (its `timings`): `connects_ns` and `tls_ns`
+    one entry per connection the batch opened (a request on a reused connection paid neither:
+    it counts as 0, see `Tally.record_phases`), `ttfb_ns` one per completed request."""
 
     elapsed_s: float
     latencies_ns: list[int] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    connects_ns: list[int] = field(default_factory=list)  # connect() to established
+    tls_ns: list[int] = field(default_factory=list)  # TLS handshake, after the connect
+    ttfb_ns: list[int] = field(default_factory=list)  # request write to first response byte
 
 
 class LoadClient(Protocol):
     connections_opened: int  # TCP connections opened so far (connects that succeeded)
+    timings: frozenset[Phase]  # the phases its batches measure (empty: none)
 
     def run(self, loops: int) -> Batch:
         """Send exactly `loops` requests (failures included) and time them."""
@@ -96,9 +104,12 @@ class Plan:
     def for_duration(cls, duration_s: float) -> Plan:
         return cls(processes=2, values=2) if duration_s < 3 else cls(processes=3, values=3)
 
-    def loops_for(self, duration_s: float, seconds_per_loop: float) -> int:
+    def loops_for(self, duration_s: float, seconds_per_loop: float, connections: int = 1) -> int:
+        """Requests per timed call: about duration / values, and never fewer than the client's
+        `connections`, so every call has all of them busy at once (a long round trip makes
+        each request slow, and a call of 5 requests at concurrency 16 would run at 5)."""
         per_value_s = duration_s / (self.processes * self.values)
-        return int(min(max(round(per_value_s / seconds_per_loop), 1), MAX_LOOPS))
+        return int(min(max(round(per_value_s / seconds_per_loop), connections, 1), MAX_LOOPS))
 
 
 def main(spec: ClientSpec, argv: list[str] | None = None) -> int:
@@ -134,7 +145,9 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
     if reason is not None:
         fail(spec.prog, reason)
     client = spec.make_client(config, target)
-    sent, elapsed, ok, loops = 0, 0.0, 0, 1
+    # From the first batch on, every connection carries requests: a rate probed at one request
+    # in flight says nothing about c (over a 50 ms line it would be 16 times too slow).
+    sent, elapsed, ok, loops = 0, 0.0, 0, config.kind.connections(config.concurrency)
     errors: Counter[str] = Counter()
     try:
         while elapsed < PROBE_S:
@@ -159,7 +172,8 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
 def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
     config = run.config
     seconds_per_loop, probe_requests, probe_connections = _probe(spec, config, target)
-    loops = plan.loops_for(config.duration_s, seconds_per_loop)
+    connections = config.kind.connections(config.concurrency)
+    loops = plan.loops_for(config.duration_s, seconds_per_loop, connections)
     output = config.output
     output.parent.mkdir(parents=True, exist_ok=True)
     run = replace(
@@ -204,6 +218,8 @@ def _result(kind: str, mode: str, tally: Tally, workers: int, artifacts: list[st
         error_kinds=dict(tally.error_kinds),
         artifacts=artifacts,
         connections_opened=tally.connections,
+        connections_window=tally.connections_window,
+        phases_p50_us=tally.phases_p50_us(),
     )
 
 
@@ -227,18 +243,25 @@ def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args:
     unmeasured_calls = args.warmups or 0
     client = spec.make_client(config, target)
     tally = Tally()
-    _warm_up(client, tally, config.warmup_s / plan.processes, max(1, args.loops // 20))
+    connections = config.kind.connections(config.concurrency)
+    _warm_up(client, tally, config.warmup_s / plan.processes, max(connections, args.loops // 20))
     calls = 0
 
     def timed(loops: int) -> float:
         nonlocal calls
+        opened = client.connections_opened
         batch = client.run(loops)
         tally.requests_total += loops
         if not calibrating and calls >= unmeasured_calls:
             tally.requests += len(batch.latencies_ns)
             tally.elapsed_s += batch.elapsed_s
+            tally.connections_window += client.connections_opened - opened
             tally.add_errors(batch.errors)
             tally.record_latencies_ns(batch.latencies_ns)
+            tally.record_phases(
+                client.timings, len(batch.latencies_ns), batch.connects_ns, batch.tls_ns,
+                batch.ttfb_ns,
+            )  # fmt: skip
         calls += 1
         return batch.elapsed_s
 
@@ -254,8 +277,13 @@ def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args:
 
 
 def _warm_up(client: LoadClient, tally: Tally, seconds: float, batch_loops: int) -> None:
-    """Unrecorded requests for `seconds`, so the first timed value meets a warm server."""
+    """Unrecorded requests for `seconds`, so the first timed value meets a warm server; at
+    least one batch of `batch_loops` (>= the client's connections) even with no warm-up time,
+    so a pooled client's connections are all open before the window (each costs a round trip
+    or more over a delay line, and one still opening is one fewer in flight)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:
         client.run(batch_loops)
         tally.requests_total += batch_loops
+        if time.monotonic() >= deadline:
+            return

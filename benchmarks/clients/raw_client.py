@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 import time
 from collections import Counter
 
 from benchmarks.clients.contract import Mode
 from benchmarks.clients.pyperf_driver import Batch
-from benchmarks.clients.shared import Target, error_kind
+from benchmarks.clients.shared import Target, error_kind, socket_phases
 
 BATCH_TIMEOUT_S = 120.0  # a server that stops answering must not hang the benchmark forever
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
@@ -40,8 +41,8 @@ clock = time.perf_counter_ns
 class _Conn(asyncio.Protocol):
     """One connection; carries requests one at a time (no pipelining, like wrk)."""
 
-    __slots__ = ("c", "transport", "buf", "need", "t0", "waiter", "open", "close_after",
-                 "status", "head_len", "in_flight")  # fmt: skip
+    __slots__ = ("c", "transport", "buf", "need", "t0", "tw", "first", "waiter", "open",
+                 "close_after", "status", "head_len", "in_flight")  # fmt: skip
 
     # Set by connection_made, before create_connection hands the connection out: never unset.
     transport: asyncio.Transport
@@ -50,7 +51,9 @@ class _Conn(asyncio.Protocol):
         self.c = client
         self.buf = b""
         self.need = _NO_HEAD
-        self.t0 = 0
+        self.t0 = 0  # the request's start (before the connect, for one on a new connection)
+        self.tw = 0  # the start of its write
+        self.first = 0  # the arrival of its response's first bytes
         self.waiter: asyncio.Future[bool] | None = None
         self.open = False
         self.close_after = False
@@ -63,23 +66,29 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.open = True
 
-    def begin(self, t0: int) -> asyncio.Future[bool]:
+    def begin(self, t0: int, tw: int) -> asyncio.Future[bool]:
         """Send one request; the future says True (idle, reusable) or False (closed)."""
         self.waiter = self.c.loop.create_future()
-        self.t0 = t0
+        self.t0, self.tw = t0, tw
         self.in_flight = True
         self.transport.write(self.c.request)
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
+        now = clock()
+        if self.buf:
+            buf = self.buf + data
+        else:
+            buf = data
+            if self.need == _NO_HEAD:
+                self.first = now  # the response's first bytes
         if self.need == _NO_HEAD and buf == self.c.last_response:
             self.buf = b""
-            self._complete(self.c.last_status, self.c.last_close)
+            self._complete(self.c.last_status, self.c.last_close, now)
             return
-        self._parse(buf)
+        self._parse(buf, now)
 
-    def _parse(self, buf: bytes) -> None:
+    def _parse(self, buf: bytes, now: int) -> None:
         if self.need == _NO_HEAD:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -96,7 +105,7 @@ class _Conn(asyncio.Protocol):
             self.c.last_close = self.close_after
         self.buf = buf[self.need :]  # anything beyond is a protocol error; kept, then ignored
         self.need = _NO_HEAD
-        self._complete(self.status, self.close_after)
+        self._complete(self.status, self.close_after, now)
 
     def _head(self, head: bytes) -> bool:
         """Parse what framing needs; False (and the connection aborted) if it cannot frame."""
@@ -120,12 +129,14 @@ class _Conn(asyncio.Protocol):
         self.transport.abort()
         return False
 
-    def _complete(self, status: int, close_after: bool) -> None:
+    def _complete(self, status: int, close_after: bool, now: int) -> None:
         c = self.c
-        now = clock()
         self.in_flight = False
         if status < 400:
-            c.latencies.append(now - self.t0)
+            lat = now - self.t0
+            c.latencies.append(lat)
+            # One read on a reused connection (the usual case): the first byte is the latency.
+            c.ttfb.append(lat if self.tw == self.t0 and self.first == now else self.first - self.tw)
         else:
             c.errors[f"http-{status}"] += 1
         if close_after or c.unpooled:
@@ -138,7 +149,7 @@ class _Conn(asyncio.Protocol):
             return  # connection_lost wakes the slot, which opens the next connection
         if c.remaining > 0:
             c.remaining -= 1
-            self.t0 = now
+            self.t0 = self.tw = now
             self.in_flight = True
             self.transport.write(c.request)
             return
@@ -150,7 +161,7 @@ class _Conn(asyncio.Protocol):
         if self.in_flight and self.need == _TO_EOF:
             self.need = _NO_HEAD
             self.buf = b""
-            self._complete(self.status, True)
+            self._complete(self.status, True, clock())
         return None  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -174,11 +185,15 @@ class RawClient:
         self.unpooled = mode is Mode.UNPOOLED
         self.concurrency = concurrency
         self.request = target.request_bytes(mode)
-        _, self.address = target.resolve()
+        self.family, self.address = target.resolve()
         self.ssl: ssl.SSLContext | None = target.ssl_context()
+        self.timings = socket_phases(self.ssl is not None)
         self.idle: list[_Conn] = []
         self.remaining = 0
         self.latencies: list[int] = []
+        self.ttfb: list[int] = []
+        self.connects: list[int] = []
+        self.tls: list[int] = []
         self.errors: Counter[str] = Counter()
         self.last_response = b"\0"  # never equal to a real response
         self.last_status = 0
@@ -188,10 +203,11 @@ class RawClient:
     def run(self, loops: int) -> Batch:
         self.remaining = loops
         self.latencies, self.errors = [], Counter()
+        self.ttfb, self.connects, self.tls = [], [], []
         t0 = clock()
         self.loop.run_until_complete(self._batch())
         elapsed = (clock() - t0) / 1e9
-        return Batch(elapsed, self.latencies, self.errors)
+        return Batch(elapsed, self.latencies, self.errors, self.connects, self.tls, self.ttfb)
 
     async def _batch(self) -> None:
         tasks = [self.loop.create_task(self._slot()) for _ in range(self.concurrency)]
@@ -207,27 +223,38 @@ class RawClient:
         conn = self.idle.pop() if self.idle else None
         while self.remaining > 0:
             self.remaining -= 1
-            start = clock()
+            start = write = clock()
             if conn is None or not conn.open:
-                conn = await self._open()
+                conn = await self._open(start)
                 if conn is None:
                     continue
-            if await conn.begin(start):  # idle: the budget is spent, keep it for the next run
+                write = clock()
+            if await conn.begin(start, write):  # idle: the budget is spent, keep it for next run
                 self.idle.append(conn)
                 return
             conn = None
         if conn is not None and conn.open:
             self.idle.append(conn)
 
-    async def _open(self) -> _Conn | None:
+    async def _open(self, start: int) -> _Conn | None:
+        """Connect, then (https) the TLS handshake, each timed: the socket is connected first so
+        that the handshake's time is its own."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
+            await self.loop.sock_connect(sock, (self.address, self.target.port))
+            connected = clock()
             _, conn = await self.loop.create_connection(
-                lambda: _Conn(self), self.address, self.target.port, ssl=self.ssl,
+                lambda: _Conn(self), sock=sock, ssl=self.ssl,
                 server_hostname=self.target.host if self.ssl else None,
             )  # fmt: skip
         except (OSError, ssl.SSLError) as exc:
+            sock.close()
             self.errors[error_kind(exc)] += 1
             return None
+        self.connects.append(connected - start)
+        if self.ssl is not None:
+            self.tls.append(clock() - connected)
         self.connections_opened += 1
         return conn
 

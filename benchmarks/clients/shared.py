@@ -9,6 +9,7 @@ process ships to whoever merges them (histograms are added, never percentiles av
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 import os
@@ -97,6 +98,19 @@ def error_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class Phase(enum.StrEnum):
+    """The parts of a request a client can time apart (`ClientResult.phases_p50_us` keys)."""
+
+    CONNECT = "connect"  # connect() to established; 0 for a request on a reused connection
+    TLS = "tls"  # the TLS handshake after it; 0 on a reused connection
+    TTFB = "ttfb"  # start of the request's write to the first response byte
+
+
+def socket_phases(tls: bool) -> frozenset[Phase]:
+    """What a client that opens its own sockets times: all three (TLS only over https)."""
+    return frozenset({Phase.CONNECT, Phase.TTFB, *([Phase.TLS] if tls else [])})
+
+
 @dataclass
 class Tally:
     """One process's counts for its measured window, plus latencies in microseconds."""
@@ -106,14 +120,43 @@ class Tally:
     elapsed_s: float = 0.0
     requests_total: int = 0
     connections: int = 0  # TCP connections this process opened (every request, like requests_total)
+    connections_window: int = 0  # ... of which in the measured window (the span of `requests`)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
+    phases: dict[Phase, Any] = field(default_factory=dict)  # Phase -> histogram (us), measured
 
     def record_latencies_ns(self, latencies_ns: Iterable[int]) -> None:
         """Bulk-record after the clock stopped: identical values are recorded once, with a count."""
-        for value_ns, count in Counter(latencies_ns).items():
-            us = min(max(value_ns // 1000, latency.LOWEST_US), latency.HIGHEST_US)
-            self.hist.record_value(us, count)
+        _record_ns(self.hist, latencies_ns)
+
+    def record_phases(
+        self, timings: frozenset[Phase], requests: int, connects_ns: list[int],
+        tls_ns: list[int], ttfb_ns: list[int],
+    ) -> None:  # fmt: skip
+        """A batch's phases, per request: connect and TLS are 0 for each of the `requests` that
+        found its connection open (those beyond the connections the batch opened)."""
+        for phase, values in ((Phase.CONNECT, connects_ns), (Phase.TLS, tls_ns)):
+            if phase in timings:
+                hist = self._phase(phase)
+                reused = requests - len(values)
+                if reused > 0:
+                    hist.record_value(0, reused)
+                _record_ns(hist, values)  # a real connect is >= 1 us
+        if Phase.TTFB in timings:
+            _record_ns(self._phase(Phase.TTFB), ttfb_ns)
+
+    def _phase(self, phase: Phase) -> Any:
+        if phase not in self.phases:
+            self.phases[phase] = latency.new_histogram()
+        return self.phases[phase]
+
+    def phases_p50_us(self) -> dict[str, float]:
+        """Median of each measured phase, microseconds (the row's *_p50_ms columns)."""
+        return {
+            phase.value: float(hist.get_value_at_percentile(50.0))
+            for phase, hist in sorted(self.phases.items())
+            if hist.get_total_count() > 0
+        }
 
     def add_errors(self, kinds: Counter[str]) -> None:
         self.errors += sum(kinds.values())
@@ -126,8 +169,10 @@ class Tally:
             "elapsed_s": self.elapsed_s,
             "requests_total": self.requests_total,
             "connections": self.connections,
+            "connections_window": self.connections_window,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
+            "phases": {p.value: latency.encode(h) for p, h in self.phases.items()},
         }
 
     @classmethod
@@ -138,8 +183,10 @@ class Tally:
             elapsed_s=data["elapsed_s"],
             requests_total=data["requests_total"],
             connections=data.get("connections", 0),
+            connections_window=data.get("connections_window", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
+            phases={Phase(p): latency.decode(h) for p, h in data.get("phases", {}).items()},
         )
 
     def merge(self, other: Tally) -> None:
@@ -149,8 +196,17 @@ class Tally:
         self.elapsed_s += other.elapsed_s
         self.requests_total += other.requests_total
         self.connections += other.connections
+        self.connections_window += other.connections_window
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
+        for phase, hist in other.phases.items():
+            self._phase(phase).add(hist)
+
+
+def _record_ns(hist: Any, values_ns: Iterable[int]) -> None:
+    """Nanoseconds into a microsecond histogram, identical values once with a count."""
+    for value_ns, count in Counter(values_ns).items():
+        hist.record_value(min(max(value_ns // 1000, latency.LOWEST_US), latency.HIGHEST_US), count)
 
 
 def dump_part(parts_dir: Path, tally: Tally) -> None:
