@@ -120,9 +120,12 @@ class _Common:
 
 class _Connects:
     """TCP connections this process opened, counted where both libraries connect: a target
-    without our counters is judged by the client's own count (ClientResult.connections_opened)."""
+    without our counters is judged by the client's own count (ClientResult.connections_opened),
+    and the ones opened inside the measured window are the row's `connections_opened`."""
 
     opened = 0
+    in_window = 0
+    recorder: Recorder | None = None  # whose window `in_window` counts (set at init)
 
     @classmethod
     def wrap(cls, owner: type, name: str) -> None:
@@ -133,6 +136,8 @@ class _Connects:
         def counted(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
             cls.opened += 1
+            if cls.recorder is not None and cls.recorder.in_window(time.monotonic()):
+                cls.in_window += 1
             return out
 
         setattr(owner, name, counted)
@@ -241,6 +246,7 @@ class Recorder:
         self.duration_s = duration_s
         self.total = 0
         self.connections = 0  # absorbed from workers; a local process adds its own _Connects
+        self.connections_window = 0  # ... of them inside the window
         self.reset()
 
     def reset(self) -> None:
@@ -261,12 +267,14 @@ class Recorder:
         if self.window_stop is None or now < self.window_stop:
             self.window_stop = now
 
+    def in_window(self, now: float) -> bool:
+        if self.window_start is None or now < self.window_start:
+            return False
+        return self.window_stop is None or now <= self.window_stop
+
     def on_request(self, response_time: float, exception: Any, response: Any = None) -> None:
         self.total += 1
-        now = time.monotonic()
-        if self.window_start is None or now < self.window_start:
-            return
-        if self.window_stop is not None and now > self.window_stop:
+        if not self.in_window(time.monotonic()):
             return
         if exception is None:
             self.requests += 1
@@ -282,8 +290,9 @@ class Recorder:
             "total": self.total,
             "error_kinds": dict(self.error_kinds),
             "connections": _Connects.opened,
+            "connections_window": _Connects.in_window,
         }
-        _Connects.opened = 0
+        _Connects.opened = _Connects.in_window = 0
         self.hist = latency.new_histogram()
         self.requests = self.total = 0
         self.error_kinds = Counter()
@@ -295,6 +304,7 @@ class Recorder:
         self.requests += int(report["requests"])
         self.total += int(report["total"])
         self.connections += int(report.get("connections", 0))
+        self.connections_window += int(report.get("connections_window", 0))
         self.error_kinds.update(report["error_kinds"])
 
     @property
@@ -317,6 +327,7 @@ class Recorder:
             histogram=latency.encode(self.hist),
             error_kinds=dict(self.error_kinds),
             connections_opened=self.connections + _Connects.opened,
+            connections_window=self.connections_window + _Connects.in_window,
         )
 
 
@@ -368,6 +379,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
         return
     settings = _settings(opts)
     recorder = Recorder(settings.warmup_s, settings.duration_s)
+    _Connects.recorder = recorder
     # Workers (--processes N, --worker) only measure and report to the master; the master (or a
     # single local process) owns the window and writes the result.
     is_worker = isinstance(environment.runner, WorkerRunner)
