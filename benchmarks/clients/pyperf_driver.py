@@ -20,6 +20,7 @@ contract also uses), and `add_cmdline_args` forwards them to the workers, writte
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -105,11 +106,13 @@ class Plan:
         return cls(processes=2, values=2) if duration_s < 3 else cls(processes=3, values=3)
 
     def loops_for(self, duration_s: float, seconds_per_loop: float, connections: int = 1) -> int:
-        """Requests per timed call: about duration / values, and never fewer than the client's
-        `connections`, so every call has all of them busy at once (a long round trip makes
-        each request slow, and a call of 5 requests at concurrency 16 would run at 5)."""
+        """Requests per timed call: about duration / values, in whole rounds of the client's
+        `connections` (at least one), so every call has all of them busy at once: a long round
+        trip makes each request slow, and a call of 5 requests at concurrency 16 would run at
+        5; a call of 40 would end with a round of 8."""
         per_value_s = duration_s / (self.processes * self.values)
-        return int(min(max(round(per_value_s / seconds_per_loop), connections, 1), MAX_LOOPS))
+        loops = max(round(per_value_s / seconds_per_loop), 1)
+        return int(min(math.ceil(loops / connections) * connections, MAX_LOOPS))
 
 
 def main(spec: ClientSpec, argv: list[str] | None = None) -> int:

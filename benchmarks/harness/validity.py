@@ -9,9 +9,10 @@ whole run, warm-up included: the server cannot tell the client's measured window
 compared with the client's own counts over that same span (`requests_total`, and its own count
 of the connections it opened): they must agree, which makes the client's count of the
 connections it opened inside the window (the row's `connections_opened`, the span of
-`requests`) the server's too. The mode is then judged over the window, by `sent` (requests and
-errors of the window) and `opened` (its connections); a client that does not count its window
-is judged over the whole run instead, by `requests_total` and the server's count:
+`requests`) the server's too. The mode must hold over both spans: over the whole run by
+`requests_total` and the server's count, and over the window by `sent` (requests and errors of
+the window) and `opened` (its connections), give or take the requests in flight at the
+window's edges:
 
 * pooled: impossible when the server allows one request per connection (keep-alive timeout 0
   or keep-alive max 1). Every load process keeps `concurrency` connections, and the server
@@ -120,21 +121,26 @@ def judge(
             f"server accepted {connections_opened} connections but the client counted "
             f"{connections_counted}: its count of the window's connections is not the server's",
         )
+    spans = [(requests_total, connections_opened, 0)]  # the whole run: no request cut in two
     if connections_window >= 0 and connections_counted >= 0:
-        sent, opened = requests + errors, connections_window
-    else:
-        sent, opened = requests_total, connections_opened
-    return _mode_verdict(
-        mode, concurrency, load_processes, keepalive_timeout_s, keepalive_max, sent, opened,
-        peak_open_connections,
-    )  # fmt: skip
+        spans.append((requests + errors, connections_window, in_flight))
+    for sent, opened, edge in spans:
+        verdict = _mode_verdict(
+            mode, concurrency, load_processes, keepalive_timeout_s, keepalive_max, sent, opened,
+            edge, peak_open_connections,
+        )  # fmt: skip
+        if not verdict.valid:
+            return verdict
+    return Verdict(True)
 
 
 def _mode_verdict(
     mode: Mode, concurrency: int, load_processes: int, keepalive_timeout_s: float,
-    keepalive_max: int, sent: int, opened: int, peak_open_connections: int,
+    keepalive_max: int, sent: int, opened: int, edge: int, peak_open_connections: int,
 ) -> Verdict:  # fmt: skip
-    """The mode's rules over one span: `sent` requests, `opened` connections in it."""
+    """The mode's rules over one span: `sent` requests, `opened` connections in it. `edge`:
+    requests that may straddle the span's ends (a window that closes mid-traffic, as Locust's
+    does, can see a request's connect but not its response, or the reverse)."""
     if mode is Mode.POOLED:
         if keepalive_timeout_s == 0 or keepalive_max == 1:
             why = "timeout 0" if keepalive_timeout_s == 0 else "max 1 request per connection"
@@ -157,7 +163,10 @@ def _mode_verdict(
             )
         return Verdict(True)
     per_conn = sent / opened if opened > 0 else math.inf
-    if per_conn > UNPOOLED_MAX_REQ_PER_CONN or opened < UNPOOLED_MIN_SHARE * sent:
+    if (
+        sent - edge > UNPOOLED_MAX_REQ_PER_CONN * opened
+        or opened + edge < UNPOOLED_MIN_SHARE * sent
+    ):
         return Verdict(
             False,
             f"unpooled but {opened} connections for {sent} requests "
