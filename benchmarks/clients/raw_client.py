@@ -41,8 +41,8 @@ clock = time.perf_counter_ns
 class _Conn(asyncio.Protocol):
     """One connection; carries requests one at a time (no pipelining, like wrk)."""
 
-    __slots__ = ("c", "transport", "buf", "need", "t0", "tw", "first", "waiter", "open",
-                 "close_after", "status", "head_len", "in_flight")  # fmt: skip
+    __slots__ = ("c", "transport", "buf", "need", "t0", "tw", "first", "made", "waiter",
+                 "open", "close_after", "status", "head_len", "in_flight")  # fmt: skip
 
     # Set by connection_made, before create_connection hands the connection out: never unset.
     transport: asyncio.Transport
@@ -54,6 +54,7 @@ class _Conn(asyncio.Protocol):
         self.t0 = 0  # the request's start (before the connect, for one on a new connection)
         self.tw = 0  # the start of its write
         self.first = 0  # the arrival of its response's first bytes
+        self.made = 0  # when connection_made ran (plain TCP: just after the connect)
         self.waiter: asyncio.Future[bool] | None = None
         self.open = False
         self.close_after = False
@@ -65,6 +66,7 @@ class _Conn(asyncio.Protocol):
         # asyncio types the argument BaseTransport; a stream connection's is a Transport.
         self.transport = transport  # type: ignore[assignment]
         self.open = True
+        self.made = clock()
 
     def begin(self, t0: int, tw: int) -> asyncio.Future[bool]:
         """Send one request; the future says True (idle, reusable) or False (closed)."""
@@ -237,25 +239,38 @@ class RawClient:
             self.idle.append(conn)
 
     async def _open(self, start: int) -> _Conn | None:
-        """Connect, then (https) the TLS handshake, each timed: the socket is connected first so
-        that the handshake's time is its own."""
+        """Connect (and over https shake hands), timing each: plain TCP's connect ends when
+        the transport calls connection_made; over https that comes after the handshake, so the
+        socket is connected first (sock_connect), then handed to the TLS transport. The plain
+        path stays the one create_connection: the split costs about 75 us of CPU a connection."""
+        try:
+            if self.ssl is None:
+                _, conn = await self.loop.create_connection(
+                    lambda: _Conn(self), self.address, self.target.port
+                )
+                self.connects.append(conn.made - start)
+            else:
+                conn = await self._open_tls(start)
+        except (OSError, ssl.SSLError) as exc:
+            self.errors[error_kind(exc)] += 1
+            return None
+        self.connections_opened += 1
+        return conn
+
+    async def _open_tls(self, start: int) -> _Conn:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
             await self.loop.sock_connect(sock, (self.address, self.target.port))
             connected = clock()
             _, conn = await self.loop.create_connection(
-                lambda: _Conn(self), sock=sock, ssl=self.ssl,
-                server_hostname=self.target.host if self.ssl else None,
-            )  # fmt: skip
-        except (OSError, ssl.SSLError) as exc:
+                lambda: _Conn(self), sock=sock, ssl=self.ssl, server_hostname=self.target.host
+            )
+        except BaseException:
             sock.close()
-            self.errors[error_kind(exc)] += 1
-            return None
+            raise
         self.connects.append(connected - start)
-        if self.ssl is not None:
-            self.tls.append(clock() - connected)
-        self.connections_opened += 1
+        self.tls.append(clock() - connected)
         return conn
 
     def close(self) -> None:
