@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # --keepalive-max 0); a switch is on when set (TLS=1 is --tls). The lists are benchmarks.matrix's
 # dimensions and run settings (tests/test_matrix.py checks that they agree).
 BENCH_VALUES   := SERVERS CLIENTS MODES CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS BANDWIDTH \
-	DURATION WARMUP REPEAT WORKERS
+	TARGET DURATION WARMUP REPEAT WORKERS
 BENCH_SWITCHES := TLS QUICK NETNS
 lower = $(subst Z,z,$(subst Y,y,$(subst X,x,$(subst W,w,$(subst V,v,$(subst U,u,$(subst T,t,$(subst S,s,$(subst R,r,$(subst Q,q,$(subst P,p,$(subst O,o,$(subst N,n,$(subst M,m,$(subst L,l,$(subst K,k,$(subst J,j,$(subst I,i,$(subst H,h,$(subst G,g,$(subst F,f,$(subst E,e,$(subst D,d,$(subst C,c,$(subst B,b,$(subst A,a,$(1)))))))))))))))))))))))))))
 flag_of = --$(subst _,-,$(call lower,$(1)))
@@ -53,10 +53,13 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# TARGET=URL [TARGET_PID=PID]: every client against an existing loopback server, not ours.
+# TARGET=URL [TARGET_PID=PID] [CA=PEM | INSECURE=1]: every client against an existing loopback
+# server, not ours; TARGET_CMD="CMD" RTT=MS [TARGET_PORT=] runs yours behind the delay line.
+bench: TARGET_FLAGS = $(if $(TARGET_PID),--target-pid $(TARGET_PID)) $(if $(CA),--target-ca '$(CA)') \
+	$(if $(INSECURE),--target-insecure) $(if $(TARGET_CMD),--target-command '$(TARGET_CMD)') \
+	$(if $(TARGET_PORT),--target-port $(TARGET_PORT))
 bench: install
-	$(PY) -m benchmarks run $(BENCH_FLAGS) $(if $(TARGET),--target '$(TARGET)') \
-	  $(if $(TARGET_PID),--target-pid $(TARGET_PID))
+	$(PY) -m benchmarks run $(BENCH_FLAGS) $(strip $(TARGET_FLAGS))
 
 compare: install
 	$(PY) -m benchmarks compare $(BASE) $(NEW) $(COMPARE_FLAGS)

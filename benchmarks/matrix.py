@@ -16,7 +16,9 @@ keep-alive defaults are loaded only when a run parses its flags (`_server_names`
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,10 @@ class Dimension(Flag):
     # that the committed runs still read: `before=0.0` for an emulated loss that was never there.
     # A cell at that value is labelled as before too: the dimension is left out of its label.
     before: object = ALWAYS
+    # The row column this dimension's column follows in the CSV, for a dimension whose column
+    # was committed after the row's own ("" : with the other dimensions, in place of the key):
+    # committed columns are never reordered.
+    after: str = ""
     column: str = ""
     kind: str = "str"  # the field's type: "str", "int", "float" or "float | None"
 
@@ -189,6 +195,8 @@ def _bandwidth(item: str) -> float:
 TARGET_SERVER = "target"
 UNKNOWN = -1
 
+MAX_SLUG = 120  # a slug names the cell's files: a target's long command is cut, with a hash
+
 DEFAULT_CLIENTS = (ClientKind.LOCUST_FASTHTTP, ClientKind.PYPERF_CONCURRENT_RAW)
 DEFAULT_CONCURRENCY = 16
 
@@ -292,6 +300,25 @@ class CellKey:
         )
     )  # fmt: skip
 
+    target_url: str = field(
+        default="",
+        metadata=dimension(
+            flag="--target",
+            help="measure this existing server instead of starting ours (loopback only: "
+            "127.0.0.1, ::1, localhost; https with --target-ca or --target-insecure); rows say "
+            "server=target and carry the URL in target_url, connections are counted by the "
+            "clients and /proc/net/tcp; --keepalive-timeout/--keepalive-max then declare its "
+            "settings (unknown otherwise)",
+            doc="the existing server measured when `server` is `target`: its URL (`run --target`; "
+            "connections then counted by the client, peak open from /proc/net/tcp, server CPU "
+            "from `--target-pid`, blank without it), or `command: CMD` for a command the harness "
+            "ran in the delay line's server namespace (`run --target-command`; connections and "
+            "CPU from that namespace's kernel and the command's pid); empty otherwise. Part of "
+            "the cell key: rows of two targets are never one cell",
+            parse=str.strip, default=lambda: ("",), label="target", before="", after="note",
+        )
+    )  # fmt: skip
+
     @property
     def loopback(self) -> bool:
         """No delay line: the server on 127.0.0.1, as every run before --rtt."""
@@ -312,9 +339,14 @@ class CellKey:
         )
 
     def slug(self) -> str:
-        """File-name-safe: `uvloop-pyperf-concurrent-raw-pooled-c16-kt5-km100[-tls]`."""
+        """File-name-safe: `uvloop-pyperf-concurrent-raw-pooled-c16-kt5-km100[-tls]` (a
+        target's URL with every run of other characters as one `_`)."""
         names = [str(getattr(self, d.column)) for d in DIMENSIONS if not d.label]
-        return "-".join(names + ["".join(parts) for _, parts in self._labelled()])
+        slug = "-".join(names + ["".join(parts) for _, parts in self._labelled()])
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", slug)
+        if len(slug) <= MAX_SLUG:
+            return slug
+        return f"{slug[: MAX_SLUG - 9]}-{hashlib.sha1(slug.encode()).hexdigest()[:8]}"
 
     def _labelled(self) -> list[tuple[Dimension, tuple[str, ...]]]:
         """(dimension, (label, value text)) of the labelled ones; a switch is (label,) when on

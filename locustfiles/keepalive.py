@@ -163,7 +163,16 @@ def _tls_context(ca_path: str) -> gevent.ssl.SSLContext:
     return gevent.ssl.create_default_context(cafile=ca_path)
 
 
-def tls_context_factory(ca_path: str) -> Callable[..., gevent.ssl.SSLContext]:
+@functools.cache
+def _unverified_context() -> gevent.ssl.SSLContext:
+    """`--kab-insecure`: a context that checks neither the chain nor the name, built once."""
+    context = gevent.ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = gevent.ssl.CERT_NONE
+    return context
+
+
+def tls_context_factory(ca_path: str | None) -> Callable[..., gevent.ssl.SSLContext]:
     """FastHttpUser's `ssl_context_factory`: always the one context trusting `ca_path`.
 
     geventhttpclient calls `factory(cafile=<its default bundle>)` for every new client (one per
@@ -171,7 +180,7 @@ def tls_context_factory(ca_path: str) -> Callable[..., gevent.ssl.SSLContext]:
     plus loading the whole bundle into the result: 50 ms per connection, which held unpooled
     TLS to about 30 req/s. `cafile` is accepted and ignored: the context trusts our CA only.
     """
-    context = _tls_context(ca_path)
+    context = _tls_context(ca_path) if ca_path else _unverified_context()
 
     def factory(cafile: str | None = None) -> gevent.ssl.SSLContext:
         return context
@@ -185,8 +194,11 @@ class _FastBase(_Common, FastHttpUser):
 
     def __init__(self, environment: Environment) -> None:
         opts = _options(environment)
-        if opts is not None and opts.kab_ca:
-            self.ssl_context_factory = tls_context_factory(opts.kab_ca)
+        if opts is not None and (opts.kab_ca or opts.kab_insecure):
+            # insecure: our factory, not Locust's (which lacks `cafile`: the 50 ms path below);
+            # and `insecure`, or geventhttpclient turns the check back on in our context
+            self.ssl_context_factory = tls_context_factory(opts.kab_ca or None)
+            self.insecure = bool(opts.kab_insecure)
         super().__init__(environment)
 
     def _drop_connections(self) -> None:
@@ -198,6 +210,29 @@ class _FastBase(_Common, FastHttpUser):
         self._request()
 
 
+def _unverified_requests(session: Any) -> None:
+    """`--kab-insecure` for HttpUser: no verification, with one prepared context. With
+    `verify=False` alone urllib3 builds a context and loads the system store for every new
+    connection (hundreds of ms each on a busy machine: an unpooled run measured that)."""
+    import ssl
+
+    import requests.adapters  # after locust, as in _count_connects
+    import urllib3
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    class Unverified(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["ssl_context"] = context
+            super().init_poolmanager(*args, **kwargs)
+
+    session.verify = False
+    session.mount("https://", Unverified())
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
 class _RequestsBase(_Common, HttpUser):
     abstract = True
 
@@ -206,6 +241,8 @@ class _RequestsBase(_Common, HttpUser):
         opts = _options(environment)
         if opts is not None and opts.kab_ca:
             self.client.verify = opts.kab_ca
+        elif opts is not None and opts.kab_insecure:
+            _unverified_requests(self.client)
 
     def _drop_connections(self) -> None:
         self.client.close()  # empties the adapters' pools; the session stays usable

@@ -109,3 +109,32 @@ def test_the_harness_locust_command_carries_the_settings(tmp_path: Path) -> None
 def test_bad_locust_flags_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=f"^{message}$"):
         _read_back(argv)
+
+
+@pytest.mark.parametrize("kind", PYPERF_KINDS)
+def test_insecure_reaches_every_pyperf_client_and_reads_back(
+    tmp_path: Path, kind: ClientKind
+) -> None:
+    concurrency = 1 if kind is ClientKind.PYPERF_SEQUENTIAL else 7
+    config = _config(tmp_path, kind=kind, insecure=True, concurrency=concurrency)
+    argv = config.command()
+    assert "--insecure" in argv
+    parsed, _, _ = parse_pyperf_args(PYPERF_MODULES[kind], argv[3:])
+    assert parsed == config and parsed.insecure
+
+
+def test_insecure_reaches_both_locust_clients(tmp_path: Path) -> None:
+    for kind in (ClientKind.LOCUST_FASTHTTP, ClientKind.LOCUST_REQUESTS):
+        argv = _config(tmp_path, kind=kind, insecure=True).command()
+        flags = argv[argv.index("--kab-output") : argv.index(argv[-1])]
+        assert _read_back(flags).insecure, kind
+    assert LocustSettings(insecure=True).to_argv() == ["--kab-insecure"]
+
+
+def test_a_ca_and_insecure_together_are_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    with pytest.raises(UsageError, match="^--ca and --insecure: give one"):
+        _config(tmp_path, ca_path=ca, insecure=True)
+    with pytest.raises(UsageError, match="^--kab-ca and --kab-insecure: give one"):
+        LocustSettings(ca=ca, insecure=True)

@@ -21,7 +21,7 @@ from benchmarks.analysis.compare import (
     rank_test_usable,
 )
 from benchmarks.records.keys import METRICS, cell_key, fingerprint_diff
-from benchmarks.records.schema import COLUMNS, SCHEMA_VERSION
+from benchmarks.records.schema import COLUMNS, SCHEMA_VERSION, read_rows
 from tests.rowfactory import noise_file, reps, row, write
 
 THROUGHPUT = METRICS[0]
@@ -466,3 +466,21 @@ def test_noise_json_in_json_output(tmp_path, capsys):
     data = _strict_json(capsys.readouterr().out)
     assert data["noise"]["floors"] == FLOORS
     assert data["rule"]["thresholds"]["throughput_rps"] == 0.15  # the effective rule
+
+
+def test_rows_of_two_targets_are_never_one_cell(tmp_path):
+    """target_url is part of the cell key: two servers at two URLs (or commands) stay apart in
+    compare, and a file written before the column existed reads with it empty (ours)."""
+    one = reps(STEADY, server="target", target_url="http://127.0.0.1:8080/")
+    other = reps([v * 0.5 for v in STEADY], server="target", target_url="http://127.0.0.1:9090/")
+    result = compare_rows(one, other, Rule())
+    assert result.verdicts == [] and len(result.only_base) == len(result.only_new) == 1
+    assert result.only_base[0].target_url != result.only_new[0].target_url
+    assert "target=http://127.0.0.1:8080/" in one[0].key.label()
+    assert "/" not in one[0].key.slug() and ":" not in one[0].key.slug()
+    path = write(tmp_path / "old.csv", reps(STEADY))
+    lines = path.read_text().splitlines()
+    at = lines[0].split(",").index("target_url")
+    assert at == len(lines[0].split(",")) - 1  # last: the committed columns keep their order
+    path.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    assert {r.key.target_url for r in read_rows(path)} == {""}

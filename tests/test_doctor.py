@@ -347,10 +347,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
     # never closes within --max-idle, unlimited requests
     jobs["uvloop-long"] = (lambda: targets.reference("uvloop", 9.0, 0),
                            ["--max-idle", "1.5", "--max-header-wait", "0"])  # fmt: skip
+    # nginx and Node as configured by hand (their own T and N), and as the matrix runs them
+    # (python -m servers nginx|node) at the reference servers' T and N
     if find_nginx() is not None:
         jobs["nginx"] = (targets.nginx, [])
+        jobs["nginx-wrapped"] = (lambda: targets.reference("nginx", T, N), [])
     if shutil.which("node") is not None:
         jobs["node"] = (targets.node, [])
+        jobs["node-wrapped"] = (lambda: targets.reference("node", T, N), [])
     try:
         with ThreadPoolExecutor(len(jobs)) as pool:
             futures = {k: pool.submit(_doctor, k, start, f) for k, (start, f) in jobs.items()}
@@ -437,3 +441,39 @@ def test_node(runs: dict[str, Run]) -> None:
     assert_idle(report, (NODE_T_MS + node_server_buffer_ms()) / 1000)
     assert report["max_requests"] == NODE_N
     assert report["advertised"]["keep_alive"] == f"timeout={NODE_T_MS // 1000}, max={NODE_N}"
+
+
+@pytest.mark.parametrize(
+    ("name", "install"),
+    [("nginx", "apt-get install -y nginx"), ("node", "apt-get install -y nodejs")],
+)
+def test_wrapped_nginx_and_node_at_the_reference_t_and_n(
+    runs: dict[str, Run], name: str, install: str
+) -> None:
+    """`python -m servers nginx|node --keepalive-timeout 1.7 --keepalive-max 13`: Debian's
+    binaries with our settings, measured as the reference servers are (Node adds its buffer)."""
+    report = report_of(runs, f"{name}-wrapped", install)
+    buffer_s = node_server_buffer_ms() / 1000 if name == "node" else 0.0
+    assert_idle(report, T + buffer_s)
+    assert report["max_requests"] == N
+    assert report["persistence"]["http11"] and report["pipelining"]["in_order"] is True
+
+
+def test_readme_defaults_table_is_current() -> None:
+    from benchmarks.common import replace_section
+    from benchmarks.doctor.defaults import TABLE_BEGIN, TABLE_END, defaults_table, load_servers
+
+    assert {s.name for s in load_servers()} >= {"nginx", "Apache httpd 2.4", "Node http.Server"}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert replace_section(readme, TABLE_BEGIN, TABLE_END, defaults_table()) == readme, (
+        "run `python -m benchmarks.doctor.defaults --update README.md`"
+    )
+
+
+def test_a_bad_server_entry_is_one_line(tmp_path: Path) -> None:
+    from benchmarks.doctor.defaults import load_servers
+
+    bad = tmp_path / "defaults.toml"
+    bad.write_text('[[server]]\nname = "x"\nidle_s = -1\nsetting = "s"\nsource = "u"\n')
+    with pytest.raises(UsageError, match="idle_s must be > 0"):
+        load_servers(bad)

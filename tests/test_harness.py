@@ -368,9 +368,15 @@ TCP6 = """\
 
 
 def test_parse_tcp_table_counts_the_server_port_only() -> None:
-    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1)
+    assert parse_tcp_table(TCP, 0x1F90) == SocketCounts(1, 1, 1, held_client=1, held_server=1)
     assert parse_tcp_table(TCP6, 0x1F90) == SocketCounts(0, 1, 0)
     assert parse_tcp_table(TCP, 1234) == SocketCounts()
+    # a server end closing (FIN_WAIT2) or in its handshake (SYN_RECV) is held, not ESTABLISHED
+    closing = (
+        TCP + "   6: 0100007F:1F90 0100007F:A2C8 05 0:0 0\n   7: 0100007F:1F90 0100007F:A2C9 03 0\n"
+    )
+    assert parse_tcp_table(closing, 0x1F90).held_server == 3
+    assert parse_tcp_table(closing, 0x1F90).established_server == 1
 
 
 def test_socket_counts_and_kernel_counters_from_a_fake_proc(tmp_path: Path) -> None:
@@ -384,7 +390,7 @@ def test_socket_counts_and_kernel_counters_from_a_fake_proc(tmp_path: Path) -> N
     )
     (tmp_path / "netstat").write_text("TcpExt: SyncookiesSent TW\nTcpExt: 0 7\n")
     counts = socket_counts(0x1F90, tmp_path)
-    assert counts == SocketCounts(1, 2, 1, held_client=1) and counts.time_wait == 3
+    assert counts == SocketCounts(1, 2, 1, held_client=1, held_server=1) and counts.time_wait == 3
     assert kernel_counters(tmp_path) == {
         "ActiveOpens": 10,
         "PassiveOpens": 12,

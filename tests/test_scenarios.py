@@ -67,3 +67,42 @@ def test_ports_run_out_unpooled_and_never_pooled() -> None:
     assert pooled["eaddrnotavail"] == 0
     assert pooled["connections"] == 1
     assert pooled["requests"] > 40
+
+
+def test_proxy_sweep_is_dense_over_the_race_window() -> None:
+    """nginx's requests fail when sent less than one RTT before the backend's FIN arrives: the
+    sweep covers (-RTT, 0) with most of its points, and some points on either side."""
+    from benchmarks.scenarios.race import RaceConfig
+
+    deltas = RaceConfig(rtt_ms=20, proxy_trials=21).proxy_deltas_ms()
+    assert len(deltas) == 21 and deltas == sorted(deltas)
+    assert deltas[0] == -30 and deltas[-1] == 10
+    assert sum(-20 < d < 0 for d in deltas) >= 9
+    loopback = RaceConfig(rtt_ms=0, proxy_trials=11).proxy_deltas_ms()
+    assert loopback[0] == -7.5 and loopback[-1] == 2.5  # +-5 ms at least: timers are coarse
+
+
+def test_nginx_upstream_errors_are_read_from_its_log(tmp_path: Path) -> None:
+    from benchmarks.scenarios.race import _proxy_verdict, upstream_errors
+
+    log = tmp_path / "error.log"
+    assert upstream_errors(log) == 0  # not written yet
+    log.write_text(
+        "2026/12/06 21:19:01 [error] 7#7: *3 upstream prematurely closed connection while "
+        "reading response header from upstream, client: 127.0.0.1\n"
+        "2026/12/06 21:19:03 [error] 7#7: *5 recv() failed (104: Connection reset by peer) "
+        "while reading response header from upstream\n"
+        "2026/12/06 21:19:04 [notice] 7#7: signal process started\n"
+    )
+    assert upstream_errors(log) == 2
+    rows = [
+        {"status": 200, "outcome": "ok", "actual_delta_ms": -25.0},
+        {"status": 502, "outcome": "failed", "actual_delta_ms": -12.5},
+        {"status": 200, "outcome": "retried", "actual_delta_ms": -8.0},
+        {"status": 502, "outcome": "failed", "actual_delta_ms": -3.0},
+    ]
+    assert _proxy_verdict(rows, "POST") == (
+        "POST 2/4 502 for delta -12.5..-3.0 ms (width 9.5 ms); 1 met a closed upstream and "
+        "were retried by nginx"
+    )
+    assert _proxy_verdict(rows[:1], "GET") == "GET 0/1 502"

@@ -94,6 +94,7 @@ class ClientConfig:
     warmup_s: float = 1.0
     path: str = "/"
     ca_path: Path | None = None  # CA to trust for https URLs
+    insecure: bool = False  # https without verifying the certificate (a target's own choice)
     workers: int = 1  # Locust worker processes (--processes); the pyperf clients ignore it
 
     def __post_init__(self) -> None:
@@ -105,6 +106,7 @@ class ClientConfig:
         check_seconds("--warmup", self.warmup_s)
         check_request_path("--path", self.path)
         check_ca("--ca", self.ca_path)
+        check_verification("--ca", "--insecure", self.ca_path, self.insecure)
         if not 1 <= self.workers <= MAX_WORKERS:
             raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
         try:
@@ -135,6 +137,8 @@ class ClientConfig:
         ]  # fmt: skip
         if self.ca_path is not None:
             args += ["--ca", str(self.ca_path)]
+        if self.insecure:
+            args.append("--insecure")
         return args
 
     def _locust_command(self) -> list[str]:
@@ -149,7 +153,7 @@ class ClientConfig:
         ]  # fmt: skip
         settings = LocustSettings(
             output=self.output, warmup_s=self.warmup_s, duration_s=self.duration_s,
-            path=self.path, ca=self.ca_path,
+            path=self.path, ca=self.ca_path, insecure=self.insecure,
         )  # fmt: skip
         argv += settings.to_argv()
         if self.workers > 1:
@@ -174,6 +178,12 @@ def check_request_path(flag: str, path: str) -> None:
 def check_ca(flag: str, ca: Path | None) -> None:
     if ca is not None and not ca.is_file():
         raise UsageError(f"{flag}: no such file: {ca}")
+
+
+def check_verification(ca_flag: str, insecure_flag: str, ca: Path | None, insecure: bool) -> None:
+    """A CA to verify with, or no verification: not both (the CA would be silently unused)."""
+    if ca is not None and insecure:
+        raise UsageError(f"{ca_flag} and {insecure_flag}: give one (verify with the CA, or not)")
 
 
 def valid_seconds(value: float | str) -> float | None:
@@ -204,6 +214,9 @@ def pyperf_parser(module: str, description: str = "") -> OneLineParser:
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")
     parser.add_argument("--output", type=Path, required=True, help="ClientResult JSON path")
     parser.add_argument("--ca", type=Path, help="CA PEM to verify https servers with")
+    parser.add_argument(
+        "--insecure", action="store_true", help="https without verifying the certificate"
+    )
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)  # main -> workers
     return parser
 
@@ -222,7 +235,7 @@ def parse_pyperf_args(
         config = ClientConfig(
             kind=kind, url=ns.url, mode=Mode(ns.mode), concurrency=getattr(ns, "concurrency", 1),
             duration_s=ns.duration, output=ns.output, warmup_s=ns.warmup, path=ns.path,
-            ca_path=ns.ca,
+            ca_path=ns.ca, insecure=ns.insecure,
         )  # fmt: skip
     except UsageError as exc:
         parser.error(str(exc))
@@ -239,6 +252,7 @@ class LocustSettings:
     duration_s: float = 0.0  # recorded after the warm-up; 0: until the test stops
     path: str = "/"
     ca: Path | None = None
+    insecure: bool = False  # https without verifying the certificate
     think_time_s: float = 0.0  # each user's pause between requests (the web UI can change it)
 
     def __post_init__(self) -> None:
@@ -247,6 +261,7 @@ class LocustSettings:
         check_seconds("--kab-think-time", self.think_time_s)
         check_request_path("--kab-path", self.path)
         check_ca("--kab-ca", self.ca)
+        check_verification("--kab-ca", "--kab-insecure", self.ca, self.insecure)
 
     def to_argv(self) -> list[str]:
         """The flags that differ from the defaults (the window's length always, exactly)."""
@@ -255,6 +270,7 @@ class LocustSettings:
         argv += ["--kab-duration", repr(self.duration_s)] if self.duration_s else []
         argv += ["--kab-path", self.path] if self.path != "/" else []
         argv += ["--kab-ca", str(self.ca)] if self.ca is not None else []
+        argv += ["--kab-insecure"] if self.insecure else []
         argv += ["--kab-think-time", seconds_text(self.think_time_s)] if self.think_time_s else []
         return argv
 
@@ -265,6 +281,7 @@ class LocustSettings:
             output=Path(opts.kab_output) if opts.kab_output else None,
             warmup_s=float(opts.kab_warmup), duration_s=float(opts.kab_duration),
             path=opts.kab_path, ca=Path(opts.kab_ca) if opts.kab_ca else None,
+            insecure=bool(getattr(opts, "kab_insecure", False)),
             think_time_s=float(opts.kab_think_time),
         )  # fmt: skip
 
@@ -289,6 +306,10 @@ def add_locust_arguments(parser: Any) -> None:
     parser.add_argument(
         "--kab-ca", default="", include_in_web_ui=False,
         help="CA PEM that verifies https servers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kab-insecure", action="store_true", default=False, include_in_web_ui=False,
+        help="https without verifying the certificate",
     )  # fmt: skip
     parser.add_argument(
         "--kab-think-time", type=float, default=0.0,

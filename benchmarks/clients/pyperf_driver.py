@@ -119,7 +119,7 @@ def main(spec: ClientSpec, argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     config, parts_dir, pyperf_args = parse_pyperf_args(spec.module, args, spec.description)
     run = Run(config, parts_dir)
-    target = Target.from_url(config.url, config.path, config.ca_path)
+    target = Target.from_url(config.url, config.path, config.ca_path, insecure=config.insecure)
     plan = Plan.for_duration(config.duration_s)
     if "--worker" in pyperf_args:
         return _worker(spec, run, target, plan, pyperf_args)

@@ -41,24 +41,31 @@ class Target(HttpTarget):
     """Where a client's requests go, and the CA that verifies an https server."""
 
     ca: Path | None = None
+    insecure: bool = False  # https without verifying the certificate
 
     @classmethod
     def from_url(
-        cls, url: str, path: str = "/", ca: Path | None = None, flag: str = "--url"
-    ) -> Target:
+        cls, url: str, path: str = "/", ca: Path | None = None, flag: str = "--url",
+        insecure: bool = False,
+    ) -> Target:  # fmt: skip
         """The base URL's scheme, host and port (its own path is not used: `path` is);
         UsageError naming `flag` when it is not http(s)://HOST[:PORT]."""
         try:
             scheme, host, port, _ = split_http_url(url)
         except UsageError as exc:
             raise UsageError(f"{flag}: {exc}") from None
-        return cls(scheme, host, port, path, ca)
+        return cls(scheme, host, port, path, ca, insecure)
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """Verifying context: the given CA, or the system store when none was given."""
+        """Verifying context: the given CA, or the system store when none was given; with
+        `insecure`, one that checks neither the chain nor the name."""
         if not self.tls:
             return None
-        return ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def request_bytes(self, mode: Mode) -> bytes:
         """The one GET this client sends over and over; unpooled asks the server to close."""

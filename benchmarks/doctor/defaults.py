@@ -7,11 +7,12 @@ can add one without touching the verdict logic. Validated once, on load.
 from __future__ import annotations
 
 import enum
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import UsageError
+from benchmarks.common import UsageError, generated_table_main
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 
@@ -72,3 +73,77 @@ def load_peers(path: Path = DEFAULTS_FILE) -> list[Peer]:
             )  # fmt: skip
         )
     return peers
+
+
+@dataclass(frozen=True)
+class ServerDefault:
+    """How a server ships: its idle timeout and its limit of requests per connection."""
+
+    name: str
+    idle_s: float | None  # None: no idle limit
+    max_requests: int | None  # None: no limit
+    setting: str
+    source: str
+
+
+_SERVER_KNOWN = {"name", "idle_s", "max_requests", "setting", "source"}
+
+
+def load_servers(path: Path = DEFAULTS_FILE) -> list[ServerDefault]:
+    """Every [[server]] of the file; UsageError naming the entry that is wrong."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path.name}: cannot read: {exc}") from None
+    servers = []
+    for i, entry in enumerate(data.get("server", [])):
+        unknown = set(entry) - _SERVER_KNOWN
+        missing = {"name", "setting", "source"} - set(entry)
+        if unknown or missing:
+            raise UsageError(
+                f"{path.name} server {i}: unknown {unknown or '-'}, missing {missing or '-'}"
+            )
+        idle, most = entry.get("idle_s"), entry.get("max_requests")
+        if idle is not None and not (isinstance(idle, int | float) and idle > 0):
+            raise UsageError(f"{path.name} server {entry['name']!r}: idle_s must be > 0")
+        if most is not None and not (isinstance(most, int) and most > 0):
+            raise UsageError(f"{path.name} server {entry['name']!r}: max_requests must be > 0")
+        servers.append(ServerDefault(entry["name"], None if idle is None else float(idle), most,
+                                     entry["setting"], entry["source"]))  # fmt: skip
+    return servers
+
+
+TABLE_BEGIN = "<!-- defaults table: python -m benchmarks.doctor.defaults --update README.md -->"
+TABLE_END = "<!-- end of defaults table -->"
+
+
+def _seconds(value: float | None) -> str:
+    return "no limit" if value is None else f"{value:g} s"
+
+
+def defaults_table() -> str:
+    """The README's table of shipped defaults, servers first, from defaults.toml."""
+    lines = [
+        "| who | kind | idle timeout | requests per connection | setting | source |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in load_servers():
+        most = "no limit" if s.max_requests is None else f"{s.max_requests:,}"
+        lines.append(f"| {s.name} | server | {_seconds(s.idle_s)} | {most} | {s.setting} | "
+                     f"{s.source} |")  # fmt: skip
+    for p in load_peers():
+        idle = _seconds(p.idle_s)
+        if p.hint_aware_buffer_s is not None:
+            idle += f" (or the server's hint minus {p.hint_aware_buffer_s:g} s)"
+        lines.append(f"| {p.name} | {p.kind} | {idle} | | {p.setting} | {p.source} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generated_table_main(
+        "python -m benchmarks.doctor.defaults", argv, defaults_table, TABLE_BEGIN, TABLE_END
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,8 +43,9 @@ from benchmarks.harness.sockets import (
     kernel_counters,
     socket_counts,
 )
-from benchmarks.harness.target import KernelWatch, TargetServer
+from benchmarks.harness.target import KernelWatch, TargetCommand, TargetServer, check_answers
 from benchmarks.matrix import CellKey, Reach
+from benchmarks.net.cli import start_server
 from benchmarks.net.line import DelayLine
 from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LinkSpec
@@ -203,14 +204,24 @@ def _server(
 
 
 def _measure_target(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultRow, str | None]:
-    """A cell against `--target`: only the client is ours to start and stop."""
+    """A cell against `--target`: only the client is ours to start and stop. With
+    `--target-command`, the command too, in the server namespace of the cell's delay line
+    (which stops it with the line)."""
     target = ctx.config.target
-    assert target is not None, "a target cell runs with --target"
+    assert target is not None, "a target cell runs with --target or --target-command"
     files = CellFiles.of(cell, ctx.artifacts)
-    with files.client_log.open("wb") as clog:
-        session = _TargetSession(cell, ctx, files, target, clog)
+    with contextlib.ExitStack() as stack:
+        clog = stack.enter_context(files.client_log.open("wb"))
+        net = stack.enter_context(_network(cell.key, ctx))
+        if isinstance(target, TargetCommand):
+            assert net is not None, "config: a command target has an rtt"
+            slog = stack.enter_context(files.server_log.open("w", buffering=1))
+            target = _start_command(target, net.line, slog, files)
+        session = _TargetSession(cell, ctx, files, target, clog, net)
         try:
             measurement = session.run()
+        except NetError as exc:
+            raise CellFailure("delay-line", str(exc)) from None
         finally:
             with deferred_signals():
                 session.stop()
@@ -218,6 +229,25 @@ def _measure_target(cell: Cell, ctx: CellContext, started: str) -> tuple[ResultR
     keep_artifacts(measurement.result.artifacts, ctx.artifacts, files.output.parent)
     row = measured_row(cell, ctx, started, measurement)
     return row, measurement.result.histogram or None
+
+
+def _start_command(
+    command: TargetCommand, line: DelayLine, log: IO[str], files: CellFiles
+) -> TargetServer:
+    """The command in the line's server namespace (as `net run --server` starts it), listening,
+    and answering one request from the client's namespace; CellFailure otherwise."""
+    try:
+        info = start_server(line, command.words, command.port, log)
+    except (NetError, ServerStartError) as exc:
+        detail = last_line(files.server_log)
+        raise CellFailure("server-start", _with_detail(str(exc), detail)) from None
+    assert info.pid is not None
+    target = command.running(info.url, info.pid, info.ca_path)
+    with line.inside(line.clients[0]):
+        why = check_answers(target, started=True)
+    if why is not None:
+        raise CellFailure("server-start", why)
+    return target
 
 
 @dataclass(frozen=True)
@@ -435,38 +465,60 @@ def verify_identity(
 class _TargetSession:
     """The client of one cell against an existing server, and what stands in for its counters:
     the client's own connection count, /proc/net/tcp by the target's port, the CPU of
-    `--target-pid` (zero, and the row's CPU blank, without it)."""
+    `--target-pid` (zero, and the row's CPU blank, without it). Over the delay line (a command
+    target) the server's namespace is its own: its kernel counts the connections accepted
+    (PassiveOpens) and its sockets, the clients run in the client namespace."""
 
     def __init__(
         self, cell: Cell, ctx: CellContext, files: CellFiles, target: TargetServer,
-        client_log: IO[bytes],
+        client_log: IO[bytes], net: _Line | None = None,
     ) -> None:  # fmt: skip
         self.cell, self.ctx, self.files, self.target = cell, ctx, files, target
-        self.client_log = client_log
+        self.client_log, self.net = client_log, net
         self.client: ClientProcess | None = None
         self.monitor: Monitor | None = None
-        self.watch = KernelWatch(target.port)
+        self.proc_net = PROC_NET if net is None else Path(f"/proc/{target.pid}/net")
+        self.watch = KernelWatch(target.port, self.proc_net, namespace=net is not None)
 
     def run(self) -> Measurement:
         cpu = self._cpu(None, "before the client ran")
         cpu0 = cpu.cpu_s() if cpu is not None else 0.0
+        kern0 = kernel_counters(self.proc_net) if self.net is not None else {}
         status, wall, monitor = self._run_client()
         if monitor.server_died:
             raise CellFailure("server-died", f"target pid {self.target.pid} exited during the run")
         cpu1 = self._cpu(cpu, "after the run")
         server_cpu = cpu1.cpu_s() - cpu0 if cpu1 is not None else math.nan
+        kernel = counters_delta(kern0, kernel_counters(self.proc_net)) if kern0 else {}
         result = self._read_result(status)
-        end_sockets = socket_counts(self.target.port)
+        end_sockets = self._sockets()
         if result.connections_opened < 0:
             raise CellFailure("client-crashed", f"{self.cell.client} did not count connections")
+        # the client's own count over the span of its requests_total, or the server
+        # namespace's kernel over the client's whole run (the same span)
+        accepted = kernel.get("PassiveOpens", result.connections_opened)
         before = {"connections_accepted": 0, "requests_served": 0}
-        after = {  # the client's own count over the span of its requests_total
-            "connections_accepted": result.connections_opened,
+        after = {
+            "connections_accepted": accepted,
             "requests_served": result.requests_total,
             "connections_peak_open": self.watch.peak_open,
         }
+        link = self.net.line.stats() if self.net is not None else None
         return Measurement(
-            result, before, after, server_cpu, wall, monitor, end_sockets, {}, status or 0
+            result, before, after, server_cpu, wall, monitor, end_sockets, kernel, status or 0,
+            link,
+        )  # fmt: skip
+
+    def _sockets(self) -> SocketCounts:
+        """As `_Session._sockets`: on the line, the server's side from its namespace and the
+        client's TIME_WAIT from the client's."""
+        if self.net is None:
+            return socket_counts(self.target.port)
+        server = socket_counts(self.target.port, self.proc_net)
+        with self.net.line.inside(self.net.line.clients[0]):
+            client = socket_counts(self.target.port, Path("/proc/thread-self/net"))
+        return SocketCounts(
+            server.established_server, server.time_wait_server, client.time_wait_client
         )
 
     def _cpu(self, cpu: ServerCpu | None, when: str) -> ServerCpu | None:
@@ -487,13 +539,15 @@ class _TargetSession:
         client_cfg = ClientConfig(
             **cell.options(Reach.CLIENT), url=self.target.base_url, path=self.target.path,
             duration_s=cfg.duration_s, output=self.files.output, warmup_s=cfg.warmup_s,
-            workers=cfg.workers,
+            workers=cfg.workers, ca_path=self.target.ca_path, insecure=self.target.insecure,
         )  # fmt: skip
+        command = client_cfg.command()
+        if self.net is not None:
+            command = self.net.line.client_cmd(command)
         t_start = time.monotonic()
         try:
             start_client(
-                client_cfg.command(), core=self.ctx.cores.client, log=self.client_log,
-                started=self._adopt,
+                command, core=self.ctx.cores.client, log=self.client_log, started=self._adopt,
             )  # fmt: skip
         except OSError as exc:
             raise CellFailure("client-crashed", f"{cell.client} did not start: {exc}") from None
@@ -501,7 +555,7 @@ class _TargetSession:
         self.monitor = Monitor(
             server_pid=self.target.pid, client=self.client, control=None, port=self.target.port,
             snapshot_after_s=cfg.warmup_s + 0.8 * cfg.duration_s, server_alive=self._alive,
-            activity=self.watch.activity,
+            activity=self.watch.activity, proc_net=self.proc_net,
         )  # fmt: skip
         self.monitor.start()
         status = self.client.wait_or_kill(cfg.timeout_s)

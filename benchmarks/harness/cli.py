@@ -29,7 +29,13 @@ from benchmarks.harness.procs import (
 )
 from benchmarks.harness.progress import Progress, fmt_duration, summary_table
 from benchmarks.harness.sockets import private_netns
-from benchmarks.harness.target import check_answers, parse_target
+from benchmarks.harness.target import (
+    TargetCommand,
+    TargetServer,
+    check_answers,
+    parse_command,
+    parse_target,
+)
 from benchmarks.matrix import (
     DEFAULT_CLIENTS,
     DEFAULT_CONCURRENCY,
@@ -38,6 +44,7 @@ from benchmarks.matrix import (
     QUICK,
     RUN_SETTINGS,
 )
+from benchmarks.net.cli import DEFAULT_SERVER_PORT
 from benchmarks.records.layout import (
     RunPaths,
     RunWriter,
@@ -81,8 +88,10 @@ EPILOG = """\
 Writes results/<host_id>/<UTC time>-<commit>.csv and <UTC time>-<commit>.artifacts.tar.gz (each
 client's JSON and pyperf JSON; logs of failed or invalid cells), both rewritten atomically after
 every cell; prints the CSV path.
---target URL (make bench TARGET=URL [TARGET_PID=PID]): the same clients and modes against a
-server already running on loopback, instead of ours.
+--target URL (make bench TARGET=URL [TARGET_PID=PID] [CA=PEM | INSECURE=1]): the same clients
+and modes against a server already running on loopback, instead of ours.
+--target-command CMD --rtt MS (make bench TARGET_CMD="CMD" RTT=MS): your server behind the delay
+line, started in its server namespace for every cell.
 Exit status: 0 all cells ran, 1 some cell failed or the results disk filled up (the run stops,
 rows so far kept), 2 bad input, 130 interrupted.
 """
@@ -109,16 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
     # Internal: marks the re-executed harness inside `unshare --net`, so it does not re-exec again.
     p.add_argument(IN_NETNS_FLAG, dest="in_netns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
-        "--target", metavar="URL",
-        help="measure this existing server instead of starting ours (loopback only: 127.0.0.1, "
-        "::1, localhost); rows say server=target and carry the URL in target_url, connections "
-        "are counted by the clients and /proc/net/tcp; --keepalive-timeout/--keepalive-max then "
-        "declare its settings (unknown otherwise)",
-    )  # fmt: skip
-    p.add_argument(
         "--target-pid", type=int, metavar="PID",
         help="the target's process (its children included): its CPU goes in the rows (blank "
         "without it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-ca", type=Path, metavar="PEM",
+        help="CA that verifies an https target (default: the system store); every client uses it",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-insecure", action="store_true",
+        help="https target without verifying its certificate (every client)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-command", metavar="CMD",
+        help="run this server in the delay line's server namespace for every cell (needs "
+        "--rtt): a reference server's name and options ('nginx --keepalive-timeout 75'), or any "
+        "command with {host} and {port} ('nginx -c /etc/my.conf' listening on --target-port); "
+        "connections and CPU from that namespace's kernel and the command's pid",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-port", type=int, default=DEFAULT_SERVER_PORT, metavar="PORT",
+        help=f"{{port}} of --target-command (default {DEFAULT_SERVER_PORT}; the namespace is the "
+        "cell's alone)",
     )  # fmt: skip
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
     p.add_argument(
@@ -136,17 +158,11 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        target = None
-        if args.target is not None:
-            target = parse_target(args.target, args.target_pid)
-            if args.netns:
-                raise UsageError("--target is on this host's loopback: --netns would hide it")
-        elif args.target_pid is not None:
-            raise UsageError("--target-pid needs --target")
+        target = target_of(args)
         config = cfgmod.build(
             quick=args.quick, duration=args.duration, warmup=args.warmup, repeat=args.repeat,
             results_dir=args.results_dir, client_timeout=args.client_timeout,
-            workers=1 if args.workers is None else args.workers, target=target,
+            workers=1 if args.workers is None else args.workers, target_server=target,
             **{d.dest: getattr(args, d.dest) for d in DIMENSIONS},
         )  # fmt: skip
         if config.uses_line:
@@ -155,6 +171,30 @@ def parse_config(argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
         parser.error(str(exc))
         raise  # unreachable
     return args, config
+
+
+def target_of(args: argparse.Namespace) -> TargetServer | TargetCommand | None:
+    """--target URL or --target-command CMD (not both), with the flags that belong to them."""
+    url, command = args.target, args.target_command
+    if url is not None and command is not None:
+        raise UsageError("--target and --target-command: give one")
+    if url is None and command is None:
+        given = [
+            flag for flag, value in (("--target-pid", args.target_pid),
+                                     ("--target-ca", args.target_ca),
+                                     ("--target-insecure", args.target_insecure))
+            if value not in (None, False)
+        ]  # fmt: skip
+        if given:
+            raise UsageError(f"{given[0]} needs --target (or --target-command)")
+        return None
+    if command is not None:
+        if args.target_pid is not None:
+            raise UsageError("--target-pid is for --target URL (a --target-command's pid is known)")
+        return parse_command(command, args.target_port, args.target_ca, args.target_insecure)
+    if args.netns:
+        raise UsageError("--target is on this host's loopback: --netns would hide it")
+    return parse_target(url, args.target_pid, args.target_ca, args.target_insecure)
 
 
 def check_line(*, netns: bool) -> None:
@@ -308,7 +348,7 @@ def main(argv: list[str]) -> int:
             print(cell.label())
         print(f"{len(cells)} cells, about {fmt_duration(estimate)}")
         return 0
-    if config.target is not None:
+    if isinstance(config.target, TargetServer):  # a command is checked in each cell's line
         why = check_answers(config.target)
         if why is not None:
             return print_error(PROG, why)

@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.clients.contract import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
 from benchmarks.common import UsageError, parse_list
-from benchmarks.harness.target import TargetServer
+from benchmarks.harness.target import TargetCommand, TargetServer
 from benchmarks.matrix import (
     DIMENSIONS,
     FULL,
@@ -54,7 +54,8 @@ class RunConfig:
     results_dir: Path = Path("results")
     client_timeout_s: float | None = None  # None: derived from warm-up + window
     workers: int = 1  # Locust worker processes per client (--processes); pyperf ignores it
-    target: TargetServer | None = None  # an existing server instead of ours (`--target`)
+    # an existing server instead of ours (`--target`), or a command run behind the delay line
+    target: TargetServer | TargetCommand | None = None
 
     def __post_init__(self) -> None:
         for d in DIMENSIONS:
@@ -62,6 +63,7 @@ class RunConfig:
                 raise UsageError(f"{d.flag} needs at least one value")
         self._check_client_limits()
         self._check_link()
+        self._check_command()
         if not 0 < self.duration_s <= 3600:
             raise UsageError(f"--duration must be in (0, 3600] seconds, got {self.duration_s:g}")
         if not 0 <= self.warmup_s <= 600:
@@ -96,6 +98,14 @@ class RunConfig:
             ):
                 if any(v != off for v in self.values(column)):
                     raise UsageError(f"{flag} needs --rtt (the delay line), not loopback")
+
+    def _check_command(self) -> None:
+        """A command target runs in the delay line's server namespace: every cell needs one."""
+        if isinstance(self.target, TargetCommand) and None in self.values("rtt_ms"):
+            raise UsageError(
+                "--target-command runs the server behind the delay line: give --rtt MS (0 for "
+                "the line alone); on loopback start it yourself and use --target URL"
+            )
 
     @property
     def uses_line(self) -> bool:
@@ -186,21 +196,21 @@ def parse_values(text: str, dim: Dimension) -> tuple[Any, ...]:
     return parse_list(text, dim.flag, dim.parse)
 
 
-# What `--target` changes in the matrix: the server is the target; its keep-alive settings are
-# unknown unless declared (one value each: a target has one configuration); no TLS (the clients
-# would need the target's CA); every client unless --clients says otherwise.
+# What `--target` changes in the matrix: the server is the target, and which one (target_url);
+# its keep-alive settings are unknown unless declared (one value each: a target has one
+# configuration); TLS is its URL's scheme; every client unless --clients says otherwise.
 TARGET_REFUSES = ("server", "tls")
 TARGET_DECLARES = ("keepalive_timeout_s", "keepalive_max")
 
 
 def matrix_of(
-    given: Mapping[str, str | bool | None], target: bool = False
+    given: Mapping[str, str | bool | None], target: TargetServer | TargetCommand | None = None
 ) -> dict[str, tuple[Any, ...]]:
     """Every dimension's values from the CLI's strings (keyed by the flag's argparse dest; a
     switch is True/False): the given ones parsed, the others their defaults."""
     matrix: dict[str, tuple[Any, ...]] = {}
-    if target:
-        matrix.update(_target_matrix(given))
+    if target is not None:
+        matrix.update(_target_matrix(given, target))
     for d in DIMENSIONS:
         if d.column in matrix:
             continue
@@ -212,13 +222,18 @@ def matrix_of(
     return matrix
 
 
-def _target_matrix(given: Mapping[str, str | bool | None]) -> dict[str, tuple[Any, ...]]:
-    """The dimensions `--target` sets: the server, and the keep-alive settings as declared."""
+def _target_matrix(
+    given: Mapping[str, str | bool | None], target: TargetServer | TargetCommand
+) -> dict[str, tuple[Any, ...]]:
+    """The dimensions a target sets: the server, which one, its TLS, and the keep-alive
+    settings as declared."""
     for column in TARGET_REFUSES:
         d = by_column(column)
         if given.get(d.dest):
             raise UsageError(f"--target measures the server at its URL: {d.flag} does not apply")
-    matrix: dict[str, tuple[Any, ...]] = {"server": (TARGET_SERVER,), "tls": (0,)}
+    matrix: dict[str, tuple[Any, ...]] = {
+        "server": (TARGET_SERVER,), "tls": (int(target.tls),), "target_url": (target.url,),
+    }  # fmt: skip
     if given.get(by_column("client").dest) is None:  # a target is measured by every client
         matrix["client"] = tuple(ClientKind)
     for column in TARGET_DECLARES:
@@ -240,7 +255,7 @@ def build(
     results_dir: Path = Path("results"),
     client_timeout: float | None = None,
     workers: int = 1,
-    target: TargetServer | None = None,
+    target_server: TargetServer | TargetCommand | None = None,
     **dimensions: str | bool | None,
 ) -> RunConfig:
     """RunConfig from CLI strings: unset values take the profile's (QUICK or FULL) defaults.
@@ -252,7 +267,7 @@ def build(
         raise TypeError(f"build() got unknown dimensions {sorted(unknown)}")
     profile: Profile = QUICK if quick else FULL
     return RunConfig(
-        matrix=matrix_of(dimensions, target=target is not None),
+        matrix=matrix_of(dimensions, target=target_server),
         duration_s=profile.duration_s if duration is None else duration,
         warmup_s=profile.warmup_s if warmup is None else warmup,
         repeat=profile.repeat if repeat is None else repeat,
@@ -260,5 +275,5 @@ def build(
         results_dir=results_dir,
         client_timeout_s=client_timeout,
         workers=workers,
-        target=target,
+        target=target_server,
     )

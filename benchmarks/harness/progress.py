@@ -210,7 +210,10 @@ def sequential_headline(key: CellKey, pooled: ModeStats, unpooled: ModeStats) ->
 
 # Shown in columns of their own (server, client, c) or as the keep-alive policy (`5s/100 tls`);
 # any other dimension follows the policy as `name=value`.
-_SHOWN = ("server", "client", "mode", "concurrency", "keepalive_timeout_s", "keepalive_max", "tls")
+_SHOWN = (
+    "server", "client", "mode", "concurrency", "keepalive_timeout_s", "keepalive_max", "tls",
+    "target_url",  # one per run: the server column says `target`, the CSV says which
+)  # fmt: skip
 
 
 def _ka(key: CellKey) -> str:

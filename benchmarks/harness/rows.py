@@ -19,6 +19,7 @@ from benchmarks.harness.fingerprint import Fingerprint
 from benchmarks.harness.monitor import Monitor, load_stats
 from benchmarks.harness.procs import Cores
 from benchmarks.harness.sockets import SocketCounts, format_counters
+from benchmarks.harness.target import TargetCommand
 from benchmarks.net.line import LinkStats
 from benchmarks.records.schema import SCHEMA_VERSION, ResultRow
 
@@ -62,7 +63,6 @@ def base_fields(cell: Cell, ctx: CellContext, started: str) -> dict[str, Any]:
         packages=fp.packages, key=cell.key, duration_s=ctx.config.duration_s,
         repetition=cell.repetition,
         server_core=-1 if cell.is_target else ctx.cores.server, client_core=ctx.cores.client,
-        target_url=ctx.config.target.url if cell.is_target and ctx.config.target else "",
     )  # fmt: skip
 
 
@@ -194,6 +194,12 @@ def status_and_notes(
 
 def target_note(ctx: CellContext, m: Measurement) -> str:
     """Where a target's figures come from, since no server counter gave them."""
+    if isinstance(ctx.config.target, TargetCommand):
+        return (
+            f"target command in the server namespace: {m.kernel.get('PassiveOpens', 0)} "
+            f"connections accepted by its kernel ({m.result.connections_opened} counted by the "
+            "client), peak open from its /proc/net/tcp, server CPU of the command and its children"
+        )
     target = ctx.config.target
     pid = target.pid if target is not None else None
     cpu = f"server CPU of pid {pid} and its children" if pid else "server CPU not measured"

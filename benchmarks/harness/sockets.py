@@ -23,6 +23,8 @@ TIME_WAIT = "06"
 NOT_HELD = frozenset({TIME_WAIT, "07", "0A"})
 
 TCP_COUNTERS = ("ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab")
+# Read as well, never printed in the note: it moves with any traffic (a target's activity)
+TCP_TRAFFIC = ("InSegs",)
 TCPEXT_COUNTERS = ("TW", "TWRecycled", "ListenOverflows", "ListenDrops")
 
 
@@ -36,6 +38,9 @@ class SocketCounts:
     # client ends in any state but TIME_WAIT (connecting, open, closing): the connections the
     # clients hold at this instant, which an unpooled client's short ones are counted by
     held_client: int = 0
+    # server ends in any such state (handshake, open, closing): what the server holds, for a
+    # namespace that has only the server's ends (a command target on the delay line)
+    held_server: int = 0
 
     @property
     def time_wait(self) -> int:
@@ -45,7 +50,7 @@ class SocketCounts:
 def parse_tcp_table(text: str, port: int) -> SocketCounts:
     """Count one /proc/net/tcp or tcp6 table; lines look like
     `0: 0100007F:1F90 0100007F:A2C4 01 ...` (hex address:port, hex state)."""
-    est = tw_server = tw_client = held = 0
+    est = tw_server = tw_client = held = held_server = 0
     for line in text.splitlines()[1:]:
         words = line.split(None, 4)
         if len(words) < 4:
@@ -55,6 +60,8 @@ def parse_tcp_table(text: str, port: int) -> SocketCounts:
         state = words[3]
         if remote_port == port and state not in NOT_HELD:
             held += 1
+        if local_port == port and state not in NOT_HELD:
+            held_server += 1
         if state == ESTABLISHED and local_port == port:
             est += 1
         elif state == TIME_WAIT:
@@ -62,7 +69,7 @@ def parse_tcp_table(text: str, port: int) -> SocketCounts:
                 tw_server += 1
             elif remote_port == port:
                 tw_client += 1
-    return SocketCounts(est, tw_server, tw_client, held)
+    return SocketCounts(est, tw_server, tw_client, held, held_server)
 
 
 def _port(address: str) -> int:
@@ -85,6 +92,7 @@ def socket_counts(port: int, proc_net: Path = PROC_NET) -> SocketCounts:
             total.time_wait_server + part.time_wait_server,
             total.time_wait_client + part.time_wait_client,
             total.held_client + part.held_client,
+            total.held_server + part.held_server,
         )
     return total
 
@@ -119,7 +127,7 @@ def kernel_counters(proc_net: Path = PROC_NET) -> dict[str, int]:
     """The namespace's TCP counters of interest (missing files give an empty dict)."""
     out: dict[str, int] = {}
     for name, proto, keys in (
-        ("snmp", "Tcp", TCP_COUNTERS),
+        ("snmp", "Tcp", TCP_COUNTERS + TCP_TRAFFIC),
         ("netstat", "TcpExt", TCPEXT_COUNTERS),
     ):
         try:

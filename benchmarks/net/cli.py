@@ -58,7 +58,9 @@ class ServerInfo:
     url: str
     ca_path: Path | None
     control_url: str | None = None  # a reference server's counters (read with `line.fetch`)
-    pid: int | None = None  # a reference server's own (READY's pid=)
+    # the server's: READY's pid= for a reference server, else the command's (`ip netns exec`
+    # execs it: the spawned pid is the command's own)
+    pid: int | None = None
     proc: subprocess.Popen[Any] | None = field(default=None, compare=False, repr=False)
 
 
@@ -256,26 +258,33 @@ def reference_server_argv(words: list[str], host: str) -> list[str] | None:
     return [sys.executable, "-m", "servers", *words, "--host", host, "--port", "0"]
 
 
-def start_server(line: DelayLine, words: list[str], port: int) -> ServerInfo:
-    """Start the server in its namespace and wait until it listens."""
+def start_server(
+    line: DelayLine, words: Sequence[str], port: int, log: IO[str] | None = None
+) -> ServerInfo:
+    """Start the server in its namespace and wait until it listens. Its output goes to `log`
+    (stdout and stderr; the harness's cell log), else its stdout to our stderr."""
     host = line.server.address
+    words = list(words)
     argv = reference_server_argv(words, host)
     if argv is not None:
         proc = line.spawn(
-            line.server, argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-        )
+            line.server, argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            stderr=log,
+        )  # fmt: skip
         ready = read_ready(proc, f"the {words[0]} server", SERVER_READY_TIMEOUT_S)
         assert proc.stdout is not None
-        _forward(proc.stdout, sys.stderr)  # anything after READY, so the server never blocks
+        _forward(proc.stdout, log or sys.stderr)  # after READY, so the server never blocks
         return ServerInfo(ready.url, ready.ca_path, ready.control_url, ready.pid, proc)
     argv = [w.replace("{host}", host).replace("{port}", str(port)) for w in words]
     try:
         # its stdout goes to our stderr: the client's stdout stays the client's alone
-        proc = line.spawn(line.server, argv, stdin=subprocess.DEVNULL, stdout=sys.stderr)
+        proc = line.spawn(
+            line.server, argv, stdin=subprocess.DEVNULL, stdout=log or sys.stderr, stderr=log
+        )
     except OSError as exc:
         raise NetError(f"cannot start the server: {exc.strerror}") from None
     _wait_listening(line, proc, (host, port), words[0])
-    return ServerInfo(f"http://{host}:{port}", None, proc=proc)
+    return ServerInfo(f"http://{host}:{port}", None, pid=proc.pid, proc=proc)
 
 
 def _wait_listening(

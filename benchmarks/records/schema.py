@@ -92,8 +92,6 @@ class ResultRow:
     valid: int
     status: str
     note: str
-    # The existing server measured (`run --target`), last: added after the others
-    target_url: str = ""
 
 
 _ROW_DOCS: dict[str, str] = {
@@ -107,9 +105,6 @@ _ROW_DOCS: dict[str, str] = {
     "kernel": "`uname -r`",
     "python_version": "interpreter of servers and clients",
     "packages": "versions of aiohttp, uvloop, httptools, locust, pyperf (`name=ver;...`)",
-    "target_url": "URL of the existing server measured when `server` is `target` (`run --target`; "
-    "connections then counted by the client, peak open from /proc/net/tcp, server CPU from "
-    "`--target-pid`, blank without it); empty otherwise",
     "duration_s": "measured window in seconds, client-reported (pyperf: total measured time)",
     "repetition": "1-based repetition of this cell in the run",
     "server_core": "CPU the server was pinned to (-1: not pinned)",
@@ -176,9 +171,15 @@ KEY_FIELD = "key"
 
 
 def _columns() -> tuple[str, ...]:
+    """The row's fields with the key's columns in place of `key`, but a dimension added after
+    the row's columns were committed right after the column it names (`Dimension.after`)."""
     names = [f.name for f in fields(ResultRow)]
     at = names.index(KEY_FIELD)
-    return (*names[:at], *DIMENSION_COLUMNS, *names[at + 1 :])
+    columns = [*names[:at], *(d.column for d in DIMENSIONS if not d.after), *names[at + 1 :]]
+    for d in DIMENSIONS:
+        if d.after:
+            columns.insert(columns.index(d.after) + 1, d.column)
+    return tuple(columns)
 
 
 COLUMNS: tuple[str, ...] = _columns()
@@ -210,7 +211,6 @@ _BEFORE: dict[str, Any] = {
                                     "connections_opened_run", "relay_cpu_pct")),
 }  # fmt: skip
 _ADDED_IN = {**dict.fromkeys(_V2_COLUMNS, 2), **dict.fromkeys(_V3_COLUMNS, 3)}
-_BEFORE["target_url"] = ""  # files from before `run --target` measured our servers only
 # Float columns that may be blank: not measured (a target's CPU without --target-pid). NaN in a
 # row, an empty field in the file.
 BLANK_FLOATS = frozenset({"server_cpu_s", "server_cpu_us_per_req", "server_cpu_pct"})

@@ -98,7 +98,7 @@ class RaceConfig:
                 f"--clients: unknown {', '.join(unknown) or '(none given)'} "
                 f"(known: {', '.join(CLIENTS)})"
             )
-        if self.points < 2:
+        if self.points < 2 or self.proxy_trials < 2:
             raise ScenarioError(f"--points must be at least 2, got {self.points}")
 
     def deltas_ms(self) -> list[float]:
@@ -107,6 +107,14 @@ class RaceConfig:
         step = 2 * span / (self.points - 1)
         sweep = [round(-span + i * step, 3) for i in range(self.points)]
         return [*sweep, *(span + t for t in TAIL_MS)]
+
+    def proxy_deltas_ms(self) -> list[float]:
+        """Dense over the proxy's race window: a request fails when it leaves nginx less than one
+        RTT before the backend's FIN reaches it (delta in (-RTT, 0) plus the backend's close
+        lateness), so the sweep runs from -1.5 to +0.5 RTT (at least +-5 ms)."""
+        span = max(self.rtt_ms, 5.0)
+        n = self.proxy_trials
+        return [round(-1.5 * span + 2 * span * i / (n - 1), 3) for i in range(n)]
 
 
 def classify(trial: dict[str, Any]) -> tuple[Outcome, str]:
@@ -130,6 +138,9 @@ class Site:
         self.line = line
         self._procs: list[subprocess.Popen[Any]] = []
         self._lock = threading.Lock()
+        # A dozen sweeps start a server each at once; two at a time keeps a busy machine's
+        # start-ups inside the READY timeout (the sweeps then overlap their sleeps as before).
+        self._starting = threading.BoundedSemaphore(2)
 
     @property
     def server_host(self) -> str:
@@ -141,14 +152,19 @@ class Site:
         options = ServerOptions(name, host=self.server_host, keepalive_timeout_s=timeout_s,
                                 keepalive_max=0)  # fmt: skip
         if self.line is None:
-            with ServerProcess(options) as proc:
-                assert proc.ready is not None
-                yield proc.ready.url, proc.ready.control_url
+            server = ServerProcess(options)
+            try:
+                with self._starting:
+                    ready = server.start()
+                yield ready.url, ready.control_url
+            finally:
+                server.stop()
             return
         from benchmarks.net.cli import start_server
 
-        words = [w for w in options.to_argv() if w not in ("--host", options.host)]
-        info = start_server(self.line, words, 0)  # the line adds the server's --host
+        words = _without_flags(options.to_argv(), ("--host", "--port"))
+        with self._starting:
+            info = start_server(self.line, words, 0)  # the line adds the server's --host
         try:
             yield info.url, str(info.control_url)
         finally:
@@ -186,6 +202,20 @@ class Site:
         self._procs.clear()
 
 
+def _without_flags(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """argv minus each `FLAG VALUE` pair named (the line binds the server itself)."""
+    out: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in flags:
+            skip = True
+        else:
+            out.append(word)
+    return out
+
+
 # -- the client sweep -------------------------------------------------------------------------
 
 
@@ -212,12 +242,20 @@ def sweep(site: Site, config: RaceConfig, client: str, method: str) -> list[dict
         rows.append({
             "part": "client", "client": client, "method": method, "server": config.server.value,
             "keepalive_timeout_s": config.timeout_s, "proxy_keepalive_s": "",
-            "rtt_ms": config.rtt_ms, "delta_ms": delta, "outcome": outcome.value, "error": error,
+            "rtt_ms": config.rtt_ms, "delta_ms": delta,
+            "actual_delta_ms": _actual_delta_ms(trial, config.timeout_s),
+            "outcome": outcome.value, "error": error,
             "status": trial.get("status"),
             "accepted": trial.get("accepted", ""), "served": trial.get("served", ""),
             "retries": trial.get("retries", ""),
         })  # fmt: skip
     return rows
+
+
+def _actual_delta_ms(trial: dict[str, Any], timeout_s: float) -> float | str:
+    """The delta the client really waited ('' when it failed before the wait)."""
+    slept = trial.get("actual_wait_s")
+    return "" if slept is None else round((float(slept) - timeout_s) * 1000, 3)
 
 
 def run_clients(site: Site, config: RaceConfig) -> list[dict[str, Any]]:
@@ -276,8 +314,8 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx_proxy(site: Site, backend: str, keepalive_s: float) -> Iterator[int]:
-    """nginx on the client side in a temporary prefix; yields its port."""
+def nginx_proxy(site: Site, backend: str, keepalive_s: float) -> Iterator[tuple[int, Path]]:
+    """nginx on the client side in a temporary prefix; yields its port and its error log."""
     binary = find_nginx()
     if binary is None:
         raise ScenarioError("nginx not found (apt-get install nginx)")
@@ -301,7 +339,7 @@ def nginx_proxy(site: Site, backend: str, keepalive_s: float) -> Iterator[int]:
                     why = log[-1] if log else "no log"
                     raise ScenarioError(f"nginx did not start: {why}") from None
                 time.sleep(0.05)
-        yield port
+        yield port, prefix / "error.log"
     finally:
         if proc is not None:
             terminate(proc)
@@ -329,27 +367,41 @@ def proxy_case(
 ) -> list[dict[str, Any]]:
     """Requests through nginx spaced T + delta apart (T the broken backend's), 502s counted."""
     keepalive_s = config.timeout_s + PROXY_KEEPALIVE_EXTRA_S
-    deltas = config.deltas_ms()[: config.points]
-    spacing = [deltas[i % len(deltas)] for i in range(config.proxy_trials)]
     rows = []
     with (
         site.server(backend_t, config.server) as (url, _),
-        nginx_proxy(site, url.split("://", 1)[1], keepalive_s) as port,
+        nginx_proxy(site, url.split("://", 1)[1], keepalive_s) as (port, error_log),
     ):
-        last = time.monotonic()
         proxied(site, port, method)
-        for delta in spacing:
+        last = time.monotonic()
+        for delta in config.proxy_deltas_ms():
             time.sleep(max(0.0, last + config.timeout_s + delta / 1000 - time.monotonic()))
+            errors_before = upstream_errors(error_log)
+            sent = time.monotonic()  # a busy machine oversleeps: the row keeps the real spacing
             status = proxied(site, port, method)
+            actual_ms = round((sent - last - config.timeout_s) * 1000, 3)
             last = time.monotonic()
+            met = upstream_errors(error_log) - errors_before
+            outcome = "failed" if status != 200 else "retried" if met else "ok"
             rows.append({
                 "part": "proxy" if backend_t < keepalive_s else "proxy-fixed", "client": "nginx",
                 "method": method, "server": config.server.value, "keepalive_timeout_s": backend_t,
                 "proxy_keepalive_s": keepalive_s, "rtt_ms": config.rtt_ms, "delta_ms": delta,
-                "outcome": "failed" if status != 200 else "ok", "error": "" if status == 200 else
-                f"status {status}", "status": status, "accepted": "", "served": "", "retries": "",
+                "actual_delta_ms": actual_ms, "outcome": outcome,
+                "error": "" if status == 200 else f"status {status}", "status": status,
+                "accepted": "", "served": "", "retries": met if status == 200 else 0,
             })  # fmt: skip
     return rows
+
+
+def upstream_errors(error_log: Path) -> int:
+    """Failures nginx met on upstream connections, by its own error log (one line each:
+    'upstream prematurely closed connection', 'recv() failed (104: ...)', ...)."""
+    try:
+        text = error_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return 0
+    return sum("upstream" in line for line in text.splitlines())
 
 
 def run_proxy(site: Site, config: RaceConfig) -> list[dict[str, Any]]:
@@ -370,16 +422,21 @@ def run_proxy(site: Site, config: RaceConfig) -> list[dict[str, Any]]:
 
 
 def failure_window(rows: Sequence[dict[str, Any]]) -> str:
-    """Where in the sweep requests failed: a range and its width, or 'none'."""
-    failed = sorted(r["delta_ms"] for r in rows if r["outcome"] == "failed")
+    """Where in the sweep requests failed: a range of the deltas really waited, or 'none'."""
+    ordered = sorted(rows, key=lambda r: r["delta_ms"])
+    failed = [r for r in ordered if r["outcome"] == "failed"]
     if not failed:
         return "no failures"
-    deltas = sorted(r["delta_ms"] for r in rows)
-    if failed[-1] == deltas[-1] and len(failed) > 1:
-        return f"fails from delta {failed[0]:+g} ms to the end of the sweep ({deltas[-1]:+g} ms)"
-    return (
-        f"fails for delta {failed[0]:+g}..{failed[-1]:+g} ms (width {failed[-1] - failed[0]:g} ms)"
-    )
+    first, last = (_real_delta(r) for r in (failed[0], failed[-1]))
+    if failed[-1] is ordered[-1] and len(failed) > 1:
+        return f"fails from delta {first:+.0f} ms to the end of the sweep ({last:+.0f} ms)"
+    return f"fails for delta {first:+.0f}..{last:+.0f} ms (width {last - first:.0f} ms)"
+
+
+def _real_delta(row: dict[str, Any]) -> float:
+    """The delta the client really waited, where it said so; else the one asked."""
+    actual = row.get("actual_delta_ms")
+    return float(actual) if isinstance(actual, int | float) else float(row["delta_ms"])
 
 
 def verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -401,16 +458,26 @@ def verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
     for part, label in (("proxy", "nginx, backend T < proxy's"), ("proxy-fixed", "nginx, fixed")):
         mine = [r for r in rows if r["part"] == part]
         if mine:
-            counts = ", ".join(
-                f"{m} {sum(r['status'] == 502 for r in mine if r['method'] == m)}/"
-                f"{sum(r['method'] == m for r in mine)} 502"
-                for m in METHODS
-            )
             t = mine[0]["keepalive_timeout_s"]
+            parts = [_proxy_verdict([r for r in mine if r["method"] == m], m) for m in METHODS]
             lines.append(
-                f"{label} (backend T {t:g} s, proxy {mine[0]['proxy_keepalive_s']:g} s): {counts}"
+                f"{label} (backend T {t:g} s, proxy {mine[0]['proxy_keepalive_s']:g} s): "
+                + "; ".join(p for p in parts if p)
             )
     return lines
+
+
+def _proxy_verdict(rows: Sequence[dict[str, Any]], method: str) -> str:
+    """`POST 7/21 502 for delta -18..-2 ms (width 16 ms)`, and whether nginx sent any twice."""
+    if not rows:
+        return ""
+    bad = sorted(r["actual_delta_ms"] for r in rows if r["status"] == 502)
+    where = ""
+    if bad:
+        where = f" for delta {bad[0]:+.1f}..{bad[-1]:+.1f} ms (width {bad[-1] - bad[0]:.1f} ms)"
+    retries = sum(r["outcome"] == "retried" for r in rows)
+    twice = f"; {retries} met a closed upstream and were retried by nginx" if retries else ""
+    return f"{method} {len(bad)}/{len(rows)} 502{where}{twice}"
 
 
 COLORS = {"reused": "tab:green", "new-connection": "tab:blue", "retried": "tab:orange",
@@ -418,29 +485,59 @@ COLORS = {"reused": "tab:green", "new-connection": "tab:blue", "retried": "tab:o
 
 
 def figure(rows: Sequence[dict[str, Any]], title: str) -> Any:
-    """Outcome against delta: one strip per client and method, a dot per trial."""
+    """Outcome against delta: one strip per client and method, a dot per trial; below it the
+    nginx strips (their own, denser deltas around the proxy's race window)."""
     plt = pyplot()
     client_rows = [r for r in rows if r["part"] == "client"]
-    strips = list(dict.fromkeys((r["client"], r["method"]) for r in client_rows))
-    deltas = sorted({r["delta_ms"] for r in client_rows})
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(strips) + 1.8))
-    for y, (client, method) in enumerate(strips):
-        for r in client_rows:
-            if (r["client"], r["method"]) == (client, method):
-                x = deltas.index(r["delta_ms"])
-                ax.scatter(x, y, color=COLORS[r["outcome"]], s=60, marker="s")
-    ax.set_yticks(range(len(strips)), [f"{c} {m}" for c, m in strips], fontsize=8)
-    ax.set_xticks(range(len(deltas)), [f"{d:+g}" for d in deltas], fontsize=7, rotation=45)
-    ax.set_xlabel(
-        "delta (ms): the second request sent T + delta after the first response", fontsize=8
-    )
-    ax.invert_yaxis()
+    proxy_rows = [r for r in rows if r["part"] != "client"]
+    panels = [(client_rows, "the second request asked for T + delta after the first response")]
+    if proxy_rows:
+        panels.append((proxy_rows, "requests through nginx spaced T + delta (T: the broken "
+                       "backend's)"))  # fmt: skip
+    heights = [len(_strips(r)) + 1.5 for r, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.45 * sum(heights) + 1),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)  # fmt: skip
+    for ax, (mine, xlabel) in zip(axes[:, 0], panels, strict=True):
+        _strip_panel(ax, mine, xlabel)
     for name in ("reused", "new-connection", "retried", "failed"):
-        ax.scatter([], [], color=COLORS[name], marker="s", label=name)
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.12), frameon=False)
-    ax.set_title(title, fontsize=9, pad=22)
+        axes[0, 0].scatter([], [], color=COLORS[name], marker="s", label=name)
+    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.25),
+                      frameon=False)  # fmt: skip
+    axes[0, 0].set_title(title, fontsize=9, pad=22)
     fig.tight_layout()
     return fig
+
+
+def _strips(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((_strip_name(r), r["method"]) for r in rows))
+
+
+def _strip_name(row: dict[str, Any]) -> str:
+    if row["part"] == "client":
+        return str(row["client"])
+    return f"nginx, backend T {row['keepalive_timeout_s']:g} s"
+
+
+def _strip_panel(ax: Any, rows: Sequence[dict[str, Any]], xlabel: str) -> None:
+    """Each trial at the delta it really waited (a busy machine oversleeps), with the model's
+    race window, (-RTT, 0), shaded; linear across the sweep, logarithmic past it."""
+    strips = _strips(rows)
+    rtt = float(rows[0]["rtt_ms"])
+    for y, strip in enumerate(strips):
+        for r in rows:
+            if (_strip_name(r), r["method"]) == strip:
+                ax.scatter(_real_delta(r), y, color=COLORS[r["outcome"]], s=50, marker="s")
+    ax.set_yticks(range(len(strips)), [f"{c} {m}" for c, m in strips], fontsize=8)
+    ax.set_xscale("symlog", linthresh=max(2.5 * rtt, 10.0))
+    if rtt > 0:
+        ax.axvspan(-rtt, 0, color="tab:red", alpha=0.08, label="model: race window (-RTT, 0)")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.axvline(0, color="grey", lw=0.6, ls=":")
+    step = max(rtt, 5.0)
+    ticks = [k * step for k in range(-3, 3)] + [t for t in (50, 100, 300) if t > 2.5 * step]
+    ax.set_xticks(ticks, [f"{t:+g}" for t in ticks], fontsize=7)
+    ax.set_xlabel(f"delta (ms), as waited: {xlabel}", fontsize=8)
+    ax.set_ylim(len(strips) - 0.5, -0.5)
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -470,7 +567,7 @@ def parse(argv: list[str]) -> tuple[RaceConfig, Path]:
             clients=tuple(c for c in args.clients.split(",") if c),
             points=args.points if args.points is not None else (3 if args.quick else 11),
             proxy=not args.no_proxy,
-            proxy_trials=6 if args.quick else 20,
+            proxy_trials=11 if args.quick else 21,
         )
     except (ScenarioError, OptionsError) as exc:
         parser.error(str(exc))

@@ -44,11 +44,12 @@ async function trial(wait) {
     if (status !== 200) return { wait_s: wait, status, error: `priming: ${error || status}` };
     const [a0, s0] = await counters();
     await new Promise((r) => setTimeout(r, Math.max(0, primed + wait * 1000 - performance.now())));
+    const slept = (performance.now() - primed) / 1000; // the real wait: timers run late when busy
     stats.created = 0;
     [status, error] = await request(agent, stats);
     const [a1, s1] = await counters();
     // Node never retries by itself: more sockets than one new one would be a retry
-    return { wait_s: wait, status, error, retries: Math.max(0, stats.created - 1),
+    return { wait_s: wait, actual_wait_s: slept, status, error, retries: Math.max(0, stats.created - 1),
              accepted: a1 - a0, served: s1 - s0 };
   } finally {
     agent.destroy();

@@ -182,13 +182,14 @@ def trial(pool: Callable[[str], Any], url: str, control: str, method: str, wait_
             return {"wait_s": wait_s, "status": status, "error": f"priming: {error or status}"}
         accepted0, served0 = counters(control)
         time.sleep(max(0.0, primed + wait_s - time.monotonic()))
+        slept = time.monotonic() - primed  # a busy machine oversleeps: report the real wait
         status, error, retries = request(method)
         accepted1, served1 = counters(control)
     finally:
         close()
     return {
-        "wait_s": wait_s, "status": status, "error": error, "retries": retries,
-        "accepted": accepted1 - accepted0, "served": served1 - served0,
+        "wait_s": wait_s, "actual_wait_s": slept, "status": status, "error": error,
+        "retries": retries, "accepted": accepted1 - accepted0, "served": served1 - served0,
     }  # fmt: skip
 
 
