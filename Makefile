@@ -6,18 +6,19 @@ STAMP  := $(VENV)/.installed
 
 # Knobs shared by bench, bench-compare and noise (empty = the command's default): each variable
 # sets the `python -m benchmarks run` flag of the same name in lower case (KEEPALIVE_MAX=0 is
-# --keepalive-max 0); a switch is on when set (TLS=1 is --tls). The lists are benchmarks.matrix's
-# dimensions and run settings (tests/test_matrix.py checks that they agree).
-BENCH_VALUES   := SERVERS CLIENTS MODES CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS BANDWIDTH \
-	TARGET DURATION WARMUP REPEAT WORKERS
-BENCH_SWITCHES := TLS QUICK NETNS
+# --keepalive-max 0, TLS=1.2,1.3 is --tls 1.2,1.3); a switch is on when set (QUICK=1 is --quick).
+# The lists are benchmarks.matrix's dimensions and run settings (tests/test_matrix.py checks that
+# they agree).
+BENCH_VALUES   := SERVERS CLIENTS MODES TLS CONCURRENCY KEEPALIVE_TIMEOUT KEEPALIVE_MAX RTT LOSS \
+	BANDWIDTH TARGET DURATION WARMUP REPEAT WORKERS
+BENCH_SWITCHES := QUICK NETNS
 lower = $(subst Z,z,$(subst Y,y,$(subst X,x,$(subst W,w,$(subst V,v,$(subst U,u,$(subst T,t,$(subst S,s,$(subst R,r,$(subst Q,q,$(subst P,p,$(subst O,o,$(subst N,n,$(subst M,m,$(subst L,l,$(subst K,k,$(subst J,j,$(subst I,i,$(subst H,h,$(subst G,g,$(subst F,f,$(subst E,e,$(subst D,d,$(subst C,c,$(subst B,b,$(subst A,a,$(1)))))))))))))))))))))))))))
 flag_of = --$(subst _,-,$(call lower,$(1)))
 BENCH_FLAGS = $(strip $(foreach v,$(BENCH_SWITCHES),$(if $($(v)),$(call flag_of,$(v)))) \
 	$(foreach v,$(BENCH_VALUES),$(if $($(v)),$(call flag_of,$(v)) $($(v)))))
 
 .PHONY: install lock test lint bench compare bench-compare noise report serverperf servers-perf \
-	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports \
+	ceiling instructions demo ui test-browser clean doctor fuzz conformance-report race ports slots \
 	pageload test-pageload-browser
 
 install: $(STAMP)
@@ -73,12 +74,14 @@ noise: install
 report: install
 	$(PY) -m benchmarks report $(CSV)
 
-# wrk against each reference server, next to nginx and bare apps (issue 2's performance check).
+# wrk against each reference server, next to nginx and bare apps (issues 2 and 14's targets),
+# then callgrind's instructions per request beside every ratio (NO_INSTRUCTIONS=1 skips them).
 # `servers-perf` is its old name, kept as an alias.
 servers-perf: serverperf
 serverperf: install
 	$(PY) -m benchmarks serverperf $(if $(DURATION),--duration $(DURATION)) \
-	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX))
+	  $(if $(PERF_SERVERS),--servers $(PERF_SERVERS)) $(if $(KEEPALIVE_MAX),--keepalive-max $(KEEPALIVE_MAX)) \
+	  $(if $(NO_INSTRUCTIONS),,--instructions)
 
 # The fastest pyperf client against wrk on the uvloop server: how close a Python client gets.
 ceiling: install
@@ -115,6 +118,12 @@ race: install
 ports: install
 	$(PY) -m benchmarks ports $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
 	  $(if $(SERVER),--server $(SERVER)) $(if $(PORTS),--ports $(PORTS)))
+# The 101st connection: SLOTS keep-alive users hold --max-connections, then NEWCOMERS arrive;
+# their wait against T (TIMEOUTS=1,2,4), with and without --reclaim-idle, and keep-alive off.
+slots: install
+	$(PY) -m benchmarks slots $(strip $(if $(QUICK),--quick) $(if $(RTT),--rtt $(RTT)) \
+	  $(if $(SERVERS),--servers $(SERVERS)) $(if $(SLOTS),--slots $(SLOTS)) \
+	  $(if $(NEWCOMERS),--newcomers $(NEWCOMERS)) $(if $(TIMEOUTS),--timeouts $(TIMEOUTS)))
 
 # The seed experiment, run: client ports in the server log show connection reuse.
 demo: install

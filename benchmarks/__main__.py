@@ -35,6 +35,7 @@ COMMANDS = {
     "net": ("benchmarks.net.cli", "any server and client behind a delay line: RTT, loss, ..."),
     "race": ("benchmarks.scenarios.race", "the idle-timeout race per client library, nginx's 502s"),
     "ports": ("benchmarks.scenarios.ports", "unpooled load against the ephemeral port range"),
+    "slots": ("benchmarks.scenarios.slots", "the 101st connection: N slots held by keep-alive"),
     "conformance-report": (
         "benchmarks.conformance.cli",
         "the conformance suite against nginx and Node, next to ours",

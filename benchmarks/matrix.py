@@ -70,7 +70,12 @@ class Dimension(Flag):
     reach: Reach | None = None  # which component's option it sets (None: the harness's own)
     option: str = ""  # that option's field name
     label: str = ""  # in cell labels: "c" gives "c=16"; "" shows the value alone (server/...)
-    switch: bool = False  # a flag without a value: 1 when given, else 0; its label when on
+    # The component's options one value sets, when it is more than `option`'s value (`--tls 1.2`
+    # sets the server's tls and tls_version); None: {option: option_value(value)}.
+    options_of: Callable[[Any], dict[str, Any]] | None = None
+    # How the CSV's text is read when older files spell values differently (tls: 0 and 1);
+    # None: cast as `kind`.
+    read: Callable[[str], Any] | None = None
     innermost: bool = False  # varies fastest in the run order (the modes of one configuration)
     choices: Callable[[], tuple[str, ...]] | None = None  # names accepted, for the help text
     # The value of every run measured before this dimension existed, which a CSV without its
@@ -96,8 +101,14 @@ class Dimension(Flag):
 
     def option_value(self, value: object) -> Any:
         """The value as the component's option takes it: parsed again, so a key read from a CSV
-        (names as text) gives the enum member; a switch is a bool there."""
-        return bool(value) if self.switch else self.parse(str(value))
+        (names as text) gives the enum member."""
+        return self.parse(str(value))
+
+    def options(self, value: object) -> dict[str, Any]:
+        """The component's options (keywords) this value sets."""
+        if self.options_of is not None:
+            return self.options_of(self.option_value(value))
+        return {self.option: self.option_value(value)}
 
 
 def flag_dest(flag: str) -> str:
@@ -164,8 +175,30 @@ def at_least(kind: Callable[[str], Any], low: float, flag: str, what: str) -> Ca
     return parse
 
 
-def _switch(item: str) -> int:
-    return int(item)
+NO_TLS = "none"  # --tls none: plain HTTP, how every run before --tls was measured
+TLS_VERSIONS = ("1.2", "1.3")  # servers.options.TlsVersion's values (the analysis never imports it)
+# Older spellings, read in committed CSVs (0/1 when --tls was a switch: 1 meant the servers'
+# default, which both sides negotiated as 1.3) and still accepted on the command line.
+TLS_ALIASES = {"0": NO_TLS, "1": "1.3", "off": NO_TLS}
+
+
+def _tls(item: str) -> str:
+    """`none`, `1.2` or `1.3` (or an alias: 0, 1, off): the TLS a cell's server speaks."""
+    text = item.strip().lower()
+    text = TLS_ALIASES.get(text, text)
+    if text != NO_TLS and text not in TLS_VERSIONS:
+        choices = ", ".join((NO_TLS, *TLS_VERSIONS))
+        raise UsageError(f"--tls: unknown {item!r} (choose from {choices}; 0 and 1 mean none, 1.3)")
+    return text
+
+
+def _tls_options(value: str) -> dict[str, Any]:
+    """ServerOptions' tls and tls_version for a --tls value."""
+    from servers.options import TlsVersion
+
+    if value == NO_TLS:
+        return {"tls": False, "tls_version": None}
+    return {"tls": True, "tls_version": TlsVersion(value)}
 
 
 LOOPBACK = "none"  # --rtt none: no delay line (127.0.0.1), how every run before it was measured
@@ -234,11 +267,16 @@ class CellKey:
             choices=lambda: tuple(Mode), reach=Reach.CLIENT, option="mode", innermost=True,
         )
     )  # fmt: skip
-    tls: int = field(
+    tls: str = field(
         metadata=dimension(
-            flag="--tls", help="HTTPS (servers' self-signed certificate)", doc="1 for HTTPS",
-            parse=_switch, default=lambda: (0,), switch=True, label="tls",
-            reach=Reach.SERVER, option="tls",
+            flag="--tls",
+            help="{choices}: plain HTTP (default) or HTTPS pinned to that TLS version (the "
+            "servers' generated certificate); 1 means 1.3, 0 none",
+            doc="`none` (plain HTTP), `1.2` or `1.3` (HTTPS, the server pinned to that version); "
+            "files from before it read 0 as `none` and 1 (the servers' default) as `1.3`",
+            parse=_tls, default=lambda: (NO_TLS,), choices=lambda: (NO_TLS, *TLS_VERSIONS),
+            label="tls", before=NO_TLS, reach=Reach.SERVER, option="tls", options_of=_tls_options,
+            read=_tls,
         )
     )  # fmt: skip
     concurrency: int = field(
@@ -331,15 +369,15 @@ class CellKey:
         return " ".join(filter(None, [names, self.settings()]))
 
     def settings(self, only: Iterable[str] | None = None) -> str:
-        """The labelled dimensions, `c=16 kt=5 km=100` (a switch by its name, when on), or only
-        those whose column is in `only`."""
+        """The labelled dimensions, `tls=1.3 c=16 kt=5 km=100`, or only those whose column is
+        in `only`."""
         wanted = None if only is None else set(only)
         return " ".join(
             "=".join(parts) for d, parts in self._labelled() if wanted is None or d.column in wanted
         )
 
     def slug(self) -> str:
-        """File-name-safe: `uvloop-pyperf-concurrent-raw-pooled-c16-kt5-km100[-tls]` (a
+        """File-name-safe: `uvloop-pyperf-concurrent-raw-pooled[-tls1.3]-c16-kt5-km100` (a
         target's URL with every run of other characters as one `_`)."""
         names = [str(getattr(self, d.column)) for d in DIMENSIONS if not d.label]
         slug = "-".join(names + ["".join(parts) for _, parts in self._labelled()])
@@ -349,26 +387,20 @@ class CellKey:
         return f"{slug[: MAX_SLUG - 9]}-{hashlib.sha1(slug.encode()).hexdigest()[:8]}"
 
     def _labelled(self) -> list[tuple[Dimension, tuple[str, ...]]]:
-        """(dimension, (label, value text)) of the labelled ones; a switch is (label,) when on
-        and left out when off."""
-        out: list[tuple[Dimension, tuple[str, ...]]] = []
-        for d in labelled():
-            value = getattr(self, d.column)
-            if not d.shown(value):
-                continue
-            if not d.switch:
-                out.append((d, (d.label, d.text(value))))
-            elif value:
-                out.append((d, (d.label,)))
-        return out
+        """(dimension, (label, value text)) of the labelled ones, in field order."""
+        return [
+            (d, (d.label, d.text(getattr(self, d.column))))
+            for d in labelled()
+            if d.shown(getattr(self, d.column))
+        ]
 
     def options(self, reach: Reach) -> dict[str, Any]:
         """The options this cell sets on `reach` (ServerOptions or ClientConfig keywords)."""
-        return {
-            d.option: d.option_value(getattr(self, d.column))
-            for d in DIMENSIONS
-            if d.reach is reach
-        }
+        options: dict[str, Any] = {}
+        for d in DIMENSIONS:
+            if d.reach is reach:
+                options.update(d.options(getattr(self, d.column)))
+        return options
 
 
 def _dimensions() -> tuple[Dimension, ...]:
@@ -382,9 +414,8 @@ DIMENSION_COLUMNS: tuple[str, ...] = tuple(d.column for d in DIMENSIONS)
 
 
 def labelled() -> list[Dimension]:
-    """The dimensions shown as `name=value` (or a switch's name), values first, switches last."""
-    values = [d for d in DIMENSIONS if d.label and not d.switch]
-    return values + [d for d in DIMENSIONS if d.switch]
+    """The dimensions shown as `name=value` in labels, in field order."""
+    return [d for d in DIMENSIONS if d.label]
 
 
 def by_column(column: str) -> Dimension:
@@ -442,5 +473,5 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
 def forwarded() -> tuple[tuple[str, bool], ...]:
     """(flag, takes a value) of every flag a round is run with: the dimensions', then the run
     settings'. What bench-compare and noise accept and hand on unchanged."""
-    dims = tuple((d.flag, not d.switch) for d in DIMENSIONS)
+    dims = tuple((d.flag, True) for d in DIMENSIONS)
     return dims + tuple((s.flag, s.parse is not None) for s in RUN_SETTINGS)

@@ -124,11 +124,13 @@ class LoopAcceptor(asyncio.AbstractServer):
         listener: socket.socket,
         backoff: AcceptBackoff,
         on_socket: Callable[[socket.socket], None],
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         self._loop = loop
         self._listener = listener
         self._backoff = backoff
         self._on_socket = on_socket
+        self._on_batch_end = on_batch_end  # after each wake-up's accepts (Connector.batch_end)
         self._serving = False
         self._resume: asyncio.TimerHandle | None = None
         self._accept = listener._accept  # type: ignore[attr-defined]
@@ -156,13 +158,15 @@ class LoopAcceptor(asyncio.AbstractServer):
             try:
                 fd, _ = accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 if self._backoff.must_pause(exc):
                     self._pause()
-                    return
+                    break
                 continue  # one aborted connection: the next may be fine
             on_socket(make(fd))
+        if self._on_batch_end is not None:
+            self._on_batch_end()
 
     def _queued(self) -> int:
         """Connections waiting in the listener's accept queue, at least 1 (the listener is
@@ -253,36 +257,71 @@ def _accepted_socket_class(
     )
 
 
-def connect_on_loop(
-    loop: asyncio.AbstractEventLoop,
-    protocol_factory: Callable[[], asyncio.BaseProtocol],
-    *,
-    ssl: ssl_module.SSLContext | None = None,
-    ssl_handshake_timeout: float | None = None,
-) -> Callable[[socket.socket], None]:
+class Connector:
     """A `LoopAcceptor.on_socket` that gives each socket to `loop.connect_accepted_socket`
-    (which also does the TLS handshake).
+    (which also does the TLS handshake), and its `on_batch_end`.
 
-    The coroutine is stepped by hand (`_drive`) rather than wrapped in a Task: it only awaits
-    the loop's own futures, and a Task would double what accepting in Python adds to uvloop's
-    own accept (about 6 us of CPU per connection with `_drive`, 10-15 with a Task, over 11 us
-    for libuv's accept; accepting 800 queued connections, see the README). A connection that
-    fails there (a failed handshake) ends as under `create_server`: closed by the loop, logged
-    nowhere.
+    The coroutine is stepped by hand rather than wrapped in a Task: it only awaits the loop's
+    own future (the transport's waiter, done once `connection_made` has run), and a Task would
+    double what accepting in Python adds to uvloop's own accept. Each coroutine's first step
+    runs at accept (it builds the protocol and the transport and schedules `connection_made`);
+    the last steps of one wake-up's coroutines run together in one loop callback scheduled at
+    the end of the batch (`batch_end`), after every `connection_made` the batch scheduled:
+    their waiters are done then, so no done-callback, `functools.partial` or loop handle is
+    made per connection (a waiter still pending, a TLS handshake's, gets a done-callback).
+    A connection that fails there (a failed handshake) ends as under `create_server`: closed
+    by the loop, logged nowhere.
     """
 
-    connect = loop.connect_accepted_socket
+    __slots__ = ("on_socket", "_started", "_call_soon")
 
-    def on_socket(sock: socket.socket) -> None:  # an AdoptedFd on uvloop (LoopAcceptor)
-        _drive(
-            connect(protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout)
-        )
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+    ) -> None:
+        connect = loop.connect_accepted_socket
+        started: list[tuple[Coroutine[Any, Any, object], Any]] = []  # this batch's
+        self._started = started
+        self._call_soon = loop.call_soon
 
-    return on_socket
+        def on_socket(sock: socket.socket) -> None:  # an AdoptedFd on uvloop (LoopAcceptor)
+            if ssl is None:  # no keyword arguments: they cost an argument parse per call
+                coro = connect(protocol_factory, sock)
+            else:
+                coro = connect(
+                    protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout
+                )
+            try:
+                awaited = coro.send(None)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # StopIteration is success; a failure has closed the socket
+                return
+            started.append((coro, awaited))
+
+        self.on_socket = on_socket
+
+    def batch_end(self) -> None:
+        """After a wake-up's accepts: finish their coroutines in one loop callback."""
+        if self._started:
+            self._call_soon(_finish, self._started.copy())
+            self._started.clear()
+
+
+def _finish(batch: list[tuple[Coroutine[Any, Any, object], Any]]) -> None:
+    for coro, awaited in batch:
+        if awaited.done():
+            _drive(coro)
+        else:
+            awaited.add_done_callback(functools.partial(_drive, coro))
 
 
 def _drive(coro: Coroutine[Any, Any, object], _: object = None) -> None:
-    """Run `coro` to its end: step it now, and again whenever the future it waits on is done.
+    """Step `coro` once the future it waits on is done, and again whenever the next one is.
     Its result and its exception are dropped (a connection's fate is its protocol's)."""
     try:
         awaited = coro.send(None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from aiohttp import hdrs
 from multidict import CIMultiDict
@@ -53,6 +55,9 @@ class Shared:
         timeout_s = self.policy.timeout_s
         self.own_accept_timer = timeout_s <= 0 or self.header_timeout_s < timeout_s
         self.stopping = False
+        # The connections of the running server (aiohttp's `web.Server.connections`), for
+        # --reclaim-idle; set by the server when it is built.
+        self.connections: Callable[[], Iterable[Any]] = tuple
         self.answers: dict[AnswerKey, Answer] = {}
         self.plan = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._plan)
         self.close_headers = functools.lru_cache(maxsize=16)(self._close_headers)

@@ -26,7 +26,10 @@ this module adds what aiohttp lacks, with as little code on the request path as 
   or chunks (`framing.BodyReader`) and the request answered like any other, as on stdlib;
 - answers to requests received before a client half-close (aiohttp drops them; ROB-02);
 - exact counters: a `web.RequestHandler` subclass sees every connection's start and end and
-  records why it ended (first reason wins).
+  records why it ended (first reason wins);
+- connection slots (`--max-connections`, rule 11): the site's acceptor stops accepting while
+  they are all taken; `--reclaim-idle` closes the connection whose idle deadline
+  (`_next_keepalive_close_time`, private) is the earliest among those that wait for a request.
 
 Private aiohttp API relied on (checked against aiohttp 3.14):
 - `BaseRunner._make_server` is overridden so that `SockSite` gets our protocol factory (a
@@ -118,6 +121,7 @@ from servers.framing import (
 )
 from servers.policy import LINGER_S, CloseReason, connection_tokens
 from servers.runtime import LISTEN_BACKLOG, SHUTDOWN_GRACE_S, Runtime
+from servers.slots import reclaim_longest_idle
 
 DEVIATIONS: dict[str, str] = {
     "PIPE-02": (
@@ -333,6 +337,20 @@ class _Connection(web.RequestHandler):
             return self._error_response(self._body_error.status, self._body_error.detail + "\n")
         return None
 
+    # -- connection slots (rule 11) -----------------------------------------------------------
+
+    def idle_deadline(self) -> float | None:
+        """`servers.slots.Reclaimable`: aiohttp's idle deadline while the connection waits for
+        its next request (answered, nothing queued; aiohttp's `_waiter` is set only then)."""
+        if not self._idle or self._waiter is None or self._messages or self._reason is not None:
+            return None
+        return self._next_keepalive_close_time  # aiohttp's: the last response's end + T
+
+    def reclaim(self) -> None:
+        """--reclaim-idle: close this idle connection now (no request in flight: a FIN)."""
+        self._set_reason(CloseReason.RECLAIMED)
+        self.force_close()
+
     # -- timers ---------------------------------------------------------------------------------
 
     def _process_keepalive(self) -> None:  # private aiohttp hook: its idle timer fired
@@ -530,6 +548,7 @@ class _Server(web.Server):
         self._loop_ = shared.loop
         self._handler_kwargs = handler_kwargs
         self._protocol = type("_Connection", (_Connection,), {"_shared": shared})
+        shared.connections = lambda: self.connections  # --reclaim-idle looks for idle ones
 
     def __call__(self) -> _Connection:
         return self._protocol(self, loop=self._loop_, **self._handler_kwargs)
@@ -570,6 +589,9 @@ async def _serve(runtime: Runtime) -> None:
     )
     await runner.setup()
     try:
+        reclaim = None
+        if runtime.options.reclaim_idle:
+            reclaim = lambda count: reclaim_longest_idle(shared.connections(), count)  # noqa: E731
         site = DeadlineSockSite(
             runner,
             runtime.listener,
@@ -578,6 +600,8 @@ async def _serve(runtime: Runtime) -> None:
             handshake_timeout_s=shared.header_timeout_s,  # slowloris on the TLS handshake
             counters=runtime.counters,
             backoff=runtime.accept_backoff(),
+            slots=runtime.slots,
+            reclaim=reclaim,
         )
         await site.start()
         runtime.announce_ready()

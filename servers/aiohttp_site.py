@@ -13,7 +13,8 @@ Two gaps in aiohttp's stock wiring that the spec does not allow:
   `servers.tls_accept` (handshake under H, every outcome counted).
 - At the descriptor limit asyncio's accept loop (`loop.create_server`) logs a traceback per
   failed accept, up to the backlog per wake-up: thousands of lines a second. The site accepts
-  with `servers.accept.LoopAcceptor` instead (one line per episode, a pause, no spin).
+  with `servers.accept.LoopAcceptor` instead (one line per episode, a pause, no spin), or with
+  `--max-connections` its `servers.slots.LimitedAcceptor`.
 
 Private aiohttp API relied on (checked against aiohttp 3.14): `BaseSite.start` registers the
 site with its runner; `SockSite`'s `_runner`, `_sock`, `_ssl_context`, `_backlog` and `_server`.
@@ -30,8 +31,9 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, ResourceRoute, UrlMappingMatchInfo
 
-from servers.accept import AcceptBackoff, LoopAcceptor, connect_on_loop
+from servers.accept import AcceptBackoff, Connector
 from servers.counters import Counters
+from servers.slots import Slots, loop_acceptor
 from servers.tls_accept import CountedProtocol, TLSAccept
 
 if TYPE_CHECKING:  # the return type aiohttp declares for get_info (a private TypedDict)
@@ -92,7 +94,7 @@ class DeadlineSockSite(web.SockSite):
     accept, the handshake bounded by `handshake_timeout_s`, a failed one counted with its close
     reason."""
 
-    __slots__ = ("_handshake_timeout_s", "_backoff", "_counters", "_tls")
+    __slots__ = ("_handshake_timeout_s", "_backoff", "_counters", "_tls", "_slots", "_reclaim")
 
     def __init__(
         self,
@@ -104,11 +106,15 @@ class DeadlineSockSite(web.SockSite):
         handshake_timeout_s: float,
         backoff: AcceptBackoff,
         counters: Counters,
+        slots: Slots | None = None,
+        reclaim: Callable[[int], int] | None = None,
     ) -> None:
         super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
         self._handshake_timeout_s = handshake_timeout_s
         self._backoff = backoff
         self._counters = counters
+        self._slots = slots
+        self._reclaim = reclaim
         self._tls: TLSAccept | None = None
 
     async def start(self) -> None:
@@ -121,8 +127,9 @@ class DeadlineSockSite(web.SockSite):
             self._tls = TLSAccept(
                 loop, self._ssl_context, self._counters, self._handshake_timeout_s, http
             )
-        connect = connect_on_loop(loop, server if self._tls is None else self._tls)
-        acceptor = LoopAcceptor(loop, self._sock, self._backoff, connect)
+        connect = Connector(loop, server if self._tls is None else self._tls)
+        acceptor = loop_acceptor(loop, self._sock, self._backoff, connect, slots=self._slots,
+                                 counters=self._counters, reclaim=self._reclaim)  # fmt: skip
         acceptor.start()
         self._server = acceptor
 

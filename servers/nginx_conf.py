@@ -44,7 +44,14 @@ LOG_FIELDS = (
     "$remote_port",
     "$request",  # the request line as received: error_page redirects change $request_method
     "$http_connection",
+    "$kab_tls",
     "$kab_last",
+)
+# $kab_tls on a connection's first request: R (its handshake resumed a session), F (full);
+# `-` otherwise, and on plain HTTP. The wrapper counts `\tR\t` and `\tF\t` (escape=default
+# turns a tab inside a field into \x09, so those appear only as this field).
+KAB_TLS_MAP = (
+    'map "$connection_requests$ssl_session_reused" $kab_tls { default "-"; "1r" R; "1." F; }'
 )
 STATUS_SOCKET = "status.sock"
 ACCESS_LOG = "access.log"
@@ -65,6 +72,7 @@ class NginxSpec:
     delay_upstream: str  # `127.0.0.1:PORT` of the wrapper's /sleep server
     cert: Path | None = None
     key: Path | None = None
+    tls_protocols: str = "TLSv1.2 TLSv1.3"  # ssl_protocols: --tls-version pins one
 
 
 def quoted(text: str, *, variables: bool = False) -> str:
@@ -109,7 +117,13 @@ def _status_locations() -> str:
 def _tls_lines(spec: NginxSpec) -> str:
     if spec.cert is None or spec.key is None:
         return ""
-    return f"        ssl_certificate {spec.cert};\n        ssl_certificate_key {spec.key};\n"
+    # A shared session cache for TLS 1.2 session IDs (nginx's default is none); tickets (1.2's
+    # and 1.3's) are on by default, with a key per start.
+    return (
+        f"        ssl_certificate {spec.cert};\n        ssl_certificate_key {spec.key};\n"
+        f"        ssl_protocols {spec.tls_protocols};\n"
+        "        ssl_session_cache shared:kab:1m;\n"
+    )
 
 
 def nginx_config(spec: NginxSpec) -> str:
@@ -129,6 +143,7 @@ http {{
 {temp_paths}
     {log_format()}
     map $connection_requests $kab_last {{ default 0; "{requests}" 1; }}
+    {KAB_TLS_MAP}
     server {{
         listen unix:{p / STATUS_SOCKET};
         access_log off;
@@ -219,7 +234,7 @@ def parse_log_line(line: str) -> LogLine | None:
             method=method,
             target=target,
             connection=fields[5],
-            last=fields[6] == "1",
+            last=fields[7] == "1",
         )
     except ValueError:
         return None

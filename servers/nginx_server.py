@@ -16,7 +16,9 @@ Counters, all exact unless noted:
   the peak seen whenever a response was done, not between responses;
 - closed: only `max_reached` (responses that were the keepalive_requests-th on their
   connection, after which nginx closes); nginx does not say why its other connections ended, so
-  the other reasons are absent rather than guessed.
+  the other reasons are absent rather than guessed;
+- tls_handshakes, tls_resumed (over TLS): from $ssl_session_reused on each connection's first
+  request, so only connections that sent one count (a handshake without a request is unseen).
 
 SIGTERM or SIGINT stops nginx gracefully (SIGQUIT: idle connections close at once, a request in
 progress is finished) for up to 3 s, then fast (SIGTERM), then SIGKILL. nginx runs in a process
@@ -154,6 +156,8 @@ class AccessLog:
         self.requests = 0
         self.last_responses = 0
         self.max_active = 0
+        self.tls_full = 0  # connections whose first request came after a full TLS handshake
+        self.tls_resumed = 0  # ... after a resumed one
         self._offset = 0
         self._partial = b""
         self._lock = threading.Lock()
@@ -176,6 +180,8 @@ class AccessLog:
     def _count(self, data: bytes) -> None:
         self.requests += data.count(b"\n")
         self.last_responses += data.count(b"\t1\n")
+        self.tls_full += data.count(b"\tF\t")
+        self.tls_resumed += data.count(b"\tR\t")
         actives = _LEADING_NUMBER.findall(data)
         if actives:
             self.max_active = max(self.max_active, max(map(int, actives)))
@@ -190,11 +196,14 @@ class AccessLog:
 class NginxCounters(Counters):
     """The reference counters' JSON, derived from stub_status and the access log (module doc)."""
 
-    def __init__(self, status: StatusClient, log: AccessLog, max_known: bool) -> None:
+    def __init__(
+        self, status: StatusClient, log: AccessLog, max_known: bool, tls: bool = False
+    ) -> None:
         super().__init__(threaded=True)
         self.status = status
         self.log = log
         self.max_known = max_known  # keepalive_requests >= 2 with keep-alive on
+        self.tls = tls
 
     def snapshot(self) -> dict[str, Any]:
         stub = self.status.read()
@@ -207,7 +216,18 @@ class NginxCounters(Counters):
             "connections_peak_open": max(self.log.max_active - 1, open_now),
             "requests_served": self.log.requests,
             "closed": {"max_reached": self.log.last_responses} if self.max_known else {},
+            **self._tls(),
             "source": "nginx stub_status and access log",
+        }
+
+    def _tls(self) -> dict[str, int]:
+        """Over TLS: handshakes of connections that sent a request (the access log sees no
+        other), and the resumed ones among them."""
+        if not self.tls:
+            return {}
+        return {
+            "tls_handshakes": self.log.tls_full + self.log.tls_resumed,
+            "tls_resumed": self.log.tls_resumed,
         }
 
 
@@ -329,6 +349,7 @@ def _spec(options: ServerOptions, prefix: Path, listener: socket.socket, delay: 
         delay_upstream=delay,
         cert=tls.cert if tls else None,
         key=tls.key if tls else None,
+        tls_protocols=f"TLSv{options.tls_version}" if options.tls_version else "TLSv1.2 TLSv1.3",
     )
 
 
@@ -362,7 +383,7 @@ def main(options: ServerOptions) -> int:
             return 0
         log = AccessLog(prefix / ACCESS_LOG, sys.stderr if options.log_connections else None)
         max_known = options.keepalive_max >= 2 and options.keepalive_timeout_s > 0
-        counters = NginxCounters(status, log, max_known)
+        counters = NginxCounters(status, log, max_known, tls=tls is not None)
         ssl_context = tls.server_context() if tls else None
         control = bind_control(options, listener, counters)
         ca = tls.ca if tls else None

@@ -67,7 +67,12 @@ def main(options: ServerOptions) -> int:
             raise
         assert tls is not None
         config.update(
-            tls={"cert": str(tls.cert), "key": str(tls.key)},
+            tls={
+                "cert": str(tls.cert),
+                "key": str(tls.key),
+                # --tls-version as Node's minVersion/maxVersion; null: Node's defaults (1.2-1.3)
+                "version": f"TLSv{options.tls_version}" if options.tls_version else None,
+            },  # fmt: skip
             ca=str(tls.ca) if tls.ca else None,
             workdir=str(workdir),
         )

@@ -45,6 +45,14 @@ MAX_TIMEOUT_S = 86_400.0
 MAX_UNIX_PATH_BYTES = 107
 
 
+class TlsVersion(enum.StrEnum):
+    """`--tls-version`: the one TLS version a server accepts (without it, 1.2 and 1.3 both are,
+    as OpenSSL's defaults allow), so a cell measures the handshake it names."""
+
+    TLS12 = "1.2"
+    TLS13 = "1.3"
+
+
 class OptionsError(UsageError):
     """A server configuration that cannot run (one line, exit 2); callers that start servers
     catch it apart from other bad input."""
@@ -61,10 +69,13 @@ class ServerOptions:
     keepalive_max: int = DEFAULT_KEEPALIVE_MAX
     header_timeout_s: float | None = None
     tls: bool = False
+    tls_version: TlsVersion | None = None  # None: 1.2 and 1.3 both accepted
     certfile: Path | None = None
     keyfile: Path | None = None
     log_connections: bool = False
     control_socket: Path | None = None  # control listener on this Unix socket instead of TCP
+    max_connections: int = 0  # connections open at once; 0 = unlimited (spec rule 11)
+    reclaim_idle: bool = False  # when full, close the longest-idle keep-alive connection
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -83,6 +94,8 @@ class ServerOptions:
             )
         if (self.certfile is None) != (self.keyfile is None):
             raise OptionsError("--certfile and --keyfile must be given together")
+        if self.tls_version is not None and not self.tls:
+            raise OptionsError("--tls-version needs --tls")
         if self.certfile is not None and not self.tls:
             raise OptionsError("--certfile/--keyfile need --tls")
         for path in (self.certfile, self.keyfile):
@@ -90,6 +103,12 @@ class ServerOptions:
                 raise OptionsError(f"no such file: {path}")
         if self.control_socket is not None:
             check_control_socket(self.control_socket)
+        if self.max_connections < 0:
+            raise OptionsError(f"--max-connections must be >= 0, got {self.max_connections}")
+        if self.reclaim_idle and self.max_connections == 0:
+            raise OptionsError("--reclaim-idle needs --max-connections")
+        if self.max_connections and self.name in EXTERNAL_SERVERS:
+            raise OptionsError(f"--max-connections is for the reference servers, not {self.name}")
 
     @property
     def effective_header_timeout_s(self) -> float:
@@ -111,12 +130,18 @@ class ServerOptions:
             argv += ["--header-timeout", seconds_text(self.header_timeout_s)]
         if self.tls:
             argv.append("--tls")
+        if self.tls_version is not None:
+            argv += ["--tls-version", self.tls_version.value]
         if self.certfile is not None and self.keyfile is not None:
             argv += ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile)]
         if self.log_connections:
             argv.append("--log-connections")
         if self.control_socket is not None:
             argv += ["--control-socket", str(self.control_socket)]
+        if self.max_connections:
+            argv += ["--max-connections", str(self.max_connections)]
+        if self.reclaim_idle:
+            argv.append("--reclaim-idle")
         return argv
 
 
@@ -167,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         "keep-alive timeout, or 5 when keep-alive is off)",
     )  # fmt: skip
     parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed by default)")
+    parser.add_argument(
+        "--tls-version", choices=[v.value for v in TlsVersion],
+        help="accept only this TLS version (with --tls; default: 1.2 and 1.3)",
+    )  # fmt: skip
     parser.add_argument("--certfile", type=Path, help="PEM certificate chain (with --tls)")
     parser.add_argument("--keyfile", type=Path, help="PEM private key (with --tls)")
     parser.add_argument(
@@ -178,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--control-socket", type=Path, metavar="PATH",
         help="serve the control listener (GET /counters) on a Unix socket at PATH instead of "
         "a TCP port, reachable from other network namespaces; READY says control=unix:PATH",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-connections", type=int, default=0, metavar="COUNT",
+        help="connections open at once; beyond them the server stops accepting (the listen "
+        "backlog holds the rest) until one closes; 0 = unlimited (default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reclaim-idle", action="store_true",
+        help="with --max-connections: when full, close the longest-idle keep-alive connection "
+        "to make room for a waiting one (as nginx does), counted as 'reclaimed'",
     )  # fmt: skip
     return parser
 
@@ -195,10 +234,13 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
             keepalive_max=ns.keepalive_max,
             header_timeout_s=ns.header_timeout,
             tls=ns.tls,
+            tls_version=None if ns.tls_version is None else TlsVersion(ns.tls_version),
             certfile=ns.certfile,
             keyfile=ns.keyfile,
             log_connections=ns.log_connections,
             control_socket=ns.control_socket,
+            max_connections=ns.max_connections,
+            reclaim_idle=ns.reclaim_idle,
         )
     except OptionsError as exc:
         parser.error(str(exc))

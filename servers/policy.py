@@ -12,6 +12,8 @@ Rules enforced here (numbers refer to docs/keepalive-spec.md, the normative spec
   `Keep-Alive`.
 - Rule 4: the linger limit of a graceful close (`LINGER_S`); the close itself is each server's
   (`stdlib_io.graceful_close` and `close_at_once`, `uvloop_protocol`), checked by KA-07.
+- Rule 11: connection slots (`--max-connections`, `--reclaim-idle`) are `servers.slots`'; the
+  close of a reclaimed idle connection is counted here as `reclaimed`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class CloseReason(enum.StrEnum):
     # an alert from the client). A handshake that outlasts H counts as header_timeout, one the
     # client ends (FIN or reset) as client_closed: see handshake_close_reason.
     HANDSHAKE_FAILED = "handshake_failed"
+    # --reclaim-idle (rule 11): all --max-connections slots were taken and a connection waited
+    # in the backlog, so this one, the longest idle between requests, was closed for it.
+    RECLAIMED = "reclaimed"
 
 
 def handshake_close_reason(exc: BaseException) -> CloseReason:

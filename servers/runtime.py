@@ -23,8 +23,9 @@ from servers.accept import AcceptBackoff
 from servers.control import ControlListener
 from servers.counters import Counters
 from servers.endpoints import RequestContext, connection_log_line
-from servers.options import OptionsError, ServerName, ServerOptions
+from servers.options import OptionsError, ServerName, ServerOptions, TlsVersion
 from servers.policy import KeepAlivePolicy
+from servers.slots import Slots
 
 LISTEN_BACKLOG = 1024
 # After SIGTERM/SIGINT, a request being handled gets this long to be answered (with
@@ -43,6 +44,7 @@ class Runtime:
     ca_path: Path | None
     control: ControlListener
     counters: Counters = field(default_factory=Counters)
+    slots: Slots | None = None  # --max-connections (servers.slots); None: unlimited
 
     @cached_property
     def policy(self) -> KeepAlivePolicy:
@@ -117,6 +119,9 @@ def make_ssl_context(options: ServerOptions) -> tuple[ssl.SSLContext | None, Pat
         return None, None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.set_alpn_protocols(["http/1.1"])  # HTTP/1.1 only: a browser must not try h2
+    pin_tls_version(ctx, options.tls_version)
+    # One context for the server's life: its session cache (TLS 1.2 session IDs) and ticket key
+    # (1.2 tickets, 1.3's only kind) live in it, so a client resumes on any later connection.
     if options.certfile is not None and options.keyfile is not None:
         try:
             ctx.load_cert_chain(options.certfile, options.keyfile)
@@ -132,6 +137,15 @@ def make_ssl_context(options: ServerOptions) -> tuple[ssl.SSLContext | None, Pat
         fh.write(ca.cert_pem.bytes())
     atexit.register(Path(name).unlink, missing_ok=True)
     return ctx, Path(name)
+
+
+SSL_VERSIONS = {TlsVersion.TLS12: ssl.TLSVersion.TLSv1_2, TlsVersion.TLS13: ssl.TLSVersion.TLSv1_3}
+
+
+def pin_tls_version(ctx: ssl.SSLContext, version: TlsVersion | None) -> None:
+    """Accept only `version` (None: leave OpenSSL's range, 1.2 to 1.3, as it is)."""
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = SSL_VERSIONS[version]
 
 
 def bind_control(
@@ -167,4 +181,5 @@ def build_runtime(options: ServerOptions) -> Runtime:
     counters = Counters(threaded=options.name is ServerName.STDLIB)
     listener = bind_listener(options)
     control = bind_control(options, listener, counters)
-    return Runtime(options, listener, ssl_context, ca_path, control, counters)
+    slots = Slots(options.max_connections, counters) if options.max_connections else None
+    return Runtime(options, listener, ssl_context, ca_path, control, counters, slots)

@@ -30,6 +30,9 @@ CPython 3.11's http.server gets the skeleton right (a thread per connection, buf
 - A failed accept() (EMFILE at the descriptor limit) makes socketserver select the
   still-readable listener again at once, a busy loop: the accept thread backs off instead
   (`servers.accept`, one log line and one `accept_backoffs` count per episode).
+- `--max-connections N` (rule 11): at most N connection threads, a bounded pool; the accept
+  thread waits for a free one before accept(), so the backlog holds the rest; `--reclaim-idle`
+  shuts the longest-idle keep-alive connection for a waiting one (`servers.slots`).
 - Stopping drops every connection with the process: at SIGTERM a request being handled is
   answered (with `Connection: close`) and connections that wait for a request end at once
   (`servers.stdlib_stop`), as on the other two servers.
@@ -42,10 +45,11 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 from servers.endpoints import STATUSES_WITHOUT_BODY, TEXT, Reply, RequestContext, route
 from servers.framing import (
@@ -73,6 +77,7 @@ from servers.policy import (
     shutdown_decision,
 )
 from servers.runtime import SHUTDOWN_GRACE_S, Runtime, set_nodelay
+from servers.slots import RECLAIM_RETRY_S, Slots, reclaim_longest_idle
 from servers.stdlib_io import (
     ClientGone,
     DeadlineSocketIO,
@@ -93,6 +98,7 @@ WRITE_TIMEOUT_S = 60.0  # a client that stops reading a response does not hold a
 # a little after our sendall() returned (later still on a loaded machine), so the server waits
 # this much longer to make "not before T" hold from the client's side too.
 IDLE_GRACE_S = 0.05
+SLOT_POLL_S = RECLAIM_RETRY_S  # a waiting accept thread looks again for a stop, an idle one
 _LINE_END = b"\r\n"
 _FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding"))
 
@@ -108,6 +114,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
     default_request_version = "HTTP/1.1"
     server: KeepAliveHTTPServer
     rfile: io.BufferedReader  # built in setup(): `peek` and `read1` need a buffered reader
+    reclaimed = False  # --reclaim-idle closed it while idle (rule 11)
 
     # -- connection lifetime ---------------------------------------------------------------
 
@@ -144,6 +151,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
         except OSError as exc:  # ssl.SSLError included: not TLS, bad version, unknown CA...
             self.close_reason = handshake_close_reason(exc)
             return False
+        self.runtime.counters.tls_handshake_done(resumed=bool(self.connection.session_reused))
         return True
 
     def handle(self) -> None:
@@ -156,7 +164,7 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             asked = self.close_reason is CloseReason.CLIENT_REQUESTED
             at_once = asked and not self._input_waiting()
             self.rfile.close()
-            if self.ended_by_stop:
+            if self.ended_by_stop or self.reclaimed:
                 self.connection.close()  # nothing owed; a TLS close_notify cannot be sent now
             elif at_once:
                 close_at_once(self.connection)  # rule 4: the client said it sends no more
@@ -174,6 +182,22 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             return bool(self.rfile.peek(1))
         except (OSError, ValueError):  # TimeoutError: nothing there; or the socket is gone
             return False
+
+    # -- connection slots (rule 11) --------------------------------------------------------
+
+    def idle_deadline(self) -> float | None:
+        """`servers.slots.Reclaimable`: the idle deadline while this connection, answered at
+        least once, waits for its next request's first byte (read from the accept thread)."""
+        if not self.waiting or self.requests_on_connection == 0 or self.reclaimed:
+            return None
+        return self.response_done_at + self.policy.timeout_s
+
+    def reclaim(self) -> None:
+        """--reclaim-idle, from the accept thread: FIN now (the write side shut; nothing is
+        owed) and wake the blocked read with EOF; `finish` closes and frees the slot."""
+        self.reclaimed = True
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)
 
     # -- one request -----------------------------------------------------------------------
 
@@ -218,9 +242,14 @@ class KeepAliveHandler(StopAware, BaseHTTPRequestHandler):
             if not self.rfile.peek(1):
                 stopping = self.server.book.stopping  # end_if_waiting() shut our read side
                 self.close_reason = CloseReason.SHUTDOWN if stopping else CloseReason.CLIENT_CLOSED
+                if self.reclaimed:
+                    self.close_reason = CloseReason.RECLAIMED
                 return False
         finally:
             self.waiting = False
+        if self.reclaimed:  # a request that came as it was reclaimed: the idle-timeout race
+            self.close_reason = CloseReason.RECLAIMED
+            return False
         if not first:
             self.reader.deadline = time.monotonic() + self.header_timeout_s
         self._timeout_reason = CloseReason.HEADER_TIMEOUT
@@ -405,18 +434,47 @@ class KeepAliveHTTPServer(ThreadingHTTPServer):
         self.policy: KeepAlivePolicy = runtime.policy
         self.book = StopBook()
         self.backoff = runtime.accept_backoff()
+        self.slots = runtime.slots
+        self.stopping = False  # set before serve_forever is told to stop: a slot wait ends
 
     def get_request(self) -> tuple[Any, Any]:
         """accept() plus TCP_NODELAY (rule 10); TLS is left to the connection's thread.
         A failed accept (EMFILE...) pauses this thread, which only accepts, instead of letting
-        serve_forever select the still-readable listener again at once (`servers.accept`)."""
+        serve_forever select the still-readable listener again at once (`servers.accept`).
+        With --max-connections a slot is taken first (`_take_slot`: the pool is bounded)."""
+        if self.slots is not None:
+            self._take_slot(self.slots)
         try:
             sock, address = self.socket.accept()
         except OSError as exc:
+            if self.slots is not None:
+                self.slots.release()  # taken for a connection that was not accepted
             self.backoff.pause_thread(exc)
             raise  # socketserver ignores it and selects again
         set_nodelay(sock)
         return sock, address
+
+    def _take_slot(self, slots: Slots) -> None:
+        """Rule 11: wait (not accepting: the backlog holds the newcomers) until a connection
+        thread is free. With --reclaim-idle, close the longest-idle keep-alive connection for
+        it, one at a time. OSError when the server stops meanwhile (socketserver ignores it)."""
+        if slots.take_within(0):
+            return
+        self.runtime.counters.accept_paused()
+        reclaim = self.runtime.options.reclaim_idle
+        while True:
+            if reclaim:
+                open_now = cast(list[KeepAliveHandler], self.book.snapshot())
+                if not any(conn.reclaimed for conn in open_now):
+                    reclaim_longest_idle(open_now, 1)
+            if slots.take_within(SLOT_POLL_S):
+                return
+            if self.stopping:
+                raise ConnectionAbortedError("the server is stopping")
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        super().shutdown()
 
     def shutdown_request(self, request: Any) -> None:
         """The handler has already closed gracefully; skip TCPServer's abrupt shutdown."""

@@ -53,6 +53,11 @@ class StopBook:
         with self._lock:
             self._open.add(conn)
 
+    def snapshot(self) -> list[StopAware]:
+        """The open connections now (--reclaim-idle looks for an idle one among them)."""
+        with self._lock:
+            return list(self._open)
+
     def closed(self, conn: StopAware) -> None:
         with self._lock:
             self._open.discard(conn)

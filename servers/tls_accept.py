@@ -143,6 +143,9 @@ class TLSAcceptor(asyncio.Protocol):
             return
         tls = task.result()
         assert tls is not None  # start_tls returns None only for a closed loop
+        spec.counters.tls_handshake_done(
+            resumed=bool(tls.get_extra_info("ssl_object").session_reused)
+        )
         protocol = spec.http_protocol()
         protocol.counted_as(self._connection_id)
         self._handover.hand_to(protocol, tls)

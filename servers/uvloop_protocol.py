@@ -58,7 +58,7 @@ class HttpProtocol(asyncio.Protocol):
         "_s", "_memo", "_limit", "_transport", "_parser", "_id", "_half_close",
         "_served", "_parsed", "_queue", "_busy", "_delay", "_write_paused", "_read_paused",
         "_closing", "_input_done", "_dead", "_eof", "_lost", "_reason", "_phase", "_responded",
-        "_continue_due", "_raw_head", "_plain", "_count", "_idle_s", "_body", "_held",
+        "_continue_due", "_raw_head", "_plain", "_numbered", "_count", "_idle_s", "_body", "_held",
         "_feeding", "_surplus", "_close_asked", "_loop", "_deadline", "_head",
     )  # fmt: skip
 
@@ -67,6 +67,7 @@ class HttpProtocol(asyncio.Protocol):
         self._id = 0  # the connection's id once counted (counted_as, or connection_made)
         self._memo = state.memo.entries  # shortcuts for the hot path
         self._plain = state.plain
+        self._numbered = state.numbered
         self._idle_s = state.idle_s
         self._limit = state.request_limit
         self._loop = state.loop
@@ -102,11 +103,12 @@ class HttpProtocol(asyncio.Protocol):
         # (TCPTransport.new -> uv_tcp_nodelay), which saves a getsockname and a setsockopt.
         # asyncio types the argument BaseTransport; a stream server's transport is a Transport.
         self._half_close = transport.can_write_eof()  # type: ignore[attr-defined]
+        s = self._s
         if not self._id:  # over TLS, tls_accept counted the connection at accept
-            self._id = self._s.counters.connection_opened()
-        self._count = self._s.counters.request_served
-        self._s.connections.add(self)
-        self._deadline.set("header", self._s.header_s)
+            self._id = s.counters.connection_opened()
+        self._count = s.counters.request_served
+        s.connections.add(self)
+        self._deadline.set("header", s.header_s)
 
     def counted_as(self, connection_id: int) -> None:
         """tls_accept.TLSAccept counted this connection at accept, before its handshake."""
@@ -164,6 +166,21 @@ class HttpProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if not self._lost:
             self._transport.abort()
+
+    def idle_deadline(self) -> float | None:
+        """`servers.slots.Reclaimable`: the idle deadline while waiting between requests (the
+        idle timer runs only then: nothing queued, pending or being written)."""
+        deadline = self._deadline
+        if deadline.kind != "idle" or self._closing or self._lost:
+            return None
+        return deadline.at
+
+    def reclaim(self) -> None:
+        """--reclaim-idle (rule 11): close this idle connection now, as its idle timer would."""
+        self._closing = True
+        self._reason = CloseReason.RECLAIMED
+        self._transport.close()  # nothing is buffered: a FIN
+        self._deadline.set("abort", LINGER_S)
 
     # -- input --------------------------------------------------------------------------------
 
@@ -312,6 +329,9 @@ class HttpProtocol(asyncio.Protocol):
         if plain is not None and head.version is HTTP_11:
             if head.tokens is NO_TOKENS:
                 data = plain.get((method, head.url))
+                if data is None and self._numbered is not None:  # N limited: by number
+                    responses = self._numbered.get((method, head.url))
+                    data = None if responses is None else responses[self._served]
                 if data is not None:  # what _serve would send, and the connection stays open
                     self._served += 1
                     self._transport.write(data)
@@ -377,7 +397,7 @@ class HttpProtocol(asyncio.Protocol):
             data = self._respond(method, version, tokens, reply, cached)
             if self._plain is not None and data is not None and version is HTTP_11 and entry:
                 if tokens is NO_TOKENS and not self._closing:
-                    self._s.remember_plain(method, target, data)
+                    self._s.remember_plain(method, target, data, number=self._served)
                 elif tokens is CLOSE_TOKENS and self._reason is CloseReason.CLIENT_REQUESTED:
                     self._s.remember_plain(method, target, data, close=True)
 
@@ -516,7 +536,7 @@ class HttpProtocol(asyncio.Protocol):
             self._responded = False
             when = self._loop.time() + self._idle_s
             deadline.at, deadline.kind = when, "idle"
-            if deadline.slot is None or when < deadline.slot_at:
+            if deadline.slot is None or when <= deadline.slot_from:
                 deadline.refile(when)
 
     def _expire(self, kind: DeadlineKind) -> None:

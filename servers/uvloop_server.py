@@ -14,7 +14,8 @@ HTTP/2.0 gets 505 and HTTP/1.2 is served), Host/Content-Length/Transfer-Encoding
 llhttp has none. Notes that are not conformance cases:
 - Connections are accepted by `servers.accept.LoopAcceptor` and handed to uvloop with
   `connect_accepted_socket`, not by `create_server`: at the descriptor limit libuv accepts and
-  closes every queued connection; ours pause accepting and leave them queued.
+  closes every queued connection; ours pause accepting and leave them queued. With
+  `--max-connections` it is `servers.slots.LimitedAcceptor` (rule 11).
 - `Upgrade` (and CONNECT) requests are answered as ordinary requests; no protocol switch.
 - llhttp takes `RTSP/1.0` (and `ICE/1.0` after SOURCE) for `HTTP/1.0` and httptools does not
   say which it read, so such a request is served (README: RTSP-ICE-VERSION; stdlib says 400).
@@ -31,12 +32,14 @@ llhttp has none. Notes that are not conformance cases:
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 
 import uvloop
 
-from servers.accept import LoopAcceptor, connect_on_loop
+from servers.accept import Connector
 from servers.runtime import SHUTDOWN_GRACE_S, Runtime, freeze_startup_heap
+from servers.slots import loop_acceptor, reclaim_longest_idle
 from servers.tls_accept import TLSAccept
 from servers.uvloop_protocol import HttpProtocol
 from servers.uvloop_wire import ServerState
@@ -64,8 +67,15 @@ async def _serve_until_signal(runtime: Runtime) -> None:
     if runtime.ssl_context is not None:  # handshakes counted, failed ones too, and under H
         tls = TLSAccept(loop, runtime.ssl_context, state.counters, state.header_s, http)
     # Not loop.create_server: at EMFILE libuv accepts and closes every queued connection.
-    connect = connect_on_loop(loop, http if tls is None else tls)
-    server = LoopAcceptor(loop, runtime.listener, runtime.accept_backoff(), connect)
+    connect = Connector(loop, http if tls is None else tls)
+    reclaim = None
+    if runtime.options.reclaim_idle:
+        reclaim = functools.partial(reclaim_longest_idle, state.connections)
+    backoff = runtime.accept_backoff()
+    server = loop_acceptor(
+        loop, runtime.listener, backoff, connect, slots=runtime.slots, counters=state.counters,
+        reclaim=reclaim,
+    )  # fmt: skip
     server.start()
     freeze_startup_heap()
     runtime.announce_ready()

@@ -35,6 +35,8 @@ COPY_LIMIT = 64 * 1024
 MAX_MEMO = 4096
 MEMO_ENTRIES = 256  # remembered targets (ReplyMemo)
 MEMO_TARGET_BYTES = 256  # longer targets are routed every time
+NUMBERED_MAX = 1000  # N up to this: responses remembered by request number (ServerState)
+NUMBERED_TARGETS = 16  # ... for this many targets at most (N responses each)
 INTERNAL_ERROR = Reply(500, b"internal error\n", close=True)
 
 Decided = tuple[bool, bytes, CloseReason | None]
@@ -211,23 +213,43 @@ class ServerState:
         self.stopping = False  # set at SIGTERM, before every connection is told to shut down
         # Whole responses to plain requests (HTTP/1.1, no Connection field) for pure, prompt
         # replies that keep the connection, by (method, target): the keep-alive fast path.
-        # Only when the decision does not depend on the request number (N unlimited); None
-        # otherwise, so that the hot path pays no lookup that can only miss.
-        plain_ok = not self.log and self.policy.max_requests == 0
-        self.plain: dict[tuple[bytes, bytes], bytes] | None = {} if plain_ok else None
+        # Filled only when the decision does not depend on the request number (N unlimited);
+        # None with --log-connections (every request is routed and logged).
+        fast = not self.log
+        self.plain: dict[tuple[bytes, bytes], bytes] | None = {} if fast else None
+        self._any_number = self.policy.max_requests == 0
+        # With N limited (up to NUMBERED_MAX), the same responses by request number: the k-th
+        # carries `max=N-k`, so each target has a list, indexed by k - 1, of the responses seen
+        # so far (None for the N-th, which closes and takes the slow path). The recycling case
+        # (`--keepalive-max 100`, every `make bench` cell) then costs what N unlimited does.
+        numbered = fast and self.policy.enabled and 0 < self.policy.max_requests <= NUMBERED_MAX
+        self.numbered: dict[tuple[bytes, bytes], list[bytes | None]] | None = (
+            {} if numbered else None
+        )
         # ... and to the same requests with `Connection: close` alone, answered then closed
-        # (used only where `plain` is: the decision is the same for every request number).
+        # (the decision is the same for every request number).
         self.plain_close: dict[tuple[bytes, bytes], bytes] = {}
         self._tokens: dict[tuple[bytes, ...], frozenset[str]] = {}
 
     def remember_plain(
-        self, method: bytes, target: bytes, data: bytes, *, close: bool = False
+        self, method: bytes, target: bytes, data: bytes, *, close: bool = False, number: int = 0
     ) -> None:
-        if self.plain is not None:
+        """Remember `data`, the response to the `number`-th request on its connection."""
+        if self.plain is None:
+            return
+        if close or self._any_number:
             memo = self.plain_close if close else self.plain
             if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
             memo[method, target] = data
+        elif self.numbered is not None and 0 < number < self.policy.max_requests:
+            responses = self.numbered.get((method, target))
+            if responses is None:
+                if len(self.numbered) >= NUMBERED_TARGETS:
+                    self.numbered.clear()
+                responses = [None] * self.policy.max_requests
+                self.numbered[method, target] = responses
+            responses[number - 1] = data
 
     def tokens(self, values: list[bytes]) -> frozenset[str]:
         """`policy.connection_tokens` of the Connection field values, memoised (bounded)."""

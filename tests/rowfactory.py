@@ -16,7 +16,7 @@ BASE = ResultRow(
     git_commit="abc1234", host_id="host1", cpu_model="Test CPU @ 3GHz", cpu_count=2,
     kernel="6.1.0", python_version="3.11.2", packages="aiohttp=3.9;uvloop=0.19",
     key=CellKey(
-        server="uvloop", client="pyperf-concurrent-raw", mode="pooled", tls=0, concurrency=50,
+        server="uvloop", client="pyperf-concurrent-raw", mode="pooled", tls="none", concurrency=50,
         keepalive_timeout_s=5.0, keepalive_max=100,
     ),
     duration_s=5.0, repetition=1, server_core=0,

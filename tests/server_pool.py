@@ -25,7 +25,14 @@ from typing import IO, Any
 import pytest
 
 from servers.launch import ServerProcess, ServerStartError
-from servers.options import EXTERNAL_SERVERS, REFERENCE_SERVERS, ServerName, ServerOptions
+from servers.options import (
+    EXTERNAL_SERVERS,
+    REFERENCE_SERVERS,
+    OptionsError,
+    ServerName,
+    ServerOptions,
+    TlsVersion,
+)
 from tests.wire_client import RawConnection, Response
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,8 +62,9 @@ CASE_IDS = (
     *(f"BODY-0{i}" for i in range(1, 5)),
     *(f"ERR-0{i}" for i in range(1, 9)),
     *(f"ROB-0{i}" for i in range(1, 4)),
+    *(f"SLOT-0{i}" for i in range(1, 5)),
 )
-_CASE_IN_TEST_NAME = re.compile(r"^test_(ka|max|idle|pipe|body|err|rob)(\d\d)(?:_|$)")
+_CASE_IN_TEST_NAME = re.compile(r"^test_(ka|max|idle|pipe|body|err|rob|slot)(\d\d)(?:_|$)")
 
 
 def case_id_of(test_name: str) -> str | None:
@@ -236,10 +244,14 @@ class ServerPool:
         keepalive_max: int = SUITE_N,
         header_timeout_s: float | None = SUITE_H,
         tls: bool = False,
+        tls_version: TlsVersion | None = None,
         tag: str = "",
+        max_connections: int = 0,
+        reclaim_idle: bool = False,
     ) -> Server:
         """The server for this configuration (`tag` separates otherwise equal configurations)."""
-        key = (keepalive_timeout_s, keepalive_max, header_timeout_s, tls, tag)
+        key = (keepalive_timeout_s, keepalive_max, header_timeout_s, tls, tls_version, tag,
+               max_connections, reclaim_idle)  # fmt: skip
         if key in self._failures:
             pytest.fail(self._failures[key], pytrace=False)
         server = self._servers.get(key)
@@ -259,23 +271,34 @@ class ServerPool:
 
     @staticmethod
     def _describe(key: tuple[Any, ...]) -> str:
-        t, n, h, tls, tag = key
-        return f"T={t:g} N={n} H={h} tls={tls}" + (f" {tag}" if tag else "")
+        t, n, h, tls, version, tag, slots, reclaim = key
+        tls_text = f"{tls}" + (f" {version}" if version else "")
+        text = f"T={t:g} N={n} H={h} tls={tls_text}" + (f" {tag}" if tag else "")
+        if slots:
+            text += f" max-connections={slots}" + (" reclaim-idle" if reclaim else "")
+        return text
 
     def _start(self, key: tuple[Any, ...]) -> Server:
-        t, n, h, tls, _ = key
+        t, n, h, tls, tls_version, _, slots, reclaim = key
         if not module_path(self.name).is_file():
             message = f"servers/{self.name}_server.py does not exist (yet): nothing to test"
             self._failures[key] = message
             pytest.fail(message, pytrace=False)
-        options = ServerOptions(
-            name=ServerName(self.name),
-            keepalive_timeout_s=t,
-            keepalive_max=n,
-            header_timeout_s=h,
-            tls=tls,
-            log_connections=True,
-        )
+        try:
+            options = ServerOptions(
+                name=ServerName(self.name),
+                keepalive_timeout_s=t,
+                keepalive_max=n,
+                header_timeout_s=h,
+                tls=tls,
+                tls_version=tls_version,
+                log_connections=True,
+                max_connections=slots,
+                reclaim_idle=reclaim,
+            )
+        except OptionsError as exc:  # nginx and Node have no --max-connections
+            self._failures[key] = f"{self.name}: {exc}"
+            pytest.fail(self._failures[key], pytrace=False)
         self._started += 1
         log_path = self.workdir / f"{self.name}-{self._started}.stderr"
         log_file = log_path.open("wb")

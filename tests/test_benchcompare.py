@@ -38,10 +38,11 @@ def test_schedule_fixed_order():
 
 def test_bench_flags_pass_through_unchanged_with_one_repetition_by_default():
     argv = ["--quick", "--servers", "uvloop,aiohttp", "--clients", "pyperf-concurrent-raw",
-            "--duration", "1", "--tls", "--keepalive-max", "0", "--workers", "2"]  # fmt: skip
+            "--duration", "1", "--tls", "1.2,1.3", "--keepalive-max", "0",
+            "--workers", "2"]  # fmt: skip
     out = rounds.bench_args(parse(argv))
-    assert sorted(out[:2]) == ["--quick", "--tls"] and out[2] == "--servers"  # switches first
-    for flag, value in [("--servers", "uvloop,aiohttp"), ("--duration", "1"),
+    assert out[0] == "--quick" and out[1] == "--servers"  # switches first
+    for flag, value in [("--servers", "uvloop,aiohttp"), ("--duration", "1"), ("--tls", "1.2,1.3"),
                         ("--keepalive-max", "0"), ("--workers", "2")]:  # fmt: skip
         assert out[out.index(flag) + 1] == value
     assert out[-2:] == ["--repeat", "1"]
@@ -163,3 +164,10 @@ def test_a_ref_without_a_new_flag_is_refused_in_one_line(tmp_path):
     rounds.check_harness(side, ["--quick"])  # a flag it lists passes
     with pytest.raises(RoundError, match=r"does not take --rtt \(that commit predates it\)$"):
         rounds.check_harness(side, ["--rtt", "50", "--quick"])
+
+
+def test_a_ref_where_a_flag_took_no_value_is_refused_in_one_line(tmp_path):
+    """`--tls` was a switch before it took versions: `--tls 1.2` cannot run there."""
+    side = fake_side(tmp_path, "[--tls] --results-dir")
+    with pytest.raises(RoundError, match=r"takes --tls without a value \(that commit predates"):
+        rounds.check_harness(side, ["--tls", "1.2", "--quick"])

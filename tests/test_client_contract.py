@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.clients.contract import (
     PYPERF_MODULES,
+    SEQUENTIAL_CLIENTS,
     ClientConfig,
     ClientKind,
     LocustSettings,
@@ -36,7 +37,7 @@ def _config(tmp_path: Path, **overrides: Any) -> ClientConfig:
 def test_a_pyperf_command_reads_back_as_the_same_config(tmp_path: Path, kind: ClientKind) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
-    concurrency = 1 if kind is ClientKind.PYPERF_SEQUENTIAL else 7  # it takes no --concurrency
+    concurrency = kind.connections(7)  # the sequential clients take no --concurrency
     config = _config(tmp_path, kind=kind, ca_path=ca, concurrency=concurrency)
     argv = config.command()
     assert argv[1:3] == ["-m", PYPERF_MODULES[kind]]
@@ -115,7 +116,7 @@ def test_bad_locust_flags_are_refused(argv: list[str], message: str) -> None:
 def test_insecure_reaches_every_pyperf_client_and_reads_back(
     tmp_path: Path, kind: ClientKind
 ) -> None:
-    concurrency = 1 if kind is ClientKind.PYPERF_SEQUENTIAL else 7
+    concurrency = 1 if kind in SEQUENTIAL_CLIENTS else 7
     config = _config(tmp_path, kind=kind, insecure=True, concurrency=concurrency)
     argv = config.command()
     assert "--insecure" in argv

@@ -12,10 +12,12 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -30,7 +32,7 @@ from servers import nginx_conf as conf
 from servers.endpoints import HELLO
 from servers.launch import ReadyInfo, ServerProcess
 from servers.nginx_server import parse_stub_status
-from servers.options import ServerName, ServerOptions
+from servers.options import ServerName, ServerOptions, TlsVersion
 from tests.wire_client import G, RawConnection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -254,7 +256,7 @@ def test_quoted_refuses_a_literal_dollar() -> None:
 
 
 def test_log_line_becomes_the_log_connections_line() -> None:
-    line = conf.parse_log_line("3\t17\t2\t40244\tPOST /bytes/3?a=1 HTTP/1.1\tkeep-alive\t1")
+    line = conf.parse_log_line("3\t17\t2\t40244\tPOST /bytes/3?a=1 HTTP/1.1\tkeep-alive\t-\t1")
     assert line is not None and line.last and line.active == 3
     assert line.log_connections_line() == (
         "port=40244 conn=17 req=2 POST /bytes/3?a=1 connection=keep-alive"
@@ -277,3 +279,28 @@ def test_python_m_servers_help_names_them() -> None:
         [sys.executable, "-m", "servers", "--help"], cwd=REPO, capture_output=True, text=True
     )
     assert "nginx" in done.stdout and "node" in done.stdout
+
+
+@pytest.mark.parametrize("name", FOREIGN)
+def test_tls_version_pinned_and_resumptions_counted(name: str) -> None:
+    """--tls-version 1.2: a 1.3-only client is refused; a 1.2 client that offers the session of
+    its previous connection resumes it (session ID or ticket), and /counters says so."""
+    from tests.test_tls_resume import client_context, get_once
+
+    options = ServerOptions(ServerName(name), tls=True, tls_version=TlsVersion.TLS12)
+    with ServerProcess(options) as proc:
+        assert proc.ready is not None
+        # What get_once and client_context read of a tests.server_pool.Server.
+        server: Any = SimpleNamespace(host="127.0.0.1", port=proc.ready.port,
+                                      ca_path=proc.ready.ca_path)  # fmt: skip
+        with pytest.raises(ssl.SSLError):
+            get_once(server, client_context(server, TlsVersion.TLS13))
+        ctx = client_context(server, TlsVersion.TLS12)
+        session, reused, alpn = get_once(server, ctx)
+        assert not reused and alpn == "http/1.1"
+        _, reused, _ = get_once(server, ctx, session)
+        assert reused
+        deadline = time.monotonic() + 3
+        while (counters := proc.counters())["tls_resumed"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # nginx's access log is read as it grows
+    assert (counters["tls_handshakes"], counters["tls_resumed"]) == (2, 1), counters

@@ -832,3 +832,18 @@ def test_kill_tree_reaps_a_child_orphaned_by_its_client(tmp_path: Path) -> None:
         client.kill_tree()
         assert not child.is_running(), child.status()  # is_running: a zombie is running
         assert client.proc.returncode == -signal.SIGTERM
+
+
+def test_tls_handshakes_must_be_the_kind_the_client_claims() -> None:
+    def judge(resuming: bool, mode: Mode, handshakes: int, resumed: int, client: int = -1):
+        return rules.judge_tls(
+            resuming=resuming, mode=mode, load_processes=3, handshakes=handshakes,
+            resumed=resumed, client_resumed=client,
+        )  # fmt: skip
+
+    assert judge(False, Mode.UNPOOLED, 500, 0).valid
+    assert "not the full handshakes" in judge(False, Mode.UNPOOLED, 500, 1).reason
+    assert judge(True, Mode.UNPOOLED, 500, 497, client=497).valid  # each process's first: full
+    assert "were not resumed" in judge(True, Mode.UNPOOLED, 500, 400, client=400).reason
+    assert "the server 497" in judge(True, Mode.UNPOOLED, 500, 497, client=0).reason
+    assert judge(True, Mode.POOLED, 5, 2, client=2).valid  # reconnects after the max resume

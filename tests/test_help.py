@@ -20,6 +20,7 @@ MODULES = [
     ["-m", "benchmarks"],
     *(["-m", "benchmarks", name] for name in COMMANDS),
     ["-m", "benchmarks.clients.pyperf_sequential"],
+    ["-m", "benchmarks.clients.pyperf_sequential_resume"],
     ["-m", "benchmarks.clients.pyperf_concurrent"],
     ["-m", "benchmarks.serverperf.bare"],
     ["-m", "benchmarks.demo"],

@@ -19,7 +19,7 @@ import pytest
 from benchmarks.clients.contract import ClientConfig, ClientKind, ClientResult, Mode
 from benchmarks.common import REPO_ROOT
 from servers.launch import ServerProcess
-from servers.options import ServerName, ServerOptions
+from servers.options import ServerName, ServerOptions, TlsVersion
 
 CLIENT_TIMEOUT_S = 60
 
@@ -201,3 +201,22 @@ print(first is second, len(first.get_ca_certs()))
     # The same context both times, trusting our one CA: a load of the default bundle would
     # have raised (the path does not exist) or added its certificates.
     assert done.stdout.split() == ["True", "1"], done.stdout
+
+
+def test_pyperf_sequential_resume_resumes_every_new_connection(tmp_path: Path) -> None:
+    """Unpooled over TLS 1.3 (tickets come after the handshake: the client takes its session
+    from a connection once the response arrived): every connection but each process's first
+    resumes a session, the client says how many, and the server's tls_resumed agrees (the
+    harness's check). Both versions resume on every server: tests/test_tls_resume.py."""
+    options = ServerOptions(ServerName.UVLOOP, tls=True, tls_version=TlsVersion.TLS13)
+    with ServerProcess(options) as server:
+        assert server.ready is not None and server.ready.ca_path is not None
+        config = _config(server, tmp_path, ClientKind.PYPERF_SEQUENTIAL_RESUME, Mode.UNPOOLED,
+                         ca_path=server.ready.ca_path, duration_s=0.4, warmup_s=0.1)  # fmt: skip
+        before = server.counters()
+        result, accepted = _run(server, config)
+        after = server.counters()
+    resumed = after["tls_resumed"] - before["tls_resumed"]
+    handshakes = after["tls_handshakes"] - before["tls_handshakes"]
+    assert accepted == result.requests_total + 1 == handshakes + 1
+    assert result.tls_resumed == resumed == handshakes - result.load_processes

@@ -32,7 +32,7 @@ from benchmarks.matrix import (
 )
 from benchmarks.records import schema
 from benchmarks.records.schema import COLUMNS, SchemaError, read_rows
-from servers.options import ServerName
+from servers.options import ServerName, TlsVersion
 from tests.server_pool import REPO
 
 # The header of every committed CSV: a dimension must never reorder or rename them.
@@ -46,7 +46,7 @@ COMMITTED_HEADER = (
     "link_lateness_p50_us,link_lateness_p99_us,link_packets,link_drops,"
     "client_bound,valid,status,note"
 )
-KEY = CellKey("uvloop", "pyperf-concurrent-raw", "pooled", 0, 16, 5.0, 100)
+KEY = CellKey("uvloop", "pyperf-concurrent-raw", "pooled", "none", 16, 5.0, 100)
 
 
 # Columns added since, at the end (older files read without them)
@@ -113,18 +113,18 @@ def test_run_bench_compare_and_noise_take_the_same_flags() -> None:
 def test_a_dimension_flag_reaches_the_cell_key() -> None:
     args, config = cli.parse_config(
         ["--servers", "aiohttp", "--clients", "pyperf-sequential", "--keepalive-max", "0,7",
-         "--keepalive-timeout", "1.5", "--tls", "--modes", "pooled"]
+         "--keepalive-timeout", "1.5", "--tls", "1", "--modes", "pooled"]
     )  # fmt: skip
     keys = [c.key for c in config.cells()]
     assert (
         keys
         == [
-            CellKey("aiohttp", "pyperf-sequential", "pooled", 1, 1, 1.5, 0),
-            CellKey("aiohttp", "pyperf-sequential", "pooled", 1, 1, 1.5, 7),
+            CellKey("aiohttp", "pyperf-sequential", "pooled", "1.3", 1, 1.5, 0),
+            CellKey("aiohttp", "pyperf-sequential", "pooled", "1.3", 1, 1.5, 7),
         ]
         * 2
     )  # two repetitions; the sequential client holds one connection: concurrency 1
-    assert keys[0].label() == "aiohttp/pyperf-sequential/pooled c=1 kt=1.5 km=0 tls"
+    assert keys[0].label() == "aiohttp/pyperf-sequential/pooled tls=1.3 c=1 kt=1.5 km=0"
 
 
 def test_cells_vary_the_mode_fastest() -> None:
@@ -137,11 +137,14 @@ def test_cells_vary_the_mode_fastest() -> None:
 def test_labels_slugs_and_options() -> None:
     assert KEY.label() == "uvloop/pyperf-concurrent-raw/pooled c=16 kt=5 km=100"
     assert KEY.slug() == "uvloop-pyperf-concurrent-raw-pooled-c16-kt5-km100"
-    on = replace(KEY, tls=1, keepalive_max=1_000_000)
-    assert on.label().endswith("km=1000000 tls") and on.slug().endswith("-km1000000-tls")
+    on = replace(KEY, tls="1.2", keepalive_max=1_000_000)
+    assert on.label() == "uvloop/pyperf-concurrent-raw/pooled tls=1.2 c=16 kt=5 km=1000000"
+    assert on.slug() == "uvloop-pyperf-concurrent-raw-pooled-tls1.2-c16-kt5-km1000000"
+    assert on.options(Reach.SERVER)["tls_version"] is TlsVersion.TLS12
     assert KEY.settings(only=["keepalive_timeout_s"]) == "kt=5"
     assert KEY.options(Reach.SERVER) == {
-        "name": ServerName.UVLOOP, "tls": False, "keepalive_timeout_s": 5.0, "keepalive_max": 100,
+        "name": ServerName.UVLOOP, "tls": False, "tls_version": None, "keepalive_timeout_s": 5.0,
+        "keepalive_max": 100,
     }  # fmt: skip
     assert KEY.options(Reach.CLIENT) == {
         "kind": ClientKind.PYPERF_CONCURRENT_RAW, "mode": Mode.POOLED, "concurrency": 16,
@@ -202,14 +205,35 @@ def test_a_csv_older_than_a_dimension_reads_with_its_before_value(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a new dimension's `before=` buys: the committed runs, written without its column,
-    still read (here tls plays the new dimension). Without it, such a file is refused."""
+    still read (here keepalive_max plays the new dimension). Without it, such a file is
+    refused."""
     with (REPO / "tests" / "fixtures" / "handwritten.csv").open(newline="") as fh:
         records = list(csv.reader(fh))
-    at = records[0].index("tls")
+    at = records[0].index("keepalive_max")
     path = tmp_path / "old.csv"
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows([f for i, f in enumerate(r) if i != at] for r in records)
-    with pytest.raises(SchemaError, match="missing: tls"):
+    with pytest.raises(SchemaError, match="missing: keepalive_max"):
         read_rows(path)
-    monkeypatch.setitem(schema._BEFORE, "tls", 0)
-    assert {r.key.tls for r in read_rows(path)} == {0}
+    monkeypatch.setitem(schema._BEFORE, "keepalive_max", 100)
+    assert {r.key.keepalive_max for r in read_rows(path)} == {100}
+
+
+def test_tls_is_a_list_of_versions_and_old_switch_values_read_as_before(tmp_path: Path) -> None:
+    """`--tls none,1.2,1.3`; 0 and 1 (the switch's values, in committed CSVs and `TLS=1`) mean
+    none and 1.3, so older rows still group with new ones."""
+    _, config = cli.parse_config(["--servers", "uvloop", "--tls", "none,1.2,1.3,1,0"])
+    assert config.values("tls") == ("none", "1.2", "1.3")
+    with (REPO / "tests" / "fixtures" / "handwritten.csv").open(newline="") as fh:
+        records = list(csv.reader(fh))
+    at = records[0].index("tls")
+    records[1][at], records[2][at] = "0", "1"
+    path = tmp_path / "switch.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(records[:3])
+    assert [r.key.tls for r in read_rows(path)] == ["none", "1.3"]
+    records[1][at] = "1.1"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(records[:3])
+    with pytest.raises(SchemaError, match="bad value for tls: '1.1'"):
+        read_rows(path)

@@ -162,3 +162,24 @@ def test_a_cell_at_rtt_20_through_the_harness(tmp_path):
     assert r.link_packets is not None and r.link_packets > 0
     assert r.latency_p50_ms >= 20.0  # a round trip is the lower bound of a request
     assert "delay line: relay on" in r.note
+
+
+@needs_line
+def test_a_tls_cell_at_rtt_20_resumes_and_pays_its_round_trips(tmp_path):
+    """TLS 1.3 over the line, a new connection per request resuming the last session: the
+    server (bound to the namespace's address, its certificate naming it) resumed them as the
+    client claims (else the note would say so), and each request took at least its three round
+    trips: TCP's handshake, TLS's (resumed or not, one under 1.3), the request itself."""
+    proc = _run(
+        "--quick", "--tls", "1.3", "--rtt", "20", "--servers", "uvloop", "--clients",
+        "pyperf-sequential-resume", "--modes", "unpooled", "--duration", "0.5", "--warmup",
+        "0.2", "--results-dir", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [csv_path] = [p for p in tmp_path.glob("*/*.csv")]
+    [r] = read_rows(csv_path)
+    assert r.status == "ok", r.note
+    assert (r.key.tls, r.key.rtt_ms) == ("1.3", 20.0)
+    assert "resum" not in r.note, r.note  # judge_tls found the handshakes as claimed
+    assert r.connections_opened >= r.requests > 0
+    assert r.latency_p50_ms >= 3 * 20.0

@@ -18,6 +18,7 @@ from servers.options import (
     OptionsError,
     ServerName,
     ServerOptions,
+    TlsVersion,
     build_parser,
     parse_args,
 )
@@ -38,8 +39,12 @@ ROUND_TRIP = [
     ServerOptions(ServerName.UVLOOP, keepalive_timeout_s=0.0, keepalive_max=0),
     ServerOptions(ServerName.UVLOOP, keepalive_timeout_s=2.5, header_timeout_s=0.25),
     ServerOptions(ServerName.STDLIB, host="::1", keepalive_max=1, tls=True, log_connections=True),
+    ServerOptions(ServerName.UVLOOP, tls=True, tls_version=TlsVersion.TLS12),
+    ServerOptions(ServerName.AIOHTTP, tls=True, tls_version=TlsVersion.TLS13),
     # More significant digits than `:g` keeps (6): the round trip must not round them.
     ServerOptions(ServerName.STDLIB, keepalive_timeout_s=12345.678, header_timeout_s=0.1234567),
+    ServerOptions(ServerName.AIOHTTP, max_connections=100),
+    ServerOptions(ServerName.UVLOOP, max_connections=2, reclaim_idle=True),
 ]
 
 
@@ -93,12 +98,20 @@ def test_effective_header_timeout(t: float, h: float | None, effective: float) -
         ({"header_timeout_s": -1.0}, "--header-timeout"),
         ({"tls": True, "certfile": Path("/nonexistent.pem")}, "together"),
         ({"certfile": Path("/a"), "keyfile": Path("/b")}, "--tls"),
+        ({"tls_version": TlsVersion.TLS12}, "--tls-version needs --tls"),
         ({"tls": True, "certfile": Path("/nonexistent/a"), "keyfile": Path("/b")}, "no such"),
+        ({"max_connections": -1}, "--max-connections"),
+        ({"reclaim_idle": True}, "--reclaim-idle needs --max-connections"),
     ],
 )
 def test_invalid_options_raise(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(OptionsError, match=re.escape(fragment)):
         ServerOptions(ServerName.STDLIB, **kwargs)  # type: ignore[arg-type]
+
+
+def test_max_connections_is_for_the_reference_servers() -> None:
+    with pytest.raises(OptionsError, match="not nginx"):
+        ServerOptions(ServerName.NGINX, max_connections=10)
 
 
 BAD_ARGV = [
@@ -116,6 +129,10 @@ BAD_ARGV = [
     pytest.param([], "required", id="no-server"),
     pytest.param(["uvloop", "--bogus"], "unrecognized", id="unknown-flag"),
     pytest.param(["uvloop", "--certfile", "/x.pem", "--keyfile", "/y.pem"], "--tls", id="no-tls"),
+    pytest.param(["uvloop", "--max-connections", "-2"], "--max-connections", id="negative-m"),
+    pytest.param(["stdlib", "--reclaim-idle"], "--reclaim-idle", id="reclaim-without-m"),
+    pytest.param(["uvloop", "--tls", "--tls-version", "1.1"], "--tls-version", id="tls-1.1"),
+    pytest.param(["uvloop", "--tls-version", "1.3"], "needs --tls", id="version-no-tls"),
 ]
 
 

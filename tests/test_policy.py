@@ -215,6 +215,7 @@ def test_close_reason_values_are_the_counter_names() -> None:
         "error",
         "shutdown",
         "handshake_failed",
+        "reclaimed",
     }
 
 

@@ -91,6 +91,32 @@ def test_checks_pass_fail_and_skip() -> None:
     assert status["stdlib reused-connection p50 < 1 ms"] == "FAIL"
 
 
+def test_every_issue_14_target_has_a_line_with_instructions_beside() -> None:
+    rows = [
+        _row("nginx", "close", 100.0),
+        _row("uvloop", "close", 95.0),
+        _row("bare-uvloop", "close", 100.0),
+        _row("uvloop", "keep-alive", 100.0),
+        _row("bare-uvloop", "keep-alive", 100.0),
+        _row("uvloop", "recycle", 80.0),
+        _row("nginx", "keep-alive", 100.0),
+        _row("nginx", "recycle", 86.0),
+    ]
+    counts = {("uvloop", "close"): 100_000.0, ("bare-uvloop", "close"): 50_000.0}
+    checks = {c.name: c for c in evaluate(rows, counts)}
+    close = checks["uvloop within 5% of bare-uvloop (close)"]
+    assert close.status == "PASS"
+    assert close.detail == (
+        "95 vs 100 req/s (95%); instructions 100,000 vs 50,000 per request (200%)"
+    )
+    assert checks["uvloop >= nginx (close)"].status == "FAIL"
+    assert (
+        checks["uvloop within 5% of bare-uvloop (keep-alive)"].detail == "100 vs 100 req/s (100%)"
+    )
+    assert checks["uvloop keep-alive max 100 >= 85% of unlimited"].status == "FAIL"
+    assert checks["nginx keep-alive max 100 of unlimited"].status == "INFO"
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -121,6 +147,9 @@ def test_short_run_writes_json(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     rows = {(r["target"], r["mode"]): r for r in data["rows"]}
-    assert set(rows) == {(t, m) for t in ("nginx", "bare-uvloop") for m in ("keep-alive", "close")}
+    pairs = {(t, m) for t in ("nginx", "bare-uvloop") for m in ("keep-alive", "close")}
+    assert set(rows) == pairs | {("nginx", "recycle")}  # nginx at keepalive_requests 100 too
     assert all(r["result"]["requests_per_s"] > 0 and r["error"] is None for r in rows.values())
     assert "SKIP uvloop >= nginx (keep-alive)" in done.stdout
+    assert "INFO nginx keep-alive max 100 of unlimited: " in done.stdout
+    assert data["instructions"] == []  # counted only with --instructions

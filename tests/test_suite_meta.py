@@ -31,6 +31,7 @@ CONFORMANCE_MODULES = (
     "tests.test_conformance_pipelining",
     "tests.test_conformance_errors",
     "tests.test_conformance_tls",
+    "tests.test_conformance_slots",
 )
 # The normative spec is the repository's copy: every clone has it, so this check never skips.
 SPEC = REPO / "docs" / "keepalive-spec.md"

@@ -116,6 +116,14 @@ def check_harness(side: Side, args: Sequence[str] = ()) -> None:
             f"{side.name}: `python -m benchmarks run` in {side.tree} does not take "
             f"{', '.join(missing)} (that commit predates it)"
         )
+    # A flag that took no value there and takes one here (`--tls` before `--tls 1.2,1.3`).
+    switches = set(re.findall(r"\[(--[A-Za-z0-9-]+)\]", proc.stdout))
+    valueless = [a for a in args if a in VALUE_FLAGS and a in switches]
+    if valueless:
+        raise RoundError(
+            f"{side.name}: `python -m benchmarks run` in {side.tree} takes "
+            f"{', '.join(valueless)} without a value (that commit predates its values)"
+        )
 
 
 def result_csvs(root: Path) -> set[Path]:

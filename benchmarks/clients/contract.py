@@ -45,6 +45,9 @@ class ClientKind(enum.StrEnum):
     LOCUST_FASTHTTP = "locust-fasthttp"  # FastHttpUser: PooledUser / UnpooledUser
     LOCUST_REQUESTS = "locust-requests"  # HttpUser: PooledRequestsUser / UnpooledRequestsUser
     PYPERF_SEQUENTIAL = "pyperf-sequential"  # one request at a time (the seed experiment)
+    # The same, and each new connection resumes the previous one's TLS session (no Python HTTP
+    # client does: urllib3/requests, aiohttp and geventhttpclient all start every one afresh).
+    PYPERF_SEQUENTIAL_RESUME = "pyperf-sequential-resume"
     PYPERF_CONCURRENT_RAW = "pyperf-concurrent-raw"  # asyncio Protocol client on uvloop
     PYPERF_CONCURRENT_AIOHTTP = "pyperf-concurrent-aiohttp"  # aiohttp ClientSession
 
@@ -53,8 +56,16 @@ class ClientKind(enum.StrEnum):
         return self.value.startswith("locust")
 
     def connections(self, concurrency: int) -> int:
-        """Connections this client holds at once: the sequential client always uses one."""
-        return 1 if self is ClientKind.PYPERF_SEQUENTIAL else concurrency
+        """Connections this client holds at once: the sequential clients always use one."""
+        return 1 if self in SEQUENTIAL_CLIENTS else concurrency
+
+    @property
+    def resumes_tls(self) -> bool:
+        """Offers the previous connection's TLS session on each new connection."""
+        return self is ClientKind.PYPERF_SEQUENTIAL_RESUME
+
+
+SEQUENTIAL_CLIENTS = frozenset({ClientKind.PYPERF_SEQUENTIAL, ClientKind.PYPERF_SEQUENTIAL_RESUME})
 
 
 LOCUST_USER_CLASSES = {
@@ -66,6 +77,7 @@ LOCUST_USER_CLASSES = {
 
 PYPERF_MODULES = {
     ClientKind.PYPERF_SEQUENTIAL: "benchmarks.clients.pyperf_sequential",
+    ClientKind.PYPERF_SEQUENTIAL_RESUME: "benchmarks.clients.pyperf_sequential_resume",
     ClientKind.PYPERF_CONCURRENT_RAW: "benchmarks.clients.pyperf_concurrent",
     ClientKind.PYPERF_CONCURRENT_AIOHTTP: "benchmarks.clients.pyperf_concurrent",
 }
@@ -340,6 +352,9 @@ class ClientResult:
     # Median per request of each phase the client times apart (benchmarks.clients.shared.Phase:
     # connect, tls, ttfb), microseconds; a phase it cannot tell is absent.
     phases_p50_us: dict[str, float] = field(default_factory=dict)
+    # Of those, the ones whose TLS session was resumed (session_reused), over the same span;
+    # -1: a client that never offers a session (every one but pyperf-sequential-resume).
+    tls_resumed: int = -1
     format: int = RESULT_FORMAT
 
     @property

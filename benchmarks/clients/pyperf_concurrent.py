@@ -35,6 +35,8 @@ class AiohttpClient:
     includes the TLS handshake: so the connect phase is measured over http only, and neither
     TLS nor the first byte (aiohttp has no hook at the first response byte)."""
 
+    tls_resumed = 0  # never offers a TLS session to resume
+
     def __init__(self, target: Target, mode: Mode, concurrency: int) -> None:
         import uvloop
 

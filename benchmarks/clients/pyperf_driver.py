@@ -34,7 +34,13 @@ from typing import Protocol
 import pyperf
 
 from benchmarks import latency
-from benchmarks.clients.contract import ClientConfig, ClientResult, Mode, parse_pyperf_args
+from benchmarks.clients.contract import (
+    ClientConfig,
+    ClientKind,
+    ClientResult,
+    Mode,
+    parse_pyperf_args,
+)
 from benchmarks.clients.shared import Phase, Tally, Target, dump_part, fail, load_parts
 
 PROBE_S = 0.25  # how long the main process probes the server to size `loops`
@@ -60,6 +66,7 @@ class Batch:
 class LoadClient(Protocol):
     connections_opened: int  # TCP connections opened so far (connects that succeeded)
     timings: frozenset[Phase]  # the phases its batches measure (empty: none)
+    tls_resumed: int  # of those, resumed TLS sessions (0 for a client that never offers one)
 
     def run(self, loops: int) -> Batch:
         """Send exactly `loops` requests (failures included) and time them."""
@@ -141,9 +148,9 @@ def _runner(spec: ClientSpec, run: Run, plan: Plan, loops: int) -> pyperf.Runner
     )
 
 
-def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[float, int, int]:
-    """Seconds per loop, requests sent and connections opened; exits with one line if the
-    server does not answer."""
+def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[float, int, LoadClient]:
+    """Seconds per loop, requests sent and the (closed) client, with its connection counts;
+    exits with one line if the server does not answer."""
     reason = target.check_reachable()
     if reason is not None:
         fail(spec.prog, reason)
@@ -164,17 +171,16 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
             loops *= 2
     finally:
         client.close()
-    connections = client.connections_opened
     if ok == 0:
         kinds = ", ".join(f"{k} x{n}" for k, n in errors.most_common(3))
         where = f"{config.url}{config.path}"
         fail(spec.prog, f"no request to {where} succeeded while probing ({kinds})")
-    return elapsed / sent, sent, connections
+    return elapsed / sent, sent, client
 
 
 def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
     config = run.config
-    seconds_per_loop, probe_requests, probe_connections = _probe(spec, config, target)
+    seconds_per_loop, probe_requests, probe = _probe(spec, config, target)
     connections = config.kind.connections(config.concurrency)
     loops = plan.loops_for(config.duration_s, seconds_per_loop, connections)
     output = config.output
@@ -194,7 +200,8 @@ def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args
     finally:
         shutil.rmtree(run.parts_dir, ignore_errors=True)
     tally.requests_total += probe_requests
-    tally.connections += probe_connections
+    tally.connections += probe.connections_opened
+    tally.tls_resumed += probe.tls_resumed
     pyperf_json = output.with_name(output.name + ".pyperf.json")
     bench.dump(str(pyperf_json), replace=True)
     result = _result(config.kind.value, config.mode.value, tally, workers, [str(pyperf_json)])
@@ -223,6 +230,7 @@ def _result(kind: str, mode: str, tally: Tally, workers: int, artifacts: list[st
         connections_opened=tally.connections,
         connections_window=tally.connections_window,
         phases_p50_us=tally.phases_p50_us(),
+        tls_resumed=tally.tls_resumed if ClientKind(kind).resumes_tls else -1,
     )
 
 
@@ -235,7 +243,15 @@ def _summary_line(name: str, result: ClientResult) -> str:
         f"{name}: {us_per_request:.1f} us per request, {rps:,.0f} req/s; latency p50 "
         f"{lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, max {lat['max']:.0f} us; "
         f"{result.requests} requests, {result.errors} errors in {result.elapsed_s:.2f} s"
+        + _resumed_text(result)
     )
+
+
+def _resumed_text(result: ClientResult) -> str:
+    """How many of its new connections resumed a TLS session (a resuming client only)."""
+    if result.tls_resumed < 0:
+        return ""
+    return f"; {result.tls_resumed} of {result.connections_opened} connections resumed TLS"
 
 
 def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
@@ -273,6 +289,7 @@ def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args:
     finally:
         client.close()
     tally.connections = client.connections_opened
+    tally.tls_resumed = client.tls_resumed
     if not calibrating:
         assert run.parts_dir is not None, "the main process gives every worker --parts-dir"
         dump_part(run.parts_dir, tally)

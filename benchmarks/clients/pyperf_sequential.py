@@ -14,6 +14,7 @@ histogram; pyperf's own JSON is kept beside --output as `<output>.pyperf.json`.
 from __future__ import annotations
 
 import http.client
+import ssl
 import sys
 import time
 from collections import Counter
@@ -37,6 +38,8 @@ class SequentialClient:
     `getresponse()` has read the status line and headers (one read: a few microseconds of
     parsing later than the byte itself, and no extra system call per request)."""
 
+    tls_resumed = 0  # never offers a TLS session to resume
+
     def __init__(self, target: Target, mode: Mode) -> None:
         self.target = target
         self.mode = mode
@@ -53,12 +56,23 @@ class SequentialClient:
 
     def _new(self) -> http.client.HTTPConnection:
         if self.context is not None:
-            return http.client.HTTPSConnection(
-                self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S, context=self.context
-            )
+            return self._https(self.context)
         return http.client.HTTPConnection(
             self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S
         )
+
+    def _https(self, context: ssl.SSLContext) -> http.client.HTTPConnection:
+        """An https connection (not yet connected); a full handshake on each new connection."""
+        return http.client.HTTPSConnection(
+            self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S, context=context
+        )
+
+    def _handshake(self, conn: http.client.HTTPConnection, context: ssl.SSLContext) -> None:
+        """The TLS handshake on `conn`'s connected socket (a subclass may offer a session)."""
+        conn.sock = context.wrap_socket(conn.sock, server_hostname=self.target.host)
+
+    def _got_head(self, conn: http.client.HTTPConnection) -> None:
+        """Called once a response head has arrived (TLS 1.3 session tickets came before it)."""
 
     def _open(self, conn: http.client.HTTPConnection) -> None:
         """Connect `conn` (TCP, then TLS on https: what HTTPSConnection.connect does), timing
@@ -69,7 +83,7 @@ class SequentialClient:
         http.client.HTTPConnection.connect(conn)  # TCP only, also for an HTTPSConnection
         connected = clock()
         if self.context is not None:
-            conn.sock = self.context.wrap_socket(conn.sock, server_hostname=self.target.host)
+            self._handshake(conn, self.context)
             self.tls.append(clock() - connected)
         self.connects.append(connected - start)
         self.connections_opened += 1
@@ -81,6 +95,7 @@ class SequentialClient:
         conn.request("GET", self.target.path, headers=self.headers)
         response = conn.getresponse()
         self.ttfb.append(time.perf_counter_ns() - write)
+        self._got_head(conn)
         response.read()
         return response.status
 

@@ -179,6 +179,8 @@ class _Conn(asyncio.Protocol):
 class RawClient:
     """`concurrency` slots over uvloop; `run(loops)` sends exactly `loops` requests."""
 
+    tls_resumed = 0  # never offers a TLS session to resume
+
     def __init__(self, target: Target, mode: Mode, concurrency: int) -> None:
         import uvloop
 

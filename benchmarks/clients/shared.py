@@ -128,6 +128,7 @@ class Tally:
     requests_total: int = 0
     connections: int = 0  # TCP connections this process opened (every request, like requests_total)
     connections_window: int = 0  # ... of which in the measured window (the span of `requests`)
+    tls_resumed: int = 0  # of those, the ones whose TLS session was resumed (resuming clients)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
     phases: dict[Phase, Any] = field(default_factory=dict)  # Phase -> histogram (us), measured
@@ -177,6 +178,7 @@ class Tally:
             "requests_total": self.requests_total,
             "connections": self.connections,
             "connections_window": self.connections_window,
+            "tls_resumed": self.tls_resumed,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
             "phases": {p.value: latency.encode(h) for p, h in self.phases.items()},
@@ -191,6 +193,7 @@ class Tally:
             requests_total=data["requests_total"],
             connections=data.get("connections", 0),
             connections_window=data.get("connections_window", 0),
+            tls_resumed=data.get("tls_resumed", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
             phases={Phase(p): latency.decode(h) for p, h in data.get("phases", {}).items()},
@@ -204,6 +207,7 @@ class Tally:
         self.requests_total += other.requests_total
         self.connections += other.connections
         self.connections_window += other.connections_window
+        self.tls_resumed += other.tls_resumed
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
         for phase, hist in other.phases.items():

@@ -31,7 +31,7 @@ from servers.options import EXTERNAL_SERVERS, REFERENCE_SERVERS
 
 PROG = "python -m benchmarks conformance-report"
 DEFAULT_SERVERS = (*REFERENCE_SERVERS, *EXTERNAL_SERVERS)
-FAMILIES = ("KA", "MAX", "IDLE", "PIPE", "BODY", "ERR", "ROB")
+FAMILIES = ("KA", "MAX", "IDLE", "PIPE", "BODY", "ERR", "ROB", "SLOT")
 MESSAGE_CHARS = 160
 LEGEND = (
     "pass: as the spec says; pass*: the same, but with another Keep-Alive header (below); "
@@ -39,7 +39,7 @@ LEGEND = (
     "test failed, [subcases] when only some did; error: the server did not start."
 )
 # tests/test_conformance_<part>.py: one test per spec case, plus the TLS variants.
-CONFORMANCE_PARTS = ("persistence", "timeouts", "pipelining", "errors", "tls")
+CONFORMANCE_PARTS = ("persistence", "timeouts", "pipelining", "errors", "tls", "slots")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Outcome:
 
 
 def row_order(row: str) -> tuple[int, int, bool]:
-    """Spec order: KA, MAX, IDLE, PIPE, BODY, ERR, ROB; a TLS variant after its plain case."""
+    """Spec order: KA, MAX, IDLE, PIPE, BODY, ERR, ROB, SLOT; a TLS variant after its plain case."""
     case = row.split()[0]
     family, _, number = case.partition("-")
     rank = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)

@@ -105,11 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for d in DIMENSIONS:  # the matrix: one flag per dimension
-        if d.switch:
-            p.add_argument(d.flag, action="store_true", help=d.help)
-        else:
-            choices = ",".join(d.choices()) if d.choices else ""
-            p.add_argument(d.flag, help=d.help.format(choices=choices))
+        choices = ",".join(d.choices()) if d.choices else ""
+        p.add_argument(d.flag, help=d.help.format(choices=choices))
     for setting in RUN_SETTINGS:  # what every round of bench-compare and noise is run with too
         if setting.parse is None:
             p.add_argument(setting.flag, action="store_true", help=setting.help)

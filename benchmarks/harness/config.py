@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.clients.contract import MAX_CONCURRENCY, MAX_WORKERS, ClientKind, Mode
 from benchmarks.common import UsageError, parse_list
-from benchmarks.harness.target import TargetCommand, TargetServer
+from benchmarks.harness.target import TargetCommand, TargetServer, target_tls
 from benchmarks.matrix import (
     DIMENSIONS,
     FULL,
@@ -215,10 +215,7 @@ def matrix_of(
         if d.column in matrix:
             continue
         text = given.get(d.dest)
-        if d.switch:
-            matrix[d.column] = (1,) if text else d.default()
-        else:
-            matrix[d.column] = d.default() if text is None else parse_values(str(text), d)
+        matrix[d.column] = d.default() if text is None else parse_values(str(text), d)
     return matrix
 
 
@@ -232,7 +229,7 @@ def _target_matrix(
         if given.get(d.dest):
             raise UsageError(f"--target measures the server at its URL: {d.flag} does not apply")
     matrix: dict[str, tuple[Any, ...]] = {
-        "server": (TARGET_SERVER,), "tls": (int(target.tls),), "target_url": (target.url,),
+        "server": (TARGET_SERVER,), "tls": (target_tls(target),), "target_url": (target.url,),
     }  # fmt: skip
     if given.get(by_column("client").dest) is None:  # a target is measured by every client
         matrix["client"] = tuple(ClientKind)
@@ -261,7 +258,7 @@ def build(
     """RunConfig from CLI strings: unset values take the profile's (QUICK or FULL) defaults.
 
     `dimensions` are keyed by each dimension's argparse dest (`servers="uvloop,aiohttp"`,
-    `keepalive_max="0"`, `tls=True`); TypeError for a name that is none of them."""
+    `keepalive_max="0"`, `tls="1.2,1.3"`); TypeError for a name that is none of them."""
     unknown = set(dimensions) - {d.dest for d in DIMENSIONS}
     if unknown:
         raise TypeError(f"build() got unknown dimensions {sorted(unknown)}")

@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from typing import TextIO
 
 from benchmarks import latency
-from benchmarks.clients.contract import ClientKind, Mode
+from benchmarks.clients.contract import SEQUENTIAL_CLIENTS, Mode
 from benchmarks.harness.config import Cell
-from benchmarks.matrix import DIMENSION_COLUMNS
+from benchmarks.matrix import DIMENSION_COLUMNS, NO_TLS
 from benchmarks.records.keys import CellKey, cell_key
 from benchmarks.records.schema import ResultRow
 
-SEQUENTIAL = ClientKind.PYPERF_SEQUENTIAL.value
+SEQUENTIAL = tuple(kind.value for kind in SEQUENTIAL_CLIENTS)
 
 FLAG_LEGEND = "flags: C client-bound (a lower bound), I invalid (mode not achieved), F failed"
 
@@ -186,7 +186,7 @@ def summary_table(rows: Sequence[ResultRow], hists: Sequence[str | None] | None 
             str(max(len(v) for v in by_mode.values())),
             flags(all_rows) or "-",
         ])  # fmt: skip
-        if key.client == SEQUENTIAL and pooled and unpooled:
+        if key.client in SEQUENTIAL and pooled and unpooled:
             headlines.append(sequential_headline(key, pooled, unpooled))
     return "\n".join([render(table), FLAG_LEGEND, *headlines])
 
@@ -202,13 +202,13 @@ def sequential_headline(key: CellKey, pooled: ModeStats, unpooled: ModeStats) ->
     if pooled.p50_ms is not None and unpooled.p50_ms is not None:
         p50 = f"; p50 {pooled.p50_ms * 1000:.0f} vs {unpooled.p50_ms * 1000:.0f} us"
     return (
-        f"{SEQUENTIAL} {key.server} {_ka(key)}: {reused:.1f} us per request reused, {fresh:.1f} us "
+        f"{key.client} {key.server} {_ka(key)}: {reused:.1f} us per request reused, {fresh:.1f} us "
         f"with a new connection each: reuse saves {fresh - reused:.1f} us per request "
         f"(mean = 1e6 / req/s{p50})"
     )
 
 
-# Shown in columns of their own (server, client, c) or as the keep-alive policy (`5s/100 tls`);
+# Shown in columns of their own (server, client, c) or as the keep-alive policy (`5s/100 tls1.3`);
 # any other dimension follows the policy as `name=value`.
 _SHOWN = (
     "server", "client", "mode", "concurrency", "keepalive_timeout_s", "keepalive_max", "tls",
@@ -220,7 +220,8 @@ def _ka(key: CellKey) -> str:
     """The keep-alive policy as the table and the headline both show it: timeout/max [tls],
     then the cell's other settings."""
     others = key.settings(only=[c for c in DIMENSION_COLUMNS if c not in _SHOWN])
-    policy = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}" + (" tls" if key.tls else "")
+    tls = f" tls{key.tls}" if key.tls != NO_TLS else ""
+    policy = f"{key.keepalive_timeout_s:g}s/{key.keepalive_max}{tls}"
     return f"{policy} {others}" if others else policy
 
 

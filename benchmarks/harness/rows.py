@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clients.contract import ClientResult
+from benchmarks.clients.contract import ClientKind, ClientResult
 from benchmarks.harness import validity
 from benchmarks.harness.config import Cell, RunConfig
 from benchmarks.harness.fingerprint import Fingerprint
@@ -148,6 +148,13 @@ def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> validity.Verdict:
         connections_counted=m.result.connections_opened,
         connections_window=m.result.connections_window,
     )  # fmt: skip
+    if verdict.valid and "tls_resumed" in m.after:  # TLS counted (our servers): which handshakes
+        verdict = validity.judge_tls(
+            resuming=ClientKind(cell.key.client).resumes_tls, mode=cell.mode,
+            load_processes=m.result.load_processes,
+            handshakes=_delta(m, "tls_handshakes"), resumed=_delta(m, "tls_resumed"),
+            client_resumed=m.result.tls_resumed,
+        )  # fmt: skip
     if verdict.valid and load.contended:
         return validity.Verdict(False, load.contended)
     return verdict

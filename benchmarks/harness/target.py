@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -103,6 +104,45 @@ class TargetCommand:
         return TargetServer(
             self.url, scheme, host, port, self.path, pid, ca_path or self.ca_path, self.insecure
         )
+
+
+def target_tls(target: TargetServer | TargetCommand) -> str:
+    """The tls dimension of a target's rows: `none` for http; for an https URL the version the
+    clients' own context negotiates with it (one handshake, now); for a command, the
+    `--tls-version` it is given, else 1.3 (the clients offer 1.2 and 1.3 and take the highest;
+    a server that speaks only 1.2 must be given as a URL to be labelled right)."""
+    if not target.tls:
+        return "none"
+    if isinstance(target, TargetCommand):
+        words = list(target.words)
+        if "--tls-version" in words[:-1]:
+            return words[words.index("--tls-version") + 1]
+        return "1.3"
+    context = target.ssl_context()
+    assert context is not None
+    try:
+        with (
+            socket.create_connection((target.host, target.port), timeout=5.0) as raw,
+            context.wrap_socket(raw, server_hostname=target.host) as tls,
+        ):
+            version = tls.version() or ""
+    except OSError as exc:  # ssl.SSLError is one
+        raise UsageError(_no_answer(target, exc)) from None
+    version = version.removeprefix("TLSv")
+    if version not in ("1.2", "1.3"):
+        raise UsageError(f"--target {target.url}: negotiated TLS {version or '?'}: only 1.2 and "
+                         "1.3 are measured")  # fmt: skip
+    return version
+
+
+def _no_answer(target: TargetServer, reason: object) -> str:
+    """The one line for a target that did not answer; a certificate that did not verify says
+    which flag to give."""
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        how = "--target-ca FILE (make bench CA=FILE) or --target-insecure (INSECURE=1)"
+        why = reason.verify_message
+        return f"--target {target.url}: certificate not verified ({why}): {how}"
+    return f"--target {target.url} did not answer: {reason}"
 
 
 def is_loopback(host: str) -> bool:
@@ -204,11 +244,7 @@ def check_answers(
         pass  # it answered
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ssl.SSLCertVerificationError):
-            how = "--target-ca FILE (make bench CA=FILE) or --target-insecure (INSECURE=1)"
-            why = reason.verify_message
-            return f"--target {target.url}: certificate not verified ({why}): {how}"
-        return f"--target {target.url} did not answer: {reason}"
+        return _no_answer(target, reason)
     if target.pid is not None and not started and not listens_on(target.pid, target.port):
         return f"--target-pid {target.pid}: it and its children do not listen on {target.port}"
     return None

@@ -29,6 +29,9 @@ window's edges:
   lost measurements, e.g. a Locust worker's report), the server must have accepted about the
   connections the client counted (else its window count is not to be trusted), the client must
   have completed requests, and errors must stay under 1%.
+* over TLS (our servers count `tls_handshakes` and `tls_resumed`): a client that never offers
+  a session must have made full handshakes only; a resuming one, unpooled, must have resumed
+  all but each load process's first (+2), and seen as many resumed as the server counted.
 """
 
 from __future__ import annotations
@@ -177,6 +180,47 @@ def _mode_verdict(
             False,
             f"unpooled at concurrency {concurrency} but at most {peak_open_connections} "
             "connections were open at once",
+        )
+    return Verdict(True)
+
+
+# A resuming client's processes (the probe, each pyperf worker) start with a full handshake:
+# allowed beside each one, this many more (a reconnect whose session the server had dropped).
+RESUME_MISSES = 2
+
+
+def judge_tls(
+    *,
+    resuming: bool,
+    mode: Mode,
+    load_processes: int,
+    handshakes: int,
+    resumed: int,
+    client_resumed: int,
+) -> Verdict:
+    """Valid when the server's TLS handshakes (its `tls_handshakes` and `tls_resumed` deltas)
+    were the kind the client claims: all full for a client that never offers a session;
+    unpooled, all but each process's first resumed for a resuming client, as many as the
+    client itself saw resumed (`client_resumed`, -1 when it does not count)."""
+    if not resuming:
+        if resumed:
+            return Verdict(
+                False,
+                f"{resumed} of {handshakes} TLS handshakes resumed a session: not the full "
+                "handshakes this client makes",
+            )
+        return Verdict(True)
+    if client_resumed >= 0 and abs(client_resumed - resumed) > RESUME_MISSES:
+        return Verdict(
+            False,
+            f"the client saw {client_resumed} TLS sessions resumed, the server {resumed}",
+        )
+    full = handshakes - resumed
+    if mode is Mode.UNPOOLED and full > max(load_processes, 1) + RESUME_MISSES:
+        return Verdict(
+            False,
+            f"resuming client, but {full} of {handshakes} TLS handshakes were full: sessions "
+            "were not resumed",
         )
     return Verdict(True)
 

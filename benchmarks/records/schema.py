@@ -201,6 +201,8 @@ _CASTS = {
     "int": int, "float": float, "str": str,
     "int | None": _optional(int), "float | None": _optional(float),
 }  # fmt: skip
+# Dimension columns whose older files spell values differently (tls 0/1 as none/1.3).
+_READS = {d.column: d.read for d in DIMENSIONS if d.read is not None}
 # Columns a file may lack: dimensions added after it was written, with the value they had then,
 # and the row columns schema 2 added (what a version-1 row, on loopback, holds in them).
 _BEFORE: dict[str, Any] = {
@@ -354,8 +356,8 @@ def _parse_row(
             cast[name] = math.nan
             continue
         try:
-            cast[name] = _CASTS[str(_TYPES[name])](values[name])
-        except ValueError:
+            cast[name] = _READS.get(name, _CASTS[str(_TYPES[name])])(values[name])
+        except (ValueError, UsageError):
             raise SchemaError(f"{path}:{lineno}: bad value for {name}: {values[name]!r}") from None
     return row_from(cast)
 

@@ -3,15 +3,22 @@
 Answers "is our server the bottleneck?" before any keep-alive figure is trusted: each reference
 server is measured with wrk (a C client that outruns every server here) with keep-alive and with
 `Connection: close`, next to nginx with one worker and to bare apps of the same libraries, all
-with the same keep-alive policy. The server is pinned to core 0 and wrk to core 1, so the two
+with the same keep-alive policy. The uvloop server and nginx are also run recycling connections
+(`recycle`: keep-alive with at most 100 requests each, restarted with that limit) when the
+policy's own limit is unlimited. The server is pinned to core 0 and wrk to core 1, so the two
 never compete for a core. Every process started is stopped on success, error and Ctrl-C.
+
+With `--instructions`, each Python target is then counted under callgrind
+(`benchmarks.serverperf.instructions`, a sequential client, the same policy; the uvloop server
+at max 100 for its recycle row): an `instr/req` column, and every target's line (issues 2 and
+14, `checks`) ends with the same ratio in instructions, which the machine's load cannot move.
 
 wrk starts a request's clock once its connection is up, so close-mode latencies leave out the
 handshake; its cost shows in req/s. The stdlib server's reused-connection latency is measured
 alone (wrk -c1) because at 50 connections it is queueing, not the server, that sets p50.
 
-Exit status: 0 when every target is PASS or SKIP and every row ran, 1 otherwise, 2 for bad input
-or a missing wrk, 130 on Ctrl-C.
+Exit status: 0 when every target is PASS, SKIP or INFO and every row (and count) ran, 1
+otherwise, 2 for bad input or a missing wrk (or valgrind with --instructions), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +43,19 @@ from benchmarks.common import (
     sigterm_as_interrupt,
     write_atomic,
 )
-from benchmarks.serverperf.checks import CLOSE, KEEP_ALIVE, SEQUENTIAL, Check, Row, evaluate, find
+from benchmarks.serverperf import instructions
+from benchmarks.serverperf.checks import (
+    CLOSE,
+    KEEP_ALIVE,
+    RECYCLE,
+    RECYCLE_MAX,
+    SEQUENTIAL,
+    Check,
+    Counts,
+    Row,
+    evaluate,
+    find,
+)
 from benchmarks.serverperf.targets import ALL_TARGETS, NGINX, TargetError, running
 from benchmarks.serverperf.wrk import WrkError, find_wrk, run_wrk, wrk_command
 from servers.launch import ServerStartError
@@ -43,7 +64,9 @@ from servers.policy import KeepAlivePolicy
 PROG = "python -m benchmarks serverperf"
 SERVER_CPU, CLIENT_CPU = 0, 1
 SEQUENTIAL_TARGETS = ("stdlib", "bare-stdlib")  # wrk -c1: reused-connection latency
-JSON_SCHEMA = "keepalive-bench/serverperf/1"
+RECYCLE_TARGETS = ("nginx", "uvloop")  # a recycle row (keep-alive max RECYCLE_MAX) each
+INSTRUCTION_REQUESTS = 1000  # counted requests per mode under callgrind
+JSON_SCHEMA = "keepalive-bench/serverperf/2"
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,7 @@ class Config:
     targets: tuple[str, ...]
     keepalive: KeepAlivePolicy
     json_path: Path | None
+    instructions: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="also write rows and checks as JSON (atomically)")  # fmt: skip
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per request of the Python targets "
+                        "under callgrind (valgrind; a minute or more per target)")  # fmt: skip
     return parser
 
 
@@ -88,7 +115,8 @@ def parse_config(argv: Sequence[str]) -> Config:
     if ns.json is not None:
         check_output_file(ns.json, "--json")
     keepalive = KeepAlivePolicy(timeout_s=5.0, max_requests=ns.keepalive_max)
-    return Config(ns.duration, ns.connections, parse_targets(ns.servers), keepalive, ns.json)
+    targets = parse_targets(ns.servers)
+    return Config(ns.duration, ns.connections, targets, keepalive, ns.json, ns.instructions)
 
 
 def modes_for(target: str, connections: int) -> list[tuple[str, int]]:
@@ -99,11 +127,22 @@ def modes_for(target: str, connections: int) -> list[tuple[str, int]]:
 
 
 def measure_target(target: str, config: Config) -> list[Row]:
-    """Start the target once, run each of its modes, stop it; failures become error rows."""
-    modes = modes_for(target, config.connections)
+    """The target's rows: its modes under the configured policy, then (uvloop and nginx, when
+    that policy is unlimited) its recycle row, with the server restarted at RECYCLE_MAX."""
+    rows = _measure_modes(target, config, config.keepalive, modes_for(target, config.connections))
+    if target in RECYCLE_TARGETS and config.keepalive.max_requests == 0:
+        recycle = KeepAlivePolicy(config.keepalive.timeout_s, RECYCLE_MAX)
+        rows += _measure_modes(target, config, recycle, [(RECYCLE, config.connections)])
+    return rows
+
+
+def _measure_modes(
+    target: str, config: Config, keepalive: KeepAlivePolicy, modes: list[tuple[str, int]]
+) -> list[Row]:
+    """Start the target once, run each mode, stop it; failures become error rows."""
     rows: list[Row] = []
     try:
-        with running(target, config.keepalive, SERVER_CPU) as url:
+        with running(target, keepalive, SERVER_CPU) as url:
             for mode, connections in modes:
                 progress(f"{target} {mode} -c{connections} {config.duration_s:g}s ...")
                 command = wrk_command(
@@ -119,6 +158,34 @@ def measure_target(target: str, config: Config) -> list[Row]:
         error = " ".join(str(exc).split()) or type(exc).__name__
         rows += [Row(target, m, c, None, error) for m, c in modes if m not in done]
     return rows
+
+
+def count_instructions(config: Config) -> tuple[Counts, list[str]]:
+    """Instructions per request of each selected Python target, both modes, and of the uvloop
+    server at max RECYCLE_MAX (its recycle row); (counts, one-line errors)."""
+    counts: Counts = {}
+    errors: list[str] = []
+    runs: list[tuple[str, int, str | None]] = [
+        (t, config.keepalive.max_requests, None)
+        for t in config.targets
+        if t in instructions.TARGETS
+    ]
+    if "uvloop" in config.targets and config.keepalive.max_requests == 0:
+        runs.append(("uvloop", RECYCLE_MAX, RECYCLE))
+    for target, keepalive_max, as_mode in runs:
+        modes = (KEEP_ALIVE,) if as_mode else instructions.MODES
+        icfg = instructions.Config(
+            (target,), modes, INSTRUCTION_REQUESTS, warmup=200, settle_s=5.5,
+            keepalive_max=keepalive_max,
+        )  # fmt: skip
+        try:
+            measured = instructions.measure(target, icfg)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            errors.append(f"{target} instructions: error: {' '.join(str(exc).split())}")
+            continue
+        for mode, value in measured.items():
+            counts[target, as_mode or mode] = value
+    return counts, errors
 
 
 def progress(message: str) -> None:
@@ -137,29 +204,35 @@ def _ratio(row: Row, rows: Sequence[Row], reference: str) -> str:
     return f"{row.result.requests_per_s / ref.requests_per_s:.0%}"
 
 
-def _cells(row: Row, rows: Sequence[Row]) -> tuple[str, ...]:
+def _cells(row: Row, rows: Sequence[Row], counts: Counts) -> tuple[str, ...]:
     r = row.result
     assert r is not None
     bare = "" if row.target.startswith("bare-") else _ratio(row, rows, f"bare-{row.target}")
     nginx = "" if row.mode == SEQUENTIAL else _ratio(row, rows, NGINX)
+    if row.mode == RECYCLE:  # beside its own unlimited row, not another server's
+        bare, nginx = "", ""
+    count = counts.get((row.target, row.mode))
     return (
         row.target, row.mode, str(row.connections), f"{r.requests_per_s:,.0f}",
         _ms(r.p50_us), _ms(r.p99_us), str(r.errors), bare, nginx,
+        "" if count is None else f"{count:,.0f}",
     )  # fmt: skip
 
 
 TABLE_HEADER = ("target", "mode", "conns", "req/s", "p50 ms", "p99 ms", "errors", "vs bare",
-                "vs nginx")  # fmt: skip
-MODE_ORDER = (KEEP_ALIVE, CLOSE, SEQUENTIAL)
+                "vs nginx", "instr/req")  # fmt: skip
+MODE_ORDER = (KEEP_ALIVE, CLOSE, RECYCLE, SEQUENTIAL)
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    """One line per row, grouped by mode; `vs bare`/`vs nginx` are req/s ratios, same mode.
+def format_table(rows: Sequence[Row], counts: Counts | None = None) -> str:
+    """One line per row, grouped by mode; `vs bare`/`vs nginx` are req/s ratios, same mode;
+    `instr/req` is callgrind's count (`--instructions`), blank where not counted.
 
     Rows that failed are listed after the table with their one-line error.
     """
+    counts = counts or {}
     ordered = sorted(rows, key=lambda r: MODE_ORDER.index(r.mode))
-    lines = [TABLE_HEADER] + [_cells(r, rows) for r in ordered if r.result is not None]
+    lines = [TABLE_HEADER] + [_cells(r, rows, counts) for r in ordered if r.result is not None]
     widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_HEADER))]
     out = []
     for line in lines:
@@ -170,7 +243,9 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(out)
 
 
-def to_json(config: Config, rows: Sequence[Row], checks: Sequence[Check]) -> str:
+def to_json(
+    config: Config, rows: Sequence[Row], checks: Sequence[Check], counts: Counts | None = None
+) -> str:
     payload = {
         "schema": JSON_SCHEMA,
         "config": {
@@ -179,12 +254,17 @@ def to_json(config: Config, rows: Sequence[Row], checks: Sequence[Check]) -> str
             "targets": list(config.targets),
             "keepalive_timeout_s": config.keepalive.timeout_s,
             "keepalive_max": config.keepalive.max_requests,
+            "recycle_max": RECYCLE_MAX,
             "server_cpu": SERVER_CPU,
             "client_cpu": CLIENT_CPU,
             "wrk": "wrk -t1 --latency, Connection: close for the close rows",
         },
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "rows": [row.to_json() for row in rows],
+        "instructions": [
+            {"target": target, "mode": mode, "per_request": round(value)}
+            for (target, mode), value in (counts or {}).items()
+        ],
         "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks],
     }
     return json.dumps(payload, indent=2) + "\n"
@@ -197,23 +277,36 @@ def preflight() -> None:
         raise UsageError(f"needs CPU cores {SERVER_CPU} and {CLIENT_CPU} (server and wrk)")
 
 
+def preflight_instructions() -> None:
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            raise UsageError(f"--instructions: {tool} not found; `apt-get install valgrind`")
+
+
 def run(config: Config) -> int:
     rows: list[Row] = []
     for target in config.targets:
         rows += measure_target(target, config)
-    checks = evaluate(rows)
-    print(format_table(rows))
+    counts: Counts = {}
+    count_errors: list[str] = []
+    if config.instructions:  # after every wrk row: callgrind's counts do not depend on load
+        counts, count_errors = count_instructions(config)
+    checks = evaluate(rows, counts)
+    print(format_table(rows, counts))
+    for line in count_errors:
+        print(line)
     print()
     for check in checks:
         print(check.line())
     if config.json_path is not None:
         try:
-            write_atomic(config.json_path, to_json(config, rows, checks))
+            write_atomic(config.json_path, to_json(config, rows, checks, counts))
         except OSError as exc:
             sys.stderr.write(f"{PROG}: error: cannot write {config.json_path}: {exc.strerror}\n")
             return 1
         print(f"wrote {config.json_path}")
     failed = any(c.status == "FAIL" for c in checks) or any(r.result is None for r in rows)
+    failed = failed or bool(count_errors)
     return 1 if failed else 0
 
 
@@ -221,6 +314,8 @@ def main(argv: list[str]) -> int:
     try:
         config = parse_config(argv)
         preflight()
+        if config.instructions:
+            preflight_instructions()
     except UsageError as exc:
         return print_error(PROG, exc)
     sigterm_as_interrupt()

@@ -41,7 +41,7 @@ from servers.policy import KeepAlivePolicy
 PROG = "python -m benchmarks instructions"
 TARGETS = ("uvloop", "bare-uvloop", "aiohttp", "bare-aiohttp", "stdlib", "bare-stdlib")
 MODES = ("keep-alive", "close")
-READY_TIMEOUT_S = 180.0  # Python starts about 50x slower under callgrind
+READY_TIMEOUT_S = 600.0  # Python starts about 50x slower under callgrind (aiohttp: minutes)
 IO_TIMEOUT_S = 30.0
 _TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 

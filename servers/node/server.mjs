@@ -23,7 +23,9 @@ const NO_BODY = new Set([204, 304]);
 // Close reasons are counted only when this script knows them: the response it sent asked to
 // close (why: the request's Connection header or HTTP/1.0, T = 0, /close), Node's idle timer
 // fired, or the client closed first. Others (Node's header timeout, errors) are not guessed.
-const counters = { accepted: 0, open: 0, peak: 0, requests: 0, closed: {} };
+const counters = {
+  accepted: 0, open: 0, peak: 0, requests: 0, closed: {}, tlsHandshakes: 0, tlsResumed: 0,
+};
 let nextId = 1;
 let stopping = false;
 
@@ -151,9 +153,26 @@ let server;
 if (cfg.tls) {
   options.cert = fs.readFileSync(cfg.tls.cert);
   options.key = fs.readFileSync(cfg.tls.key);
+  if (cfg.tls.version) {
+    options.minVersion = cfg.tls.version;
+    options.maxVersion = cfg.tls.version;
+  }
   server = https.createServer(options, handle);
+  // TLS 1.2 session IDs: Node keeps no server-side cache unless asked (tickets, 1.2's and 1.3's,
+  // are on by default, with a key per server). A small in-memory one, as in Node's docs.
+  const sessions = new Map();
+  server.on('newSession', (id, data, done) => {
+    if (sessions.size >= 10000) sessions.delete(sessions.keys().next().value);
+    sessions.set(id.toString('hex'), data);
+    done();
+  });
+  server.on('resumeSession', (id, done) => done(null, sessions.get(id.toString('hex')) || null));
   server.on('connection', onTcp);
-  server.on('secureConnection', onStream);
+  server.on('secureConnection', (stream) => {
+    counters.tlsHandshakes += 1;
+    if (stream.isSessionReused()) counters.tlsResumed += 1;
+    onStream(stream);
+  });
 } else {
   server = http.createServer(options, handle);
   server.on('connection', (socket) => { onTcp(socket); onStream(socket); });
@@ -175,6 +194,7 @@ const control = http.createServer((req, res) => {
     connections_peak_open: counters.peak,
     requests_served: counters.requests,
     closed: counters.closed,
+    ...(cfg.tls ? { tls_handshakes: counters.tlsHandshakes, tls_resumed: counters.tlsResumed } : {}),
     source: `node ${process.version} http server`,
   });
   res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
