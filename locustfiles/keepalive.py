@@ -122,9 +122,12 @@ class _Common:
 
 class _Connects:
     """TCP connections this process opened, counted where both libraries connect: a target
-    without our counters is judged by the client's own count (ClientResult.connections_opened)."""
+    without our counters is judged by the client's own count (ClientResult.connections_opened),
+    and the ones opened inside the measured window are the row's `connections_opened`."""
 
     opened = 0
+    in_window = 0
+    recorder: Recorder | None = None  # whose window `in_window` counts (set at init)
 
     @classmethod
     def wrap(cls, owner: type, name: str) -> None:
@@ -135,6 +138,8 @@ class _Connects:
         def counted(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
             cls.opened += 1
+            if cls.recorder is not None and cls.recorder.in_window(time.monotonic()):
+                cls.in_window += 1
             return out
 
         setattr(owner, name, counted)
@@ -280,6 +285,7 @@ class Recorder:
         self.duration_s = duration_s
         self.total = 0
         self.connections = 0  # absorbed from workers; a local process adds its own _Connects
+        self.connections_window = 0  # ... of them inside the window
         self.reset()
 
     def reset(self) -> None:
@@ -302,15 +308,17 @@ class Recorder:
         if self.window_stop is None or now < self.window_stop:
             self.window_stop = now
 
+    def in_window(self, now: float) -> bool:
+        if self.window_start is None or now < self.window_start:
+            return False
+        return self.window_stop is None or now <= self.window_stop
+
     def on_request(
         self, response_time: float, exception: Any, response: Any = None, request_type: str = ""
     ) -> None:
         page = request_type == PAGE_EVENT_TYPE  # a whole page (locustfiles/pageload.py)
         self.total += not page
-        now = time.monotonic()
-        if self.window_start is None or now < self.window_start:
-            return
-        if self.window_stop is not None and now > self.window_stop:
+        if not self.in_window(time.monotonic()):
             return
         if page:  # its requests were recorded one by one; a failed page is counted there too
             if exception is None:
@@ -333,8 +341,9 @@ class Recorder:
             "total": self.total,
             "error_kinds": dict(self.error_kinds),
             "connections": _Connects.opened,
+            "connections_window": _Connects.in_window,
         }
-        _Connects.opened = 0
+        _Connects.opened = _Connects.in_window = 0
         self.hist = latency.new_histogram()
         self.page_hist = latency.new_histogram()
         self.requests = self.total = self.pages = 0
@@ -350,6 +359,7 @@ class Recorder:
         self.requests += int(report["requests"])
         self.total += int(report["total"])
         self.connections += int(report.get("connections", 0))
+        self.connections_window += int(report.get("connections_window", 0))
         self.error_kinds.update(report["error_kinds"])
 
     @property
@@ -374,6 +384,7 @@ class Recorder:
             connections_opened=self.connections + _Connects.opened,
             pages=self.pages,
             page_latency_us=latency.summary_us(self.page_hist) if self.pages else {},
+            connections_window=self.connections_window + _Connects.in_window,
         )
 
 
@@ -430,6 +441,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
         return
     settings = _settings(opts)
     recorder = Recorder(settings.warmup_s, settings.duration_s)
+    _Connects.recorder = recorder
     # Workers (--processes N, --worker) only measure and report to the master; the master (or a
     # single local process) owns the window and writes the result.
     is_worker = isinstance(environment.runner, WorkerRunner)

@@ -22,10 +22,12 @@ BASE = ResultRow(
     duration_s=5.0, repetition=1, server_core=0,
     client_core=1, requests=500_000, errors=0, throughput_rps=100_000.0, latency_p50_ms=0.4,
     latency_p90_ms=0.6, latency_p99_ms=1.0, latency_p999_ms=2.0, latency_max_ms=5.0,
-    client_cpu_pct=70.0, server_cpu_s=2.5, server_cpu_us_per_req=5.0, server_cpu_pct=50.0,
-    connections_opened=50, requests_per_connection=10_000.0, peak_open_connections=50,
-    open_sockets=50, time_wait_sockets=0, link_lateness_p50_us=None, link_lateness_p99_us=None,
-    link_packets=None, link_drops=None, client_bound=0, valid=1, status="ok", note="",
+    connect_p50_ms=0.0, tls_p50_ms=None, ttfb_p50_ms=0.39, client_cpu_pct=70.0,
+    server_cpu_s=2.5, server_cpu_us_per_req=5.0, server_cpu_pct=50.0,
+    connections_opened=0, connections_opened_run=50, requests_per_connection=10_000.0,
+    peak_open_connections=50, open_sockets=50, time_wait_sockets=0,
+    link_lateness_p50_us=None, link_lateness_p99_us=None, link_packets=None, link_drops=None,
+    relay_cpu_pct=None, client_bound=0, valid=1, status="ok", note="",
 )  # fmt: skip
 
 

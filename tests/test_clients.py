@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import requests
 
+from benchmarks.clients.pyperf_driver import Plan
 from tests.server_pool import Server, ServerPool
 from tests.wire_client import G
 
@@ -259,3 +260,12 @@ def test_record_counts_is_record_value_in_bulk() -> None:
         one_by_one.total_count, one_by_one.min_value, one_by_one.max_value,
     )  # fmt: skip
     assert latency.encode(bulk) == latency.encode(one_by_one)
+
+
+def test_each_timed_call_carries_whole_rounds_of_every_connection() -> None:
+    """At a long round trip a probed request rate is low: a call must still keep all c
+    connections busy (at least c requests) and end without a partial round."""
+    plan = Plan(processes=2, values=2)
+    assert plan.loops_for(1.0, 1 / 150, connections=16) == 48  # 38 asked: 3 rounds of 16
+    assert plan.loops_for(1.0, 0.1, connections=16) == 16  # 2 asked: one round
+    assert plan.loops_for(1.0, 1e-5, connections=1) == 25_000  # the sequential client

@@ -352,7 +352,7 @@ def test_unknown_schema_version(tmp_path, capsys):
     good = write(tmp_path / "good.csv", reps(STEADY))
     text = good.read_text().splitlines()
     future = tmp_path / "future.csv"
-    future.write_text(text[0] + "\n" + text[1].replace("2,", "99,", 1) + "\n")
+    future.write_text(text[0] + "\n" + text[1].replace(f"{SCHEMA_VERSION},", "99,", 1) + "\n")
     code = compare.main([str(future), str(good)])
     _assert_one_line_error(capsys, code, "unknown schema_version '99'")
 

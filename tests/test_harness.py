@@ -44,6 +44,7 @@ from benchmarks.harness.sockets import (
     parse_proto_table,
     parse_tcp_table,
 )
+from benchmarks.net.line import LinkStats
 from benchmarks.records import layout as results
 from benchmarks.records.layout import (
     keep_artifacts,
@@ -319,6 +320,23 @@ def test_common_verdicts() -> None:
     assert _judge(requests_served=10_050).valid  # requests in flight when the client stopped
 
 
+def test_window_verdicts_use_the_clients_window_counts_checked_against_the_server() -> None:
+    """The mode is judged over the window (sent = requests + errors there); the client's
+    run-wide count must first agree with the server's, else its window count is not trusted."""
+    unpooled = dict(mode=Mode.UNPOOLED, connections_opened=10_000, connections_counted=10_000)
+    # 6,207 connections over the run for 3,127 in the window: unpooled, judged by the window
+    window = dict(unpooled, requests=3127, errors=0, connections_window=3130)
+    assert _judge(**window).valid
+    assert "reused" in _judge(**{**window, "connections_window": 1500}).reason
+    # Locust's window closes mid-traffic: up to the in-flight requests straddle its edges
+    assert _judge(**{**window, "requests": 129, "connections_window": 115}).valid
+    mismatch = _judge(**{**window, "connections_counted": 8000})
+    assert not mismatch.valid and "client counted 8000" in mismatch.reason
+    pooled = dict(connections_opened=116, connections_counted=116, connections_window=0)
+    assert _judge(**pooled).valid  # every connection opened in the warm-up: none in the window
+    assert "not reused" in _judge(**{**pooled, "connections_window": 5000}).reason
+
+
 def test_client_bound_by_its_own_cpu_or_a_crowded_core() -> None:
     assert rules.is_client_bound(85.0) and not rules.is_client_bound(84.9)
     assert rules.is_client_bound(30.0, 95.0)  # starved: the core was busy with others' work
@@ -548,6 +566,45 @@ def test_a_starved_client_is_client_bound(tmp_path: Path) -> None:
     starved = _pooled_row(tmp_path, _samples(BUSY, client_rate=0.3, client_core_rate=0.95))
     assert (starved.valid, starved.client_bound, starved.client_cpu_pct) == (1, 1, 30.0)
     assert "client 0 95% busy (30% client" in starved.note
+
+
+def _with_relay(samples: list[Sample], relay_rate: float) -> list[Sample]:
+    """The same samples with a relay using `relay_rate` of a core while traffic flows (its time
+    is on the client's core, already inside the samples' client-core busy time)."""
+    out, relay = [], 0.0
+    for k, sample in enumerate(samples):
+        if k and sample.requests_served > samples[k - 1].requests_served:
+            relay += relay_rate * 0.2
+        out.append(replace(sample, relay_cpu_s=relay))
+    return out
+
+
+def test_the_relays_cpu_counts_toward_client_bound_never_the_server_core(tmp_path: Path) -> None:
+    """50% client + 40% relay: client-bound (90%) even where the client's core total is not
+    known (cores not pinned); pinned, the relay's time is on the client's core (91% busy) and
+    the server's core (60% busy, 50% server) stays uncontended. On loopback: no relay column."""
+    ctx = _ctx(tmp_path)
+    cell = next(c for c in ctx.config.cells() if c.mode is Mode.POOLED)
+    samples = _samples(BUSY, client_rate=0.5, client_core_rate=0.91, server_core_rate=0.6)
+    result = replace(_result(Mode.POOLED, 10_000), error_kinds={})
+    base = replace(
+        _measurement(Mode.POOLED, _with_relay(samples, 0.4), connections=116), result=result
+    )
+    link = LinkStats(
+        packets=1000, received=1000, drops_loss=0, drops_queue=0, unroutable=0,
+        lateness_p50_us=100, lateness_p99_us=500, lateness_max_us=900.0, cpu_s=0.8,
+        elapsed_s=2.0, raw={},
+    )  # fmt: skip
+    over_line = measured_row(cell, ctx, "t", replace(base, link=link))
+    assert over_line.relay_cpu_pct == pytest.approx(40.0) and over_line.client_cpu_pct == 50.0
+    assert (over_line.client_bound, over_line.valid) == (1, 1), over_line.note
+    assert "client 0 91% busy (50% client, 40% relay, 1% harness)" in over_line.note
+    assert "contended" not in over_line.note
+    unpinned = replace(ctx, cores=Cores(-1, -1))
+    alone = measured_row(cell, unpinned, "t", replace(base, link=link))
+    assert (alone.client_bound, alone.relay_cpu_pct) == (1, pytest.approx(40.0))
+    loopback = measured_row(cell, unpinned, "t", base)
+    assert (loopback.relay_cpu_pct, loopback.client_bound) == (None, 0)
 
 
 def test_monitor_poll_failures_reach_the_note(tmp_path: Path) -> None:

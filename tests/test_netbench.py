@@ -27,6 +27,7 @@ V2_ONLY = (
     "rtt_ms", "loss_pct", "bandwidth_mbit", "link_lateness_p50_us", "link_lateness_p99_us",
     "link_packets", "link_drops",
 )  # fmt: skip
+V3_ONLY = ("connect_p50_ms", "tls_p50_ms", "ttfb_p50_ms", "connections_opened_run", "relay_cpu_pct")
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -70,16 +71,42 @@ def test_rtt_values_none_is_loopback_and_zero_is_the_line():
     assert by_column("rtt_ms").parse("NONE") is None
 
 
-def _v1_text(rows_text: str) -> str:
-    """A schema-2 CSV as version 1 wrote it: no link columns, version 1."""
+def _older_text(rows_text: str, version: int) -> str:
+    """A schema-3 CSV as an older version wrote it: without the columns added since."""
     reader = csv.DictReader(io.StringIO(rows_text))
-    v1_columns = [c for c in COLUMNS if c not in V2_ONLY]
+    dropped = V3_ONLY if version == 2 else (*V2_ONLY, *V3_ONLY)
+    columns = [c for c in COLUMNS if c not in dropped]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=v1_columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for record in reader:
-        writer.writerow({**record, "schema_version": "1"})
+        writer.writerow({**record, "schema_version": str(version)})
     return out.getvalue()
+
+
+def _v1_text(rows_text: str) -> str:
+    """A CSV as version 1 wrote it: no link columns, version 1."""
+    return _older_text(rows_text, 1)
+
+
+def test_versions_1_and_2_read_with_their_run_wide_count_and_no_phases(tmp_path):
+    """Before schema 3 `connections_opened` counted the client's whole run: it reads into
+    connections_opened_run too; the phases and the relay's CPU were not measured (empty)."""
+    for version in (1, 2):
+        path = tmp_path / f"v{version}.csv"
+        path.write_text(_older_text(format_rows([row(connections_opened=6207)]), version))
+        (back,) = read_rows(path)
+        assert (back.connections_opened, back.connections_opened_run) == (6207, 6207)
+        assert (back.connect_p50_ms, back.tls_p50_ms, back.ttfb_p50_ms) == (None, None, None)
+        assert back.relay_cpu_pct is None and back.schema_version == SCHEMA_VERSION
+
+
+def test_schema_3_file_without_its_phase_columns_is_refused(tmp_path):
+    text = _older_text(format_rows([row()]), 2).replace("\n2,", "\n3,")
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(Exception, match="schema 3 file without its connect_p50_ms"):
+        read_rows(path)
 
 
 def test_version_1_file_reads_as_loopback_rows(tmp_path):
@@ -102,11 +129,11 @@ def test_schema_2_round_trips_link_columns(tmp_path):
     text = path.read_text().splitlines()
     header = text[0].split(",")
     at = header.index("link_lateness_p50_us")
-    assert header[at : at + 5] == [
+    assert header[at : at + 6] == [
         "link_lateness_p50_us", "link_lateness_p99_us", "link_packets", "link_drops",
-        "client_bound",
+        "relay_cpu_pct", "client_bound",
     ]  # fmt: skip
-    assert text[2].split(",")[at : at + 4] == ["", "", "", ""]  # loopback: empty
+    assert text[2].split(",")[at : at + 5] == ["", "", "", "", ""]  # loopback: empty
     back = read_rows(path)
     assert back == [r, row()]
     assert isinstance(back[0].key, CellKey) and back[0].key.rtt_ms == 20.0

@@ -496,6 +496,11 @@ class ClientResult:
     # TCP connections the client opened over the same span as requests_total (every process):
     # what a target without our counters is judged by. -1: a result written before it counted.
     connections_opened: int = -1
+    # ... of which in the measured window, the span of `requests`. -1: not counted.
+    connections_window: int = -1
+    # Median per request of each phase the client times apart (benchmarks.clients.shared.Phase:
+    # connect, tls, ttfb), microseconds; a phase it cannot tell is absent.
+    phases_p50_us: dict[str, float] = field(default_factory=dict)
     # Of those, the ones whose TLS session was resumed (session_reused), over the same span;
     # -1: a client that never offers a session (every one but pyperf-sequential-resume).
     tls_resumed: int = -1

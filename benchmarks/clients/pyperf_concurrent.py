@@ -22,14 +22,18 @@ from typing import Any
 
 from benchmarks.clients.contract import PYPERF_VARIANTS, ClientConfig, ClientKind, Mode
 from benchmarks.clients.pyperf_driver import Batch, ClientSpec, LoadClient, main
-from benchmarks.clients.shared import Target, error_kind
+from benchmarks.clients.shared import Phase, Target, error_kind
 
 PROG = "python -m benchmarks.clients.pyperf_concurrent"
 REQUEST_TIMEOUT_S = 30.0
 
 
 class AiohttpClient:
-    """aiohttp ClientSession shared by `concurrency` tasks that draw from one request budget."""
+    """aiohttp ClientSession shared by `concurrency` tasks that draw from one request budget.
+
+    Its trace hooks time a new connection from start to end of its creation, which over https
+    includes the TLS handshake: so the connect phase is measured over http only, and neither
+    TLS nor the first byte (aiohttp has no hook at the first response byte)."""
 
     tls_resumed = 0  # never offers a TLS session to resume
 
@@ -48,6 +52,8 @@ class AiohttpClient:
         self.latencies: list[int] = []
         self.errors: Counter[str] = Counter()
         self.connections_opened = 0
+        self.timings = frozenset() if target.tls else frozenset({Phase.CONNECT})
+        self.connects: list[int] = []
 
     async def _session(self, force_close: bool) -> Any:
         import aiohttp
@@ -58,21 +64,28 @@ class AiohttpClient:
         )
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
         trace = aiohttp.TraceConfig()
+        trace.on_connection_create_start.append(self._opening)
         trace.on_connection_create_end.append(self._opened)
         return aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False, trace_configs=[trace]
         )
 
-    async def _opened(self, *_: Any) -> None:
+    async def _opening(self, _session: Any, ctx: Any, _params: Any) -> None:
+        """aiohttp's trace hook: a new connection starts (`ctx` is the request's own)."""
+        ctx.connect_start = time.perf_counter_ns()
+
+    async def _opened(self, _session: Any, ctx: Any, _params: Any) -> None:
         """aiohttp's trace hook: a new connection (not one taken from the pool)."""
+        self.connects.append(time.perf_counter_ns() - ctx.connect_start)
         self.connections_opened += 1
 
     def run(self, loops: int) -> Batch:
         self.remaining = loops
-        self.latencies, self.errors = [], Counter()
+        self.latencies, self.errors, self.connects = [], Counter(), []
         t0 = time.perf_counter_ns()
         self.loop.run_until_complete(self._batch())
-        return Batch((time.perf_counter_ns() - t0) / 1e9, self.latencies, self.errors)
+        elapsed = (time.perf_counter_ns() - t0) / 1e9
+        return Batch(elapsed, self.latencies, self.errors, connects_ns=self.connects)
 
     async def _batch(self) -> None:
         await asyncio.gather(*(self._task() for _ in range(self.concurrency)))

@@ -20,6 +20,7 @@ contract also uses), and `add_cmdline_args` forwards them to the workers, writte
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from benchmarks.clients.contract import (
     Mode,
     parse_pyperf_args,
 )
-from benchmarks.clients.shared import Tally, Target, dump_part, fail, load_parts
+from benchmarks.clients.shared import Phase, Tally, Target, dump_part, fail, load_parts
 
 PROBE_S = 0.25  # how long the main process probes the server to size `loops`
 MAX_LOOPS = 2**31
@@ -48,7 +49,11 @@ MAX_LOOPS = 2**31
 
 @dataclass
 class Batch:
-    """What one call of a client's `run(loops)` produced."""
+    """What one call of a client's `run(loops)` produced.
+
+    The phase lists hold what the client measures (its `timings`): `connects_ns` and `tls_ns`
+    one entry per connection the batch opened (a request on a reused connection paid neither:
+    it counts as 0, see `Tally.record_phases`), `ttfb_ns` one per completed request."""
 
     elapsed_s: float
     latencies_ns: list[int] = field(default_factory=list)
@@ -56,10 +61,14 @@ class Batch:
     # An open-loop client's start counts (added up across batches and workers) and maxima
     paced: Counter[str] = field(default_factory=Counter)
     paced_max: Counter[str] = field(default_factory=Counter)
+    connects_ns: list[int] = field(default_factory=list)  # connect() to established
+    tls_ns: list[int] = field(default_factory=list)  # TLS handshake, after the connect
+    ttfb_ns: list[int] = field(default_factory=list)  # request write to first response byte
 
 
 class LoadClient(Protocol):
     connections_opened: int  # TCP connections opened so far (connects that succeeded)
+    timings: frozenset[Phase]  # the phases its batches measure (empty: none)
     tls_resumed: int  # of those, resumed TLS sessions (0 for a client that never offers one)
 
     def run(self, loops: int) -> Batch:
@@ -108,9 +117,14 @@ class Plan:
     def for_duration(cls, duration_s: float) -> Plan:
         return cls(processes=2, values=2) if duration_s < 3 else cls(processes=3, values=3)
 
-    def loops_for(self, duration_s: float, seconds_per_loop: float) -> int:
+    def loops_for(self, duration_s: float, seconds_per_loop: float, connections: int = 1) -> int:
+        """Requests per timed call: about duration / values, in whole rounds of the client's
+        `connections` (at least one), so every call has all of them busy at once: a long round
+        trip makes each request slow, and a call of 5 requests at concurrency 16 would run at
+        5; a call of 40 would end with a round of 8."""
         per_value_s = duration_s / (self.processes * self.values)
-        return int(min(max(round(per_value_s / seconds_per_loop), 1), MAX_LOOPS))
+        loops = max(round(per_value_s / seconds_per_loop), 1)
+        return int(min(math.ceil(loops / connections) * connections, MAX_LOOPS))
 
 
 def main(spec: ClientSpec, argv: list[str] | None = None) -> int:
@@ -147,9 +161,12 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
         fail(spec.prog, reason)
     client = spec.make_client(config, target)
     # An open-loop client's pace is its schedule's, not the server's: probe until one request
-    # succeeded (reachable), then size the loops from that pace.
+    # succeeded (reachable), then size the loops from that pace. A closed-loop one carries
+    # requests on every connection from the first batch on: a rate probed at one request in
+    # flight says nothing about c (over a 50 ms line it would be 16 times too slow).
     paced = getattr(client, "paced_seconds_per_loop", None)
-    sent, elapsed, ok, loops = 0, 0.0, 0, 1
+    loops = 1 if paced is not None else config.kind.connections(config.concurrency)
+    sent, elapsed, ok = 0, 0.0, 0
     errors: Counter[str] = Counter()
     try:
         while elapsed < PROBE_S:
@@ -175,7 +192,8 @@ def _probe(spec: ClientSpec, config: ClientConfig, target: Target) -> tuple[floa
 def _manager(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args: list[str]) -> int:
     config = run.config
     seconds_per_loop, probe_requests, probe = _probe(spec, config, target)
-    loops = plan.loops_for(config.duration_s, seconds_per_loop)
+    connections = config.kind.connections(config.concurrency)
+    loops = plan.loops_for(config.duration_s, seconds_per_loop, connections)
     output = config.output
     output.parent.mkdir(parents=True, exist_ok=True)
     run = replace(
@@ -223,6 +241,8 @@ def _result(kind: str, mode: str, tally: Tally, workers: int, artifacts: list[st
         error_kinds=dict(tally.error_kinds),
         artifacts=artifacts,
         connections_opened=tally.connections,
+        connections_window=tally.connections_window,
+        phases_p50_us=tally.phases_p50_us(),
         tls_resumed=tally.tls_resumed if ClientKind(kind).resumes_tls else -1,
     )
 
@@ -257,19 +277,26 @@ def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args:
     unmeasured_calls = args.warmups or 0
     client = spec.make_client(config, target)
     tally = Tally()
-    _warm_up(client, tally, config.warmup_s / plan.processes, max(1, args.loops // 20))
+    connections = config.kind.connections(config.concurrency)
+    _warm_up(client, tally, config.warmup_s / plan.processes, max(connections, args.loops // 20))
     calls = 0
 
     def timed(loops: int) -> float:
         nonlocal calls
+        opened = client.connections_opened
         batch = client.run(loops)
         tally.requests_total += loops
         if not calibrating and calls >= unmeasured_calls:
             tally.requests += len(batch.latencies_ns)
             tally.elapsed_s += batch.elapsed_s
+            tally.connections_window += client.connections_opened - opened
             tally.add_errors(batch.errors)
             tally.record_latencies_ns(batch.latencies_ns)
             tally.add_paced(batch.paced, batch.paced_max)
+            tally.record_phases(
+                client.timings, len(batch.latencies_ns), batch.connects_ns, batch.tls_ns,
+                batch.ttfb_ns,
+            )  # fmt: skip
         calls += 1
         return batch.elapsed_s
 
@@ -286,8 +313,13 @@ def _worker(spec: ClientSpec, run: Run, target: Target, plan: Plan, pyperf_args:
 
 
 def _warm_up(client: LoadClient, tally: Tally, seconds: float, batch_loops: int) -> None:
-    """Unrecorded requests for `seconds`, so the first timed value meets a warm server."""
+    """Unrecorded requests for `seconds`, so the first timed value meets a warm server; at
+    least one batch of `batch_loops` (>= the client's connections) even with no warm-up time,
+    so a pooled client's connections are all open before the window (each costs a round trip
+    or more over a delay line, and one still opening is one fewer in flight)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:
         client.run(batch_loops)
         tally.requests_total += batch_loops
+        if time.monotonic() >= deadline:
+            return

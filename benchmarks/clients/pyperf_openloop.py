@@ -20,7 +20,7 @@ from collections import Counter
 from benchmarks.clients.contract import ClientConfig
 from benchmarks.clients.openloop import LATE_NS, OpenLoopClient, rate_check
 from benchmarks.clients.pyperf_driver import Batch, ClientSpec, LoadClient, main
-from benchmarks.clients.shared import Tally, Target
+from benchmarks.clients.shared import Phase, Tally, Target
 
 PROG = "python -m benchmarks.clients.pyperf_openloop"
 
@@ -29,6 +29,7 @@ class PyperfOpenLoop:
     """The open-loop client as the driver's LoadClient: its batches as `Batch`es."""
 
     tls_resumed = 0  # never offers a TLS session to resume
+    timings: frozenset[Phase] = frozenset()  # times latency from the intended start only
 
     def __init__(self, config: ClientConfig, target: Target) -> None:
         self.client = OpenLoopClient(

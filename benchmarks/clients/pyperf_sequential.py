@@ -18,7 +18,6 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 
 from benchmarks.clients.contract import Mode
 from benchmarks.clients.pyperf_driver import Batch, ClientSpec, main
@@ -26,13 +25,18 @@ from benchmarks.clients.shared import (
     CONNECT_TIMEOUT_S,
     Target,
     error_kind,
+    socket_phases,
 )
 
 PROG = "python -m benchmarks.clients.pyperf_sequential"
 
 
 class SequentialClient:
-    """http.client, one request in flight; pooled keeps one connection for the whole worker."""
+    """http.client, one request in flight; pooled keeps one connection for the whole worker.
+
+    Each connect is timed apart from its TLS handshake (`_open`); the first byte is taken when
+    `getresponse()` has read the status line and headers (one read: a few microseconds of
+    parsing later than the byte itself, and no extra system call per request)."""
 
     tls_resumed = 0  # never offers a TLS session to resume
 
@@ -45,16 +49,17 @@ class SequentialClient:
             self.headers["Connection"] = "close"
         self.conn: http.client.HTTPConnection | None = None
         self.connections_opened = 0
+        self.timings = socket_phases(self.context is not None)
+        self.connects: list[int] = []
+        self.tls: list[int] = []
+        self.ttfb: list[int] = []
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _new(self) -> http.client.HTTPConnection:
         if self.context is not None:
-            conn = self._https(self.context)
-        else:
-            conn = http.client.HTTPConnection(
-                self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S
-            )
-        conn.connect = self._counting(conn.connect)  # type: ignore[method-assign]
-        return conn
+            return self._https(self.context)
+        return http.client.HTTPConnection(
+            self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S
+        )
 
     def _https(self, context: ssl.SSLContext) -> http.client.HTTPConnection:
         """An https connection (not yet connected); a full handshake on each new connection."""
@@ -62,19 +67,35 @@ class SequentialClient:
             self.target.host, self.target.port, timeout=CONNECT_TIMEOUT_S, context=context
         )
 
-    def _counting(self, connect: Callable[[], None]) -> Callable[[], None]:
-        """http.client reconnects by itself (auto_open) once the server closed: every connect,
-        its own included, is counted here."""
+    def _handshake(self, conn: http.client.HTTPConnection, context: ssl.SSLContext) -> None:
+        """The TLS handshake on `conn`'s connected socket (a subclass may offer a session)."""
+        conn.sock = context.wrap_socket(conn.sock, server_hostname=self.target.host)
 
-        def counted() -> None:
-            connect()
-            self.connections_opened += 1
+    def _got_head(self, conn: http.client.HTTPConnection) -> None:
+        """Called once a response head has arrived (TLS 1.3 session tickets came before it)."""
 
-        return counted
+    def _open(self, conn: http.client.HTTPConnection) -> None:
+        """Connect `conn` (TCP, then TLS on https: what HTTPSConnection.connect does), timing
+        each step. Called before every request whose connection is closed, so http.client's own
+        reconnect (auto_open, once the server closed) never happens unseen."""
+        clock = time.perf_counter_ns
+        start = clock()
+        http.client.HTTPConnection.connect(conn)  # TCP only, also for an HTTPSConnection
+        connected = clock()
+        if self.context is not None:
+            self._handshake(conn, self.context)
+            self.tls.append(clock() - connected)
+        self.connects.append(connected - start)
+        self.connections_opened += 1
 
     def _one(self, conn: http.client.HTTPConnection) -> int:
+        if conn.sock is None:
+            self._open(conn)
+        write = time.perf_counter_ns()
         conn.request("GET", self.target.path, headers=self.headers)
         response = conn.getresponse()
+        self.ttfb.append(time.perf_counter_ns() - write)
+        self._got_head(conn)
         response.read()
         return response.status
 
@@ -82,16 +103,18 @@ class SequentialClient:
         """`loops` requests; a failed pooled connection is dropped and reopened on the next one."""
         latencies: list[int] = []
         errors: Counter[str] = Counter()
+        self.connects, self.tls, self.ttfb = [], [], []
         pooled = self.mode is Mode.POOLED
         clock = time.perf_counter_ns
         t0 = clock()
         for _ in range(loops):
             start = clock()
-            conn = self.conn if pooled and self.conn is not None else self._connect()
+            conn = self.conn if pooled and self.conn is not None else self._new()
             try:
                 status = self._one(conn)
             except (OSError, http.client.HTTPException) as exc:
                 errors[error_kind(exc)] += 1
+                del self.ttfb[len(latencies) :]  # one per completed request, like the latencies
                 conn.close()
                 self.conn = None
                 continue
@@ -101,9 +124,11 @@ class SequentialClient:
                 conn.close()
             if status >= 400:
                 errors[f"http-{status}"] += 1
+                del self.ttfb[len(latencies) :]
             else:
                 latencies.append(clock() - start)
-        return Batch((clock() - t0) / 1e9, latencies, errors)
+        return Batch((clock() - t0) / 1e9, latencies, errors, connects_ns=self.connects,
+                     tls_ns=self.tls, ttfb_ns=self.ttfb)  # fmt: skip
 
     def close(self) -> None:
         if self.conn is not None:

@@ -79,16 +79,20 @@ class ResumingClient(SequentialClient):
         if tls.session_reused:
             self.tls_resumed += 1
 
-    def _one(self, conn: http.client.HTTPConnection) -> int:
-        conn.request("GET", self.target.path, headers=self.headers)
-        response = conn.getresponse()
+    def _handshake(self, conn: http.client.HTTPConnection, context: ssl.SSLContext) -> None:
+        """The handshake offering the latest session (SequentialClient times it)."""
+        tls = context.wrap_socket(conn.sock, server_hostname=self.target.host, session=self.session)
+        conn.sock = tls
+        if isinstance(conn, ResumingHTTPSConnection):
+            conn.tls = tls
+        self._handshake_done(tls)
+
+    def _got_head(self, conn: http.client.HTTPConnection) -> None:
         # The TLS 1.3 tickets came before the response; after read() a closing connection's
         # socket is gone (http.client closes it at the end of the body).
         tls: Any = getattr(conn, "tls", None)
         if tls is not None and tls.session is not None:
             self.session = tls.session
-        response.read()
-        return response.status
 
 
 SPEC = ClientSpec(

@@ -9,6 +9,7 @@ process ships to whoever merges them (histograms are added, never percentiles av
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 import os
@@ -109,6 +110,19 @@ def error_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class Phase(enum.StrEnum):
+    """The parts of a request a client can time apart (`ClientResult.phases_p50_us` keys)."""
+
+    CONNECT = "connect"  # connect() to established; 0 for a request on a reused connection
+    TLS = "tls"  # the TLS handshake after it; 0 on a reused connection
+    TTFB = "ttfb"  # start of the request's write to the first response byte
+
+
+def socket_phases(tls: bool) -> frozenset[Phase]:
+    """What a client that opens its own sockets times: all three (TLS only over https)."""
+    return frozenset({Phase.CONNECT, Phase.TTFB, *([Phase.TLS] if tls else [])})
+
+
 @dataclass
 class Tally:
     """One process's counts for its measured window, plus latencies in microseconds."""
@@ -118,11 +132,13 @@ class Tally:
     elapsed_s: float = 0.0
     requests_total: int = 0
     connections: int = 0  # TCP connections this process opened (every request, like requests_total)
+    connections_window: int = 0  # ... of which in the measured window (the span of `requests`)
     tls_resumed: int = 0  # of those, the ones whose TLS session was resumed (resuming clients)
     error_kinds: Counter[str] = field(default_factory=Counter)
     hist: Any = field(default_factory=latency.new_histogram)
     paced: Counter[str] = field(default_factory=Counter)  # open loop: counts, added up
     paced_max: Counter[str] = field(default_factory=Counter)  # open loop: maxima
+    phases: dict[Phase, Any] = field(default_factory=dict)  # Phase -> histogram (us), measured
 
     def add_paced(self, counts: Counter[str], maxima: Counter[str]) -> None:
         self.paced.update(counts)
@@ -138,6 +154,35 @@ class Tally:
         on the client's core, so it is CPU the client does not spend sending."""
         _record_ns(self.hist, latencies_ns)
 
+    def record_phases(
+        self, timings: frozenset[Phase], requests: int, connects_ns: list[int],
+        tls_ns: list[int], ttfb_ns: list[int],
+    ) -> None:  # fmt: skip
+        """A batch's phases, per request: connect and TLS are 0 for each of the `requests` that
+        found its connection open (those beyond the connections the batch opened)."""
+        for phase, values in ((Phase.CONNECT, connects_ns), (Phase.TLS, tls_ns)):
+            if phase in timings:
+                hist = self._phase(phase)
+                reused = requests - len(values)
+                if reused > 0:
+                    hist.record_value(0, reused)
+                _record_ns(hist, values)  # a real connect is >= 1 us
+        if Phase.TTFB in timings:
+            _record_ns(self._phase(Phase.TTFB), ttfb_ns)
+
+    def _phase(self, phase: Phase) -> Any:
+        if phase not in self.phases:
+            self.phases[phase] = latency.new_histogram()
+        return self.phases[phase]
+
+    def phases_p50_us(self) -> dict[str, float]:
+        """Median of each measured phase, microseconds (the row's *_p50_ms columns)."""
+        return {
+            phase.value: float(hist.get_value_at_percentile(50.0))
+            for phase, hist in sorted(self.phases.items())
+            if hist.get_total_count() > 0
+        }
+
     def add_errors(self, kinds: Counter[str]) -> None:
         self.errors += sum(kinds.values())
         self.error_kinds.update(kinds)
@@ -149,11 +194,13 @@ class Tally:
             "elapsed_s": self.elapsed_s,
             "requests_total": self.requests_total,
             "connections": self.connections,
+            "connections_window": self.connections_window,
             "tls_resumed": self.tls_resumed,
             "error_kinds": dict(self.error_kinds),
             "histogram": latency.encode(self.hist),
             "paced": dict(self.paced),
             "paced_max": dict(self.paced_max),
+            "phases": {p.value: latency.encode(h) for p, h in self.phases.items()},
         }
 
     @classmethod
@@ -164,11 +211,13 @@ class Tally:
             elapsed_s=data["elapsed_s"],
             requests_total=data["requests_total"],
             connections=data.get("connections", 0),
+            connections_window=data.get("connections_window", 0),
             tls_resumed=data.get("tls_resumed", 0),
             error_kinds=Counter(data["error_kinds"]),
             hist=latency.decode(data["histogram"]),
             paced=Counter(data.get("paced", {})),
             paced_max=Counter(data.get("paced_max", {})),
+            phases={Phase(p): latency.decode(h) for p, h in data.get("phases", {}).items()},
         )
 
     def merge(self, other: Tally) -> None:
@@ -178,10 +227,13 @@ class Tally:
         self.elapsed_s += other.elapsed_s
         self.requests_total += other.requests_total
         self.connections += other.connections
+        self.connections_window += other.connections_window
         self.tls_resumed += other.tls_resumed
         self.error_kinds.update(other.error_kinds)
         self.hist.add(other.hist)
         self.add_paced(other.paced, other.paced_max)
+        for phase, hist in other.phases.items():
+            self._phase(phase).add(hist)
 
 
 def _record_ns(hist: Any, values_ns: Iterable[int]) -> None:

@@ -392,6 +392,7 @@ class _Session:
             server_pid=self.server.proc.pid, client=self.client, control=self.control,
             port=ready.port, snapshot_after_s=cfg.warmup_s + 0.8 * cfg.duration_s,
             server_alive=self.server.alive, proc_net=self._server_net(),
+            relay_pid=self.net.line.relay_pid if self.net is not None else None,
         )  # fmt: skip
         self.monitor.start()
         status = self.client.wait_or_kill(cfg.timeout_s)

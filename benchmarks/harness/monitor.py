@@ -45,6 +45,7 @@ class Sample:
     client_cpu_s: float
     harness_cpu_s: float = 0.0  # this process, all threads (the monitor thread is most of it)
     core_busy_s: dict[int, float] = field(default_factory=dict)  # busy seconds of each CPU
+    relay_cpu_s: float = 0.0  # the delay line's relay process (0 on loopback)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class LoadStats:
     client_tree_pct: float  # all client processes together
     harness_cpu_pct: float
     core_busy_pct: dict[int, float] = field(default_factory=dict)  # each CPU, all processes
+    relay_cpu_pct: float = 0.0  # the delay line's relay, on the client's core
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Monitor:
     server_alive: Callable[[], bool]
     proc_net: Path = PROC_NET  # /proc/net of the server's namespace (its own on the delay line)
     activity: Callable[[], int] | None = None  # stands in for requests_served without control
+    relay_pid: int | None = None  # the delay line's relay, sampled like the server
     samples: list[Sample] = field(default_factory=list)
     sockets: SocketCounts | None = None
     server_died: bool = False
@@ -81,6 +84,8 @@ class Monitor:
     def start(self) -> None:
         pid = self.server_pid
         self._server = ServerCpu(psutil.Process(pid)) if pid is not None else None
+        relay = self.relay_pid
+        self._relay = ServerCpu(psutil.Process(relay)) if relay is not None else None
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
         self._thread.start()
 
@@ -117,6 +122,7 @@ class Monitor:
             try:
                 requests = self._requests()
                 server_cpu = self._server.cpu_s() if self._server is not None else 0.0
+                relay_cpu = self._relay.cpu_s() if self._relay is not None else 0.0
             except (ControlError, psutil.Error, KeyError, TypeError, ValueError) as exc:
                 self.control_errors += 1
                 self.last_control_error = f"{type(exc).__name__}: {exc}"[:120]
@@ -131,7 +137,9 @@ class Monitor:
                 burst_until, waiting = min(burst_until, t + WINDOW_START_S), False
             members |= pids
             client_cpu = max(client_cpu, tree_cpu_s(tree))
-            sample = Sample(t, requests, server_cpu, client_cpu, time.process_time(), core_busy())
+            sample = Sample(
+                t, requests, server_cpu, client_cpu, time.process_time(), core_busy(), relay_cpu
+            )
             self.samples.append(sample)
             if moved and load_start is None:
                 load_start = t
@@ -195,4 +203,5 @@ def load_stats(samples: list[Sample]) -> LoadStats | None:
         client_tree_pct=pct(lambda s: s.client_cpu_s),
         harness_cpu_pct=pct(lambda s: s.harness_cpu_s),
         core_busy_pct={n: busy / seconds * 100.0 for n, busy in cores.items()},
+        relay_cpu_pct=pct(lambda s: s.relay_cpu_s),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +68,12 @@ def base_fields(cell: Cell, ctx: CellContext, started: str) -> dict[str, Any]:
 
 ZERO_RESULTS: dict[str, Any] = dict(
     requests=0, errors=0, throughput_rps=0.0, latency_p50_ms=0.0, latency_p90_ms=0.0,
-    latency_p99_ms=0.0, latency_p999_ms=0.0, latency_max_ms=0.0, client_cpu_pct=0.0,
+    latency_p99_ms=0.0, latency_p999_ms=0.0, latency_max_ms=0.0, connect_p50_ms=None,
+    tls_p50_ms=None, ttfb_p50_ms=None, client_cpu_pct=0.0,
     server_cpu_s=0.0, server_cpu_us_per_req=0.0, server_cpu_pct=0.0, connections_opened=0,
-    requests_per_connection=0.0, peak_open_connections=0, open_sockets=0, time_wait_sockets=0,
-    client_bound=0, link_lateness_p50_us=None, link_lateness_p99_us=None, link_packets=None,
-    link_drops=None,
+    connections_opened_run=0, requests_per_connection=0.0, peak_open_connections=0,
+    open_sockets=0, time_wait_sockets=0, client_bound=0, link_lateness_p50_us=None,
+    link_lateness_p99_us=None, link_packets=None, link_drops=None, relay_cpu_pct=None,
 )  # fmt: skip
 
 
@@ -89,6 +90,7 @@ class CpuLoad:
     server_pct: float
     client_pct: float
     client_core_busy_pct: float | None  # everything on the client's core; None: not known
+    relay_pct: float | None  # the delay line's relay (on the client's core); None: loopback
     contended: str  # validity.server_contended's reason; empty when the server had its core
     note: str
 
@@ -101,26 +103,33 @@ def cpu_load(ctx: CellContext, m: Measurement, cell: Cell | None = None) -> CpuL
     if cell is None or not cell.is_target:
         return load
     server_pct = load.server_pct if not math.isnan(m.server_cpu_s) else math.nan
-    return CpuLoad(server_pct, load.client_pct, load.client_core_busy_pct, "", load.note)
+    return replace(load, server_pct=server_pct, contended="")
 
 
 def _cpu_load(ctx: CellContext, m: Measurement) -> CpuLoad:
     stats = load_stats(m.monitor.samples)
+    relay = m.link is not None
     if stats is None:
         wall = m.client_wall_s
-        client_s = m.monitor.samples[-1].client_cpu_s if m.monitor.samples else 0.0
+        last = m.monitor.samples[-1] if m.monitor.samples else None
+
+        def pct(seconds: float) -> float:
+            return seconds / wall * 100.0 if wall > 0 else 0.0
+
         return CpuLoad(
-            m.server_cpu_s / wall * 100.0 if wall > 0 else 0.0,
-            client_s / wall * 100.0 if wall > 0 else 0.0,
-            None, "", "cpu % over the whole client run (load period too short to sample)",
+            pct(m.server_cpu_s), pct(last.client_cpu_s if last else 0.0), None,
+            pct(last.relay_cpu_s if last else 0.0) if relay else None,
+            "", "cpu % over the whole client run (load period too short to sample)",
         )  # fmt: skip
     cores, busy = ctx.cores, stats.core_busy_pct
+    relay_pct = stats.relay_cpu_pct if relay else None
     return CpuLoad(
         stats.server_cpu_pct, stats.client_tree_pct,
-        busy.get(cores.client) if cores.pinned else None,
+        busy.get(cores.client) if cores.pinned else None, relay_pct,
         validity.server_contended(cores, busy, stats.server_cpu_pct),
         validity.core_note(
-            cores, busy, stats.server_cpu_pct, stats.client_tree_pct, stats.harness_cpu_pct
+            cores, busy, stats.server_cpu_pct, stats.client_tree_pct, stats.harness_cpu_pct,
+            relay_pct,
         ),
     )  # fmt: skip
 
@@ -136,6 +145,8 @@ def verdict_of(cell: Cell, m: Measurement, load: CpuLoad) -> validity.Verdict:
         connections_opened=_delta(m, "connections_accepted"),
         requests_served=_delta(m, "requests_served"),
         peak_open_connections=int(m.after.get("connections_peak_open", 0)),
+        connections_counted=m.result.connections_opened,
+        connections_window=m.result.connections_window,
     )  # fmt: skip
     if verdict.valid and "tls_resumed" in m.after:  # TLS counted (our servers): which handshakes
         verdict = validity.judge_tls(
@@ -227,6 +238,7 @@ def measured_row(cell: Cell, ctx: CellContext, started: str, m: Measurement) -> 
     verdict = verdict_of(cell, m, load)
     status, notes = status_and_notes(cell, ctx, m, verdict, load)
     served, opened = _delta(m, "requests_served"), _delta(m, "connections_accepted")
+    window = m.result.connections_window
     lat, sockets = m.result.latency_us, m.monitor.sockets or m.end_sockets
     base = base_fields(cell, ctx, started)
     base["duration_s"] = round(m.result.elapsed_s, 3)  # the window the client actually measured
@@ -236,17 +248,34 @@ def measured_row(cell: Cell, ctx: CellContext, started: str, m: Measurement) -> 
         throughput_rps=round(m.result.throughput_rps, 1),
         latency_p50_ms=lat.get("p50", 0.0) / 1000, latency_p90_ms=lat.get("p90", 0.0) / 1000,
         latency_p99_ms=lat.get("p99", 0.0) / 1000, latency_p999_ms=lat.get("p999", 0.0) / 1000,
-        latency_max_ms=lat.get("max", 0.0) / 1000, client_cpu_pct=round(load.client_pct, 1),
+        latency_max_ms=lat.get("max", 0.0) / 1000, **phase_fields(m.result),
+        client_cpu_pct=round(load.client_pct, 1),
         server_cpu_s=round(m.server_cpu_s, 3),
         server_cpu_us_per_req=round(m.server_cpu_s / served * 1e6, 2) if served > 0 else 0.0,
-        server_cpu_pct=round(load.server_pct, 1), connections_opened=opened,
+        server_cpu_pct=round(load.server_pct, 1),
+        connections_opened=window if window >= 0 else opened, connections_opened_run=opened,
         requests_per_connection=round(served / opened, 2) if opened > 0 else 0.0,
         peak_open_connections=int(m.after.get("connections_peak_open", 0)),
         open_sockets=sockets.established_server, time_wait_sockets=m.end_sockets.time_wait,
-        client_bound=int(validity.is_client_bound(load.client_pct, load.client_core_busy_pct)),
+        client_bound=int(
+            validity.is_client_bound(
+                load.client_pct + (load.relay_pct or 0.0), load.client_core_busy_pct
+            )
+        ),
+        relay_cpu_pct=round(load.relay_pct, 1) if load.relay_pct is not None else None,
         valid=int(verdict.valid and status == "ok"), status=status, note="; ".join(notes),
         **link_fields(m.link),
     )  # fmt: skip
+
+
+def phase_fields(result: ClientResult) -> dict[str, Any]:
+    """connect_p50_ms, tls_p50_ms, ttfb_p50_ms: the client's medians, empty where it cannot
+    tell (benchmarks.clients.shared.Phase values are the keys)."""
+    p50 = result.phases_p50_us
+    return {
+        f"{phase}_p50_ms": p50[phase] / 1000 if phase in p50 else None
+        for phase in ("connect", "tls", "ttfb")
+    }
 
 
 def link_fields(link: LinkStats | None) -> dict[str, Any]:

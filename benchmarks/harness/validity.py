@@ -4,24 +4,31 @@ Pure functions of numbers, so they are unit-tested exhaustively and applied the 
 every cell. Contention (other processes on our pinned cores) is judged here too: see
 `server_contended` and `is_client_bound`.
 
-The server's counters (connections accepted, requests served: deltas over the client's
-whole run, warm-up included) are compared with the client's own `requests_total` over the same
-span:
+The server's counters (connections accepted, requests served) are deltas over the client's
+whole run, warm-up included: the server cannot tell the client's measured window. They are
+compared with the client's own counts over that same span (`requests_total`, and its own count
+of the connections it opened): they must agree, which makes the client's count of the
+connections it opened inside the window (the row's `connections_opened`, the span of
+`requests`) the server's too. The mode must hold over both spans: over the whole run by
+`requests_total` and the server's count, and over the window by `sent` (requests and errors of
+the window) and `opened` (its connections), give or take the requests in flight at the
+window's edges:
 
 * pooled: impossible when the server allows one request per connection (keep-alive timeout 0
   or keep-alive max 1). Every load process keeps `concurrency` connections, and the server
-  closes one after every `keepalive_max` requests, so about `concurrency * load_processes +
-  ceil(requests_total / keepalive_max)` connections; more than 1.25x that (+2 for rounding)
+  closes one after every `keepalive_max` requests, so at most about `concurrency *
+  load_processes + ceil(sent / keepalive_max)` connections; more than 1.25x that (+2 for rounding)
   means connections were not reused. And the server must have seen `concurrency` connections
   open at once (at least 90% of them): fewer means the cell ran at a lower concurrency than it
   claims (users that never spawned, a capped pool).
-* unpooled: one connection per request: requests per connection must be <= 1.1 and connections
-  >= 0.9 x requests_total. Connections are short-lived, so the peak is checked leniently: at
+* unpooled: one connection per request: sent per connection must be <= 1.1 and connections
+  >= 0.9 x sent. Connections are short-lived, so the peak is checked leniently: at
   least half of `concurrency` open at once (the committed runs peak at 1.0-1.6x concurrency).
 * either: the server must have served about what the client sent (else the client measured
   something else), the client must have accounted for about what the server served (else it
-  lost measurements, e.g. a Locust worker's report), the client must have completed requests,
-  and errors must stay under 1%.
+  lost measurements, e.g. a Locust worker's report), the server must have accepted about the
+  connections the client counted (else its window count is not to be trusted), the client must
+  have completed requests, and errors must stay under 1%.
 * over TLS (our servers count `tls_handshakes` and `tls_resumed`): a client that never offers
   a session must have made full handshakes only; a resuming one, unpooled, must have resumed
   all but each load process's first (+2), and seen as many resumed as the server counted.
@@ -43,6 +50,7 @@ UNPOOLED_MIN_SHARE = 0.9
 UNPOOLED_MAX_REQ_PER_CONN = 1.1
 SERVED_MIN_SHARE = 0.9
 ACCOUNTED_SLACK = 1.1  # served may exceed the client's total by requests in flight at its stop
+COUNTED_SLACK = 0.05  # client's and server's run-wide connection counts differ by at most this
 POOLED_MIN_PEAK_SHARE = 0.9
 UNPOOLED_MIN_PEAK_SHARE = 0.5
 MAX_ERROR_SHARE = 0.01
@@ -79,10 +87,15 @@ def judge(
     connections_opened: int,
     requests_served: int,
     peak_open_connections: int,
+    connections_counted: int = -1,
+    connections_window: int = -1,
 ) -> Verdict:
     """Valid when the client measured our server in the mode it claims.
 
     `concurrency` is the connections the client holds at once (1 for a sequential client).
+    `connections_opened` and `requests_served` are the server's, over the client's whole run;
+    `connections_counted` the client's own count over that run, `connections_window` over its
+    window (-1: not counted).
     """
     if requests <= 0:
         return Verdict(False, "no request completed in the measured window")
@@ -103,21 +116,47 @@ def judge(
         )
     if connections_opened <= 0:
         return Verdict(False, "the server accepted no connection")
+    if connections_counted >= 0 and abs(connections_opened - connections_counted) > (
+        COUNTED_SLACK * connections_opened + in_flight
+    ):
+        return Verdict(
+            False,
+            f"server accepted {connections_opened} connections but the client counted "
+            f"{connections_counted}: its count of the window's connections is not the server's",
+        )
+    spans = [(requests_total, connections_opened, 0)]  # the whole run: no request cut in two
+    if connections_window >= 0 and connections_counted >= 0:
+        spans.append((requests + errors, connections_window, in_flight))
+    for sent, opened, edge in spans:
+        verdict = _mode_verdict(
+            mode, concurrency, load_processes, keepalive_timeout_s, keepalive_max, sent, opened,
+            edge, peak_open_connections,
+        )  # fmt: skip
+        if not verdict.valid:
+            return verdict
+    return Verdict(True)
+
+
+def _mode_verdict(
+    mode: Mode, concurrency: int, load_processes: int, keepalive_timeout_s: float,
+    keepalive_max: int, sent: int, opened: int, edge: int, peak_open_connections: int,
+) -> Verdict:  # fmt: skip
+    """The mode's rules over one span: `sent` requests, `opened` connections in it. `edge`:
+    requests that may straddle the span's ends (a window that closes mid-traffic, as Locust's
+    does, can see a request's connect but not its response, or the reverse)."""
     if mode is Mode.POOLED:
         if keepalive_timeout_s == 0 or keepalive_max == 1:
             why = "timeout 0" if keepalive_timeout_s == 0 else "max 1 request per connection"
             return Verdict(
                 False, f"keep-alive disabled on the server ({why}): pooled mode impossible"
             )
-        expected = expected_pooled_connections(
-            concurrency, load_processes, requests_total, keepalive_max
-        )
+        expected = expected_pooled_connections(concurrency, load_processes, sent, keepalive_max)
         limit = POOLED_SLACK * expected + POOLED_EXTRA
-        if connections_opened > limit:
+        if opened > limit:
             return Verdict(
                 False,
-                f"pooled but {connections_opened} connections opened for {requests_total} requests "
-                f"(expected about {expected}): connections were not reused",
+                f"pooled but {opened} connections opened for {sent} requests "
+                f"(expected at most about {expected}): connections were not reused",
             )
         if peak_open_connections < POOLED_MIN_PEAK_SHARE * concurrency:
             return Verdict(
@@ -126,14 +165,14 @@ def judge(
                 "connections were open at once",
             )
         return Verdict(True)
-    per_conn = requests_served / connections_opened
+    per_conn = sent / opened if opened > 0 else math.inf
     if (
-        per_conn > UNPOOLED_MAX_REQ_PER_CONN
-        or connections_opened < UNPOOLED_MIN_SHARE * requests_total
+        sent - edge > UNPOOLED_MAX_REQ_PER_CONN * opened
+        or opened + edge < UNPOOLED_MIN_SHARE * sent
     ):
         return Verdict(
             False,
-            f"unpooled but {connections_opened} connections for {requests_total} requests "
+            f"unpooled but {opened} connections for {sent} requests "
             f"({per_conn:.2f} requests per connection): connections were reused",
         )
     if peak_open_connections < UNPOOLED_MIN_PEAK_SHARE * concurrency:
@@ -190,7 +229,9 @@ def is_client_bound(client_pct: float, client_core_busy_pct: float | None = None
     """The client used 85% of its core, or its core was 85% busy with anything (ours and
     others'): either way the client could not go faster, so its throughput is a lower bound.
 
-    A client at 30% of its core looks idle, but if the core was 100% busy it was starved."""
+    A client at 30% of its core looks idle, but if the core was 100% busy it was starved.
+    Over the delay line `client_pct` includes the relay's CPU (rows.measured_row adds it): the
+    relay runs on the client's core and forwards every packet, so it is the client side's load."""
     busy = client_core_busy_pct if client_core_busy_pct is not None else 0.0
     return max(client_pct, busy) >= CLIENT_BOUND_PCT
 
@@ -210,14 +251,16 @@ def server_contended(cores: Cores, core_busy_pct: dict[int, float], server_pct: 
 
 def core_note(
     cores: Cores, core_busy_pct: dict[int, float], server_pct: float, client_pct: float,
-    harness_pct: float,
+    harness_pct: float, relay_pct: float | None = None,
 ) -> str:  # fmt: skip
-    """Both cores' total load beside our share of it, for the note column."""
+    """Both cores' total load beside our share of it, for the note column; the delay line's
+    relay, pinned to the client's core, is listed with the client's side."""
     server, client = core_busy_pct.get(cores.server), core_busy_pct.get(cores.client)
     if not cores.pinned or server is None or client is None:
         return ""
+    relay = f"{relay_pct:.0f}% relay, " if relay_pct is not None else ""
     return (
         f"cores: server {cores.server} {server:.0f}% busy ({server_pct:.0f}% server), "
         f"client {cores.client} {client:.0f}% busy ({client_pct:.0f}% client, "
-        f"{harness_pct:.1f}% harness)"
+        f"{relay}{harness_pct:.1f}% harness)"
     )

@@ -20,10 +20,13 @@ from typing import Any
 from benchmarks.common import UsageError, generated_table_main, replace_section, write_atomic
 from benchmarks.matrix import ALWAYS, DIMENSION_COLUMNS, DIMENSIONS, CellKey, by_column, key_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions this code reads. Version 1 (before the delay line) lacks the link columns: its rows
 # read as loopback rows (no line: the link columns empty, the link dimensions at `before`).
-READABLE_VERSIONS = ("1", "2")
+# Versions 1 and 2 lack the request phases and the relay's CPU (empty: not measured then), and
+# their `connections_opened` covered the client's whole run: they read with it in
+# `connections_opened_run` too (version 3 counts `connections_opened` over the window).
+READABLE_VERSIONS = ("1", "2", "3")
 
 
 class SchemaError(UsageError):
@@ -62,12 +65,18 @@ class ResultRow:
     latency_p99_ms: float
     latency_p999_ms: float
     latency_max_ms: float
+    # The phases of a request, medians over the window's requests; empty where the client
+    # cannot time them apart (benchmarks.clients.shared.Phase)
+    connect_p50_ms: float | None
+    tls_p50_ms: float | None
+    ttfb_p50_ms: float | None
     client_cpu_pct: float
     # Server-side results
     server_cpu_s: float
     server_cpu_us_per_req: float
     server_cpu_pct: float
     connections_opened: int
+    connections_opened_run: int | None
     requests_per_connection: float
     peak_open_connections: int
     open_sockets: int
@@ -77,6 +86,7 @@ class ResultRow:
     link_lateness_p99_us: float | None
     link_packets: int | None
     link_drops: int | None
+    relay_cpu_pct: float | None
     # Verdicts
     client_bound: int
     valid: int
@@ -107,14 +117,30 @@ _ROW_DOCS: dict[str, str] = {
     "latency_p99_ms": "99th percentile latency, ms",
     "latency_p999_ms": "99.9th percentile latency, ms",
     "latency_max_ms": "slowest request, ms",
+    "connect_p50_ms": "median over the window's requests of the time from `connect()` to "
+    "established, ms; 0 for a request on a reused connection (so a pooled cell reads 0); empty "
+    "where the client cannot tell (Locust; aiohttp over https, whose connect includes the "
+    "handshake)",
+    "tls_p50_ms": "median over the window's requests of the TLS handshake after the connect, ms; "
+    "0 on a reused connection; empty without TLS or where the client cannot tell",
+    "ttfb_p50_ms": "median time to first byte, ms: from the start of the request's write (after "
+    "any connect and handshake) to the first response byte (pyperf-sequential: once http.client "
+    "has read the response head); empty where the client cannot tell (Locust, aiohttp)",
     "client_cpu_pct": "client CPU (all its processes, pinned to one core) as % of that core, over "
     "the 0.2 s intervals in which the server served requests; the note's `cores:` part gives "
     "each pinned core's total load beside it",
     "server_cpu_s": "server CPU seconds (user + system) over the client's whole run",
     "server_cpu_us_per_req": "server CPU microseconds per request served",
     "server_cpu_pct": "server CPU as % of one core, over the same intervals as client_cpu_pct",
-    "connections_opened": "connections the server accepted over the client's run, warm-up included",
-    "requests_per_connection": "requests served / connections opened (server counters)",
+    "connections_opened": "connections the client opened in the measured window, the span of "
+    "`requests` (so unpooled reads about `requests`, pooled about 0 plus those the server "
+    "closed); the validity check judges the mode by it, after checking the client's run-wide "
+    "count against the server's; schema 1 and 2 files: as connections_opened_run",
+    "connections_opened_run": "connections the server accepted over the client's whole run "
+    "(probe, warm-up and pyperf's workers' start included; a target's: the client's own count); "
+    "empty never in schema 3",
+    "requests_per_connection": "requests served / connections accepted over the client's whole "
+    "run (server counters: a pooled window reuses connections its warm-up opened)",
     "peak_open_connections": "most connections open at once on the server",
     "open_sockets": "ESTABLISHED server-side sockets on the server port near the end of the window "
     "(/proc/net/tcp{,6})",
@@ -127,9 +153,13 @@ _ROW_DOCS: dict[str, str] = {
     "check included); empty for loopback",
     "link_drops": "packets the relay dropped (random loss and full bottleneck queue); empty for "
     "loopback",
-    "client_bound": "1 when the client used >= 85% of its core, or its core was >= 85% busy in "
-    "total (the client, the harness pinned beside it, and other processes: a starved client); "
-    "throughput is then a lower bound",
+    "relay_cpu_pct": "the delay line's relay CPU as % of one core, over the same intervals as "
+    "client_cpu_pct; it runs pinned to the client's core, so it counts toward client_bound "
+    "(client_cpu_pct + relay_cpu_pct), never as another tenant of the server's core; empty for "
+    "loopback",
+    "client_bound": "1 when the client (with the delay line's relay, on its core) used >= 85% of "
+    "its core, or its core was >= 85% busy in total (the client, the relay, the harness pinned "
+    "beside it, and other processes: a starved client); throughput is then a lower bound",
     "valid": "1 when the cell ran and its mode was achieved (pooled reused connections at its "
     "concurrency, unpooled opened one per request) on a server core of its own: other processes "
     "using >= 20% of the server's core make it 0 with a note starting `contended:`",
@@ -179,7 +209,10 @@ _BEFORE: dict[str, Any] = {
     **{d.column: d.before for d in DIMENSIONS if d.before is not ALWAYS},
     **dict.fromkeys(_V2_COLUMNS := ("link_lateness_p50_us", "link_lateness_p99_us",
                                     "link_packets", "link_drops")),
+    **dict.fromkeys(_V3_COLUMNS := ("connect_p50_ms", "tls_p50_ms", "ttfb_p50_ms",
+                                    "connections_opened_run", "relay_cpu_pct")),
 }  # fmt: skip
+_ADDED_IN = {**dict.fromkeys(_V2_COLUMNS, 2), **dict.fromkeys(_V3_COLUMNS, 3)}
 # Float columns that may be blank: not measured (a target's CPU without --target-pid). NaN in a
 # row, an empty field in the file.
 BLANK_FLOATS = frozenset({"server_cpu_s", "server_cpu_us_per_req", "server_cpu_pct"})
@@ -307,9 +340,12 @@ def _parse_row(
     if problem:
         raise SchemaError(f"{path}: {problem}")
     cast: dict[str, Any] = {}
+    version = int(values["schema_version"])
+    if version < 3 and "connections_opened" in values:  # what the old column counted
+        values["connections_opened_run"] = values["connections_opened"]
     for name in COLUMNS:
-        if name not in values and name in _V2_COLUMNS and values["schema_version"] != "1":
-            raise SchemaError(f"{path}: schema 2 file without its {name} column")
+        if name not in values and _ADDED_IN.get(name, version + 1) <= version:
+            raise SchemaError(f"{path}: schema {version} file without its {name} column")
         if name not in values:  # a column newer than the file (_header_problem let it pass)
             cast[name] = _BEFORE[name]
             continue
