@@ -598,7 +598,7 @@ def test_the_relays_cpu_counts_toward_client_bound_never_the_server_core(tmp_pat
     over_line = measured_row(cell, ctx, "t", replace(base, link=link))
     assert over_line.relay_cpu_pct == pytest.approx(40.0) and over_line.client_cpu_pct == 50.0
     assert (over_line.client_bound, over_line.valid) == (1, 1), over_line.note
-    assert "client 0 91% busy (50% client, 40% relay, 1% harness)" in over_line.note
+    assert "client 0 91% busy (50% client, 40% relay, 1.0% harness)" in over_line.note
     assert "contended" not in over_line.note
     unpinned = replace(ctx, cores=Cores(-1, -1))
     alone = measured_row(cell, unpinned, "t", replace(base, link=link))
