@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_atomic
 from benchmarks.harness.fingerprint import Fingerprint, collect
+from benchmarks.net.netns import NetError
+from servers.launch import ServerStartError
 
 SCENARIO_SCHEMA_VERSION = 1
 FINGERPRINT_COLUMNS = ("host_id", "git_commit", "kernel", "cpu_model", "python_version")
@@ -31,6 +34,35 @@ def progress(prog: str, text: str) -> None:
     """One line on stderr, so stdout stays the verdict's alone."""
     sys.stderr.write(f"{prog}: {text}\n")
     sys.stderr.flush()
+
+
+Rows = list[dict[str, Any]]
+
+
+def run_and_write(
+    prog: str,
+    output: Output,
+    measure: Callable[[], Rows],
+    figure: Callable[[Rows], Any],
+    verdicts: Callable[[Rows], list[str]],
+) -> int:
+    """A scenario's last steps, the same for each: measure (Ctrl-C is 130, a failure one line
+    and 2, nothing written), then the CSV and the plot beside it, the verdicts on stdout."""
+    started = time.monotonic()
+    try:
+        rows = measure()
+    except KeyboardInterrupt:
+        progress(prog, "interrupted, everything stopped")
+        return 130
+    except (ScenarioError, NetError, ServerStartError, OSError, subprocess.TimeoutExpired) as exc:
+        progress(prog, f"error: {exc}")
+        return 2
+    output.write_csv(rows)
+    output.write_png(figure(rows))
+    for line in verdicts(rows):
+        print(line)
+    progress(prog, f"wrote {output.csv} and {output.png} in {time.monotonic() - started:.0f} s")
+    return 0
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,10 @@ from typing import Any
 
 from benchmarks.common import OneLineParser
 from benchmarks.net.line import DelayLine
-from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot
+from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot, run_and_write
 from benchmarks.serverperf.nginx import find_nginx, free_port, nginx_string, temp_path_lines
-from servers.launch import ServerProcess, ServerStartError, terminate
+from servers.launch import ServerProcess, terminate
 from servers.options import OptionsError, ServerName, ServerOptions
 
 PROG = "python -m benchmarks race"
@@ -595,21 +594,10 @@ def main(argv: list[str]) -> int:
     where = f"rtt {config.rtt_ms:g} ms (delay line)" if config.rtt_ms else "loopback"
     progress(PROG, f"{config.server} server, T {config.timeout_s:g} s, {where}, "
              f"deltas {', '.join(f'{d:+g}' for d in config.deltas_ms())} ms")  # fmt: skip
-    try:
-        rows = measure(config)
-    except KeyboardInterrupt:
-        progress(PROG, "interrupted, everything stopped")
-        return 130
-    except (ScenarioError, NetError, ServerStartError, OSError, subprocess.TimeoutExpired) as exc:
-        progress(PROG, f"error: {exc}")
-        return 2
-    output.write_csv(rows)
     title = f"idle-timeout race: {config.server} T {config.timeout_s:g} s, {where}"
-    output.write_png(figure(rows, title))
-    for line in verdicts(rows):
-        print(line)
-    progress(PROG, f"wrote {output.csv} and {output.png}")
-    return 0
+    return run_and_write(
+        PROG, output, lambda: measure(config), lambda rows: figure(rows, title), verdicts
+    )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,9 @@ from typing import Any
 
 from benchmarks.common import OneLineParser
 from benchmarks.net.line import DelayLine
-from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot
-from servers.launch import ServerProcess, ServerStartError, terminate
+from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot, run_and_write
+from servers.launch import ServerProcess, terminate
 from servers.options import REFERENCE_SERVERS, OptionsError, ServerName, ServerOptions
 
 PROG = "python -m benchmarks slots"
@@ -446,22 +445,11 @@ def main(argv: list[str]) -> int:
     where = f"rtt {config.rtt_ms:g} ms (delay line)" if config.rtt_ms else "loopback"
     progress(PROG, f"{', '.join(config.servers)}; {config.slots} slots, {config.newcomers} "
              f"newcomers, T {', '.join(f'{t:g}' for t in config.timeouts)} s; {where}")  # fmt: skip
-    try:
-        rows = measure(config)
-    except KeyboardInterrupt:
-        progress(PROG, "interrupted, everything stopped")
-        return 130
-    except (ScenarioError, NetError, ServerStartError, OSError, subprocess.TimeoutExpired) as exc:
-        progress(PROG, f"error: {exc}")
-        return 2
-    output.write_csv(rows)
     title = (f"the {ordinal(config.slots + 1)} connection: {config.slots} slots held by keep-alive "
              f"users, {config.newcomers} newcomers; {where}")  # fmt: skip
-    output.write_png(figure(rows, title))
-    for line in verdicts(rows):
-        print(line)
-    progress(PROG, f"wrote {output.csv} and {output.png}")
-    return 0
+    return run_and_write(
+        PROG, output, lambda: measure(config), lambda rows: figure(rows, title), verdicts
+    )
 
 
 if __name__ == "__main__":

@@ -45,10 +45,9 @@ import psutil
 
 from benchmarks.common import OneLineParser
 from benchmarks.net.line import DelayLine
-from benchmarks.net.netns import NetError
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot
-from servers.launch import ServerProcess, ServerStartError, fetch_counters, terminate
+from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot, run_and_write
+from servers.launch import ServerProcess, fetch_counters, terminate
 from servers.options import OptionsError, ServerName, ServerOptions
 
 PROG = "python -m benchmarks thinktime"
@@ -496,22 +495,11 @@ def main(argv: list[str]) -> int:
              f"{config.seconds:g} s, m {', '.join(f'{m:g}' for m in config.means_s)} s, "
              f"T {', '.join(f'{t:g}' for t in config.timeouts_s)} s, "
              f"{sum(p.users for p in points)} users in all")  # fmt: skip
-    started = time.monotonic()
-    try:
-        rows = measure(config)
-    except KeyboardInterrupt:
-        progress(PROG, "interrupted, everything stopped")
-        return 130
-    except (ScenarioError, NetError, ServerStartError, OSError, subprocess.TimeoutExpired) as exc:
-        progress(PROG, f"error: {exc}")
-        return 2
-    output.write_csv(rows)
     title = f"think time against keep-alive timeout: {config.server} server, {where}"
-    output.write_png(figure(rows, title, config.rtt_ms))
-    for line in verdicts(rows, config.rtt_ms):
-        print(line)
-    progress(PROG, f"wrote {output.csv} and {output.png} in {time.monotonic() - started:.0f} s")
-    return 0
+    return run_and_write(
+        PROG, output, lambda: measure(config),
+        lambda rows: figure(rows, title, config.rtt_ms), lambda rows: verdicts(rows, config.rtt_ms),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
