@@ -11,6 +11,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import UsageError, generated_table_main
 
@@ -44,20 +45,27 @@ class Peer:
 _KNOWN = {"name", "kind", "idle_s", "setting", "source", "hint_aware_buffer_s", "note"}
 
 
-def load_peers(path: Path = DEFAULTS_FILE) -> list[Peer]:
-    """Every [[peer]] of the file; UsageError naming the entry that is wrong."""
+def _entries(path: Path, table: str, known: set[str], required: set[str]) -> list[dict[str, Any]]:
+    """Every [[table]] entry of the file, each with only known keys and every required one;
+    UsageError naming the entry that is wrong."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{path.name}: cannot read: {exc}") from None
-    peers = []
-    for i, entry in enumerate(data.get("peer", [])):
-        unknown = set(entry) - _KNOWN
-        missing = {"name", "kind", "setting", "source"} - set(entry)
+    entries: list[dict[str, Any]] = data.get(table, [])
+    for i, entry in enumerate(entries):
+        unknown, missing = set(entry) - known, required - set(entry)
         if unknown or missing:
             raise UsageError(
-                f"{path.name} peer {i}: unknown {unknown or '-'}, missing {missing or '-'}"
+                f"{path.name} {table} {i}: unknown {unknown or '-'}, missing {missing or '-'}"
             )
+    return entries
+
+
+def load_peers(path: Path = DEFAULTS_FILE) -> list[Peer]:
+    """Every [[peer]] of the file; UsageError naming the entry that is wrong."""
+    peers = []
+    for entry in _entries(path, "peer", _KNOWN, {"name", "kind", "setting", "source"}):
         idle = entry.get("idle_s")
         if idle is not None and not (isinstance(idle, int | float) and idle > 0):
             raise UsageError(f"{path.name} peer {entry['name']!r}: idle_s must be > 0")
@@ -91,18 +99,8 @@ _SERVER_KNOWN = {"name", "idle_s", "max_requests", "setting", "source"}
 
 def load_servers(path: Path = DEFAULTS_FILE) -> list[ServerDefault]:
     """Every [[server]] of the file; UsageError naming the entry that is wrong."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{path.name}: cannot read: {exc}") from None
     servers = []
-    for i, entry in enumerate(data.get("server", [])):
-        unknown = set(entry) - _SERVER_KNOWN
-        missing = {"name", "setting", "source"} - set(entry)
-        if unknown or missing:
-            raise UsageError(
-                f"{path.name} server {i}: unknown {unknown or '-'}, missing {missing or '-'}"
-            )
+    for entry in _entries(path, "server", _SERVER_KNOWN, {"name", "setting", "source"}):
         idle, most = entry.get("idle_s"), entry.get("max_requests")
         if idle is not None and not (isinstance(idle, int | float) and idle > 0):
             raise UsageError(f"{path.name} server {entry['name']!r}: idle_s must be > 0")

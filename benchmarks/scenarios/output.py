@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.common import write_atomic
 from benchmarks.harness.fingerprint import Fingerprint, collect
+from benchmarks.net.line import DelayLine
 from benchmarks.net.netns import NetError
 from servers.launch import ServerStartError
 
@@ -37,6 +38,17 @@ def progress(prog: str, text: str) -> None:
 
 
 Rows = list[dict[str, Any]]
+
+
+def client_stdout(line: DelayLine | None, argv: Sequence[str], timeout_s: float, label: str) -> str:
+    """Run a scenario's client process to its end, in the line's client namespace when there is
+    a line; its stdout. A failure is one line: `label: the client's last stderr line`."""
+    full = line.client_cmd(argv) if line else list(argv)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise ScenarioError(f"{label}: {last}")
+    return proc.stdout
 
 
 def run_and_write(

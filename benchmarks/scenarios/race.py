@@ -44,7 +44,14 @@ from typing import Any
 from benchmarks.common import OneLineParser
 from benchmarks.net.line import DelayLine
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot, run_and_write
+from benchmarks.scenarios.output import (
+    Output,
+    ScenarioError,
+    client_stdout,
+    progress,
+    pyplot,
+    run_and_write,
+)
 from benchmarks.serverperf.nginx import find_nginx, free_port, nginx_string, temp_path_lines
 from servers.launch import ServerProcess, terminate
 from servers.options import OptionsError, ServerName, ServerOptions
@@ -172,12 +179,7 @@ class Site:
 
     def client(self, argv: Sequence[str], timeout_s: float) -> str:
         """Run a client to its end on the client side; its stdout."""
-        full = self.line.client_cmd(argv) if self.line else list(argv)
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise ScenarioError(f"{argv[2] if len(argv) > 2 else argv[0]}: {last}")
-        return proc.stdout
+        return client_stdout(self.line, argv, timeout_s, argv[2] if len(argv) > 2 else argv[0])
 
     def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
         """A long-running process on the client side (nginx), stopped by `close`."""

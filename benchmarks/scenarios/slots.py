@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -45,7 +44,14 @@ from typing import Any
 from benchmarks.common import OneLineParser
 from benchmarks.net.line import DelayLine
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot, run_and_write
+from benchmarks.scenarios.output import (
+    Output,
+    ScenarioError,
+    client_stdout,
+    progress,
+    pyplot,
+    run_and_write,
+)
 from servers.launch import ServerProcess, terminate
 from servers.options import REFERENCE_SERVERS, OptionsError, ServerName, ServerOptions
 
@@ -150,12 +156,8 @@ class Site:
         return self.line.server.address if self.line else "127.0.0.1"
 
     def client(self, argv: Sequence[str], timeout_s: float) -> dict[str, Any]:
-        full = self.line.client_cmd(argv) if self.line else list(argv)
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise ScenarioError(f"slots client: {last}")
-        result: dict[str, Any] = json.loads(proc.stdout)
+        out = client_stdout(self.line, argv, timeout_s, "slots client")
+        result: dict[str, Any] = json.loads(out)
         return result
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import subprocess
 import sys
 import threading
 import time
@@ -46,7 +45,14 @@ import psutil
 from benchmarks.common import OneLineParser
 from benchmarks.net.line import DelayLine
 from benchmarks.net.spec import LinkSpec
-from benchmarks.scenarios.output import Output, ScenarioError, progress, pyplot, run_and_write
+from benchmarks.scenarios.output import (
+    Output,
+    ScenarioError,
+    client_stdout,
+    progress,
+    pyplot,
+    run_and_write,
+)
 from servers.launch import ServerProcess, fetch_counters, terminate
 from servers.options import OptionsError, ServerName, ServerOptions
 
@@ -205,12 +211,8 @@ class Site:
                 terminate(info.proc)
 
     def client(self, argv: Sequence[str], timeout_s: float) -> dict[str, Any]:
-        full = self.line.client_cmd(argv) if self.line else list(argv)
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise ScenarioError(f"thinktime client: {last}")
-        result: dict[str, Any] = json.loads(proc.stdout)
+        out = client_stdout(self.line, argv, timeout_s, "thinktime client")
+        result: dict[str, Any] = json.loads(out)
         return result
 
 
